@@ -1,0 +1,49 @@
+"""Names shared by every layer: metadata columns, operations, layers.
+
+Defined once here so the decoder, the core, the sinks and the queries agree.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+PREFIX: Final = "_tm_"
+
+# Change-event columns (DESIGN §3.1) as the decoder emits them.
+OP: Final = "_tm_op"
+POSITION: Final = "_tm_position"
+TX_ID: Final = "_tm_tx_id"
+SOURCE_TS: Final = "_tm_source_ts"
+BEFORE: Final = "_tm_before"
+UNCHANGED_TOAST: Final = "_tm_unchanged"
+
+# Columns the sinks add (DESIGN §3.2).
+BATCH: Final = "_tm_batch"
+INGESTED_AT: Final = "_tm_ingested_at"
+VALID_FROM: Final = "_tm_valid_from"
+VALID_TO: Final = "_tm_valid_to"
+BATCH_IN: Final = "_tm_batch_in"
+BATCH_OUT: Final = "_tm_batch_out"
+
+
+class Op(StrEnum):
+    """Debezium's operation codes."""
+
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # a snapshot row
+
+
+class Layer(StrEnum):
+    """The three lake layers (DESIGN §3.2)."""
+
+    CHANGELOG = "changelog"
+    LIVE = "live"
+    FORENSIC = "forensic"
+
+
+def is_metadata(column: str) -> bool:
+    """True for Tidemark's own columns, which never come from a source row."""
+    return column.startswith(PREFIX)

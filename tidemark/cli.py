@@ -1,0 +1,64 @@
+"""The `tidemark` command: a thin layer over the library (STYLE §7).
+
+A `TidemarkError` becomes one line plus a hint and a non-zero exit; anything else
+keeps its traceback, because it is a bug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from stream_processors.milestoning.errors import TidemarkError
+from tidemark.secrets import mask
+
+# name -> "module:attribute"; imported lazily so `tidemark --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "db": "tidemark.commands.db:db",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each command only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Tidemark: change data capture into Delta Lake (live and forensic tables)."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI and turn Tidemark errors into one clear line."""
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except TidemarkError as exc:
+        click.secho(f"error: {mask(exc.message)}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"hint: {mask(exc.hint)}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
