@@ -17,8 +17,18 @@ from stream_processors.milestoning.errors import TidemarkError
 from tidemark.secrets import mask
 
 # name -> "module:attribute"; imported lazily so `tidemark --help` stays fast.
+# Each command lives in its own module under tidemark/commands/.
 COMMANDS: dict[str, str] = {
+    "connectors": "tidemark.commands.connectors:connectors",
     "db": "tidemark.commands.db:db",
+    "query": "tidemark.commands.query:query",
+    "run": "tidemark.commands.run:run",
+    "simulate": "tidemark.commands.simulate:simulate",
+    "status": "tidemark.commands.status:status",
+    "tail": "tidemark.commands.tail:tail",
+    "up": "tidemark.commands.up:up",
+    "verify": "tidemark.commands.verify:verify",
+    "worker": "tidemark.commands.worker:worker",
 }
 
 
@@ -26,14 +36,20 @@ class LazyGroup(click.Group):
     """A click group that imports each command only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(name for name in COMMANDS if self.get_command(ctx, name) is not None)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
             return None
-        module, attr = target.split(":")
-        command: click.Command = getattr(importlib.import_module(module), attr)
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # a missing dependency inside it is a real error
+                raise
+            return None  # not built yet
+        command: click.Command = getattr(module, attr)
         return command
 
 
