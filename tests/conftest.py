@@ -1,3 +1,11 @@
-"""Shared fixtures: real services started once per session (STYLE §8)."""
+"""Shared fixtures: real services started once per session (STYLE §8).
 
-pytest_plugins = ["tests.fixtures.postgres"]
+One fixtures module per service; each is registered here once.
+"""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.debezium",
+    "tests.fixtures.kafka",
+    "tests.fixtures.lake",
+]
