@@ -139,7 +139,8 @@ class BucketedSink(ABC):
         pieces = [*content.values(), extra]
         data = pa.concat_tables(pieces) if pieces else fitted.slice(0, 0)
         before = self._version()
-        if self.handle.dt is None:
+        if self.handle.dt is None or not buckets:
+            # First commit creates the table; an empty batch still records txn and position.
             self.handle.commit(
                 data,
                 batch_id=batch_id,
