@@ -34,7 +34,9 @@ from stream_processors.milestoning.model import MilestonedTable
 log = logging.getLogger(__name__)
 
 ALL_LAYERS = frozenset(Layer)
-_ORDER = (Layer.CHANGELOG, Layer.FORENSIC, Layer.LIVE)
+# Forensic last: `current_versions` reads it, so a batch half-applied before a crash is
+# milestoned again from the state before it, and the replay fills the missing layers.
+_ORDER = (Layer.CHANGELOG, Layer.LIVE, Layer.FORENSIC)
 LayerSink = ChangelogSink | LiveSink | ForensicSink
 
 
