@@ -14,7 +14,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from sinks.base import CommitResult
 from sinks.delta.buckets import DEFAULT_CACHE_ROWS, BucketRows
@@ -47,7 +46,7 @@ class BucketedSink(ABC):
 
     layer: Layer
     partition_by: tuple[str, ...] = (BUCKET,)
-    scope: ds.Expression | None = None
+    scope: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(
         self,

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from sinks.delta.bucketed import BucketedSink, conform
 from sinks.delta.buckets import key_filter, split_by_bucket
@@ -40,7 +39,7 @@ class ForensicSink(BucketedSink):
 
     layer = Layer.FORENSIC
     partition_by = (CURRENT, BUCKET)
-    scope = ds.field(CURRENT) == True  # noqa: E712 (an Arrow expression, not a comparison)
+    scope = ((CURRENT, "=", "true"),)
 
     def configuration(self) -> dict[str, str]:
         # Statistics on `_tm_batch_out` let the commit predicate skip every history file.
@@ -74,17 +73,22 @@ class ForensicSink(BucketedSink):
         opened = split_by_bucket(new_rows.filter(new_rows.column(CURRENT)))
         history = [new_rows.filter(pc.invert(new_rows.column(CURRENT)))]
         content = {}
+        closing = []
         for bucket, rows in current.items():
-            closing = key_filter(rows, closes, keys, keep=True)
-            if closing.num_rows:
-                closed = closing.drop_columns([VALID_TO, BATCH_OUT, CURRENT]).join(
-                    closes, keys, join_type="inner"
-                )
-                closed = closed.append_column(CURRENT, pa.repeat(False, closed.num_rows))
-                history.append(conform(closed, new_rows.schema))
-            kept = key_filter(rows, closes, keys, keep=False) if closing.num_rows else rows
+            hit = key_filter(rows, closes, keys, keep=True)
+            if hit.num_rows:
+                closing.append(hit)
+                rows = key_filter(rows, closes, keys, keep=False)
             added = opened.get(bucket)
-            content[bucket] = kept if added is None else pa.concat_tables([kept, added])
+            content[bucket] = rows if added is None else pa.concat_tables([rows, added])
+        if closing:
+            closed = (
+                pa.concat_tables(closing)
+                .drop_columns([VALID_TO, BATCH_OUT, CURRENT])
+                .join(closes, keys, join_type="inner")
+            )
+            closed = closed.append_column(CURRENT, pa.repeat(False, closed.num_rows))
+            history.append(conform(closed, new_rows.schema))
         return content, pa.concat_tables(history)
 
     def predicate(self, buckets: Sequence[int], batch_id: int) -> str:

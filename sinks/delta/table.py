@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -101,11 +101,21 @@ class DeltaHandle:
                 return str(commit[POSITION_KEY]) or None
         return None
 
-    def read(self, expression: ds.Expression | None = None) -> pa.Table:
-        """Rows matching `expression` (partition filters prune files), or all rows."""
+    def read(
+        self,
+        expression: ds.Expression | None = None,
+        *,
+        partitions: list[tuple[str, str, Any]] | None = None,
+    ) -> pa.Table:
+        """Rows matching `expression`; `partitions` (delta-rs filters) limit the files listed.
+
+        Listing only the wanted partitions matters: building a dataset over every file of a
+        big table costs more than reading a few buckets.
+        """
         assert self.dt is not None
         with delta_errors(self.uri):
-            return self.dt.to_pyarrow_dataset().to_table(filter=expression)
+            dataset = self.dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
+            return dataset.to_table(filter=expression)
 
     def commit(
         self,
