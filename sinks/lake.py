@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -71,6 +72,7 @@ class Lake:
         maintenance: run background compaction/vacuum (see `sinks.maintenance`).
         cache_rows: per-layer bound of the in-memory bucket cache.
         range_size: keys per bucket for tables with one integer key (fixed at creation).
+        parallelism: tables committed at once (and changelog beside live within a table).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Lake:
         maintenance: bool = False,
         cache_rows: int = DEFAULT_CACHE_ROWS,
         range_size: int | None = None,
+        parallelism: int = 2,
     ) -> None:
         self.root = root
         self.app_id = app_id
@@ -89,6 +92,8 @@ class Lake:
         self.cache_rows = cache_rows
         self.range_size = range_size
         self._sinks: dict[tuple[str, Layer], LayerSink] = {}
+        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="tm-table")
+        self._side = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="tm-layer")
         self.batch_log = BatchLog(root, app_id=app_id, storage_options=self.storage_options)
         self.dead_letters = DeadLetterTable(
             root, app_id=app_id, storage_options=self.storage_options
@@ -167,6 +172,7 @@ class Lake:
         commits: list[CommitResult] = []
         counts: list[TableCounts] = []
         letters: list[DeadLetter] = []
+        jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
         for batch in tables:
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
@@ -176,12 +182,13 @@ class Lake:
                 letters.extend(_as_dead_letters(batch, exc.message))
                 counts.append(TableCounts(batch.table, dead_letters=batch.changelog.num_rows))
                 continue
-            for layer in _ORDER:
-                if layer in wanted:
-                    sink = self.sink(batch.table, layer)
-                    sink.write(batch, batch_id=batch_id)
-                    commits.append(sink.commit())
+            jobs.append((batch, [self.sink(batch.table, lay) for lay in _ORDER if lay in wanted]))
             counts.append(_counts(batch))
+        # Tables are independent: commit them side by side (delta-rs releases the GIL while
+        # it writes). Within a table, changelog and live go together, forensic strictly last.
+        futures = [self._pool.submit(self._commit_table, b, sinks, batch_id) for b, sinks in jobs]
+        for future in futures:
+            commits.extend(future.result())
         if letters:
             self.dead_letters.append(letters, batch_id=batch_id, stage="apply")
         logged = self.batch_log.append(
@@ -191,6 +198,20 @@ class Lake:
         return BatchResult(
             batch_id, tuple(counts), tuple(commits), len(letters), skipped, datetime.now(UTC)
         )
+
+    def _commit_table(
+        self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
+    ) -> list[CommitResult]:
+        for sink in sinks:
+            sink.write(batch, batch_id=batch_id)
+        early = [s for s in sinks if s.layer is not Layer.FORENSIC]
+        late = [s for s in sinks if s.layer is Layer.FORENSIC]
+        if len(early) == 2:
+            side = self._side.submit(early[0].commit)
+            results = [early[1].commit(), side.result()]
+        else:
+            results = [s.commit() for s in early]
+        return results + [s.commit() for s in late]
 
     def _preflight(self, batch: MilestonedTable, layers: frozenset[Layer]) -> None:
         """Raise `SinkSchemaMismatch` before any layer is written if one cannot take the batch."""
@@ -214,6 +235,8 @@ class Lake:
         for sink in self._sinks.values():
             sink.close()
         self._sinks.clear()
+        self._pool.shutdown(wait=True)
+        self._side.shutdown(wait=True)
 
 
 def _counts(batch: MilestonedTable) -> TableCounts:
