@@ -28,7 +28,14 @@ from sinks.delta.live import LiveSink
 from sinks.delta.table import table_uri
 from sinks.errors import SinkSchemaMismatch
 from sinks.maintenance import Maintenance
-from stream_processors.milestoning.columns import POSITION, Layer
+from stream_processors.milestoning.columns import (
+    BATCH,
+    BATCH_IN,
+    POSITION,
+    SOURCE_TS,
+    VALID_FROM,
+    Layer,
+)
 from stream_processors.milestoning.dead_letter import DeadLetter
 from stream_processors.milestoning.model import MilestonedTable
 
@@ -125,7 +132,11 @@ class Lake:
         return self._sinks[(table, layer)]
 
     def _maintained(self) -> list[tuple[str, Layer]]:
-        return [(table_uri(self.root, layer.value, table), layer) for table, layer in self._sinks]
+        return [
+            (sink.handle.uri, layer)
+            for (_, layer), sink in list(self._sinks.items())
+            if sink.handle.dt is not None
+        ]
 
     def applied_position(self, table: str) -> str | None:
         """The highest position committed to every existing layer of `table` (None if none)."""
@@ -139,10 +150,22 @@ class Lake:
         return min(p for p in positions if p is not None)
 
     def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None:
-        """The open forensic versions of `keys` (columns = the key columns of `keys`)."""
-        sink = self.sink(table, Layer.FORENSIC)
-        assert isinstance(sink, ForensicSink)
-        return sink.current_versions(keys, keys.column_names)
+        """The open forensic versions of `keys` (key columns = the columns of `keys`).
+
+        A table kept without a forensic layer answers from live, renamed to the forensic
+        columns (`_tm_valid_from`, `_tm_batch_in`), so the core can still drop replays.
+        """
+        forensic = self.sink(table, Layer.FORENSIC)
+        assert isinstance(forensic, ForensicSink)
+        if forensic.handle.dt is not None:
+            return forensic.lookup(keys, keys.column_names)
+        live = self.sink(table, Layer.LIVE)
+        assert isinstance(live, LiveSink)
+        rows = live.lookup(keys, keys.column_names)
+        if rows is None:
+            return None
+        renames = {SOURCE_TS: VALID_FROM, BATCH: BATCH_IN}
+        return rows.rename_columns([renames.get(name, name) for name in rows.column_names])
 
     def last_batch_id(self) -> int:
         """The last batch recorded in the batch log, 0 when empty."""

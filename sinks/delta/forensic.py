@@ -41,9 +41,11 @@ class ForensicSink(BucketedSink):
     partition_by = (CURRENT, BUCKET)
     scope = ((CURRENT, "=", "true"),)
 
-    def configuration(self) -> dict[str, str]:
-        # Statistics on `_tm_batch_out` let the commit predicate skip every history file.
-        return {"delta.dataSkippingStatsColumns": ",".join(_STATS)}
+    def configuration(self, key_columns: Sequence[str]) -> dict[str, str]:
+        # Statistics on `_tm_batch_out` let the commit predicate skip every history file;
+        # on the keys and validity they let as-of queries skip files too.
+        names = [n if n.isidentifier() else f"`{n}`" for n in (*key_columns, *_STATS)]
+        return {"delta.dataSkippingStatsColumns": ",".join(names)}
 
     def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
         keys = list(batch.key_columns)
@@ -93,16 +95,3 @@ class ForensicSink(BucketedSink):
 
     def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
         return f"{in_list(BUCKET, buckets)} AND ({CURRENT} = true OR {BATCH_OUT} = {batch_id})"
-
-    def current_versions(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Table | None:
-        """The open versions of `keys` (source columns plus `_tm_` columns), None if no table."""
-        if self.handle.dt is None or self.bucketing is None or keys.num_rows == 0:
-            return None
-        keyed = keys.select(list(key_columns))
-        buckets = self.bucketing.assign(keyed, key_columns).unique().to_pylist()
-        parts = [rows for rows in self.rows.get(buckets).values() if rows.num_rows]
-        if not parts:
-            return None
-        rows = pa.concat_tables(parts, promote_options="permissive")
-        found = key_filter(rows, keyed, key_columns, keep=True)
-        return found.drop_columns([c for c in (BUCKET, CURRENT) if c in found.column_names])

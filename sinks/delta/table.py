@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 POSITION_KEY = "tidemark.position"
 BATCH_KEY = "tidemark.batch"
+APP_KEY = "tidemark.app"
 _HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commits carry none)
 
 
@@ -96,8 +97,9 @@ class DeltaHandle:
 
     def _read_position(self) -> str | None:
         assert self.dt is not None
+        # Only our own commits: another worker's position says nothing about our events.
         for commit in self.dt.history(_HISTORY_SCAN):
-            if POSITION_KEY in commit:
+            if commit.get(APP_KEY) == self.app_id and POSITION_KEY in commit:
                 return str(commit[POSITION_KEY]) or None
         return None
 
@@ -134,7 +136,7 @@ class DeltaHandle:
             SinkCommitConflict: a concurrent writer won; retry the batch.
             SinkError: any other storage failure.
         """
-        metadata = {BATCH_KEY: str(batch_id)}
+        metadata = {BATCH_KEY: str(batch_id), APP_KEY: self.app_id}
         if self._position is not None and (position is None or position < self._position):
             position = self._position  # a replay never moves the position back
         if position is not None:
