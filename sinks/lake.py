@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class BatchResult:
         dead_letters: events sent to the dead letters because they could not be applied.
         skipped: True when every layer and the batch log already held this batch.
         committed_at: when the batch log row was written.
+        seconds: wall time of `commit_batch`: what an adaptive batcher steers by.
     """
 
     batch_id: int
@@ -67,6 +69,7 @@ class BatchResult:
     dead_letters: int
     skipped: bool
     committed_at: datetime
+    seconds: float
 
 
 class Lake:
@@ -192,6 +195,7 @@ class Lake:
             SinkCommitConflict: a layer kept losing to concurrent writers (transient).
             SinkError: storage failed; the batch can be replayed as a whole.
         """
+        clock = time.perf_counter()
         commits: list[CommitResult] = []
         counts: list[TableCounts] = []
         letters: list[DeadLetter] = []
@@ -219,7 +223,13 @@ class Lake:
         )
         skipped = not logged and all(c.skipped for c in commits)
         return BatchResult(
-            batch_id, tuple(counts), tuple(commits), len(letters), skipped, datetime.now(UTC)
+            batch_id,
+            tuple(counts),
+            tuple(commits),
+            len(letters),
+            skipped,
+            datetime.now(UTC),
+            time.perf_counter() - clock,
         )
 
     def _commit_table(

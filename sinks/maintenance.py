@@ -31,7 +31,7 @@ def compact(
     layer: Layer,
     *,
     storage_options: Mapping[str, str] | None = None,
-    target_size: int = 64 * 1024 * 1024,
+    target_size: int = 16 * 1024 * 1024,
 ) -> int:
     """Compact the append-only part of one table; returns files removed."""
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)

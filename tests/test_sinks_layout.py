@@ -113,3 +113,16 @@ def test_maintenance_compacts_history_while_commits_go_on(lake_root):
     lake.close()
     assert len(d.read("forensic")) == len(before_rows) + 3
     assert [r["v"] for r in d.read("live")] == ["v18"]
+
+
+def test_recording_lake_keeps_the_same_idempotence_rule():
+    from tests.support.recording_lake import RecordingLake
+
+    lake = RecordingLake()
+    mt = milestone_rows(TABLE, ("id",), SCHEMA, [event("c", pos(1), ts(1), id=1, v="a")], None,
+                        batch_id=1)
+    assert not lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC)).skipped
+    assert lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC)).skipped
+    current = lake.current_versions(TABLE, pa.table({"id": pa.array([1, 2], pa.int64())}))
+    assert current.column("v").to_pylist() == ["a"]
+    assert lake.last_batch_id() == 1 and lake.applied_position(TABLE) == pos(1)
