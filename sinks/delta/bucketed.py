@@ -100,6 +100,7 @@ class BucketedSink(ABC):
             if batch_id <= self.handle.applied_batch():
                 self._staged = None
                 return CommitResult(self.layer, batch_id, 0, True, self._version(), 0.0)
+            base = self._version()
             try:
                 rows = self._commit_once(batch, batch_id)
             except SinkCommitConflict:
@@ -108,8 +109,9 @@ class BucketedSink(ABC):
                 log.warning(
                     "conflict on %s, batch %s, attempt %s", self.handle.uri, batch_id, attempt
                 )
-                self.rows.clear()
                 self.handle.refresh()
+                if not self.handle.only_maintenance_since(base):
+                    self.rows.clear()  # someone changed rows: re-read what we touch
                 time.sleep(0.05 * 2**attempt)
                 continue
             self._staged = None

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 POSITION_KEY = "tidemark.position"
 BATCH_KEY = "tidemark.batch"
 APP_KEY = "tidemark.app"
+_MAINTENANCE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 _HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commits carry none)
 
 
@@ -102,6 +103,17 @@ class DeltaHandle:
             if commit.get(APP_KEY) == self.app_id and POSITION_KEY in commit:
                 return str(commit[POSITION_KEY]) or None
         return None
+
+    def only_maintenance_since(self, version: int | None) -> bool:
+        """True if every commit after `version` only compacted or vacuumed (no row changed)."""
+        if self.dt is None or version is None:
+            return False
+        newer = self.dt.version() - version
+        if newer <= 0:
+            return True
+        with delta_errors(self.uri):
+            commits = self.dt.history(newer)
+        return all(c.get("operation") in _MAINTENANCE for c in commits)
 
     def read(
         self,
