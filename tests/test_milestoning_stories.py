@@ -370,3 +370,52 @@ def test_incompatible_column_types_are_a_clear_error():
             batch_id=2,
             ingested_at=INGESTED,
         )
+
+
+def test_columns_without_a_comparison_kernel_and_nan_floats():
+    """Arrays (Postgres int[]) take the row-by-row path, only for candidate no-op rows."""
+    schema = pa.schema(
+        [("id", pa.int64()), ("tags", pa.list_(pa.int64())), ("score", pa.float64())]
+    )
+
+    def batch(rows, current=None, batch_id=1):
+        table = events(rows, schema=schema)
+        return milestone(changes(table), current, batch_id=batch_id, ingested_at=INGESTED)
+
+    nan = float("nan")
+    first = batch([{"id": 1, "tags": [1, 2], "score": nan, "op": "c"}])
+    lake = MemoryLake()
+    lake.apply(first)
+    current = lake.current({(1,)}, schema=schema)
+    result = batch(
+        [
+            {"id": 1, "tags": [1, 2], "score": nan, "op": "u", "pos": 5},  # no-op (NaN == NaN)
+            {"id": 1, "tags": [1, 3], "score": nan, "op": "u", "pos": 6},  # a change
+            {"id": 1, "tags": [1, 3], "score": nan, "op": "u", "pos": 7},  # no-op again
+        ],
+        current,
+        batch_id=2,
+    )
+    assert rows_of(result.forensic_inserts, ("tags", POSITION)) == [
+        {"tags": [1, 3], POSITION: pos(6)}
+    ]
+    assert rows_of(result.forensic_closes) == [{"id": 1, VALID_TO: ts(6), BATCH_OUT: 2}]
+
+
+def test_a_placeholder_with_no_earlier_value_stays_null(caplog):
+    table = events([{**ALICE, "note": None, "unchanged": ["note"], "op": "u"}])
+    result = milestone(changes(table), None, batch_id=1, ingested_at=INGESTED)
+    assert rows_of(result.forensic_inserts, ("note",)) == [{"note": None}]
+    assert "no earlier value" in caplog.text
+
+
+def test_events_out_of_position_order_are_applied_in_position_order():
+    table = events(
+        [{**ALICE, "name": "later", "op": "u", "pos": 2}, {**ALICE, "op": "c", "pos": 1}]
+    )
+    result = milestone(changes(table), None, batch_id=1, ingested_at=INGESTED)
+    assert rows_of(result.live_upserts, ("name",)) == [{"name": "later"}]
+    assert rows_of(result.forensic_inserts, ("name", VALID_TO)) == [
+        {"name": "Alice", VALID_TO: ts(2)},
+        {"name": "later", VALID_TO: None},
+    ]

@@ -15,8 +15,9 @@ import pyarrow.compute as pc
 
 from stream_processors.milestoning import arrays, layers, noop, timeline, toast
 from stream_processors.milestoning.columns import POSITION
+from stream_processors.milestoning.errors import MilestoningError
 from stream_processors.milestoning.model import MilestonedTable, TableChanges
-from stream_processors.milestoning.timeline import IS_CURRENT, MilestoningError, Timeline
+from stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from stream_processors.milestoning.columns import (
     VALID_FROM,
     is_metadata,
 )
-from stream_processors.milestoning.errors import TerminalError
+from stream_processors.milestoning.errors import MilestoningError
 
 # Working columns; the double underscore keeps them apart from any `_tm_` contract column.
 ORD = "__tm_ord"  # the event's row number in the batch (-1 for a current version)
@@ -30,18 +30,6 @@ IS_CURRENT = "__tm_is_current"  # True for the version that was open before the 
 TS = "__tm_ts"  # when the row's version starts: source_ts of an event, valid_from of current
 
 UTC_US = pa.timestamp("us", tz="UTC")
-
-
-class MilestoningError(TerminalError):
-    """A batch the core cannot milestone (missing columns, irreconcilable column types).
-
-    Attributes:
-        table: the lake table the batch belongs to.
-    """
-
-    def __init__(self, message: str, *, table: str, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.table = table
 
 
 @dataclass(frozen=True)
