@@ -44,6 +44,7 @@ class Event:
     unchanged: tuple[str, ...]
     position: int
     second: int
+    tx: int = 0
 
 
 def _values(draw: st.DrawFn) -> dict:
@@ -61,16 +62,22 @@ def histories(draw: st.DrawFn) -> list[Event]:
     """A random but legal change history (what a real source could produce)."""
     state: dict[int, dict] = {}
     result: list[Event] = []
-    second = 0
+    second = tx = 0
     for _ in range(draw(st.integers(0, 30))):
         if draw(st.booleans()):  # a new transaction; sometimes in the same microsecond
             second += draw(st.integers(0, 2))
+            tx += 1
         key = draw(st.integers(0, 5))
 
         def emit(
-            op: str, k: int, row: dict, unchanged: tuple[str, ...] = (), at: int = second
+            op: str,
+            k: int,
+            row: dict,
+            unchanged: tuple[str, ...] = (),
+            at: int = second,
+            in_tx: int = tx,
         ) -> None:
-            result.append(Event(k, op, {"id": k, **row}, unchanged, len(result) + 1, at))
+            result.append(Event(k, op, {"id": k, **row}, unchanged, len(result) + 1, at, in_tx))
 
         if key not in state:
             row = _values(draw)
@@ -113,6 +120,7 @@ def to_rows(history: list[Event]) -> list[dict]:
             "op": e.op,
             "pos": e.position,
             "ts": e.second,
+            "tx": e.tx,
             "unchanged": list(e.unchanged),
         }
         for e in history
