@@ -419,3 +419,28 @@ def test_events_out_of_position_order_are_applied_in_position_order():
         {"name": "Alice", VALID_TO: ts(2)},
         {"name": "later", VALID_TO: None},
     ]
+
+
+def test_current_with_closed_or_duplicate_open_versions_is_tolerated(caplog):
+    lake = MemoryLake()
+    run(lake, [{**ALICE, "op": "c"}], batch_id=1)
+    run(lake, [{**ALICE, "name": "A2", "op": "u", "pos": 2}], batch_id=2)
+    everything = lake.current(None)  # only the open one...
+    closed = pa.Table.from_pylist(
+        [{**r} for r in lake.forensic if r[VALID_TO] is not None], everything.schema
+    )
+    stale_open = closed.set_column(
+        closed.schema.get_field_index(VALID_TO),
+        VALID_TO,
+        pa.nulls(1, everything.schema.field(VALID_TO).type),
+    )
+    # ...plus a closed version (ignored) and a stale "open" copy of it (newest kept).
+    current = pa.concat_tables([everything, closed, stale_open])
+    result = milestone(
+        changes(events([{**ALICE, "name": "A3", "op": "u", "pos": 3}])),
+        current,
+        batch_id=3,
+        ingested_at=INGESTED,
+    )
+    assert rows_of(result.forensic_closes) == [{"id": 1, VALID_TO: ts(3), BATCH_OUT: 3}]
+    assert "several open versions" in caplog.text

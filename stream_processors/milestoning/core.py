@@ -59,6 +59,7 @@ def milestone(
     if applied_position is not None and positions is not None:
         events = events.filter(pc.greater(positions, pa.scalar(applied_position, pa.string())))
     line = timeline.build(events, current, table=changes.table, key_columns=changes.key_columns)
+    line = _one_open_version(line, table=changes.table)
     line = _drop_replays(line, table=changes.table)
     line = toast.carry_forward(line, table=changes.table)
     unchanged = noop.unchanged_rows(line)
@@ -74,6 +75,22 @@ def milestone(
         forensic_closes=closes,
         last_position=last_position,
     )
+
+
+def _one_open_version(line: Timeline, *, table: str) -> Timeline:
+    """Keep only the newest open version per key if `current` held several (a lake defect).
+
+    Closes are addressed by key, so two open versions of one key would be ambiguous.
+    """
+    is_current = line.column(IS_CURRENT)
+    next_is_current = pc.fill_null(arrays.shift_up(is_current), False)
+    next_same_key = pc.invert(pc.fill_null(arrays.shift_up(line.starts), True))
+    stale = pc.and_(is_current, pc.and_(next_is_current, next_same_key))
+    dropped = pc.sum(stale).as_py() or 0
+    if not dropped:
+        return line
+    logger.warning("table %s: %d key(s) had several open versions; kept the newest", table, dropped)
+    return line.filter(pc.invert(stale))
 
 
 def _drop_replays(line: Timeline, *, table: str) -> Timeline:

@@ -20,6 +20,7 @@ from stream_processors.milestoning.columns import (
     SOURCE_TS,
     UNCHANGED_TOAST,
     VALID_FROM,
+    VALID_TO,
     is_metadata,
 )
 from stream_processors.milestoning.errors import MilestoningError
@@ -114,6 +115,8 @@ def build(
         IS_CURRENT, pa.repeat(False, n).cast(pa.bool_())
     )
     parts = [event_part]
+    if current is not None and VALID_TO in current.column_names:
+        current = current.filter(pc.is_null(current.column(VALID_TO)))  # open versions only
     if current is not None and current.num_rows > 0:
         _require(current, [*key_columns, POSITION, VALID_FROM], what="current", table_name=table)
         m = current.num_rows
