@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from stream_processors.milestoning import arrays
 from stream_processors.milestoning.columns import POSITION, TX_ID
 from stream_processors.milestoning.model import TableChanges
+from stream_processors.transactions import Cut, plan_cut
 
 logger = logging.getLogger(__name__)
 
@@ -204,14 +205,14 @@ class Batcher:
         for source in dict.fromkeys(c.source for c in self._chunks):
             if budget == 0:
                 break
-            count, cut, ready = self._source_cut(source, budget)
-            ready_total += ready
-            if count == 0:
+            cut = self._source_cut(source, budget)
+            ready_total += cut.ready
+            if cut.count == 0:
                 continue
-            cuts[source] = cut
-            total += count
+            cuts[source] = cut.position
+            total += cut.count
             if budget is not None:
-                budget = max(0, budget - count)
+                budget = max(0, budget - cut.count)
         return cuts, total, ready_total
 
     def _take(self, cuts: Mapping[str, str | None], closed_by: ClosedBy) -> PipelineBatch:
@@ -237,40 +238,14 @@ class Batcher:
         self._chunks = kept
         return self._emit(out, table_source, cuts, closed_by)
 
-    def _source_cut(self, source: str, limit: int | None) -> tuple[int, str | None, int]:
-        """How many of `source`'s events go out, the first position to hold back, and how
-        many are in complete transactions."""
+    def _source_cut(self, source: str, limit: int | None) -> Cut:
         state = self._sources[source]
         parts = [t.events for c in self._chunks if c.source == source for t in c.tables.values()]
         position = pa.concat_arrays(
             [arrays.flat(p.column(POSITION)).cast(pa.string()) for p in parts]
         )
         tx = pa.concat_arrays([_tx_column(p) for p in parts])
-        order = pc.sort_indices(position)
-        position, tx = position.take(order), tx.take(order)
-        n = len(position)
-        if state.marker_mode:
-            ended = pa.array(sorted(state.ended), pa.string())
-            complete = pc.or_(pc.is_null(tx), pc.is_in(tx, value_set=ended))
-        else:  # the transaction of the newest event may still go on
-            newest = tx[n - 1]
-            complete = (
-                pc.or_(pc.is_null(tx), pc.fill_null(pc.not_equal(tx, newest), True))
-                if newest.is_valid
-                else pa.repeat(True, n).cast(pa.bool_())
-            )
-        incomplete = pc.indices_nonzero(pc.invert(complete))
-        ready = incomplete[0].as_py() if len(incomplete) else n
-        if ready == 0:
-            return 0, None, 0
-        starts = pc.or_(arrays.starts_of_runs([tx]), pc.is_null(tx))
-        boundaries = [*pc.indices_nonzero(starts).to_pylist()[1:], n]
-        boundaries = [b for b in boundaries if b <= ready]
-        count = ready
-        if limit is not None:
-            fitting = [b for b in boundaries if b <= limit]
-            count = fitting[-1] if fitting else boundaries[0]
-        return count, (position[count].as_py() if count < n else None), ready
+        return plan_cut(position, tx, marker_mode=state.marker_mode, ended=state.ended, limit=limit)
 
     def _emit(
         self,

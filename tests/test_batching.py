@@ -241,3 +241,18 @@ def test_position_does_not_run_ahead_into_an_open_transaction():
     )
     clock.now += 1
     assert b.poll().positions == {"s": p(1)}  # t2 began at 5 but has no events yet
+
+
+def test_plan_cut_falls_on_transaction_boundaries():
+    from stream_processors.transactions import plan_cut
+
+    position = pa.array([p(i) for i in range(1, 8)])
+    tx = pa.array(["a", "a", "b", "b", "b", None, "c"])
+    cut = plan_cut(position, tx, marker_mode=True, ended={"a", "b"}, limit=4)
+    assert (cut.count, cut.position, cut.ready) == (2, p(3), 6)  # "c" has no END yet
+    cut = plan_cut(position, tx, marker_mode=True, ended={"a", "b"}, limit=1)
+    assert cut.count == 2  # "a" is bigger than the limit: whole, alone
+    cut = plan_cut(position, tx, marker_mode=False, ended=set(), limit=None)
+    assert (cut.count, cut.position) == (6, p(7))  # "c" is the newest: it may go on
+    cut = plan_cut(position, tx, marker_mode=True, ended={"a", "b", "c"}, limit=None)
+    assert (cut.count, cut.position) == (7, None)
