@@ -75,6 +75,9 @@ def open_postgres_engine(
     extra: Mapping[str, str] | None = None,
     queue_chunks: int = 8,
     max_batch: int = 4096,
+    slot: str | None = None,
+    publication: str | None = None,
+    signals: bool = True,
 ) -> EmbeddedEngine:
     """Prepare the source and start its engine (call `close()` when done, even on error).
 
@@ -88,22 +91,26 @@ def open_postgres_engine(
         heartbeat_ms: Debezium heartbeat interval (keeps an idle slot from holding WAL).
         signal_schema: schema for the signal table `<slot>_signal`.
         extra: extra Debezium properties (override ours).
+        slot: replication slot; default `tidemark_<pipeline>_<source>`.
+        publication: publication; default the slot name.
+        signals: make a signal table so tables added later get an incremental snapshot.
 
     Raises:
         SourceUnavailable: the database cannot be reached.
         SourceConfigError: missing rights, tables without key, no Java, bad properties.
     """
-    slot = replication_name(pipeline, source)
-    signal_table = f"{signal_schema}.{slot[:56]}_signal"
+    slot = slot or replication_name(pipeline, source)
+    publication = publication or slot
+    signal_table = f"{signal_schema}.{slot[:56]}_signal" if signals else None
     report = prepare_source(
-        dsn, tables=tables, slot=slot, publication=slot, signal_table=signal_table
+        dsn, tables=tables, slot=slot, publication=publication, signal_table=signal_table
     )
     directory = engine_dir(state, pipeline, source)
     directory.mkdir(parents=True, exist_ok=True)
     known = _known_tables(directory)
     offsets_exist = (directory / "offsets.dat").exists()
     new_tables = [t for t in tables if known is not None and t not in known]
-    if offsets_exist and new_tables:
+    if offsets_exist and new_tables and signal_table:
         request_snapshot(dsn, signal_table, new_tables)
     elif not offsets_exist and report.slot_exists:
         log.warning("slot %s exists but there are no offsets in %s: snapshotting again",
@@ -113,7 +120,7 @@ def open_postgres_engine(
         dsn=dsn,
         tables=tables,
         slot=slot,
-        publication=slot,
+        publication=publication,
         heartbeat_ms=heartbeat_ms,
         signal_table=signal_table,
     )
