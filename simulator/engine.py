@@ -90,16 +90,16 @@ class KeySpace:
                 span = self._ranges.setdefault(table, [min(ids), 0])
                 span[1] = max(span[1], max(ids))
 
-    def pick(self, rng: random.Random, table: str, n: int) -> list[int]:
+    def pick(self, rng: random.Random, table: str, n: int, skew: Skew | None = None) -> list[int]:
         """Up to `n` distinct candidate ids (they may have been deleted meanwhile)."""
         low, high = self._ranges.get(table, (1, 0))
         if high < low or n <= 0:
             return []
         span = high - low + 1
-        if self.skew == "uniform":
+        if (skew or self.skew) == "uniform":
             keys = {rng.randint(low, high) for _ in range(n)}
         else:
-            mean = max(3.0, min(1000.0, span / 20))
+            mean = max(20.0, min(1000.0, span / 20))
             keys = {max(low, high - int(rng.expovariate(1.0 / mean))) for _ in range(n)}
         return sorted(keys)
 
@@ -118,18 +118,41 @@ class Tx:
         self.budget = budget
         self.changes: list[Change] = []
         self._inserted: dict[str, list[int]] = {}
+        self._deferred: dict[tuple[str, str], dict[int, Any]] = {}
 
     @property
     def remaining(self) -> int:
-        return self.budget - len(self.changes)
+        return self.budget - len(self.changes) - sum(len(d) for d in self._deferred.values())
+
+    def add_later(self, table: str, column: str, deltas: dict[int, Any]) -> None:
+        """Add `deltas` to `column` of rows by id just before commit (e.g. balances).
+
+        Deferring puts every such row lock at the end of the transaction, taken in id order
+        by one statement, which keeps concurrent transactions from deadlocking on them. The
+        rows must exist (the caller holds a lock or a child row that keeps them). Each new id
+        counts against the budget now.
+        """
+        pending = self._deferred.setdefault((table, column), {})
+        new = [k for k in deltas if k not in pending]
+        if len(new) > self.remaining:
+            raise AssertionError(f"deferred update larger than the remaining budget on {table}")
+        for key, delta in deltas.items():
+            pending[key] = pending[key] + delta if key in pending else delta
+
+    def finish(self) -> None:
+        """Apply the deferred updates (call once, right before commit)."""
+        deferred, self._deferred = self._deferred, {}
+        for (table, column), deltas in sorted(deferred.items()):
+            self.update(table, (), sorted(deltas.items()), add_cols=(column,), partial=False)
 
     def _record(self, table: str, ids: Sequence[int], op: Op) -> None:
         if len(self.changes) + len(ids) > self.budget:  # a bug in an operation, not bad luck
             raise AssertionError(f"operation exceeded its budget on {table}")
         self.changes.extend(Change(table, int(i), op) for i in ids)
 
-    def pick(self, table: str, n: int) -> list[int]:
-        return self.keys.pick(self.rng, table, n)
+    def pick(self, table: str, n: int, skew: Skew | None = None) -> list[int]:
+        """Candidate keys; `skew` overrides the run's choice (e.g. parents of new rows)."""
+        return self.keys.pick(self.rng, table, n, skew)
 
     def inserted(self) -> dict[str, list[int]]:
         """Ids inserted by this transaction (for the key space after commit)."""
@@ -149,11 +172,17 @@ class Tx:
         return ids
 
     def update(self, table: str, set_cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
-               add_cols: tuple[str, ...] = ()) -> list[int]:
-        """`rows` are `(id, *set_values, *add_values)` with distinct ids."""
+               add_cols: tuple[str, ...] = (), *, partial: bool = True) -> list[int]:
+        """`rows` are `(id, *set_values, *add_values)` with distinct ids.
+
+        With `partial`, rows beyond the remaining budget are dropped; without it (balance
+        updates that must go with other changes) exceeding the budget is a bug.
+        """
         if not rows:
             return []
-        rows = sorted(rows, key=lambda r: r[0])[: self.remaining]
+        rows = sorted(rows, key=lambda r: r[0])
+        if partial:
+            rows = rows[: self.remaining]
         params = [v for row in rows for v in row]
         sql = self.dialect.update_sql(self.tables[table], set_cols, add_cols, len(rows))
         self.cur.execute(sql, params)

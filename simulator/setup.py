@@ -39,6 +39,9 @@ def create_schema(conn: Any, dialect: Dialect, profile: Profile) -> None:
                         [v for row in chunk for v in row])
         log.info("seeded %d rows into %s", len(rows), name)
     conn.commit()
+    for table in profile.tables:
+        check_columns(cur, dialect, profile, table.name)
+    conn.rollback()
 
 
 def key_ranges(conn: Any, dialect: Dialect, profile: Profile) -> dict[str, tuple[Any, Any]]:
@@ -58,5 +61,19 @@ def key_ranges(conn: Any, dialect: Dialect, profile: Profile) -> dict[str, tuple
                 ) from None
             raise
         ranges[table.name] = cur.fetchone()
+        check_columns(cur, dialect, profile, table.name)
     conn.rollback()
     return ranges
+
+
+def check_columns(cur: Any, dialect: Dialect, profile: Profile, name: str) -> None:
+    """Fail clearly when a table of the same name belongs to another profile."""
+    cur.execute(f"SELECT * FROM {dialect.qualified(name)} WHERE 1 = 0")
+    found = {d[0].lower() for d in cur.description}
+    missing = [c.name for c in profile.table(name).columns if c.name not in found]
+    if missing:
+        raise SimulatorConfigError(
+            f"table `{dialect.qualified(name)}` exists but lacks column(s) "
+            f"`{', '.join(missing)}` of profile `{profile.name}`",
+            hint="each profile needs its own database (another profile created this table)",
+        )

@@ -98,7 +98,7 @@ class Worker:
     def run(self) -> None:
         """Thread body: never raises; a fatal error is kept in `self.error` for the runner."""
         try:
-            self._conn = connect(self.target)
+            self._connect()
             while not self.stop.is_set():
                 want = self.rng.randint(max(1, self.tx_size // 2), max(1, self.tx_size * 3 // 2))
                 granted = self.budget.reserve(want)
@@ -120,6 +120,10 @@ class Worker:
                 except Exception:  # noqa: BLE001 - already broken; nothing to save
                     pass
 
+    def _connect(self) -> None:
+        self._conn = connect(self.target)
+        self.dialect.tune_session(self._conn)
+
     def _transaction(self, granted: int) -> int:
         """Run one transaction to commit (retrying conflicts); returns changes committed."""
         while True:
@@ -132,6 +136,7 @@ class Worker:
                     if tx.remaining <= 0:
                         break
                     self.choose(self.rng).run(tx)
+                tx.finish()
                 if not tx.changes:
                     self._conn.rollback()
                     self.budget.settle(granted, 0)
@@ -195,7 +200,7 @@ class Worker:
         deadline = time.monotonic() + RECONNECT_TIMEOUT
         while True:
             try:
-                self._conn = connect(self.target)
+                self._connect()
                 with self.stats.lock:
                     self.stats.reconnects += 1
                 return
