@@ -17,7 +17,8 @@ from simulator.errors import DatabaseUnavailable, SimulatorConfigError
 
 log = logging.getLogger(__name__)
 
-_SCHEMES = {"postgresql": POSTGRES, "postgres": POSTGRES, "mssql": SQLSERVER, "sqlserver": SQLSERVER}
+_SCHEMES = {"postgresql": POSTGRES, "postgres": POSTGRES,
+            "mssql": SQLSERVER, "sqlserver": SQLSERVER}
 _URL_HINT = "use postgresql://user:password@host:port/database or mssql://user:password@host:port/database"
 
 
@@ -80,7 +81,8 @@ def _connect_postgres(target: Target, timeout: int) -> Any:
     except psycopg2.OperationalError as exc:
         raise _postgres_error(target, str(exc)) from None
     except psycopg2.ProgrammingError as exc:  # malformed options in the URL
-        raise SimulatorConfigError(f"bad database URL: {str(exc).strip()}", hint=_URL_HINT) from None
+        detail = str(exc).strip()
+        raise SimulatorConfigError(f"bad database URL: {detail}", hint=_URL_HINT) from None
     return conn
 
 

@@ -30,7 +30,7 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._handle: IO[bytes] = open(self.path, "ab")
         self._lock = threading.Lock()
 
     def append(self, changes: Sequence[Change], *, schema: str, commit_ts: datetime,

@@ -30,6 +30,10 @@ RECONNECT_TIMEOUT = 60.0
 OPS_PER_TX = 8
 
 
+class _Stopped(Exception):
+    """Asked to stop while the database was unreachable: leave quietly."""
+
+
 class RateLimiter:
     """A shared token bucket: `acquire(n)` blocks until `n` changes fit the rate."""
 
@@ -110,6 +114,8 @@ class Worker:
                 self.limiter.acquire(granted, self.stop)
                 used = self._transaction(granted)
                 self.limiter.refund(granted - used)
+        except _Stopped:
+            return
         except BaseException as exc:  # handed to the runner, which stops the others
             self.error = exc
             self.stop.set()
@@ -117,7 +123,7 @@ class Worker:
             if self._conn is not None:
                 try:
                     self._conn.close()
-                except Exception:  # noqa: BLE001 - already broken; nothing to save
+                except Exception:
                     pass
 
     def _connect(self) -> None:
@@ -128,10 +134,11 @@ class Worker:
         """Run one transaction to commit (retrying conflicts); returns changes committed."""
         while True:
             info: tuple[int, datetime] | None = None
-            tx = Tx(self._conn.cursor(), self.dialect, self.tables, rng=self.rng,
-                    pools=self.pools, keys=self.keys, budget=granted)
+            tx: Tx | None = None
             committing = False
             try:
+                tx = Tx(self._conn.cursor(), self.dialect, self.tables, rng=self.rng,
+                        pools=self.pools, keys=self.keys, budget=granted)
                 for _ in range(OPS_PER_TX):
                     if tx.remaining <= 0:
                         break
@@ -158,18 +165,20 @@ class Worker:
                     continue
                 if kind == "connection":
                     self._reconnect(exc)
-                    if committing and info is not None and self._committed(info[0]):
+                    if committing and tx and info is not None and self._committed(info[0]):
                         self._done(tx, granted, info)
                         return len(tx.changes)
-                    if committing:
-                        log.warning("worker %d: connection lost during COMMIT; outcome unknown, "
-                                    "counted as rolled back", self.index)
+                    if committing and info is None:
+                        log.warning("worker %d: connection lost during COMMIT; outcome unknown "
+                                    "(no ledger, so no transaction id), counted as rolled back",
+                                    self.index)
                     if self.stop.is_set():
                         self.budget.settle(granted, 0)
                         return 0
                     continue
                 self.budget.settle(granted, 0)
                 raise
+            assert tx is not None
             self._done(tx, granted, info)
             return len(tx.changes)
 
@@ -195,7 +204,7 @@ class Worker:
                     str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause))
         try:
             self._conn.close()
-        except Exception:  # noqa: BLE001 - it is already broken
+        except Exception:
             pass
         deadline = time.monotonic() + RECONNECT_TIMEOUT
         while True:
@@ -205,7 +214,9 @@ class Worker:
                     self.stats.reconnects += 1
                 return
             except DatabaseUnavailable:
-                if time.monotonic() > deadline or self.stop.is_set():
+                if self.stop.is_set():
+                    raise _Stopped from None
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
 
@@ -214,7 +225,13 @@ class Worker:
         if self.dialect.name != "postgres":
             return False
         cur = self._conn.cursor()
-        cur.execute("SELECT pg_xact_status(%s::text::xid8)", (str(xid),))
-        status = cur.fetchone()[0]
-        self._conn.rollback()
-        return bool(status == "committed")
+        deadline = time.monotonic() + 30
+        while True:
+            cur.execute("SELECT pg_xact_status(%s::text::xid8)", (str(xid),))
+            status = cur.fetchone()[0]
+            self._conn.rollback()
+            if status != "in progress" or time.monotonic() > deadline:
+                log.info("worker %d: transaction %d whose COMMIT reply was lost: %s",
+                         self.index, xid, status)
+                return bool(status == "committed")
+            time.sleep(0.1)  # the old session may still be finishing it

@@ -25,20 +25,14 @@ OPS = {"INSERT": "c", "UPDATE": "u", "DELETE": "d"}
 def decoded_changes(url: str):
     """Yield a list that, on exit, holds `(table, id, op, xid, commit_ts_text)` per row change."""
     slot = f"sim_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (slot,))
+    _sql(url, "SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", slot)
     found: list[tuple[str, int, str, int, str]] = []
     try:
         yield found
-        cur.execute(
-            "SELECT xid::text::bigint, data FROM pg_logical_slot_get_changes(%s, NULL, NULL, "
-            "'include-timestamp', 'on')",
-            (slot,),
-        )
+        rows = _sql(url, "SELECT xid::text::bigint, data FROM pg_logical_slot_get_changes("
+                         "%s, NULL, NULL, 'include-timestamp', 'on')", slot)
         pending: list[tuple[str, int, str, int]] = []
-        for xid, data in cur.fetchall():
+        for xid, data in rows:
             m = _CHANGE.match(data)
             if m:
                 pending.append((m.group(1), int(m.group(3)), OPS[m.group(2)], int(xid)))
@@ -48,7 +42,18 @@ def decoded_changes(url: str):
                 found.extend((*p, c.group(2) or "") for p in pending)
                 pending = []
     finally:
-        cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        _sql(url, "SELECT pg_drop_replication_slot(%s)", slot)
+
+
+def _sql(url: str, sql: str, *params):
+    """Run one statement on a new connection (the server may have restarted meanwhile)."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
         conn.close()
 
 

@@ -56,11 +56,14 @@ def test_bank_invariants_hold_after_a_concurrent_run(fresh_database):
     assert summary.total == 4000
     assert query(url, BALANCE_MISMATCHES) == [(0,)]
     # the FKs are declared, so Postgres enforces them; check they exist and hold
-    assert query(url, """SELECT count(*) FROM transactions t
-                         LEFT JOIN accounts a ON a.id = t.account_id WHERE a.id IS NULL""") == [(0,)]
-    fks = query(url, "SELECT conname FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1")
+    orphans = """SELECT count(*) FROM transactions t
+                 LEFT JOIN accounts a ON a.id = t.account_id WHERE a.id IS NULL"""
+    assert query(url, orphans) == [(0,)]
+    fks = query(url, "SELECT conname FROM pg_constraint WHERE contype = 'f' "
+                     "AND connamespace = 'public'::regnamespace ORDER BY 1")
     assert [f for (f,) in fks] == ["fk_accounts_customer_id", "fk_transactions_account_id"]
-    counts = query(url, "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM transactions)")
+    counts = query(url, "SELECT (SELECT count(*) FROM accounts), "
+                        "(SELECT count(*) FROM transactions)")
     assert counts[0][0] > 0 and counts[0][1] > 0
 
 
@@ -107,7 +110,8 @@ def test_schema_has_keys_money_and_modified_at(fresh_database):
         assert cols[(table, "id")][0] == "bigint"
         assert cols[(table, "modified_at")][0] == "timestamp with time zone"
     assert cols[("accounts", "balance")] == ("numeric", 18, 2)
-    pks = query(url, "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND connamespace = 'public'::regnamespace")
+    pks = query(url, "SELECT count(*) FROM pg_constraint WHERE contype = 'p' "
+                     "AND connamespace = 'public'::regnamespace")
     assert pks == [(3,)]
 
 

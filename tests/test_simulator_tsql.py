@@ -63,7 +63,7 @@ def test_ddl_is_valid_idempotent_tsql(name):
 
 def test_reference_seed_is_a_merge_insert_if_absent():
     profile = get_profile("retail")
-    for table_name, (unique, cols, rows) in profile.reference().items():
+    for table_name, (unique, cols, _rows) in profile.reference().items():
         sql = SQLSERVER.seed_sql(profile.table(table_name), cols, 3, unique)
         tree = parse_tsql(sql)
         assert isinstance(tree, exp.Merge)

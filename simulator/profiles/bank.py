@@ -143,7 +143,8 @@ def change_account(tx: Tx) -> None:
     """Limit, rate or status changes; never the balance."""
     r = tx.rng
     rows = [(a, r.choices(("open", "frozen", "closed"), weights=(90, 6, 4))[0],
-             maybe(r, money(r, 500, 60_000), 0.5), maybe(r, Decimal(r.randint(0, 1999)) / 10000, 0.4))
+             maybe(r, money(r, 500, 60_000), 0.5),
+             maybe(r, Decimal(r.randint(0, 1999)) / 10000, 0.4))
             for a in tx.pick("accounts", r.randint(1, 2))]
     tx.update("accounts", ("status", "credit_limit", "interest_rate"), rows)
 

@@ -45,7 +45,8 @@ def customer_row(tx: Tx) -> tuple[object, ...]:
     i = r.randrange(len(p.first_names))
     return (
         p.first_names[i], r.choice(p.last_names), maybe(r, email(r, p), 0.1),
-        maybe(r, r.choice(p.phones), 0.25), maybe(r, _EPOCH + timedelta(days=r.randint(0, 25000)), 0.2),
+        maybe(r, r.choice(p.phones), 0.25),
+        maybe(r, _EPOCH + timedelta(days=r.randint(0, 25000)), 0.2),
         p.countries[i], r.randint(0, 5000), r.random() > 0.05,
     )
 
@@ -78,8 +79,8 @@ def add_address(tx: Tx) -> None:
 
 def edit_customer(tx: Tx) -> None:
     r, p = tx.rng, tx.pools
-    rows = [(cid, maybe(r, email(r, p), 0.05), maybe(r, r.choice(p.phones), 0.2), r.randint(0, 9000))
-            for cid in tx.pick("customers", r.randint(1, 4))]
+    rows = [(cid, maybe(r, email(r, p), 0.05), maybe(r, r.choice(p.phones), 0.2),
+             r.randint(0, 9000)) for cid in tx.pick("customers", r.randint(1, 4))]
     tx.update("customers", ("email", "phone", "loyalty_points"), rows)
 
 
