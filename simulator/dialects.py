@@ -133,6 +133,10 @@ class Dialect(ABC):
     def tune_session(self, conn: Any) -> None:  # noqa: B027 - optional hook
         """Per-connection settings for a load generator (best effort); none by default."""
 
+    def commit_time_sql(self, conn: Any) -> str | None:
+        """A query for the exact commit time of a transaction id, when the server keeps it."""
+        return None
+
     @abstractmethod
     def classify(self, exc: BaseException) -> ErrorKind:
         """`retry` for serialization/deadlock/FK races, `connection` for a lost link."""
@@ -227,6 +231,15 @@ class PostgresDialect(Dialect):
             conn.commit()
         except psycopg2.Error:
             conn.rollback()
+
+    def commit_time_sql(self, conn: Any) -> str | None:
+        # With track_commit_timestamp=on Postgres records each commit's time: the same
+        # instant Debezium reports as the source timestamp.
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('track_commit_timestamp')")
+            on = cur.fetchone()[0] == "on"
+        conn.rollback()
+        return "SELECT pg_xact_commit_timestamp(%s::text::xid)" if on else None
 
     def tx_info_sql(self) -> str:
         # pg_current_xact_id() is the 64-bit id (xid8); ::xid is what pgoutput/Debezium

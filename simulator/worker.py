@@ -98,6 +98,7 @@ class Worker:
         self.tx_size = tx_size
         self.error: BaseException | None = None
         self._conn: Any = None
+        self._commit_time_sql: str | None = None
 
     def run(self) -> None:
         """Thread body: never raises; a fatal error is kept in `self.error` for the runner."""
@@ -129,6 +130,21 @@ class Worker:
     def _connect(self) -> None:
         self._conn = connect(self.target)
         self.dialect.tune_session(self._conn)
+        if self.ledger is not None:
+            self._commit_time_sql = self.dialect.commit_time_sql(self._conn)
+
+    def _exact_commit_time(self, xid: int) -> datetime | None:
+        """The server's own commit time of `xid` (None when it does not keep one)."""
+        if self._commit_time_sql is None:
+            return None
+        self._conn.autocommit = True  # one round trip, no transaction around it
+        try:
+            cur = self._conn.cursor()
+            cur.execute(self._commit_time_sql, (str(xid),))
+            value: datetime | None = cur.fetchone()[0]
+            return value
+        finally:
+            self._conn.autocommit = False
 
     def _transaction(self, granted: int) -> int:
         """Run one transaction to commit (retrying conflicts); returns changes committed."""
@@ -183,6 +199,14 @@ class Worker:
             return len(tx.changes)
 
     def _done(self, tx: Tx, granted: int, info: tuple[int, datetime] | None) -> None:
+        if info is not None:
+            try:
+                info = (info[0], self._exact_commit_time(info[0]) or info[1])
+            except Exception as exc:  # the commit stands; only the timestamp is approximate
+                if self.dialect.classify(exc) != "connection":
+                    raise
+                log.warning("worker %d: no exact commit time for tx %d (%s)", self.index,
+                            info[0], exc)
         self.budget.settle(granted, len(tx.changes))
         for table, ids in tx.inserted().items():
             self.keys.note_inserted(table, ids)
