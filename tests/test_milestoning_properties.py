@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from stream_processors.milestoning.columns import (
     VALID_TO,
 )
 from stream_processors.milestoning.core import milestone
-from tests.milestoning_support import SOURCE, D, MemoryLake, changes, events, pos, ts
+from tests.milestoning_support import SCHEMA, SOURCE, D, MemoryLake, changes, events, pos, ts
 
 INGESTED = datetime(2026, 3, 2, tzinfo=UTC)
 NAMES = ["a", "b", "ü", None]
@@ -207,20 +208,40 @@ def actual_versions(lake: MemoryLake) -> list[tuple]:
     )
 
 
-def load(history: list[Event], cuts: list[int]) -> tuple[MemoryLake, dict[int, int]]:
-    """Milestone the history in batches cut at `cuts` (never inside a transaction is NOT
-    required by the core: any cut must give the same lake), feeding results back."""
-    lake = MemoryLake()
+COMPOSITE = ("region", "id")
+COMPOSITE_SCHEMA = pa.schema([pa.field("region", pa.string()), *SCHEMA])
+
+
+def region(key: int) -> str:
+    return f"rég{key % 2}"
+
+
+def load(
+    history: list[Event], cuts: list[int], *, composite: bool = False
+) -> tuple[MemoryLake, dict[int, int]]:
+    """Milestone the history in batches cut at `cuts`, feeding results back as `current`.
+
+    The core must give the same lake for any cut, even inside a transaction. With
+    `composite`, the key is (region, id), region a string derived from id.
+    """
+    keys = COMPOSITE if composite else ("id",)
+    schema = COMPOSITE_SCHEMA if composite else SCHEMA
+    lake = MemoryLake(keys=keys)
     rows = to_rows(history)
+    if composite:
+        rows = [{**r, "region": region(r["id"])} for r in rows]
     bounds = [0, *sorted(set(cuts)), len(rows)]
     batch_of: dict[int, int] = {}
     for batch_id, (start, end) in enumerate(itertools.pairwise(bounds), start=1):
         part = rows[start:end]
         for row in part:
             batch_of[row["pos"]] = batch_id
-        keys = {(r["id"],) for r in part}
+        batch_keys = {tuple(r[k] for k in keys) for r in part}
         result = milestone(
-            changes(events(part)), lake.current(keys), batch_id=batch_id, ingested_at=INGESTED
+            changes(events(part, schema=schema), keys),
+            lake.current(batch_keys, schema=schema),
+            batch_id=batch_id,
+            ingested_at=INGESTED,
         )
         lake.apply(result)
     return lake, batch_of
@@ -295,3 +316,19 @@ def test_replaying_a_batch_adds_nothing(history, data):
     open_keys = {lake.key_of(r) for r in lake.forensic if r[VALID_TO] is None}
     reopened = {lake.key_of(r) for r in per_key.forensic_inserts.to_pylist()}
     assert not (reopened & open_keys)
+
+
+@PROFILE
+@given(history=histories(), data=st.data())
+def test_a_composite_key_gives_the_same_history(history, data):
+    cuts = data.draw(st.lists(st.integers(0, len(history)), max_size=4))
+    single, _ = load(history, cuts)
+    composite, _ = load(history, cuts, composite=True)
+    for row in composite.forensic:
+        assert row.pop("region") == region(row["id"])
+    assert sorted(composite.forensic, key=lambda r: r[POSITION]) == sorted(
+        single.forensic, key=lambda r: r[POSITION]
+    )
+    assert {k[1]: v for k, v in composite.live_rows().items()} == {
+        k[0]: v for k, v in single.live_rows().items()
+    }
