@@ -256,3 +256,16 @@ def test_plan_cut_falls_on_transaction_boundaries():
     assert (cut.count, cut.position) == (6, p(7))  # "c" is the newest: it may go on
     cut = plan_cut(position, tx, marker_mode=True, ended={"a", "b", "c"}, limit=None)
     assert (cut.count, cut.position) == (7, None)
+
+
+def test_quiet_position_lets_heartbeats_advance_an_idle_source():
+    clock = Clock()
+    b = Batcher(max_events=100, max_latency_ms=500, clock=clock)
+    assert b.quiet_position("s") is None
+    b.add(chunk(last=p(3)), source="s")  # a heartbeat: no events, no markers
+    assert b.quiet_position("s") == p(3)
+    b.add(chunk(*tx("t1", 4), markers=[Marker("BEGIN", "t1")]), source="s")
+    assert b.quiet_position("s") is None  # events held, transaction open
+    b.add(chunk(markers=[Marker("END", "t1")], last=p(5)), source="s")
+    assert b.poll(force=True).positions == {"s": p(5)}
+    assert b.quiet_position("s") == p(5)
