@@ -1,6 +1,7 @@
-"""A change event that could not be decoded or applied (DESIGN §3.3, guarantee 5).
+"""A record that could not be decoded or applied (DESIGN §3.3 guarantee 5).
 
-Lives next to the core's types so the sinks can store it without importing connectors.
+It lives next to the core's data types so the sinks can store dead letters without
+importing `connectors/`. The raw key and value are kept verbatim for replay by hand.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One rejected event: its raw payload and why it was rejected.
+    """One undecodable record.
 
     Attributes:
-        table: lake table name, if known.
-        raw_key: the record key as received (JSON text), if any.
-        raw_value: the record value as received (JSON text), if any.
-        reason: one line: what was wrong, with the value in backticks.
-        origin: where the event came from (engine/topic/partition/offset).
-        position: the source position, if it could be read.
+        table: lake table name when known (`<source>.<schema>.<table>`), else None.
+        raw_key: the record key as received (JSON text), or None.
+        raw_value: the record value as received (JSON text), or None.
+        reason: one line: what failed, with the offending value in backticks.
+        origin: where the record came from (e.g. `kafka:topic/partition@offset`).
+        position: the source position when it could be read, else None.
     """
 
     table: str | None
