@@ -33,13 +33,15 @@ def compact(
     layer: Layer,
     *,
     storage_options: Mapping[str, str] | None = None,
-    target_size: int = 16 * 1024 * 1024,
-    min_files: int = 8,
+    target_size: int = 4 * 1024 * 1024,
+    min_files: int = 10,
 ) -> int:
     """Compact the append-only part of one table; returns files removed.
 
-    Only partitions holding at least `min_files` small files are rewritten, so a round's
-    work follows what was appended since the last one, not the size of the history.
+    Only partitions holding at least `min_files` files below `target_size` are rewritten,
+    and files that reached `target_size` are final: `optimize.compact` bin-packs every file
+    below the target, so a large target would rewrite the same growing file again and again.
+    A round's work thus follows what was appended since the last one, not the history.
     """
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
     actions = pa.table(dt.get_add_actions(flatten=True))

@@ -53,8 +53,7 @@ def test_live_only_table_answers_current_versions(lake_root):
     d = Driver(lake, TABLE, SCHEMA)
     live_only = {TABLE: frozenset({Layer.LIVE})}
     mt = d.milestone([event("c", pos(1), ts(1), id=1, v="a")], batch_id=1)
-    lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC),
-                      layers=live_only)
+    lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC), layers=live_only)
     current = lake.current_versions(TABLE, pa.table({"id": pa.array([1], pa.int64())}))
     assert current.column("_tm_position").to_pylist() == [pos(1)]
     assert current.column("_tm_valid_from").to_pylist() == [ts(1)]
@@ -75,15 +74,22 @@ def test_two_writers_on_different_buckets_commit_concurrently(lake_root):
             for i in range(6):
                 n = first + i
                 keys = pa.table({"id": pa.array([key], pa.int64())})
-                mt = milestone_rows(TABLE, ("id",), SCHEMA,
-                                    [event("u", pos(n), ts(n), id=key, v=f"{name}{i}")],
-                                    lake.current_versions(TABLE, keys), batch_id=i + 1)
+                mt = milestone_rows(
+                    TABLE,
+                    ("id",),
+                    SCHEMA,
+                    [event("u", pos(n), ts(n), id=key, v=f"{name}{i}")],
+                    lake.current_versions(TABLE, keys),
+                    batch_id=i + 1,
+                )
                 lake.commit_batch(i + 1, [mt], source_positions={}, started_at=datetime.now(UTC))
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=("w1", 1, 10)),
-               threading.Thread(target=worker, args=("w2", FAR, 100))]
+    threads = [
+        threading.Thread(target=worker, args=("w1", 1, 10)),
+        threading.Thread(target=worker, args=("w2", FAR, 100)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -119,8 +125,9 @@ def test_recording_lake_keeps_the_same_idempotence_rule():
     from tests.support.recording_lake import RecordingLake
 
     lake = RecordingLake()
-    mt = milestone_rows(TABLE, ("id",), SCHEMA, [event("c", pos(1), ts(1), id=1, v="a")], None,
-                        batch_id=1)
+    mt = milestone_rows(
+        TABLE, ("id",), SCHEMA, [event("c", pos(1), ts(1), id=1, v="a")], None, batch_id=1
+    )
     assert not lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC)).skipped
     assert lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC)).skipped
     current = lake.current_versions(TABLE, pa.table({"id": pa.array([1, 2], pa.int64())}))
