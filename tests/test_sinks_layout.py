@@ -133,3 +133,26 @@ def test_recording_lake_keeps_the_same_idempotence_rule():
     current = lake.current_versions(TABLE, pa.table({"id": pa.array([1, 2], pa.int64())}))
     assert current.column("v").to_pylist() == ["a"]
     assert lake.last_batch_id() == 1 and lake.applied_position(TABLE) == pos(1)
+
+
+def test_layer_writers_keep_the_sink_protocol(lake_root):
+    from sinks.base import Compactable, TableSink
+
+    lake = Lake(lake_root(), app_id="proto")
+    for layer in Layer:
+        sink = lake.sink(TABLE, layer)
+        assert isinstance(sink, TableSink) and sink.layer is layer
+        assert not isinstance(sink, Compactable)  # compaction lives in sinks.maintenance
+
+
+def test_a_bad_location_fails_with_one_clear_line(tmp_path):
+    import pytest
+
+    from sinks.errors import SinkError
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(SinkError, match=r"`.*not-a-dir/.*`") as info:
+        lake = Lake(str(blocker), app_id="bad")
+        Driver(lake, TABLE, SCHEMA).run([event("c", pos(1), ts(1), id=1, v="a")])
+    assert "\n" not in str(info.value)
