@@ -124,6 +124,10 @@ class BucketedSink(ABC):
 
     def _commit_once(self, batch: MilestonedTable, batch_id: int) -> int:
         keys = batch.key_columns
+        if self.handle.dt is None:
+            # Another worker may have created the table since we opened: adopt its layout.
+            self.handle.refresh()
+            self.bucketing = Bucketing.from_json(self.handle.description) or self.bucketing
         new_rows, touched = self.stage(batch, batch_id)
         bucketing = self.ensure_bucketing(new_rows.schema, keys)
         new_rows = with_bucket(new_rows, bucketing, keys)
