@@ -12,9 +12,10 @@ For each size and key distribution (each in its own process, for a clean peak RS
 Each phase starts with one unmeasured warm-up batch (the first batch after a load, or after
 the history was bulk-loaded by another process, refreshes the table state and reads the
 touched buckets cold; a restart pays that once, steady state does not). Figures are printed
-and written to bench/results/sinks.json. Timings on a shared 2-core box are noisy: compare the design and the baseline from the same run, and look at the CPU
-seconds per batch (`time.process_time`, all threads of the process), which other people's
-load disturbs much less than wall time.
+and written to bench/results/sinks.json. Timings on a shared 2-core box are noisy: compare
+the design and the baseline from the same run, and look at the CPU seconds per batch
+(`time.process_time`, all threads of the process), which other people's load disturbs much
+less than wall time.
 """
 
 from __future__ import annotations
