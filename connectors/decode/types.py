@@ -72,11 +72,14 @@ def _floats(arrow: pa.DataType) -> ColumnType:
 
 
 def _bytes(values: Sequence[Any]) -> pa.Array:
-    return pa.array([None if v is None else a2b_base64(v) for v in values], type=pa.large_binary())
+    return pa.array(
+        [None if v is None else a2b_base64(v, strict_mode=True) for v in values],
+        type=pa.large_binary(),
+    )
 
 
 def _unscaled(value: str) -> int:
-    return int.from_bytes(a2b_base64(value), "big", signed=True)
+    return int.from_bytes(a2b_base64(value, strict_mode=True), "big", signed=True)
 
 
 def _decimal(scale: int, precision: int | None) -> ColumnType:
