@@ -27,6 +27,7 @@ SourceKind = Literal["postgres", "sqlserver"]
 HEARTBEAT_PREFIX = "__debezium-heartbeat"
 _SCHEMA_HEAD = '{"schema":'
 _PAYLOAD_SEP = ',"payload":'
+_HEAD_LEN = len(_SCHEMA_HEAD)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Decoder:
     key_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _layouts: dict[tuple[str, str], TableLayout | _Marker] = field(default_factory=dict)
     _states: dict[str, PositionState] = field(default_factory=dict)
+    _last: dict[str, tuple[str, TableLayout | _Marker]] = field(default_factory=dict)
 
     def state(self, source: str) -> PositionState:
         """The position state of one source (Debezium `topic.prefix`)."""
@@ -114,12 +116,23 @@ class Decoder:
              markers: list[TxMarker]) -> None:
         value = record.value
         assert value is not None
-        schema_text, payload = _split(value)
-        cache_key = (record.destination, schema_text)
-        layout = self._layouts.get(cache_key)
-        if layout is None:
-            layout = self._layout(record, schema_text, payload)
-            self._layouts[cache_key] = layout
+        # Fast path: the same schema as this destination's last record, checked in place
+        # (no copy of the schema text), then only the payload is parsed.
+        last = self._last.get(record.destination)
+        if last is not None and value.startswith(last[0], _HEAD_LEN) and value.startswith(
+            _PAYLOAD_SEP, _HEAD_LEN + len(last[0])
+        ):
+            layout = last[1]
+            payload = orjson.loads(value[_HEAD_LEN + len(last[0]) + len(_PAYLOAD_SEP) : -1])
+        else:
+            schema_text, payload = _split(value)
+            cache_key = (record.destination, schema_text)
+            layout = self._layouts.get(cache_key)
+            if layout is None:
+                layout = self._layout(record, schema_text, payload)
+                self._layouts[cache_key] = layout
+            if schema_text is not None and value.startswith(_SCHEMA_HEAD):
+                self._last[record.destination] = (schema_text, layout)
         if isinstance(layout, _Marker):
             markers.append(self._marker(record.destination, payload))
             return
