@@ -129,9 +129,16 @@ def test_keyless_tables_use_every_column_and_keys_can_be_overridden():
     batch = Decoder("postgres").decode(TOAST)
     assert batch.changes["src.public.nokey"].key_columns == ("a", "b")
     assert batch.changes["src.public.fullrow"].key_columns == ("id",)
+    # with every column as the key, an update is the old row leaving and the new arriving
+    nokey = batch.changes["src.public.nokey"].events
+    assert [(r["_tm_op"], r["a"], r["b"]) for r in nokey.to_pylist()] == [
+        ("c", 1, "x"), ("d", 1, "x"), ("c", 1, "y"), ("d", 1, "y")]
+    positions = nokey.column("_tm_position").to_pylist()
+    assert positions == sorted(positions) and len(set(positions)) == 4
     keyed = decode_records(TOAST, source_kind="postgres",
                            key_columns={"src.public.nokey": ("a",)})
     assert keyed.changes["src.public.nokey"].key_columns == ("a",)
+    assert keyed.changes["src.public.nokey"].events.column("_tm_op").to_pylist() == ["c", "u", "d"]
 
 
 def test_bad_records_become_dead_letters_and_the_rest_goes_on():
@@ -199,3 +206,19 @@ def test_intervals_parse_exactly(text, expected):
 )
 def test_decimal_text_is_exact(unscaled, scale, text):
     assert decimal_text(unscaled, scale) == text
+
+
+def test_decoded_batches_feed_the_milestoning_core():
+    """The core carries the TOAST values forward from the decoder's flags."""
+    from datetime import UTC, datetime
+
+    from stream_processors.milestoning.core import milestone
+
+    batch = Decoder("postgres").decode(TOAST)
+    toasty = milestone(batch.changes["src.public.toasty"], None, batch_id=1,
+                       ingested_at=datetime.now(UTC))
+    (live,) = toasty.live_upserts.to_pylist()
+    assert live["small"] == 2 and len(live["big"]) == 6000 and len(live["abig"]) == 2000
+    nokey = milestone(batch.changes["src.public.nokey"], None, batch_id=1,
+                      ingested_at=datetime.now(UTC))
+    assert nokey.live_upserts.num_rows == 0

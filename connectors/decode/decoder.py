@@ -157,7 +157,15 @@ class Decoder:
         rows = pending.get(layout)
         if rows is None:
             rows = pending[layout] = TableRows(layout)
-        rows.add(row, payload.get("before"), op, position, tx_id, ts, record)
+        before = payload.get("before")
+        if layout.keyless and op == "u" and before is not None:
+            # Every column is the key: the update is the old row leaving, the new arriving.
+            rows.add(before, before, "d", position, tx_id, ts, record)
+            position = position[:-8] + f"{int(position[-8:], 16) + 1:08x}"
+            op, before = "c", None
+            if tx_id is not None:
+                state.tx_last_position[tx_id] = position
+        rows.add(row, before, op, position, tx_id, ts, record)
 
     def _layout(self, record: RawRecord, schema_text: str | None,
                 payload: dict[str, Any]) -> TableLayout | _Marker:

@@ -31,6 +31,9 @@ class TableLayout:
         types: one `ColumnType` per name.
         key_columns: the key (Debezium's message key, or the configured override).
         schema: the Arrow schema of the built batch (row image + `_tm_` columns).
+        keyless: the table has no key (no primary key, no override): every column is the
+            key, so the decoder turns each update into a delete of the before image and a
+            create of the after image.
     """
 
     table: str
@@ -38,6 +41,7 @@ class TableLayout:
     types: tuple[ColumnType, ...]
     key_columns: tuple[str, ...]
     schema: pa.Schema
+    keyless: bool = False
 
     @classmethod
     def from_envelope(
@@ -49,7 +53,8 @@ class TableLayout:
         row = fields.get("after") or fields["before"]
         names = tuple(f["field"] for f in row["fields"])
         types = tuple(column_type(f, zoned_unit=zoned_unit) for f in row["fields"])
-        if not key_columns:
+        keyless = not key_columns
+        if keyless:
             log.info("table %s has no key; using all %d columns as its key", table, len(names))
             key_columns = names
         missing = [k for k in key_columns if k not in names]
@@ -67,7 +72,7 @@ class TableLayout:
                 pa.field(tm.UNCHANGED_TOAST, _UNCHANGED_TYPE),
             ]
         )
-        return cls(table, names, types, key_columns, schema)
+        return cls(table, names, types, key_columns, schema, keyless)
 
 
 @dataclass
