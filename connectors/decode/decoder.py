@@ -28,6 +28,7 @@ HEARTBEAT_PREFIX = "__debezium-heartbeat"
 _SCHEMA_HEAD = '{"schema":'
 _PAYLOAD_SEP = ',"payload":'
 _HEAD_LEN = len(_SCHEMA_HEAD)
+_MAX_OPEN_TX = 10_000  # transactions awaiting their END marker, per source
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,10 @@ class Decoder:
             position = sqlserver_position(source, op, state)
             tx_id = source.get("commit_lsn")
         if tx_id is not None:
-            state.tx_last_position[tx_id] = position
+            open_txs = state.tx_last_position
+            open_txs[tx_id] = position
+            if len(open_txs) > _MAX_OPEN_TX:  # END markers not coming (metadata off)
+                del open_txs[next(iter(open_txs))]
         ts = source.get("ts_us")
         if ts is None and source.get("ts_ms") is not None:
             ts = source["ts_ms"] * 1000
