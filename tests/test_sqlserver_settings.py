@@ -84,3 +84,29 @@ def test_enable_cdc_sql_parses_as_tsql_and_enables_every_piece():
         assert table["@supports_net_changes"] == "0"
     assert calls["sys.sp_cdc_change_job"] == [
         {"@job_type": "N'capture'", "@pollinginterval": "5"}]
+
+
+def test_settings_come_from_the_pipeline_config(tmp_path):
+    """A `kind: sqlserver` source of pipeline.yaml gives the connector properties."""
+    from tidemark.config import load_config
+
+    config_file = tmp_path / "pipeline.yaml"
+    config_file.write_text(
+        "pipeline: demo\n"
+        "sources:\n"
+        "  - name: erp\n"
+        "    kind: sqlserver\n"
+        "    dsn: ${ERP_DSN}\n"
+        "    tables: [dbo.customers, dbo.addresses]\n"
+        "    keys: {dbo.addresses: [customer_id, line]}\n"
+    )
+    config = load_config(config_file, env={"ERP_DSN": "mssql://cdc:s3cr%21t@sql.local:1433/shop"})
+    (source,) = config.sources
+    settings = connector_settings(name=source.name, dsn=source.dsn, tables=source.tables,
+                                  heartbeat_ms=config.debezium.heartbeat_ms)
+    assert settings["database.names"] == "shop" and settings["database.password"] == "s3cr!t"
+    assert settings["table.include.list"] == r"^dbo\.customers$,^dbo\.addresses$"
+    assert settings["topic.prefix"] == "erp"
+    # the decoder's key override uses lake table names
+    keys = {source.lake_table(t): cols for t, cols in source.keys.items()}
+    assert keys == {"erp.dbo.addresses": ("customer_id", "line")}
