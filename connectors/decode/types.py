@@ -179,17 +179,13 @@ def _zoned_timestamp(unit: str) -> ColumnType:
     def convert(values: Sequence[Any]) -> pa.Array:
         if not any(v in specials for v in values if v is not None and len(v) < 10):
             return pa.array(values, type=pa.string()).cast(arrow)
-        ints = [
-            specials[v] if v in specials else None if v is None else _iso_to_int(v, arrow)
-            for v in values
-        ]
+        plain = [None if v in specials else v for v in values]
+        parsed = pa.array(plain, type=pa.string()).cast(arrow).cast(pa.int64()).to_pylist()
+        ints = [specials.get(v, p) if v is not None else None
+                for v, p in zip(values, parsed, strict=True)]
         return pa.array(ints, type=pa.int64()).cast(arrow)
 
     return ColumnType(arrow, convert)
-
-
-def _iso_to_int(value: str, arrow: pa.DataType) -> int:
-    return pa.array([value]).cast(arrow).cast(pa.int64())[0].as_py()
 
 
 _TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
