@@ -161,6 +161,7 @@ def test_bad_records_become_dead_letters_and_the_rest_goes_on():
     assert all("\n" not in r for r in reasons.values())
     letter = next(d for d in batch.dead_letters if d.origin == "kafka:t/0@2")
     assert letter.table == "rt.public.alltypes" and letter.raw_value == bad[1].value
+    assert letter.position is not None and len(letter.position) == 40
 
 
 def test_the_schema_fast_path_equals_a_full_parse():

@@ -120,8 +120,11 @@ class Decoder:
         # Fast path: the same schema as this destination's last record, checked in place
         # (no copy of the schema text), then only the payload is parsed.
         last = self._last.get(record.destination)
-        if last is not None and value.startswith(last[0], _HEAD_LEN) and value.startswith(
-            _PAYLOAD_SEP, _HEAD_LEN + len(last[0])
+        if (
+            last is not None
+            and value.startswith(last[0], _HEAD_LEN)
+            and value.startswith(_PAYLOAD_SEP, _HEAD_LEN + len(last[0]))
+            and value.startswith(_SCHEMA_HEAD)
         ):
             layout = last[1]
             payload = orjson.loads(value[_HEAD_LEN + len(last[0]) + len(_PAYLOAD_SEP) : -1])
@@ -215,8 +218,8 @@ class Decoder:
                 built = rows.build()
             except Exception:
                 rows, bad = rows.split_bad()
-                for record, reason in bad:
-                    dead.append(self._dead(record, reason, table=layout.table))
+                for record, reason, position in bad:
+                    dead.append(self._dead(record, reason, table=layout.table, position=position))
                 built = rows.build()
             if built.num_rows:
                 tables.setdefault(layout.table, []).append(built)
@@ -232,11 +235,12 @@ class Decoder:
             last = top if last is None or top > last else last
         return changes, last
 
-    def _dead(self, record: RawRecord, reason: str, *, table: str | None = None) -> DeadLetter:
+    def _dead(self, record: RawRecord, reason: str, *, table: str | None = None,
+              position: str | None = None) -> DeadLetter:
         return DeadLetter(
             table=table or _table_from_destination(record.destination, self.source_kind),
             raw_key=record.key, raw_value=record.value, reason=reason.splitlines()[0],
-            origin=record.origin or record.destination, position=None,
+            origin=record.origin or record.destination, position=position,
         )
 
 

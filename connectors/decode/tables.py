@@ -142,10 +142,10 @@ class TableRows:
         mask = pa.array([b is None for b in self.befores], type=pa.bool_())
         return pa.StructArray.from_arrays(children, fields=list(struct_type), mask=mask)
 
-    def split_bad(self) -> tuple[TableRows, list[tuple[Any, str]]]:
-        """Find the events whose values do not convert; return the rest and the bad ones."""
+    def split_bad(self) -> tuple[TableRows, list[tuple[Any, str, str]]]:
+        """Find the events whose values do not convert: the rest, and (record, reason, position)."""
         good = TableRows(self.layout)
-        bad: list[tuple[Any, str]] = []
+        bad: list[tuple[Any, str, str]] = []
         for i in range(len(self.rows)):
             one = TableRows(self.layout)
             one.add(dict(zip(self.layout.names, self.rows[i], strict=True)), self.befores[i],
@@ -154,7 +154,7 @@ class TableRows:
             try:
                 one.build()
             except Exception as exc:  # any conversion failure isolates this event only
-                bad.append((self.records[i], f"{type(exc).__name__}: {exc}"))
+                bad.append((self.records[i], f"{type(exc).__name__}: {exc}", self.positions[i]))
                 continue
             good.rows.append(one.rows[0])
             for attr in ("befores", "ops", "positions", "tx_ids", "source_ts", "records"):
