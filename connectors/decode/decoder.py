@@ -200,7 +200,8 @@ class Decoder:
         for entry in payload.get("data_collections") or ():
             name = entry["data_collection"]
             if self.source_kind == "sqlserver":  # testDB.dbo.t -> dbo.t
-                name = name.split(".", 1)[1]
+                parts = name.split(".")
+                name = f"{parts[1]}.{parts[-1]}" if len(parts) > 2 else name
             counts[f"{prefix}.{name}"] = int(entry["event_count"])
         status = payload["status"]
         position = None
