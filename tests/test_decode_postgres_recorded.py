@@ -70,6 +70,9 @@ def test_positions_sort_snapshot_first_and_are_distinct():
     ops = events.column("_tm_op").to_pylist()
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
     assert ops.index("c") > max(i for i, op in enumerate(ops) if op == "r")
+    # snapshot rows belong to no transaction: a batcher waiting for END must not wait on them
+    tx = events.column("_tm_tx_id").to_pylist()
+    assert all((t is None) == (op == "r") for t, op in zip(tx, ops, strict=True))
 
 
 def test_snapshot_positions_keep_increasing_across_batches():

@@ -153,6 +153,8 @@ class Decoder:
         else:
             position = sqlserver_position(source, op, state)
             tx_id = source.get("commit_lsn")
+        if op == "r":  # snapshot reads belong to no source transaction (and get no END)
+            tx_id = None
         if tx_id is not None:
             open_txs = state.tx_last_position
             open_txs[tx_id] = position
