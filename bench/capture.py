@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -61,6 +62,12 @@ def decoder():
     return decode_records
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process (Python and the JVM's threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def execute(url: str, *statements: str) -> None:
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -73,6 +80,7 @@ def execute(url: str, *statements: str) -> None:
 def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float) -> dict:
     """Poll until `expected` data change events arrived; returns the timing."""
     decode = decoder() if consumer == "arrow" else None
+    cpu_before = cpu_seconds()
     seen = total = 0
     first = None
     deadline = time.monotonic() + timeout
@@ -94,7 +102,10 @@ def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float
             decode(batch, source_kind="postgres")
         engine.acknowledge(batch[-1])
     elapsed = time.perf_counter() - (first or time.perf_counter())
+    cpu = cpu_seconds() - cpu_before
     return {
+        "process_cpu_seconds": round(cpu, 2),
+        "cpu_us_per_event": round(cpu / seen * 1e6) if seen else None,
         "events": seen,
         "records": total,
         "seconds": round(elapsed, 3),
@@ -164,7 +175,9 @@ def main() -> None:
     url = cluster.start()
     state = root / "state"
     out: dict = {
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_average_at_start": os.getloadavg()},
+        "debezium_patch": os.environ.get("TIDEMARK_DEBEZIUM_PATCH", "1") != "0",
         "options": vars(args),
     }
     try:
