@@ -4,7 +4,7 @@ Loads are written while the engine is stopped (so the writer is not the bottlene
 engine is restarted and timed while it drains the slot. Consumers:
   raw      poll + acknowledge, records untouched (the hand-over cost only)
   json     plus orjson.loads of every value (what any decoding must at least pay)
-  arrow    plus connectors.decode.decode_records into typed Arrow (when the decoder exists)
+  arrow    plus connectors.decode.Decoder into typed Arrow TableChanges (when it exists)
 Also: JVM start time, snapshot rate, peak RSS of the process (Python + JVM).
 
     python bench/capture.py --rows 1000000 --mixed-tx 20000
@@ -55,11 +55,12 @@ END $$;
 
 
 def decoder():
+    """A fresh decoder's `decode`, or None when the decoder is not on this branch."""
     try:
-        from connectors.decode import decode_records
+        from connectors.decode import Decoder
     except ImportError:
         return None
-    return decode_records
+    return Decoder("postgres").decode
 
 
 def cpu_seconds() -> float:
@@ -99,7 +100,9 @@ def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float
                 if record.value is not None:
                     orjson.loads(record.value)
         elif consumer == "arrow" and decode is not None:
-            decode(batch, source_kind="postgres")
+            decoded = decode(batch)
+            if decoded.dead_letters:
+                raise SystemExit(f"dead letters: {decoded.dead_letters[0].reason}")
         engine.acknowledge(batch[-1])
     elapsed = time.perf_counter() - (first or time.perf_counter())
     cpu = cpu_seconds() - cpu_before
