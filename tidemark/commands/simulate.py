@@ -49,7 +49,7 @@ def _default_url() -> str:
 def _progress_line(p: Progress) -> None:
     sys.stderr.write(
         f"\r{p.committed:>10,} changes  {p.rate:>8,.0f}/s  {p.transactions:,} tx  "
-        f"{p.retries} retries  {p.reconnects} reconnects  {p.elapsed:6.1f}s "
+        f"{p.retries} retries  {p.reconnects} reconnects  {p.elapsed:6.1f}s\x1b[K"
     )
     sys.stderr.flush()
 
