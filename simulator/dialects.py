@@ -130,8 +130,26 @@ class Dialect(ABC):
     def tx_info_sql(self) -> str:
         """Inside a transaction: its id and the current clock (for the ledger)."""
 
-    def tune_session(self, conn: Any) -> None:  # noqa: B027 - optional hook
+    # Prefixed to a transaction's first statement. Postgres workers run in autocommit mode
+    # and open transactions themselves, saving the separate BEGIN round trip psycopg2 makes.
+    begin_prefix: str = ""
+
+    def worker_session(self, conn: Any) -> None:  # noqa: B027 - optional hook
         """Per-connection settings for a load generator (best effort); none by default."""
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def run_alone(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
+        """One read outside any transaction (between simulated transactions)."""
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        conn.rollback()
+        return row
 
     def commit_time_sql(self, conn: Any) -> str | None:
         """A query for the exact commit time of a transaction id, when the server keeps it."""
@@ -219,18 +237,33 @@ class PostgresDialect(Dialect):
             f"VALUES {self._rows(len(cols), n_rows)} ON CONFLICT ({unique}) DO NOTHING"
         )
 
-    def tune_session(self, conn: Any) -> None:
+    begin_prefix = "BEGIN; "
+
+    def worker_session(self, conn: Any) -> None:
         # Deadlocks among concurrent workers are expected and retried; detecting them after
         # 100 ms instead of the default 1 s keeps throughput up. Needs superuser (the local
         # cluster's user is one); elsewhere the server default stays.
         import psycopg2
 
+        conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 cur.execute("SET deadlock_timeout = '100ms'")
-            conn.commit()
         except psycopg2.Error:
-            conn.rollback()
+            pass
+
+    def commit(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("COMMIT")
+
+    def rollback(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("ROLLBACK")  # a warning, not an error, when no transaction is open
+
+    def run_alone(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
+        with conn.cursor() as cur:  # autocommit: the statement is its own transaction
+            cur.execute(sql, params)
+            return cur.fetchone()
 
     def commit_time_sql(self, conn: Any) -> str | None:
         # With track_commit_timestamp=on Postgres records each commit's time: the same
