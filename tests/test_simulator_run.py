@@ -181,3 +181,15 @@ def test_rate_limit_and_duration(fresh_database):
     summary = sim.run()
     # a ceiling only (a busy machine may be slower): 1.5 s at 400/s plus one burst window
     assert 0 < summary.total <= 400 * 1.5 + 100 + 20
+
+
+def test_mix_and_uniform_skew(fresh_database):
+    url = fresh_database()
+    sim = Simulator(url, profile="customers", max_changes=300, mix={"insert": 1.0})
+    sim.setup()
+    assert {op for ops in sim.run().counts.values() for op in ops} == {"c"}
+    sim = Simulator(url, profile="customers", max_changes=100, skew="uniform",
+                    mix={"update": 1.0, "delete": 1.0})
+    counts = sim.run().counts
+    assert {op for ops in counts.values() for op in ops} == {"u", "d"}
+    assert sum(n for ops in counts.values() for n in ops.values()) == 100

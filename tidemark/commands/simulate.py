@@ -95,15 +95,14 @@ def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
     """
     from simulator.runner import Simulator
 
-    sim = Simulator(db_url or "postgresql://placeholder@localhost/x", profile=profile,
-                    workers=workers, rate=rate, max_changes=max_changes, duration=duration,
-                    seed=seed, ledger=ledger, skew=skew,  # type: ignore[arg-type]
-                    mix=_parse_mix(mix), tx_size=tx_size)  # type: ignore[arg-type]
-    if db_url is None:  # validate options before starting a server
-        sim = Simulator(_default_url(), profile=profile, workers=workers, rate=rate,
-                        max_changes=max_changes, duration=duration, seed=sim.seed,
-                        ledger=ledger, skew=skew, mix=_parse_mix(mix),  # type: ignore[arg-type]
-                        tx_size=tx_size)
+    options = dict(profile=profile, workers=workers, rate=rate, max_changes=max_changes,
+                   duration=duration, seed=seed, ledger=ledger, skew=skew,
+                   mix=_parse_mix(mix), tx_size=tx_size)
+    if db_url is None:
+        # check every option before starting the local server, then point at it
+        Simulator("postgresql://local@127.0.0.1/check", **options)  # type: ignore[arg-type]
+        db_url = _default_url()
+    sim = Simulator(db_url, **options)  # type: ignore[arg-type]
     if setup:
         sim.setup()
     stop = threading.Event()
