@@ -91,7 +91,8 @@ def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
              ledger: str | None, skew: str, mix: str | None, tx_size: int) -> None:
     """Generate realistic inserts, updates and deletes in multi-statement transactions.
 
-    Ctrl+C (or SIGTERM) finishes the transactions in flight and prints a summary.
+    Ctrl+C (or SIGTERM) finishes the transactions in flight and prints a summary; a second
+    Ctrl+C quits at once.
     """
     from simulator.runner import Simulator
 
@@ -108,10 +109,14 @@ def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # a second Ctrl+C: stop now, without waiting for commits
+            raise KeyboardInterrupt
+        if live:
+            sys.stderr.write("\nstopping: finishing the transactions in flight...\n")
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     live = sys.stderr.isatty()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = sim.run(stop, on_progress=_progress_line if live else None)
     finally:
