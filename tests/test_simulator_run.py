@@ -193,3 +193,18 @@ def test_mix_and_uniform_skew(fresh_database):
     counts = sim.run().counts
     assert {op for ops in counts.values() for op in ops} == {"u", "d"}
     assert sum(n for ops in counts.values() for n in ops.values()) == 100
+
+
+@pytest.mark.parametrize("skew, low, high", [("recent", 0.7, 1.0), ("uniform", 0.0, 0.5)])
+def test_key_skew(skew, low, high, fresh_database, tmp_path):
+    url = fresh_database()
+    sim = Simulator(url, profile="customers", max_changes=800, seed=1)
+    sim.setup()
+    sim.run()  # some data first
+    ledger = tmp_path / "l.jsonl"
+    Simulator(url, profile="customers", max_changes=600, seed=2, skew=skew, ledger=ledger,
+              mix={"update": 1.0}).run()
+    top = query(url, "SELECT max(id) FROM customers")[0][0]
+    hits = [x["key"]["id"] for x in read_ledger(ledger) if x["table"] == "public.customers"]
+    share = sum(k > 0.75 * top for k in hits) / len(hits)  # updates in the newest quarter
+    assert low <= share <= high, share
