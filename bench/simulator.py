@@ -44,9 +44,11 @@ def fresh_database(cluster: LocalCluster, name: str) -> str:
 
 
 def measure(url: str, profile: str, workers: int, duration: float, ledger: Path | None) -> dict:
+    load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     summary = Simulator(url, profile=profile, workers=workers, duration=duration, seed=1,
                         ledger=ledger).run()
     return {
+        "load_avg_1m_before": round(load, 2),
         "workers": workers,
         "ledger": ledger is not None,
         "seconds": round(summary.elapsed, 2),
@@ -77,7 +79,7 @@ def main() -> None:
             results.append(row)
             print(f"{profile:<10} workers={workers} ledger={'on ' if ledger else 'off'} "
                   f"{row['changes_per_s']:>7,} changes/s  {row['transactions_per_s']:>6,} tx/s  "
-                  f"retries={row['retries']}", flush=True)
+                  f"retries={row['retries']}  load={row['load_avg_1m_before']}", flush=True)
     out = {
         "benchmark": "simulator",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
