@@ -19,7 +19,9 @@ from typing import Any, ClassVar, Literal
 from simulator.schema import Column, Table
 
 LockMode = Literal["share", "update"]
-ErrorKind = Literal["retry", "connection", "other"]
+# retry: conflict, run the transaction again; connection: link lost, reconnect;
+# database: the server refused (rights, read-only, disk full); other: not a database error
+ErrorKind = Literal["retry", "connection", "database", "other"]
 
 
 class Dialect(ABC):
@@ -290,7 +292,7 @@ class PostgresDialect(Dialect):
                                                             or code.startswith("57P"))
         ):
             return "connection"
-        return "other"
+        return "database" if isinstance(exc, psycopg2.Error) else "other"
 
 
 class SqlServerDialect(Dialect):
@@ -381,7 +383,7 @@ class SqlServerDialect(Dialect):
             return "retry"
         if isinstance(state, str) and state.startswith("08"):
             return "connection"
-        return "other"
+        return "database" if type(exc).__module__ == "pyodbc" else "other"
 
 
 POSTGRES = PostgresDialect()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from simulator.connect import connect, parse_url
 from simulator.engine import Budget, KeySpace, Skew
-from simulator.errors import SimulatorConfigError
+from simulator.errors import SimulatorConfigError, first_line
 from simulator.ledger import Ledger
 from simulator.profiles import get_profile
 from simulator.profiles.base import Operation, OpKind
@@ -131,6 +131,13 @@ class Simulator:
         conn = connect(self.target)
         try:
             create_schema(conn, self.target.dialect, self.profile)
+        except Exception as exc:
+            if self.target.dialect.classify(exc) != "database":
+                raise
+            raise SimulatorConfigError(
+                f"cannot create the `{self.profile.name}` schema: `{first_line(exc)}`",
+                hint="use a user that may create tables (or let an owner run --setup once)",
+            ) from exc
         finally:
             conn.close()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from simulator.connect import Target, connect
 from simulator.engine import Budget, Change, KeySpace, Tx
-from simulator.errors import DatabaseUnavailable
+from simulator.errors import DatabaseRefused, DatabaseUnavailable, first_line
 from simulator.ledger import Ledger
 from simulator.profiles.base import Operation, Profile
 from simulator.values import Pools
@@ -188,6 +188,12 @@ class Worker:
                         return 0
                     continue
                 self.budget.settle(granted, 0)
+                if kind == "database":
+                    raise DatabaseRefused(
+                        f"the database refused a simulated statement: `{first_line(exc)}`",
+                        hint="check that the user may write to the profile's tables and that "
+                        "the database is writable",
+                    ) from exc
                 raise
             assert tx is not None
             self._done(tx, granted, info)
