@@ -117,7 +117,7 @@ def test_signal_finishes_in_flight_transactions_and_prints_summary(sig, fresh_da
              "--workers", "3", "--ledger", str(ledger)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while (not ledger.exists() or ledger.stat().st_size < 20_000) \
+        while (not ledger.exists() or ledger.stat().st_size < 5_000) \
                 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(sig)
