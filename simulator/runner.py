@@ -175,8 +175,11 @@ class Simulator:
         last_count, last_time = 0, started
         try:
             while any(t.is_alive() for t in threads):
+                wait = progress_interval
+                if self.duration is not None:
+                    wait = max(0.001, min(wait, started + self.duration - time.monotonic()))
                 for t in threads:
-                    t.join(timeout=progress_interval / len(threads))
+                    t.join(timeout=wait / len(threads))
                 now = time.monotonic()
                 if (stop_event is not None and stop_event.is_set()) or (
                     self.duration is not None and now - started >= self.duration
@@ -188,10 +191,15 @@ class Simulator:
                                          stats.reconnects, now - started,
                                          (committed - last_count) / (now - last_time)))
                     last_count, last_time = committed, now
-        finally:
             stop.set()
             for t in threads:
                 t.join()
+        except BaseException:  # e.g. a second Ctrl+C: give workers a moment, then leave
+            stop.set()
+            for t in threads:
+                t.join(timeout=5)
+            raise
+        finally:
             if ledger is not None:
                 ledger.close()
         errors = [w.error for w in workers if w.error is not None]
