@@ -97,6 +97,17 @@ class Dialect(ABC):
         """Insert `n_rows` rows; the result set is the new `id`s."""
 
     @abstractmethod
+    def insert_children_sql(self, table: Table, cols: tuple[str, ...], n_rows: int, *, fk: str,
+                            parent: str, returning: tuple[str, ...] = (),
+                            parent_not: str | None = None) -> str:
+        """Insert child rows only where their parent (`fk` -> `parent.id`) still exists, and
+        key-share lock that parent (one round trip instead of lock-then-insert).
+
+        Parameters: `n_rows` rows of `cols`, then the value `parent_not` must differ from
+        (when given). Returns `id, *returning` of the inserted rows.
+        """
+
+    @abstractmethod
     def update_sql(self, table: Table, set_cols: tuple[str, ...], add_cols: tuple[str, ...],
                    n_rows: int) -> str:
         """Update rows from a VALUES list `(id, *set_cols, *add_cols)`; returns updated `id`s.
@@ -201,6 +212,20 @@ class PostgresDialect(Dialect):
         return (
             f"INSERT INTO {self.qualified(table)} ({', '.join(cols)}) "
             f"VALUES {self._rows(len(cols), n_rows)} RETURNING id"
+        )
+
+    @lru_cache(maxsize=512)  # noqa: B019
+    def insert_children_sql(self, table: Table, cols: tuple[str, ...], n_rows: int, *, fk: str,
+                            parent: str, returning: tuple[str, ...] = (),
+                            parent_not: str | None = None) -> str:
+        cell = ", ".join(f"%s::{self.column_type(table.column(c))}" for c in cols)
+        where = f" WHERE p.{parent_not} <> %s" if parent_not else ""
+        return (
+            f"INSERT INTO {self.qualified(table.name)} ({', '.join(cols)}) "
+            f"SELECT {', '.join(f'v.{c}' for c in cols)} "
+            f"FROM (VALUES {self._rows(len(cols), n_rows, cell)}) AS v({', '.join(cols)}) "
+            f"JOIN {self.qualified(parent)} AS p ON p.id = v.{fk}{where} FOR KEY SHARE OF p "
+            f"RETURNING {', '.join(('id', *returning))}"
         )
 
     @lru_cache(maxsize=512)  # noqa: B019
@@ -335,6 +360,19 @@ class SqlServerDialect(Dialect):
         return (
             f"INSERT INTO {self.qualified(table)} ({', '.join(cols)}) OUTPUT inserted.id "
             f"VALUES {self._rows(len(cols), n_rows)}"
+        )
+
+    def insert_children_sql(self, table: Table, cols: tuple[str, ...], n_rows: int, *, fk: str,
+                            parent: str, returning: tuple[str, ...] = (),
+                            parent_not: str | None = None) -> str:
+        cell = ", ".join(f"CAST(? AS {self.column_type(table.column(c))})" for c in cols)
+        output = ", ".join(f"inserted.{c}" for c in ("id", *returning))
+        where = f" WHERE p.{parent_not} <> ?" if parent_not else ""
+        return (
+            f"INSERT INTO {self.qualified(table.name)} ({', '.join(cols)}) OUTPUT {output} "
+            f"SELECT {', '.join(f'v.{c}' for c in cols)} "
+            f"FROM (VALUES {self._rows(len(cols), n_rows, cell)}) AS v({', '.join(cols)}) "
+            f"JOIN {self.qualified(parent)} AS p WITH (HOLDLOCK, ROWLOCK) ON p.id = v.{fk}{where}"
         )
 
     def update_sql(self, table: Table, set_cols: tuple[str, ...], add_cols: tuple[str, ...],

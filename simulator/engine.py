@@ -178,6 +178,26 @@ class Tx:
         self._inserted.setdefault(table, []).extend(ids)
         return ids
 
+    def insert_children(self, table: str, cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
+                        *, fk: str, parent: str, returning: tuple[str, ...] = (),
+                        parent_not: tuple[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Insert rows whose parent still exists (others are dropped by the database) and
+        key-share lock those parents; returns `(id, *returning)` per inserted row."""
+        if not rows:
+            return []
+        if len(rows) > self.remaining:
+            raise AssertionError("insert larger than the remaining budget")
+        sql = self.dialect.insert_children_sql(
+            self.tables[table], cols, len(rows), fk=fk, parent=parent, returning=returning,
+            parent_not=parent_not[0] if parent_not else None)
+        params = [v for row in rows for v in row]
+        self.execute(sql, [*params, parent_not[1]] if parent_not else params)
+        made = [tuple(r) for r in self.cur.fetchall()]
+        ids = [r[0] for r in made]
+        self._record(table, ids, "c")
+        self._inserted.setdefault(table, []).extend(ids)
+        return made
+
     def update(self, table: str, set_cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
                add_cols: tuple[str, ...] = (), *, partial: bool = True) -> list[int]:
         """`rows` are `(id, *set_values, *add_values)` with distinct ids.
