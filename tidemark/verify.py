@@ -22,7 +22,7 @@ import duckdb
 from deltalake import DeltaTable
 
 from connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
-from stream_processors.milestoning.columns import OP, POSITION, Layer
+from stream_processors.milestoning.columns import OP, POSITION, TX_ID, Layer
 from stream_processors.milestoning.errors import UsageError
 from tidemark import invariants
 from tidemark.canonical import Column, duckdb_rows, ident, kind_of, postgres_rows
@@ -134,22 +134,30 @@ def _load_layers(
     return found
 
 
-def _lake_state(present: set[Layer], keys: list[str], cutoff: str) -> tuple[str, str | None]:
-    """SQL for the lake's rows of a table at source position `cutoff`, and a caveat."""
+def _lake_state(
+    present: set[Layer], keys: list[str], snapshot: Snapshot
+) -> tuple[str, str | None]:
+    """SQL for the lake's rows of a table as the snapshot sees the source, and a caveat.
+
+    An event counts when its transaction is visible in the snapshot (snapshot rows, op r,
+    always are). pgoutput delivers transactions in commit order, so these are exactly the
+    changelog's events before the first invisible transaction.
+    """
     k = ", ".join(ident(c) for c in keys)
+    seen = f"({OP} = 'r' OR {snapshot.visible_sql(TX_ID)})"
     if {Layer.CHANGELOG, Layer.FORENSIC} <= present:
         on = " AND ".join(f"last.{ident(c)} = fo.{ident(c)}" for c in keys)
         return (
             f"""SELECT fo.* FROM (
                   SELECT {k}, arg_max({OP}, {POSITION}) AS _op, max({POSITION}) AS _p
-                  FROM cl WHERE {POSITION} < '{cutoff}' GROUP BY {k}) last
+                  FROM cl WHERE {seen} GROUP BY {k}) last
                 ASOF JOIN fo ON {on} AND last._p >= fo.{POSITION}
                 WHERE last._op <> 'd'""",
             None,
         )
     if Layer.CHANGELOG in present:
         return (
-            f"""SELECT * FROM cl WHERE {POSITION} < '{cutoff}'
+            f"""SELECT * FROM cl WHERE {seen}
                 QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {POSITION} DESC) = 1
                 AND {OP} <> 'd'""",
             "state rebuilt from the changelog alone (placeholders of unchanged TOAST differ)",
@@ -176,7 +184,6 @@ def check_table(
             f"source table `{source_table}` has no primary key",
             hint=f"set sources[].keys: {{{source_table}: [column, ...]}}",
         )
-    cutoff = f"{snapshot.lsn:016x}"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     with tempfile.TemporaryDirectory(prefix="tidemark-verify-") as tmp:
@@ -199,7 +206,7 @@ def check_table(
     lake_types = {
         r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")
     }
-    state, caveat = _lake_state(set(layers), keys, cutoff)
+    state, caveat = _lake_state(set(layers), keys, snapshot)
     con.execute(f"CREATE TEMP TABLE lake AS {duckdb_rows(f'({state})', columns, keys, lake_types)}")
     lake_rows = scalar(con, "SELECT count(*) FROM lake")
     counts, examples = invariants.compare_hashed(con, "src", "lake", sample)

@@ -42,10 +42,21 @@ class Snapshot:
     Attributes:
         lsn: the consistent point; the snapshot holds exactly the transactions whose commit
             record lies before it.
+        xmin, xmax, xip: the snapshot's visibility (32-bit xids, as Debezium's `txId`): a
+            committed xid is visible iff `xid < xmin`, or `xid < xmax` and not in `xip`.
     """
 
     lsn: int
     cursor: Any
+    xmin: int = 0
+    xmax: int = 0
+    xip: tuple[int, ...] = ()
+
+    def visible_sql(self, tx_column: str) -> str:
+        """A SQL predicate (Postgres and DuckDB) true when `tx_column` is visible here."""
+        xid = f"CAST({tx_column} AS BIGINT)"
+        running = f" AND {xid} NOT IN ({', '.join(map(str, self.xip))})" if self.xip else ""
+        return f"({xid} < {self.xmin} OR ({xid} < {self.xmax}{running}))"
 
     def fetch(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         self.cursor.execute(sql, params)
@@ -82,8 +93,11 @@ def consistent_snapshot(dsn: str) -> Iterator[Snapshot]:
         cursor.execute("SET LOCAL TimeZone = 'UTC'")
         cursor.execute("SET LOCAL DateStyle = 'ISO'")
         cursor.execute("SET LOCAL extra_float_digits = 1")
-        logger.info("verify snapshot at %s", format_lsn(lsn))
-        yield Snapshot(lsn, cursor)
+        cursor.execute("SELECT pg_current_snapshot()::text")
+        xmin, xmax, xip = cursor.fetchone()[0].split(":")
+        running = tuple(int(x) % 2**32 for x in xip.split(",") if x)
+        logger.info("verify snapshot at %s (xmin %s, xmax %s)", format_lsn(lsn), xmin, xmax)
+        yield Snapshot(lsn, cursor, int(xmin) % 2**32, int(xmax) % 2**32, running)
         cursor.execute("ROLLBACK")
     except psycopg2.OperationalError as exc:
         raise SourceUnavailable(

@@ -34,6 +34,7 @@ class Change:
     row: dict
     position: str
     ts: datetime
+    tx: str = "3"  # a Postgres xid (committed long ago: visible to any snapshot)
 
 
 def pos(commit: int, event: int = 0) -> str:
@@ -68,7 +69,7 @@ def build(root: Path, table: str, changes: list[Change], *, batch: int = 1) -> N
     """Write the three layers for `changes` (all in one batch) under `root`."""
     names = SCHEMA.names
     changelog = [
-        {**c.row, "_tm_op": c.op, "_tm_position": c.position, "_tm_tx_id": c.position[:16],
+        {**c.row, "_tm_op": c.op, "_tm_position": c.position, "_tm_tx_id": c.tx,
          "_tm_source_ts": c.ts, "_tm_batch": batch, "_tm_ingested_at": T0}
         for c in changes
     ]

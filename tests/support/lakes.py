@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from sinks.lake import BatchResult, Lake
 from sinks.delta.table import table_uri
+from sinks.lake import BatchResult, Lake
 from stream_processors.milestoning import columns as c
 from tests.support.milestones import milestone_rows
 
