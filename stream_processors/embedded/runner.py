@@ -168,6 +168,8 @@ class EmbeddedRunner:
         self.stats = RunStats()
         self._sources = [_Open(spec) for spec in sources]
         self._batcher = self._new_batcher()
+        self.idle_since: float | None = None  # since when polls bring no change events
+        self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
 
     def _new_batcher(self) -> Batcher:
         return Batcher(
@@ -175,6 +177,11 @@ class EmbeddedRunner:
             max_latency_ms=self.settings.max_latency_ms,
             first_batch_id=self.lake.last_batch_id() + 1,
         )
+
+    @property
+    def pending_events(self) -> int:
+        """Events received but not committed yet."""
+        return self._batcher.pending_events
 
     @property
     def max_pending(self) -> int:
@@ -205,6 +212,8 @@ class EmbeddedRunner:
             records = self._poll(source, stop)
             if records:
                 self._feed(source, records)
+            elif self.idle_since is None:
+                self.idle_since = time.monotonic()
             self._commit_due(stop)
         self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending)
 
@@ -248,10 +257,14 @@ class EmbeddedRunner:
             source.engine = None
 
     def _feed(self, source: _Open, records: list[RawRecord]) -> None:
-        decoded = _snapshot_rows_without_tx(source.spec.decoder.decode(records))
+        raw = source.spec.decoder.decode(records)
+        self.heartbeats += int(getattr(raw, "heartbeats", 0) or 0)
+        decoded = _snapshot_rows_without_tx(raw)
         if decoded.last_position is not None:
             source.last_position = decoded.last_position
         source.chunks.append(_Chunk(records[-1], source.last_position))
+        if decoded.changes:
+            self.idle_since = None
         self._batcher.add(decoded, source=source.spec.name)
         if self._batcher.pending_events == 0 and not decoded.dead_letters:
             self._acknowledge_idle(source)
