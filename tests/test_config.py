@@ -1,0 +1,96 @@
+"""Pipeline configuration: the minimal file works; every error names key, value and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_processors.milestoning.columns import Layer
+from tidemark.config import load_config, parse_config
+from tidemark.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "pipeline.yaml"
+DSN = "postgresql://app:s3cret@127.0.0.1:5432/shop"
+
+
+def minimal(**overrides):
+    doc = {
+        "pipeline": "demo",
+        "lake": "./lake",
+        "sources": [
+            {"name": "shop", "kind": "postgres", "dsn": "${SHOP_DSN}",
+             "tables": ["public.customers", "public.addresses"]}
+        ],
+    }
+    doc.update(overrides)
+    return doc
+
+
+def test_example_file_loads_with_defaults():
+    config = load_config(EXAMPLE, env={"SHOP_DSN": DSN})
+    assert config.pipeline == "demo"
+    assert config.sources[0].dsn == DSN
+    assert config.batching.max_events == 50_000
+    assert config.debezium.jvm_heap == "512m"
+    assert config.kafka is None
+    assert config.layers_for("shop.public.customers") == frozenset(Layer)
+    assert config.lake_tables_of(config.sources[0]) == ["shop.public.customers",
+                                                        "shop.public.addresses"]
+
+
+def test_config_is_frozen():
+    config = parse_config(minimal(), env={"SHOP_DSN": DSN})
+    with pytest.raises(Exception, match="frozen"):
+        config.pipeline = "other"  # type: ignore[misc]
+
+
+def test_missing_env_var_names_key_and_variable():
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.dsn: environment variable `SHOP_DSN`"):
+        parse_config(minimal(), env={})
+
+
+def test_env_default_is_used():
+    doc = minimal()
+    doc["sources"][0]["dsn"] = "${NOPE:-" + DSN + "}"
+    assert parse_config(doc, env={}).sources[0].dsn == DSN
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"),
+    [
+        (lambda d: d["sources"][0].update(tables=["public.ok", "customers"]),
+         r"sources\[0\]\.tables: .*`customers` must be schema\.table"),
+        (lambda d: d["sources"][0].update(kind="oracle"), r"sources\[0\]\.kind: .*got `oracle`"),
+        (lambda d: d["sources"][0].update(dsn="mysql://a:b@h/db"),
+         r"sources\[0\]: dsn scheme `mysql` does not fit kind `postgres`"),
+        (lambda d: d.update(batching={"max_events": 0}), r"batching\.max_events: .*got `0`"),
+        (lambda d: d.update(batching={"max_evnts": 5}), r"batching\.max_evnts: is not a known key"),
+        (lambda d: d.pop("sources"), r"sources: is required"),
+        (lambda d: d.update(layers={"shop.public.nope": ["live"]}), r"layers names unknown"),
+        (lambda d: d.update(layers={"*": ["silver"]}), r"layers\.\*\[0\]: .*got `silver`"),
+        (lambda d: d.update(debezium={"jvm_heap": "lots"}), r"debezium\.jvm_heap: .*got `lots`"),
+    ],
+)
+def test_errors_name_the_key_path(mutate, pattern):
+    doc = minimal()
+    mutate(doc)
+    with pytest.raises(ConfigError, match=pattern):
+        parse_config(doc, env={"SHOP_DSN": DSN})
+
+
+def test_password_never_in_error():
+    doc = minimal()
+    doc["sources"][0]["kind"] = "sqlserver"
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, env={"SHOP_DSN": DSN})
+    assert "s3cret" not in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)

@@ -1,0 +1,252 @@
+"""The pipeline configuration (DESIGN §3.5): one YAML file, parsed once, frozen.
+
+`${VAR}` expands from the environment, which is how secrets stay out of files. Every
+error names the dotted key path, the bad value (passwords masked) and the fix. Code below
+the wiring layer receives only the few typed values it uses, never this whole object.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream_processors.milestoning.columns import Layer
+from tidemark.errors import ConfigError
+from tidemark.secrets import mask
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
+_TABLE = re.compile(rf"^{_IDENT}\.{_IDENT}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SCHEMES = {"postgres": ("postgresql", "postgres"), "sqlserver": ("mssql", "sqlserver")}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceConfig(_Frozen):
+    """One producer database and the tables captured from it."""
+
+    name: str = Field(description="Short name; prefixes topics and lake tables.")
+    kind: Literal["postgres", "sqlserver"] = Field(description="The source database kind.")
+    dsn: str = Field(description="postgresql://user:pass@host:port/db or mssql://...; use ${VAR}.")
+    tables: tuple[str, ...] = Field(min_length=1, description="Captured tables as schema.table.")
+    keys: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="Key columns per table, overriding the primary key."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lower-case letters, digits and _ (it names topics, slots)")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _tables_are_qualified(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, table in enumerate(value):
+            if not _TABLE.match(table):
+                raise ValueError(f"[{index}] `{table}` must be schema.table, e.g. public.customers")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a table twice")
+        return value
+
+    @model_validator(mode="after")
+    def _dsn_matches_kind(self) -> SourceConfig:
+        scheme = urlsplit(self.dsn).scheme
+        allowed = _SCHEMES[self.kind]
+        if scheme not in allowed:
+            raise ValueError(
+                f"dsn scheme `{scheme or '(none)'}` does not fit kind `{self.kind}`: "
+                f"use {allowed[0]}://user:pass@host:port/db"
+            )
+        unknown = set(self.keys) - set(self.tables)
+        if unknown:
+            raise ValueError(f"keys names tables that are not captured: {sorted(unknown)}")
+        return self
+
+    def lake_table(self, table: str) -> str:
+        """The lake table name `<source>.<schema>.<table>`."""
+        return f"{self.name}.{table}"
+
+
+class BatchingConfig(_Frozen):
+    """When a batch closes (it never splits a source transaction)."""
+
+    max_events: int = Field(default=50_000, gt=0, description="Close at this many events.")
+    max_latency_ms: int = Field(default=1_000, gt=0, description="Close this long after the first.")
+
+
+class KafkaConfig(_Frozen):
+    """The distributed runtime's broker settings."""
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port].")
+    group: str | None = Field(
+        default=None, description="Consumer group; default tidemark-<pipeline>."
+    )
+    live_topic_prefix: str | None = Field(
+        default=None, description="If set, publish compacted <prefix>.live.<table> topics."
+    )
+
+
+class DebeziumConfig(_Frozen):
+    """Embedded engine settings."""
+
+    jvm_heap: Annotated[str, Field(pattern=r"^\d+[mMgG]$")] = Field(
+        default="512m", description="JVM maximum heap (-Xmx), e.g. 512m or 2g."
+    )
+    heartbeat_ms: int = Field(default=10_000, gt=0, description="Heartbeat interval.")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="Extra Debezium properties, passed through as they are."
+    )
+
+
+class PipelineConfig(_Frozen):
+    """A whole pipeline: sources, lake, layers, batching."""
+
+    pipeline: str = Field(description="Pipeline name; names the slot, publication and app id.")
+    lake: str = Field(default="./lake", description="Lake root: a local path or s3://bucket/path.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="delta-rs storage options (e.g. AWS_ENDPOINT_URL)."
+    )
+    sources: tuple[SourceConfig, ...] = Field(min_length=1, description="Producer databases.")
+    layers: dict[str, tuple[Layer, ...]] = Field(
+        default_factory=dict,
+        description="Layers per lake table (or `*`); default: changelog, live and forensic.",
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batching.")
+    kafka: KafkaConfig | None = Field(default=None, description="Distributed runtime only.")
+    debezium: DebeziumConfig = Field(default_factory=DebeziumConfig, description="Engine.")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline_is_identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lower-case letters, digits and _ (it names the slot)")
+        return value
+
+    @model_validator(mode="after")
+    def _names_are_consistent(self) -> PipelineConfig:
+        names = [source.name for source in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two sources share a name: {names}")
+        known = {table for source in self.sources for table in self.lake_tables_of(source)}
+        unknown = set(self.layers) - known - {"*"}
+        if unknown:
+            raise ValueError(
+                f"layers names unknown tables {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return self
+
+    @staticmethod
+    def lake_tables_of(source: SourceConfig) -> list[str]:
+        return [source.lake_table(table) for table in source.tables]
+
+    def layers_for(self, lake_table: str) -> frozenset[Layer]:
+        """The layers a lake table is written to."""
+        chosen = self.layers.get(lake_table) or self.layers.get("*") or tuple(Layer)
+        return frozenset(chosen)
+
+    @property
+    def app_id(self) -> str:
+        """The Delta transaction app id prefix for this pipeline."""
+        return f"tidemark:{self.pipeline}"
+
+
+def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
+    """Replace `${VAR}` (or `${VAR:-default}`) in every string, recursively.
+
+    Raises:
+        ConfigError: a variable is not set and has no default.
+    """
+    env = os.environ if env is None else env
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                path, f"environment variable `{name}` is not set", hint=f"export {name}=..."
+            )
+
+        return _ENV.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(f".{item}" if parts else str(item))
+    return "".join(parts)
+
+
+def _lookup(data: Any, location: tuple[int | str, ...]) -> Any:
+    for item in location:
+        try:
+            data = data[item]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def parse_config(data: Any, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Validate an already-loaded YAML document.
+
+    Raises:
+        ConfigError: naming the first bad key path, its value, and the fix.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("", "the file must hold a mapping (pipeline:, lake:, sources:)")
+    try:
+        return PipelineConfig.model_validate(expand_env(data, env=env))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = tuple(error["loc"])
+        key = _key_path(location) or "(top level)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            raise ConfigError(key, "is required", hint="add it; see config/pipeline.yaml") from None
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(
+                key, "is not a known key", hint="check the spelling; see config/pipeline.yaml"
+            ) from None
+        value = _lookup(data, location)
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got `{value}`)"
+        raise ConfigError(key, mask(f"{message}{shown}")) from None
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read, expand and validate a pipeline YAML file."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            "", f"config file `{file}` not found", hint="pass --config FILE"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("", f"`{file}` is not valid YAML{where}") from None
+    return parse_config(data, env=env)
