@@ -89,7 +89,7 @@ def _password_of(dsn: str) -> str | None:
 
 def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
                      secrets: SecretsProvider = "file", secrets_file: str = SECRETS_FILE,
-                     heartbeat_ms: int = 10_000) -> dict[str, str]:
+                     heartbeat_ms: int = 10_000, partitions: int = 4) -> dict[str, str]:
     """The Kafka Connect config of one source's Debezium connector.
 
     Raises:
@@ -116,6 +116,10 @@ def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
     config.update({
         "topic.prefix": source.name,
         "tasks.max": "1",
+        # Topics Connect creates get several partitions so workers can scale out; Debezium
+        # keys records by primary key, so one key always lands in one partition (order).
+        "topic.creation.default.partitions": str(partitions),
+        "topic.creation.default.replication.factor": "-1",
         "key.converter": _JSON_CONVERTER,
         "key.converter.schemas.enable": "true",
         "value.converter": _JSON_CONVERTER,
@@ -131,7 +135,9 @@ def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
         config["schema.history.internal.kafka.topic"] = (
             f"_tidemark.{pipeline}.{source.name}.history")
     password = _password_of(source.dsn)
-    if password and any(password in value for value in config.values()):
+    leaks = (password, f":{password}@", f"password={password}")
+    if password and any(v == password or any(x in v for x in leaks[1:])
+                        for v in config.values()):
         raise SourceConfigError(
             f"the rendered config of connector `{name}` would contain the password",
             hint="report this as a bug; the password must stay a config-provider reference")
