@@ -100,7 +100,7 @@ class PartitionLane:
                  gate: TxGate | None = None,
                  decode: Callable[..., Any] | None = None) -> None:
         if decode is None:
-            from connectors.decode import decode_records as decode
+            decode = lane_decoder(spec)
         self.spec = spec
         self.partition = partition
         self.name = f"{spec.topic}/{partition}"
@@ -216,8 +216,7 @@ class PartitionLane:
                          None if r.key is None else r.key.decode("utf-8", "replace"),
                          None if r.value is None else r.value.decode("utf-8", "replace"),
                          f"{origin}{r.offset}") for r in chunk]
-        keys = {self.spec.table: self.spec.key_columns} if self.spec.key_columns else None
-        decoded = self._decode(raw, source_kind=self.spec.kind, key_columns=keys)
+        decoded = self._decode(raw)
         letters = list(decoded.dead_letters)
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             low, high = self.lake_offsets()
@@ -277,6 +276,26 @@ class PartitionLane:
 
     def close(self) -> None:
         self.lake.close()
+
+
+def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
+    """A decoder of the lane's own: decoders keep per-source position state (snapshot
+    counters), which must not be shared across lanes that run in parallel threads."""
+    keys = {spec.table: spec.key_columns} if spec.key_columns else {}
+    try:
+        from connectors.decode.decoder import Decoder
+    except ImportError:  # only the contract function: serialize calls
+        from connectors.decode import decode_records
+
+        def decode(records: Sequence[RawRecord]) -> Any:
+            with _SHARED_DECODER:
+                return decode_records(records, source_kind=spec.kind, key_columns=keys)
+
+        return decode
+    return Decoder(spec.kind, keys).decode
+
+
+_SHARED_DECODER = threading.Lock()
 
 
 def _is_conflict(exc: BaseException) -> bool:

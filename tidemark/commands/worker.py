@@ -45,8 +45,8 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     """Build the app with the real lake, outputs and transaction gate, and run it."""
     import faust
     from confluent_kafka.admin import AdminClient
-    from sinks.lake import Lake
 
+    from sinks.lake import Lake
     from stream_processors.distributed.app import build_app, gated_sources
     from stream_processors.distributed.outputs import KafkaOutputs
     from stream_processors.distributed.topics import transaction_topic
