@@ -201,13 +201,13 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         app.agent(channel, name=f"tidemark.{spec.table}")(make_agent(spec))
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(app_: Any, *, revoked: set[Any], **_: Any) -> None:
+    async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
             registry.drop(tp.topic, tp.partition)
         write_stats()
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(app_: Any, *, assigned: set[Any], **_: Any) -> None:
+    async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
         loop = asyncio.get_running_loop()
         for tp in assigned:
             if tp.topic in registry.by_topic:

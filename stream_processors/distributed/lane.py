@@ -111,6 +111,7 @@ class PartitionLane:
         self._decode = decode
         self._pending: list[KafkaRecord] = []
         self._lock = threading.Lock()
+        self._seen: dict[Layer, int | None] = {}
         self._seek_attempts: dict[int, int] = {}
         self.committed = 0
         self.next_offset = 0
@@ -119,22 +120,44 @@ class PartitionLane:
 
     # -- lake state ------------------------------------------------------------------------
 
-    def _handle(self, layer: Layer) -> Any:
-        handle = self.lake.sink(self.spec.table, layer).handle
-        return handle
+    def _sink(self, layer: Layer) -> Any:
+        sink = self.lake.sink(self.spec.table, layer)
+        handle = sink.handle
+        if not getattr(handle, "_tidemark_lane", False):
+            # The sinks assume one writer per table; lanes are several. Two adjustments
+            # (to move into sinks/ as a multi-writer mode):
+            # - the changelog drops events at or below a *table-wide* position read from the
+            #   last commit of any writer; lanes interleave positions, so a lane must not
+            #   inherit another's. Replays are handled by the lane's offsets (txn versions)
+            #   and the core's per-key replay filter instead.
+            handle._read_position = lambda: None
+            handle._position = None
+            handle._tidemark_lane = True
+        return sink
 
     def lake_offsets(self) -> tuple[int, int]:
-        """(lowest, highest) next offset recorded by this lane's layers, refreshed."""
+        """(lowest, highest) next offset recorded by this lane's layers, refreshed.
+
+        Also drops the sinks' cached bucket rows of a layer when another writer (another
+        lane of the table) committed since this lane last looked: the cache holds only what
+        this lane wrote, and a bucket rewritten from a stale cache would lose their rows.
+        """
         versions = []
         for layer in sorted(self.layers):
-            handle = self._handle(layer)
+            sink = self._sink(layer)
+            handle = sink.handle
             handle.refresh()
-            # The sinks' changelog drops events at or below a table-wide position; lanes of
-            # one table interleave positions, so a lane must not inherit another's position.
-            # Replays are handled by the lane's offsets and the core's per-key replay filter.
-            handle._position = None
+            version = None if handle.dt is None else handle.dt.version()
+            if version != self._seen.get(layer) and hasattr(sink, "rows"):
+                sink.rows.clear()
+            self._seen[layer] = version
             versions.append(int(handle.applied_batch()))
         return min(versions), max(versions)
+
+    def _remember_versions(self) -> None:
+        for layer in self.layers:
+            dt = self._sink(layer).handle.dt
+            self._seen[layer] = None if dt is None else dt.version()
 
     def sync(self) -> int:
         """Re-read the lane's offsets from the lake; returns the offset to consume from."""
@@ -217,7 +240,13 @@ class PartitionLane:
                          None if r.value is None else r.value.decode("utf-8", "replace"),
                          f"{origin}{r.offset}") for r in chunk]
         decoded = self._decode(raw)
+        with _table_lock(self.spec.table):
+            return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+
+    def _commit_locked(self, chunk: list[KafkaRecord], batch_id: int, decoded: Any,
+                       outcome: LaneOutcome, started: float) -> bool:
         letters = list(decoded.dead_letters)
+        tables: list[MilestonedTable] = []
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             low, high = self.lake_offsets()
             if low != self.committed or high not in (self.committed, batch_id):
@@ -245,6 +274,7 @@ class PartitionLane:
             break
         if tables:
             self.committed = batch_id
+            self._remember_versions()
         if self.boundary is not None and batch_id >= self.boundary:
             self.boundary = None
         if self.outputs is not None:
@@ -296,6 +326,15 @@ def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
 
 
 _SHARED_DECODER = threading.Lock()
+_TABLE_LOCKS: dict[str, threading.Lock] = {}
+_TABLE_LOCKS_GUARD = threading.Lock()
+
+
+def _table_lock(table: str) -> threading.Lock:
+    """Lanes of one table in one process commit one at a time: they would only conflict
+    on the table's shared files (and retry); decoding still runs in parallel."""
+    with _TABLE_LOCKS_GUARD:
+        return _TABLE_LOCKS.setdefault(table, threading.Lock())
 
 
 def _is_conflict(exc: BaseException) -> bool:

@@ -17,6 +17,7 @@ logged), so a lost marker cannot stall a table.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,17 @@ from stream_processors.distributed.lane import KafkaRecord
 log = logging.getLogger(__name__)
 
 
+_PG_TX = re.compile(r"^(\d+):\d+$")
+
+
+def tx_key(tx_id: str) -> str:
+    """The stable part of a transaction id: Debezium's Postgres ids are `txId:lsn` with the
+    LSN of the event (BEGIN, each change and END differ), so only `txId` identifies the
+    transaction. SQL Server ids (the commit LSN) are stable as they are."""
+    match = _PG_TX.match(tx_id)
+    return match.group(1) if match else tx_id
+
+
 def transaction_id(value: bytes | None) -> str | None:
     """The transaction id a Debezium change event names (None: snapshot, tombstone)."""
     if not value:
@@ -40,7 +52,9 @@ def transaction_id(value: bytes | None) -> str | None:
         return None
     payload = envelope.get("payload", envelope) if isinstance(envelope, dict) else None
     tx = payload.get("transaction") if isinstance(payload, dict) else None
-    return str(tx["id"]) if isinstance(tx, dict) and tx.get("id") is not None else None
+    if not isinstance(tx, dict) or tx.get("id") is None:
+        return None
+    return tx_key(str(tx["id"]))
 
 
 class TransactionGate:
@@ -66,7 +80,7 @@ class TransactionGate:
         payload = envelope.get("payload", envelope)
         if payload.get("status") == "END":
             with self._lock:
-                self._ended[str(payload["id"])] = None
+                self._ended[tx_key(str(payload["id"]))] = None
                 while len(self._ended) > self.capacity:
                     self._ended.popitem(last=False)
 
