@@ -40,3 +40,15 @@ class UsageError(TerminalError):
     """A user mistake on the command line or in a file (exit code 2)."""
 
     exit_code = 2
+
+
+class MilestoningError(TerminalError):
+    """A batch the core cannot milestone (missing columns, irreconcilable column types).
+
+    Attributes:
+        table: the lake table the batch belongs to.
+    """
+
+    def __init__(self, message: str, *, table: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.table = table

@@ -1,0 +1,281 @@
+"""Debezium's embedded engine, in-process, with offsets that advance only on acknowledgement.
+
+The engine runs on a Java thread (`tidemark.bridge.EngineBridge`, shipped as a small jar next
+to this module) and emits batches into a bounded queue. `poll()` takes one batch across the
+JVM boundary in a single call (the batch's values joined into one string) and returns
+`RawRecord`s; `acknowledge(record)` marks every record up to that one as processed and flushes
+Debezium's offsets file at once. Nothing is acknowledged implicitly: after a crash the engine
+replays from the last acknowledged record (duplicates, never gaps).
+
+Failures never pass silently: pydbzengine's `run()` returns normally when the connector dies, so
+the bridge registers a completion callback and `poll()` raises its error as a `SourceError`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from connectors.debezium.jvm import DEFAULT_HEAP, StartedJvm, start_jvm
+from connectors.debezium.records import RawRecord
+from connectors.errors import SourceConfigError, SourceError, SourceUnavailable
+from tidemark.secrets import mask
+
+log = logging.getLogger(__name__)
+
+_FIELD = "\x1f"
+_RECORD = "\x1e"
+_NULL = "\x00"
+_ORIGIN = re.compile(r"^debezium:(\d+):(\d+)$")
+_live: weakref.WeakSet[EmbeddedEngine] = weakref.WeakSet()
+
+_UNAVAILABLE = re.compile(
+    r"Connection refused|UnknownHost|connect timed out|Connection to .* refused|"
+    r"could not connect|No route to host|The connection attempt failed",
+    re.I,
+)
+_CONFIG = re.compile(
+    r"must be superuser|replication role|permission denied|must be owner|does not exist|"
+    r"password authentication failed|is not valid|replica identity",
+    re.I,
+)
+
+
+def engine_properties(
+    connector: Mapping[str, str],
+    *,
+    offsets_file: Path,
+    max_batch: int = 4096,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Connector properties plus what only the embedded engine needs.
+
+    Offsets go to a file and are flushed on every acknowledgement; the JSON converter keeps
+    schemas (types come from the envelope) and never replaces NULL with a column default
+    (otherwise delete before-images show 1970 dates).
+    """
+    props = dict(connector)
+    props.update(
+        {
+            "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
+            "offset.storage.file.filename": str(offsets_file),
+            "offset.flush.interval.ms": "0",
+            "offset.flush.timeout.ms": "30000",
+            "converter.schemas.enable": "true",
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+            "converter.replace.null.with.default": "false",
+            "key.converter.replace.null.with.default": "false",
+            "value.converter.replace.null.with.default": "false",
+            "provide.transaction.metadata": "true",
+            "max.batch.size": str(max_batch),
+            "max.queue.size": str(max_batch * 4),
+            "poll.interval.ms": "100",
+            "errors.max.retries": "3",
+        }
+    )
+    props.update(extra or {})
+    return props
+
+
+class EmbeddedEngine:
+    """One Debezium connector running in this process.
+
+    Args:
+        properties: connector properties (e.g. from `connectors.postgres.settings`).
+        offsets_dir: where this engine's offsets file lives (one directory per engine).
+        log_dir: where the JVM writes Debezium's log (used by the first engine only).
+        heap: JVM maximum heap (first engine only: the JVM starts once per process).
+        queue_chunks: engine batches held in memory before the engine blocks (backpressure).
+        max_batch: Debezium's `max.batch.size`.
+        extra: more engine properties, overriding ours (from `debezium.properties` in config).
+    """
+
+    def __init__(
+        self,
+        properties: Mapping[str, str],
+        *,
+        offsets_dir: Path,
+        log_dir: Path,
+        heap: str = DEFAULT_HEAP,
+        queue_chunks: int = 8,
+        max_batch: int = 4096,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = properties.get("name", "tidemark")
+        self.offsets_dir = Path(offsets_dir)
+        self.offsets_file = self.offsets_dir / "offsets.dat"
+        self._log_dir = Path(log_dir)
+        self._heap = heap
+        self._queue_chunks = queue_chunks
+        self._password = properties.get("database.password", "")
+        self._properties = engine_properties(
+            properties, offsets_file=self.offsets_file, max_batch=max_batch, extra=extra
+        )
+        self._bridge: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.jvm: StartedJvm | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> EmbeddedEngine:
+        """Start the JVM (once per process) and the engine thread; returns at once.
+
+        Raises:
+            SourceConfigError: no Java, or Debezium rejected the properties.
+        """
+        self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        self.jvm = start_jvm(log_dir=self._log_dir, heap=self._heap)
+        import jpype
+
+        _register_exit_hook()
+
+        bridge_class = jpype.JClass("tidemark.bridge.EngineBridge")
+        props = jpype.JClass("java.util.Properties")()
+        for key, value in self._properties.items():
+            props.setProperty(key, str(value))
+        try:
+            self._bridge = bridge_class(props, self._queue_chunks)
+        except jpype.JException as exc:
+            raise SourceConfigError(
+                f"Debezium rejected the configuration of `{self.name}`: {self._clean(str(exc))}",
+                hint=f"see {self.jvm.log_file}",
+            ) from exc
+        self._bridge.start()
+        _live.add(self)
+        log.info("engine %s started; offsets in %s", self.name, self.offsets_file)
+        return self
+
+    def close(self, *, timeout_s: float = 30.0) -> None:
+        """Stop the engine (idempotent). Acknowledged offsets are already on disk."""
+        with self._lock:
+            if self._closed or self._bridge is None:
+                self._closed = True
+                return
+            self._closed = True
+        stopped = bool(self._bridge.close(int(timeout_s * 1000)))
+        _live.discard(self)
+        if not stopped:
+            log.warning("engine %s did not stop within %.0fs", self.name, timeout_s)
+        else:
+            log.info("engine %s stopped", self.name)
+
+    def __enter__(self) -> EmbeddedEngine:
+        return self.start() if self._bridge is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- data ----------------------------------------------------------------------------
+    def poll(self, timeout: float = 1.0) -> list[RawRecord]:
+        """The next engine batch (in source order), or `[]` after `timeout` seconds.
+
+        Raises:
+            SourceError: the engine stopped with an error (`SourceUnavailable` when the
+                database cannot be reached, `SourceConfigError` for rights or settings).
+        """
+        if self._bridge is None:
+            raise SourceError(f"engine `{self.name}` is not started", hint="call start() first")
+        chunk = self._bridge.poll(int(timeout * 1000))
+        if chunk is None:
+            self._raise_if_failed()
+            return []
+        seq = int(chunk.seq)
+        parts = str(chunk.payload).split(_RECORD)
+        parts.pop()
+        records = []
+        append = records.append
+        for index, part in enumerate(parts):
+            destination, key, value = part.split(_FIELD, 2)
+            append(
+                RawRecord(
+                    destination,
+                    None if key == _NULL else key,
+                    None if value == _NULL else value,
+                    f"debezium:{seq}:{index}",
+                )
+            )
+        return records
+
+    def acknowledge(self, upto: RawRecord) -> int:
+        """Mark every record delivered up to and including `upto` as committed downstream.
+
+        Offsets are flushed to `offsets.dat` before this returns. Returns how many records
+        were newly marked.
+
+        Raises:
+            SourceError: `upto` did not come from this engine's `poll()`.
+        """
+        match = _ORIGIN.match(upto.origin)
+        if match is None or self._bridge is None:
+            raise SourceError(
+                f"cannot acknowledge a record from `{upto.origin}` on engine `{self.name}`",
+                hint="acknowledge records returned by this engine's poll()",
+            )
+        return int(self._bridge.acknowledge(int(match.group(1)), int(match.group(2)) + 1))
+
+    @property
+    def finished(self) -> bool:
+        """True once the engine thread has ended (closed, failed or a one-off snapshot)."""
+        return self._bridge is not None and bool(self._bridge.isFinished())
+
+    def failure(self) -> str | None:
+        """The engine's error as text (password masked), or None."""
+        if self._bridge is None:
+            return None
+        text = self._bridge.failure()
+        return None if text is None else self._clean(str(text))
+
+    def _clean(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return mask(text)
+
+    def _raise_if_failed(self) -> None:
+        if self._closed or not self.finished:
+            return
+        text = self.failure()
+        if text is None:
+            return
+        where = f"see {self.jvm.log_file}" if self.jvm else "see the Debezium log"
+        first = text.split(" | ")
+        root = first[-1] if len(first) > 1 else first[0]
+        message = f"Debezium engine `{self.name}` stopped: {root}"
+        if _UNAVAILABLE.search(text):
+            raise SourceUnavailable(message, hint=f"check the database host and port; {where}")
+        if _CONFIG.search(text):
+            raise SourceConfigError(message, hint=f"fix the source setup; {where}")
+        raise SourceError(message, hint=where)
+
+
+def _close_all() -> None:
+    """A live Debezium thread keeps the JVM (and so the process) alive: close on exit."""
+    for engine in list(_live):
+        try:
+            engine.close(timeout_s=10)
+        except Exception:  # pragma: no cover - best effort at interpreter exit
+            log.exception("closing engine %s at exit failed", engine.name)
+
+
+_hooked = False
+
+
+def _register_exit_hook() -> None:
+    # atexit runs last-registered first: registering after JPype's own hook closes the
+    # engines before JPype shuts the JVM down.
+    global _hooked
+    if not _hooked:
+        atexit.register(_close_all)
+        _hooked = True

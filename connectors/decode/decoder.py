@@ -1,0 +1,262 @@
+"""Debezium JSON records -> per-table Arrow change batches (DESIGN §3.1).
+
+The envelope schema is parsed once per (destination, schema text) and cached; for the
+records after that only the `payload` part of the JSON is parsed. Anything that cannot
+be decoded becomes a `DeadLetter`; it never stops the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+
+from connectors.debezium.records import RawRecord
+from connectors.decode.position import PositionState, postgres_position, sqlserver_position
+from connectors.decode.tables import TableLayout, TableRows
+from stream_processors.milestoning.dead_letter import DeadLetter
+from stream_processors.milestoning.model import TableChanges
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["postgres", "sqlserver"]
+HEARTBEAT_PREFIX = "__debezium-heartbeat"
+_SCHEMA_HEAD = '{"schema":'
+_PAYLOAD_SEP = ',"payload":'
+
+
+@dataclass(frozen=True)
+class TxMarker:
+    """A source transaction's BEGIN or END (`provide.transaction.metadata=true`).
+
+    Attributes:
+        status: BEGIN or END; after END every event of `tx_id` has been delivered.
+        tx_id: the transaction id as the events' `_tm_tx_id` carries it (Postgres txId,
+            SQL Server commit LSN).
+        event_count: events in the transaction (END only).
+        per_table_counts: lake table name -> events (END only).
+        position: the highest event position of the transaction this decoder has seen
+            (END only; None when its events were not seen by this decoder).
+    """
+
+    status: Literal["BEGIN", "END"]
+    tx_id: str
+    event_count: int | None
+    per_table_counts: dict[str, int]
+    position: str | None
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """The result of decoding one run of records; see contracts.md."""
+
+    changes: dict[str, TableChanges]
+    transactions: list[TxMarker]
+    dead_letters: list[DeadLetter]
+    heartbeats: int
+    tombstones: int
+    last_position: str | None
+
+
+@dataclass
+class _Marker:
+    """Cache entry for transaction-marker destinations."""
+
+
+@dataclass
+class Decoder:
+    """Decodes records of one source kind, remembering schemas and position state.
+
+    Keep one per pipeline (source): the position state makes snapshot positions increase
+    across batches. Call `resume_from()` with the last applied position after a restart.
+    """
+
+    source_kind: SourceKind
+    key_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    _layouts: dict[tuple[str, str], TableLayout | _Marker] = field(default_factory=dict)
+    _states: dict[str, PositionState] = field(default_factory=dict)
+
+    def state(self, source: str) -> PositionState:
+        """The position state of one source (Debezium `topic.prefix`)."""
+        return self._states.setdefault(source, PositionState())
+
+    def resume_from(self, source: str, position: str | None) -> None:
+        """Seed positions after a restart with the highest position already applied."""
+        self.state(source).resume_from(position)
+
+    def decode(self, records: Sequence[RawRecord]) -> DecodedBatch:
+        """Decode records in arrival order; never raises for a bad record."""
+        pending: dict[TableLayout, TableRows] = {}
+        markers: list[TxMarker] = []
+        dead: list[DeadLetter] = []
+        heartbeats = tombstones = 0
+        for record in records:
+            if record.value is None:
+                tombstones += 1
+                continue
+            if record.destination.startswith(HEARTBEAT_PREFIX):
+                heartbeats += 1
+                continue
+            try:
+                self._one(record, pending, markers)
+            except Exception as exc:  # a bad record goes to the dead letters, never up
+                log.warning("dead letter from %s: %s", record.destination, exc)
+                dead.append(self._dead(record, f"{type(exc).__name__}: {exc}"))
+        changes, last = self._build(pending, dead)
+        return DecodedBatch(changes, markers, dead, heartbeats, tombstones, last)
+
+    # -- one record ----------------------------------------------------------------------
+    def _one(self, record: RawRecord, pending: dict[TableLayout, TableRows],
+             markers: list[TxMarker]) -> None:
+        value = record.value
+        assert value is not None
+        schema_text, payload = _split(value)
+        cache_key = (record.destination, schema_text)
+        layout = self._layouts.get(cache_key)
+        if layout is None:
+            layout = self._layout(record, schema_text, payload)
+            self._layouts[cache_key] = layout
+        if isinstance(layout, _Marker):
+            markers.append(self._marker(record.destination, payload))
+            return
+        op = payload["op"]
+        source = payload["source"]
+        row = payload["before"] if op == "d" else payload["after"]
+        if row is None:
+            raise ValueError(f"op `{op}` event without a row image")
+        state = self.state(source["name"])
+        if self.source_kind == "postgres":
+            position = postgres_position(source, op, state)
+            tx = source.get("txId")
+            tx_id = None if tx is None else str(tx)
+        else:
+            position = sqlserver_position(source, op, state)
+            tx_id = source.get("commit_lsn")
+        if tx_id is not None:
+            state.tx_last_position[tx_id] = position
+        ts = source.get("ts_us")
+        if ts is None and source.get("ts_ms") is not None:
+            ts = source["ts_ms"] * 1000
+        rows = pending.get(layout)
+        if rows is None:
+            rows = pending[layout] = TableRows(layout)
+        rows.add(row, payload.get("before"), op, position, tx_id, ts, record)
+
+    def _layout(self, record: RawRecord, schema_text: str | None,
+                payload: dict[str, Any]) -> TableLayout | _Marker:
+        if "status" in payload and "op" not in payload:
+            return _Marker()
+        if "op" not in payload:
+            raise ValueError("neither a change event nor a transaction marker")
+        if schema_text is None:
+            raise ValueError("the envelope has no schema (needs schemas.enable=true)")
+        source = payload["source"]
+        table = f"{source['name']}.{source['schema']}.{source['table']}"
+        keys = self.key_columns.get(table)
+        if keys is None:
+            keys = _key_fields(record.key)
+        zoned_unit = "us" if self.source_kind == "postgres" else "ns"
+        return TableLayout.from_envelope(
+            table, orjson.loads(schema_text), tuple(keys), zoned_unit=zoned_unit
+        )
+
+    def _marker(self, destination: str, payload: dict[str, Any]) -> TxMarker:
+        prefix = destination.rsplit(".", 1)[0]
+        raw_id = str(payload["id"])
+        tx_id = raw_id.split(":", 1)[0] if self.source_kind == "postgres" else raw_id
+        counts: dict[str, int] = {}
+        for entry in payload.get("data_collections") or ():
+            name = entry["data_collection"]
+            if self.source_kind == "sqlserver":  # testDB.dbo.t -> dbo.t
+                name = name.split(".", 1)[1]
+            counts[f"{prefix}.{name}"] = int(entry["event_count"])
+        status = payload["status"]
+        position = None
+        if status == "END":
+            position = self.state(prefix).tx_last_position.pop(tx_id, None)
+        return TxMarker(status, tx_id, payload.get("event_count"), counts, position)
+
+    # -- the batch -----------------------------------------------------------------------
+    def _build(self, pending: dict[TableLayout, TableRows],
+               dead: list[DeadLetter]) -> tuple[dict[str, TableChanges], str | None]:
+        tables: dict[str, list[pa.Table]] = {}
+        keys: dict[str, tuple[str, ...]] = {}
+        for layout, rows in pending.items():
+            try:
+                built = rows.build()
+            except Exception:
+                rows, bad = rows.split_bad()
+                for record, reason in bad:
+                    dead.append(self._dead(record, reason, table=layout.table))
+                built = rows.build()
+            if built.num_rows:
+                tables.setdefault(layout.table, []).append(built)
+                keys[layout.table] = layout.key_columns
+        changes: dict[str, TableChanges] = {}
+        last: str | None = None
+        for name, parts in tables.items():
+            events = parts[0] if len(parts) == 1 else pa.concat_tables(
+                parts, promote_options="permissive"
+            ).sort_by("_tm_position")
+            changes[name] = TableChanges(name, keys[name], events)
+            top = events.column("_tm_position")[-1].as_py()
+            last = top if last is None or top > last else last
+        return changes, last
+
+    def _dead(self, record: RawRecord, reason: str, *, table: str | None = None) -> DeadLetter:
+        return DeadLetter(
+            table=table or _table_from_destination(record.destination, self.source_kind),
+            raw_key=record.key, raw_value=record.value, reason=reason.splitlines()[0],
+            origin=record.origin or record.destination, position=None,
+        )
+
+
+def _split(value: str) -> tuple[str | None, dict[str, Any]]:
+    """Split `{"schema":S,"payload":P}` without parsing S (it is the cache key)."""
+    if value.startswith(_SCHEMA_HEAD):
+        at = value.find(_PAYLOAD_SEP)
+        if at > 0 and value.endswith("}"):
+            return value[len(_SCHEMA_HEAD) : at], orjson.loads(value[at + len(_PAYLOAD_SEP) : -1])
+    parsed = orjson.loads(value)
+    if isinstance(parsed, dict) and "payload" in parsed:
+        schema = parsed.get("schema")
+        return (None if schema is None else orjson.dumps(schema).decode()), parsed["payload"]
+    raise ValueError("not a Debezium JSON envelope (no `payload`)")
+
+
+def _key_fields(key: str | None) -> list[str]:
+    if key is None:
+        return []
+    schema = orjson.loads(key).get("schema") or {}
+    return [f["field"] for f in schema.get("fields") or ()]
+
+
+def _table_from_destination(destination: str, kind: SourceKind) -> str | None:
+    parts = destination.split(".")
+    if kind == "sqlserver" and len(parts) == 4:
+        parts = [parts[0], parts[2], parts[3]]
+    return ".".join(parts) if len(parts) == 3 else None
+
+
+_DEFAULT: dict[SourceKind, Decoder] = {}
+
+
+def decode_records(
+    records: Sequence[RawRecord], *, source_kind: SourceKind,
+    key_columns: Mapping[str, tuple[str, ...]] | None = None,
+) -> DecodedBatch:
+    """Decode with a process-wide `Decoder` per source kind (the contracts.md function).
+
+    Long-running pipelines should hold their own `Decoder` (see its docstring); this
+    function keeps one per (source kind, key override) so schema caches and snapshot
+    counters persist between calls.
+    """
+    keys = dict(key_columns or {})
+    decoder = _DEFAULT.get(source_kind)
+    if decoder is None or decoder.key_columns != keys:
+        decoder = _DEFAULT[source_kind] = Decoder(source_kind, keys)
+    return decoder.decode(records)

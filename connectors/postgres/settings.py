@@ -1,0 +1,110 @@
+"""Debezium Postgres connector properties, shared by the embedded engine and Kafka Connect.
+
+Only connector-level keys live here: the embedded engine adds offset storage and converter
+settings, and the distributed runtime renders Kafka Connect configs from this same function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from psycopg2.extensions import parse_dsn
+
+from connectors.errors import SourceConfigError
+from tidemark.secrets import mask
+
+CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+_IDENTIFIER = re.compile(r"[^a-z0-9_]+")
+
+
+def replication_name(pipeline: str, source: str) -> str:
+    """The slot and publication name for one source of one pipeline (`tidemark_<p>_<s>`).
+
+    Postgres slot names allow lowercase letters, digits and `_`, at most 63 characters.
+    """
+    name = _IDENTIFIER.sub("_", f"tidemark_{pipeline}_{source}".lower()).strip("_")
+    return name[:63]
+
+
+def parse_postgres_dsn(dsn: str) -> dict[str, str]:
+    """Host, port, user, password and database from a URL or a `key=value` DSN.
+
+    Raises:
+        SourceConfigError: the DSN cannot be parsed or names no database.
+    """
+    try:
+        parts = parse_dsn(dsn)
+    except Exception as exc:
+        raise SourceConfigError(
+            f"cannot parse the Postgres DSN `{mask(dsn)}`",
+            hint="use postgresql://user:password@host:port/database",
+        ) from exc
+    if not parts.get("dbname"):
+        raise SourceConfigError(
+            f"the Postgres DSN `{mask(dsn)}` names no database",
+            hint="end the URL with /<database>",
+        )
+    return {
+        "host": parts.get("host", "localhost"),
+        "port": parts.get("port", "5432"),
+        "user": parts.get("user", ""),
+        "password": parts.get("password", ""),
+        "dbname": parts["dbname"],
+    }
+
+
+def table_regex(table: str) -> str:
+    """A `table.include.list` entry matching exactly `schema.table`."""
+    return "^" + re.escape(table) + "$"
+
+
+def connector_settings(
+    *,
+    name: str,
+    dsn: str,
+    tables: Sequence[str],
+    slot: str,
+    publication: str,
+    heartbeat_ms: int = 10_000,
+    signal_table: str | None = None,
+) -> dict[str, str]:
+    """The Debezium Postgres connector properties for one source.
+
+    Args:
+        name: the source name; also Debezium's `topic.prefix`, so topics are
+            `<name>.<schema>.<table>`.
+        dsn: connection URL (the password goes into the properties, never into logs).
+        tables: `schema.table` names to capture.
+        slot: replication slot (created by Debezium if missing).
+        publication: publication (created for exactly these tables if missing).
+        heartbeat_ms: heartbeat interval, so an idle database's slot does not hold WAL.
+        signal_table: `schema.table` of the signal table for incremental snapshots.
+    """
+    conn = parse_postgres_dsn(dsn)
+    captured = [*tables, *([signal_table] if signal_table else [])]
+    settings = {
+        "connector.class": CONNECTOR_CLASS,
+        "name": name,
+        "topic.prefix": name,
+        "database.hostname": conn["host"],
+        "database.port": conn["port"],
+        "database.user": conn["user"],
+        "database.password": conn["password"],
+        "database.dbname": conn["dbname"],
+        "plugin.name": "pgoutput",
+        "slot.name": slot,
+        "publication.name": publication,
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": ",".join(table_regex(t) for t in captured),
+        "snapshot.mode": "initial",
+        "provide.transaction.metadata": "true",
+        "heartbeat.interval.ms": str(heartbeat_ms),
+        "tombstones.on.delete": "false",
+        "status.update.interval.ms": "1000",
+    }
+    if signal_table:
+        settings["signal.data.collection"] = signal_table
+        settings["signal.enabled.channels"] = "source"
+        settings["incremental.snapshot.chunk.size"] = "4096"
+    return settings

@@ -1,0 +1,227 @@
+"""Check and prepare a Postgres source before Debezium connects to it.
+
+Debezium's own errors for a missing right or a table without a key arrive late and deep in a
+Java stack trace; these checks fail first, with one line that says what to run. They also make
+the publication (for exactly the configured tables) and the signal table used to snapshot
+tables added later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2 import sql
+
+from connectors.errors import SourceConfigError, SourceUnavailable
+from tidemark.secrets import mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """What the checks found."""
+
+    server_version: int
+    tables: tuple[str, ...]
+    created_publication: bool
+    added_to_publication: tuple[str, ...]
+    slot_exists: bool
+
+
+def connect(dsn: str, *, timeout_s: int = 5) -> psycopg2.extensions.connection:
+    """Connect, turning failures into `SourceUnavailable` without the password."""
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=timeout_s)
+    except psycopg2.OperationalError as exc:
+        reason = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise SourceUnavailable(
+            f"cannot connect to Postgres at `{mask(dsn)}`: {reason}",
+            hint="check host, port, user and password, and that the server is running",
+        ) from exc
+    conn.autocommit = True
+    return conn
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, dot, name = table.partition(".")
+    if not dot or not schema or not name:
+        raise SourceConfigError(
+            f"table `{table}` is not `schema.table`", hint="write tables as `public.customers`"
+        )
+    return schema, name
+
+
+def _check_server(cur: psycopg2.extensions.cursor) -> int:
+    cur.execute("SELECT current_setting('wal_level'), current_setting('server_version_num')::int")
+    wal_level, version = cur.fetchone()
+    if wal_level != "logical":
+        raise SourceConfigError(
+            f"the server runs with wal_level `{wal_level}`, logical decoding needs `logical`",
+            hint="ALTER SYSTEM SET wal_level = logical; then restart Postgres",
+        )
+    return int(version)
+
+
+def _check_rights(cur: psycopg2.extensions.cursor) -> None:
+    cur.execute(
+        "SELECT rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user"
+    )
+    user, superuser, replication = cur.fetchone()
+    if not (superuser or replication):
+        raise SourceConfigError(
+            f"role `{user}` has no REPLICATION right, needed to read the change stream",
+            hint=f'run as a superuser: ALTER ROLE "{user}" WITH REPLICATION;',
+        )
+
+
+def _check_table(cur: psycopg2.extensions.cursor, table: str) -> None:
+    schema, name = _split(table)
+    cur.execute(
+        """
+        SELECT c.relreplident,
+               EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+               has_table_privilege(c.oid, 'SELECT')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+        """,
+        (schema, name),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise SourceConfigError(
+            f"table `{table}` does not exist in this database",
+            hint="check the name in `sources[].tables` (schema.table)",
+        )
+    identity, has_pk, can_select = row
+    if not can_select:
+        raise SourceConfigError(
+            f"the capture role cannot SELECT from `{table}` (needed for the snapshot)",
+            hint=f"GRANT SELECT ON {table} TO <capture role>;",
+        )
+    if identity == "f" or (identity == "d" and has_pk):
+        return
+    why = "has no primary key" if identity == "d" else f"has replica identity `{identity}`"
+    raise SourceConfigError(
+        f"table `{table}` {why}, so updates and deletes cannot be captured with their keys",
+        hint=f"add a primary key, or run: ALTER TABLE {table} REPLICA IDENTITY FULL;",
+    )
+
+
+def _ensure_publication(
+    cur: psycopg2.extensions.cursor, publication: str, tables: Sequence[str]
+) -> tuple[bool, tuple[str, ...]]:
+    targets = sql.SQL(", ").join(sql.Identifier(*_split(t)) for t in tables)
+    cur.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,))
+    row = cur.fetchone()
+    try:
+        if row is None:
+            cur.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(publication), targets
+                )
+            )
+            log.info("created publication %s for %s", publication, ", ".join(tables))
+            return True, tuple(tables)
+        if row[0]:
+            return False, ()
+        cur.execute(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+            (publication,),
+        )
+        present = {r[0] for r in cur.fetchall()}
+        missing = [t for t in tables if t not in present]
+        if missing:
+            cur.execute(
+                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                    sql.Identifier(publication),
+                    sql.SQL(", ").join(sql.Identifier(*_split(t)) for t in missing),
+                )
+            )
+            log.info("added %s to publication %s", ", ".join(missing), publication)
+        return False, tuple(missing)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise SourceConfigError(
+            f"cannot create or alter publication `{publication}`: {exc.pgerror.strip()}",
+            hint=(
+                "the capture role must own the tables (or be superuser); or create it once as "
+                f"an owner: CREATE PUBLICATION {publication} FOR TABLE {', '.join(tables)};"
+            ),
+        ) from exc
+
+
+def _check_slot(cur: psycopg2.extensions.cursor, slot: str) -> bool:
+    cur.execute(
+        "SELECT plugin, database, active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    )
+    row = cur.fetchone()
+    if row is None:
+        return False
+    plugin, database, _active = row
+    cur.execute("SELECT current_database()")
+    here = cur.fetchone()[0]
+    if plugin != "pgoutput" or database != here:
+        raise SourceConfigError(
+            f"replication slot `{slot}` exists for plugin `{plugin}` in database `{database}`",
+            hint=f"drop it (SELECT pg_drop_replication_slot('{slot}');) or pick another pipeline",
+        )
+    return True
+
+
+def ensure_signal_table(cur: psycopg2.extensions.cursor, table: str) -> None:
+    """Create Debezium's signal table (id, type, data) if it is missing."""
+    schema, name = _split(table)
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id varchar(64) PRIMARY KEY, "
+            "type varchar(32) NOT NULL, data varchar(4096))"
+        ).format(sql.Identifier(schema, name))
+    )
+
+
+def prepare_source(
+    dsn: str,
+    *,
+    tables: Sequence[str],
+    slot: str,
+    publication: str,
+    signal_table: str | None = None,
+) -> SourceReport:
+    """Check rights and tables, then create or extend the publication.
+
+    Raises:
+        SourceUnavailable: the server cannot be reached.
+        SourceConfigError: wal_level, rights, a missing table, a table without key and
+            without `REPLICA IDENTITY FULL`, or a foreign slot of the same name.
+    """
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            version = _check_server(cur)
+            _check_rights(cur)
+            for table in tables:
+                _check_table(cur, table)
+            captured = list(tables)
+            if signal_table:
+                ensure_signal_table(cur, signal_table)
+                captured.append(signal_table)
+            created, added = _ensure_publication(cur, publication, captured)
+            slot_exists = _check_slot(cur, slot)
+    finally:
+        conn.close()
+    return SourceReport(version, tuple(tables), created, added, slot_exists)
+
+
+def drop_slot(dsn: str, slot: str) -> bool:
+    """Drop a replication slot (when a pipeline is removed); False if it did not exist."""
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE slot_name = %s", (slot,))
+            return cur.rowcount > 0
+    finally:
+        conn.close()

@@ -1,0 +1,29 @@
+"""Errors the change simulator raises on purpose.
+
+`SimulatorConfigError` is the user's to fix (bad URL, unknown profile, wrong password) and
+exits with code 2. `DatabaseUnavailable` means the database cannot be reached; it is transient
+in nature but still exits with code 2 from the CLI, because the user usually pointed us at the
+wrong place. `RetryableConflict` never escapes: the engine retries the whole transaction.
+"""
+
+from __future__ import annotations
+
+from stream_processors.milestoning.errors import TidemarkError, TransientError, UsageError
+
+
+class SimulatorError(TidemarkError):
+    """Base of the simulator's errors."""
+
+
+class SimulatorConfigError(SimulatorError, UsageError):
+    """A wrong option: unknown profile, malformed URL, bad credentials, missing driver."""
+
+
+class DatabaseUnavailable(SimulatorError, TransientError):
+    """The database cannot be reached (down, wrong host or port, connection lost)."""
+
+    exit_code = 2
+
+
+class RetryableConflict(SimulatorError, TransientError):
+    """A serialization failure, deadlock or lost foreign-key race: retry the transaction."""

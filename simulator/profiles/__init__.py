@@ -1,0 +1,20 @@
+"""The simulator's schemas: `customers`, `bank`, `retail` (one module each)."""
+
+from __future__ import annotations
+
+import importlib
+
+from simulator.errors import SimulatorConfigError
+from simulator.profiles.base import Profile
+
+PROFILES = ("customers", "bank", "retail")
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`, or a clear error listing the known ones."""
+    if name not in PROFILES:
+        raise SimulatorConfigError(
+            f"unknown profile `{name}`", hint=f"choose one of: {', '.join(PROFILES)}"
+        )
+    profile: Profile = importlib.import_module(f"simulator.profiles.{name}").PROFILE
+    return profile

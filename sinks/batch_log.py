@@ -1,0 +1,106 @@
+"""The batch log `<lake>/_tidemark/batches` (DESIGN §3.2): one row per committed batch.
+
+Written last in a batch, after every table, with the txn (`<app>:_batches`, batch id); its
+txn version is therefore the last batch the whole lake holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from sinks.delta.table import DeltaHandle, table_uri
+
+SCHEMA = pa.schema(
+    [
+        pa.field("batch_id", pa.int64(), nullable=False),
+        pa.field("source_positions", pa.map_(pa.string(), pa.string())),
+        pa.field(
+            "tables",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("table", pa.string()),
+                        ("changelog", pa.int64()),
+                        ("live_upserts", pa.int64()),
+                        ("live_deletes", pa.int64()),
+                        ("forensic_inserts", pa.int64()),
+                        ("forensic_closes", pa.int64()),
+                        ("dead_letters", pa.int64()),
+                    ]
+                )
+            ),
+        ),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("committed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """Rows one batch brought to one table, per layer operation."""
+
+    table: str
+    changelog: int = 0
+    live_upserts: int = 0
+    live_deletes: int = 0
+    forensic_inserts: int = 0
+    forensic_closes: int = 0
+    dead_letters: int = 0
+
+
+class BatchLog:
+    """Appends and reads the batch log."""
+
+    def __init__(
+        self, root: str, *, app_id: str, storage_options: Mapping[str, str] | None = None
+    ) -> None:
+        self.handle = DeltaHandle(
+            table_uri(root, "_tidemark", "batches"),
+            app_id=f"{app_id}:_batches",
+            storage_options=storage_options,
+        )
+        self.handle.open()
+
+    def last_batch_id(self) -> int:
+        return self.handle.applied_batch()
+
+    def append(
+        self,
+        batch_id: int,
+        *,
+        source_positions: Mapping[str, str],
+        counts: Sequence[TableCounts],
+        started_at: datetime,
+        committed_at: datetime | None = None,
+    ) -> bool:
+        """Record one batch; False (and nothing written) if it is already recorded."""
+        if batch_id <= self.handle.applied_batch():
+            return False
+        row = {
+            "batch_id": batch_id,
+            "source_positions": list(source_positions.items()),
+            "tables": [vars(c) for c in counts],
+            "started_at": started_at,
+            "committed_at": committed_at or datetime.now(UTC),
+        }
+        position = max(source_positions.values(), default=None)
+        self.handle.commit(
+            pa.Table.from_pylist([row], schema=SCHEMA), batch_id=batch_id, position=position
+        )
+        return True
+
+    def read(self) -> pa.Table:
+        """All rows, for `tidemark status` and tests."""
+        self.handle.refresh()
+        return SCHEMA.empty_table() if self.handle.dt is None else self.handle.read()
+
+
+def describe(counts: Sequence[TableCounts]) -> str:
+    """A compact one-line summary for logs."""
+    return json.dumps({c.table: c.changelog for c in counts})

@@ -1,0 +1,81 @@
+"""The changelog layer: every event once (DESIGN §3.2), append only.
+
+Appends are cheap (one new file per commit); the maintenance thread compacts them. Events
+at or below the position the table already holds are dropped, so a replay that arrives under
+a new batch id still lands once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sinks.base import CommitResult
+from sinks.delta.table import DeltaHandle
+from sinks.errors import SinkCommitConflict, SinkError
+from stream_processors.milestoning.columns import POSITION, Layer
+from stream_processors.milestoning.model import MilestonedTable
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+
+
+class ChangelogSink:
+    """Writes `<lake>/changelog/<table>`."""
+
+    layer = Layer.CHANGELOG
+
+    def __init__(
+        self, uri: str, *, app_id: str, storage_options: Mapping[str, str] | None = None
+    ) -> None:
+        self.handle = DeltaHandle(uri, app_id=app_id, storage_options=storage_options)
+        self._staged: tuple[MilestonedTable, int] | None = None
+
+    def open(self) -> int:
+        self.handle.open()
+        return self.handle.applied_batch()
+
+    def write(self, batch: MilestonedTable, *, batch_id: int) -> None:
+        self._staged = (batch, batch_id)
+
+    def commit(self) -> CommitResult:
+        if self._staged is None:
+            raise SinkError("commit without write", table=self.handle.uri)
+        batch, batch_id = self._staged
+        started = time.perf_counter()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if batch_id <= self.handle.applied_batch():
+                self._staged = None
+                return CommitResult(self.layer, batch_id, 0, True, self._version(), 0.0)
+            rows = batch.changelog
+            applied = self.handle.applied_position()
+            if applied is not None and rows.num_rows:
+                rows = rows.filter(pc.greater(rows.column(POSITION), pa.scalar(applied)))
+            data, evolves = self.handle.fit(rows)
+            try:
+                self.handle.commit(
+                    data, batch_id=batch_id, position=batch.last_position, evolves=evolves
+                )
+            except SinkCommitConflict:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                self.handle.refresh()
+                time.sleep(0.05 * 2**attempt)
+                continue
+            self._staged = None
+            elapsed = time.perf_counter() - started
+            return CommitResult(
+                self.layer, batch_id, data.num_rows, False, self._version(), elapsed
+            )
+        raise AssertionError("unreachable")
+
+    def _version(self) -> int | None:
+        return None if self.handle.dt is None else self.handle.dt.version()
+
+    def close(self) -> None:
+        self._staged = None

@@ -1,0 +1,104 @@
+"""The forensic layer: every version of every key (DESIGN §3.2), history kept apart.
+
+Physical layout: partitions `_tm_current=<bool>/_tm_bucket=<n>`. Open versions live in the
+`_tm_current=true` partitions, which a commit replaces bucket by bucket; closed versions are
+only ever appended to `_tm_current=false`. The commit's predicate
+`_tm_bucket IN (...) AND (_tm_current = true OR _tm_batch_out = <batch>)` matches the open
+versions of the touched buckets and, through file statistics, none of the history files, so
+the cost of a commit follows the current rows and does not grow with history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from sinks.delta.bucketed import BucketedSink, conform
+from sinks.delta.buckets import key_filter, split_by_bucket
+from sinks.layout import in_list
+from stream_processors.milestoning.columns import (
+    BATCH_IN,
+    BATCH_OUT,
+    BUCKET,
+    CURRENT,
+    OP,
+    POSITION,
+    VALID_FROM,
+    VALID_TO,
+    Layer,
+)
+from stream_processors.milestoning.model import MilestonedTable
+
+_STATS = (VALID_FROM, VALID_TO, BATCH_IN, BATCH_OUT, POSITION, OP)
+
+
+class ForensicSink(BucketedSink):
+    """Writes `<lake>/forensic/<table>` and answers which versions are open."""
+
+    layer = Layer.FORENSIC
+    partition_by = (CURRENT, BUCKET)
+    scope = ds.field(CURRENT) == True  # noqa: E712 (an Arrow expression, not a comparison)
+
+    def configuration(self) -> dict[str, str]:
+        # Statistics on `_tm_batch_out` let the commit predicate skip every history file.
+        return {"delta.dataSkippingStatsColumns": ",".join(_STATS)}
+
+    def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
+        keys = list(batch.key_columns)
+        inserts = batch.forensic_inserts
+        if CURRENT in inserts.column_names:
+            inserts = inserts.drop_columns([CURRENT])
+        inserts = inserts.append_column(CURRENT, pc.is_null(inserts.column(VALID_TO)))
+        touched = pa.concat_tables(
+            [inserts.select(keys), batch.forensic_closes.select(keys)],
+            promote_options="permissive",
+        )
+        return inserts, touched
+
+    def rebuild(
+        self,
+        current: dict[int, pa.Table],
+        new_rows: pa.Table,
+        touched: pa.Table,
+        batch: MilestonedTable,
+    ) -> tuple[dict[int, pa.Table], pa.Table]:
+        keys = list(batch.key_columns)
+        wanted = [*keys, VALID_TO, BATCH_OUT]
+        closes = conform(
+            batch.forensic_closes.select(wanted),
+            pa.schema([new_rows.schema.field(name) for name in wanted]),
+        )
+        opened = split_by_bucket(new_rows.filter(new_rows.column(CURRENT)))
+        history = [new_rows.filter(pc.invert(new_rows.column(CURRENT)))]
+        content = {}
+        for bucket, rows in current.items():
+            closing = key_filter(rows, closes, keys, keep=True)
+            if closing.num_rows:
+                closed = closing.drop_columns([VALID_TO, BATCH_OUT, CURRENT]).join(
+                    closes, keys, join_type="inner"
+                )
+                closed = closed.append_column(CURRENT, pa.repeat(False, closed.num_rows))
+                history.append(conform(closed, new_rows.schema))
+            kept = key_filter(rows, closes, keys, keep=False) if closing.num_rows else rows
+            added = opened.get(bucket)
+            content[bucket] = kept if added is None else pa.concat_tables([kept, added])
+        return content, pa.concat_tables(history)
+
+    def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
+        return f"{in_list(BUCKET, buckets)} AND ({CURRENT} = true OR {BATCH_OUT} = {batch_id})"
+
+    def current_versions(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Table | None:
+        """The open versions of `keys` (source columns plus `_tm_` columns), None if no table."""
+        if self.handle.dt is None or self.bucketing is None or keys.num_rows == 0:
+            return None
+        keyed = keys.select(list(key_columns))
+        buckets = self.bucketing.assign(keyed, key_columns).unique().to_pylist()
+        parts = [rows for rows in self.rows.get(buckets).values() if rows.num_rows]
+        if not parts:
+            return None
+        rows = pa.concat_tables(parts, promote_options="permissive")
+        found = key_filter(rows, keyed, key_columns, keep=True)
+        return found.drop_columns([c for c in (BUCKET, CURRENT) if c in found.column_names])

@@ -1,0 +1,51 @@
+"""The live layer: the current row per key (DESIGN §3.2), partitioned by `_tm_bucket`.
+
+A batch's upserts and deletes are applied to the touched buckets in memory and the buckets
+are replaced in one commit; untouched buckets are not read or rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from sinks.delta.bucketed import BucketedSink
+from sinks.delta.buckets import key_filter, split_by_bucket
+from sinks.layout import in_list
+from stream_processors.milestoning.columns import BUCKET, Layer
+from stream_processors.milestoning.model import MilestonedTable
+
+
+class LiveSink(BucketedSink):
+    """Writes `<lake>/live/<table>`: upserts replace a key's row, deletes remove it."""
+
+    layer = Layer.LIVE
+
+    def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
+        keys = list(batch.key_columns)
+        touched = pa.concat_tables(
+            [batch.live_upserts.select(keys), batch.live_deletes.select(keys)],
+            promote_options="permissive",
+        )
+        return batch.live_upserts, touched
+
+    def rebuild(
+        self,
+        current: dict[int, pa.Table],
+        new_rows: pa.Table,
+        touched: pa.Table,
+        batch: MilestonedTable,
+    ) -> tuple[dict[int, pa.Table], pa.Table]:
+        keys = batch.key_columns
+        upserts = split_by_bucket(new_rows)
+        hit = split_by_bucket(touched)
+        content = {}
+        for bucket, rows in current.items():
+            kept = key_filter(rows, hit[bucket], keys, keep=False)
+            added = upserts.get(bucket)
+            content[bucket] = kept if added is None else pa.concat_tables([kept, added])
+        return content, new_rows.slice(0, 0)
+
+    def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
+        return in_list(BUCKET, buckets)

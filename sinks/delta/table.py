@@ -1,0 +1,163 @@
+"""One Delta table as a layer writer sees it: create, read back the txn, commit once.
+
+Every commit carries `Transaction(app_id, batch_id)` and the last applied source position
+(commit metadata `tidemark.position`), so after a crash `open` tells which batch the table
+already holds. delta-rs accepts a lower txn version without complaint; the writers check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from sinks.errors import delta_errors
+from sinks.schema import align
+
+log = logging.getLogger(__name__)
+
+POSITION_KEY = "tidemark.position"
+BATCH_KEY = "tidemark.batch"
+_HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commits carry none)
+
+
+def table_uri(root: str, *parts: str) -> str:
+    """`root/part/...` for a local path (made absolute) or an object-store URL."""
+    base = root if "://" in root else os.path.abspath(root)
+    return "/".join([base.rstrip("/"), *parts])
+
+
+class DeltaHandle:
+    """A lazily created Delta table with idempotent, position-stamped commits.
+
+    Args:
+        uri: table location (local path or `s3://...`).
+        app_id: the Delta transaction app id of this writer.
+        storage_options: passed to delta-rs (credentials, endpoint, ...).
+        partition_by: partition columns used when the table is created.
+        configuration: Delta table properties used when the table is created.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        app_id: str,
+        storage_options: Mapping[str, str] | None = None,
+        partition_by: Sequence[str] = (),
+        configuration: Mapping[str, str] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.app_id = app_id
+        self.storage_options = dict(storage_options or {})
+        self.partition_by = list(partition_by)
+        self.configuration = dict(configuration or {})
+        self.dt: DeltaTable | None = None
+        self._position: str | None = None
+
+    def open(self) -> None:
+        """Load the table if it exists (it is created by the first commit)."""
+        with delta_errors(self.uri):
+            if DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None):
+                self.dt = DeltaTable(self.uri, storage_options=self.storage_options or None)
+                self._position = self._read_position()
+
+    def refresh(self) -> None:
+        """Catch up with commits made by others (maintenance, other workers)."""
+        if self.dt is None:
+            self.open()
+        else:
+            with delta_errors(self.uri):
+                self.dt.update_incremental()
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        return None if self.dt is None else pa.schema(self.dt.schema().to_arrow())
+
+    @property
+    def description(self) -> str | None:
+        return None if self.dt is None else self.dt.metadata().description
+
+    def applied_batch(self) -> int:
+        """The last batch id committed by this app id, 0 if none."""
+        if self.dt is None:
+            return 0
+        with delta_errors(self.uri):
+            return self.dt.transaction_version(self.app_id) or 0
+
+    def applied_position(self) -> str | None:
+        """The last source position committed by this app id."""
+        return self._position
+
+    def _read_position(self) -> str | None:
+        assert self.dt is not None
+        for commit in self.dt.history(_HISTORY_SCAN):
+            if POSITION_KEY in commit:
+                return str(commit[POSITION_KEY]) or None
+        return None
+
+    def read(self, expression: ds.Expression | None = None) -> pa.Table:
+        """Rows matching `expression` (partition filters prune files), or all rows."""
+        assert self.dt is not None
+        with delta_errors(self.uri):
+            return self.dt.to_pyarrow_dataset().to_table(filter=expression)
+
+    def commit(
+        self,
+        data: pa.Table | pa.RecordBatchReader,
+        *,
+        batch_id: int,
+        position: str | None,
+        mode: Literal["append", "overwrite"] = "append",
+        predicate: str | None = None,
+        evolves: bool = False,
+        description: str | None = None,
+    ) -> None:
+        """Write `data` in one Delta commit stamped with (app id, batch id) and `position`.
+
+        Raises:
+            SinkCommitConflict: a concurrent writer won; retry the batch.
+            SinkError: any other storage failure.
+        """
+        metadata = {BATCH_KEY: str(batch_id)}
+        if self._position is not None and (position is None or position < self._position):
+            position = self._position  # a replay never moves the position back
+        if position is not None:
+            metadata[POSITION_KEY] = position
+        props = CommitProperties(
+            app_transactions=[Transaction(self.app_id, batch_id)], custom_metadata=metadata
+        )
+        with delta_errors(self.uri, batch_id=batch_id):
+            if self.dt is None:
+                write_deltalake(
+                    self.uri,
+                    data,
+                    mode="append",
+                    partition_by=self.partition_by or None,
+                    configuration=self.configuration or None,
+                    description=description,
+                    storage_options=self.storage_options or None,
+                    commit_properties=props,
+                )
+                self.dt = DeltaTable(self.uri, storage_options=self.storage_options or None)
+            else:
+                write_deltalake(
+                    self.dt,
+                    data,
+                    mode=mode,
+                    predicate=predicate,
+                    schema_mode="merge" if evolves else None,
+                    commit_properties=props,
+                )
+        if position is not None:
+            self._position = position
+        log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
+
+    def fit(self, data: pa.Table) -> tuple[pa.Table, bool]:
+        """`schema.align` against this table (see there)."""
+        return align(data, self.schema, uri=self.uri)

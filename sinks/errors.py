@@ -1,0 +1,88 @@
+"""The sinks' error family, and the one place where `deltalake` errors enter our code.
+
+A commit conflict or an unreachable store is transient (the runtime retries the batch);
+a schema mismatch or a bad location is terminal (a person must act).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from deltalake import exceptions as dx
+
+from stream_processors.milestoning.errors import TerminalError, TidemarkError, TransientError
+from tidemark.secrets import mask
+
+
+class SinkError(TidemarkError):
+    """A lake write or read failed.
+
+    Attributes:
+        table: the Delta table URI (password-masked) the error is about, if any.
+        batch_id: the batch being written, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        table: str | None = None,
+        batch_id: int | None = None,
+    ) -> None:
+        super().__init__(mask(message), hint=hint)
+        self.table = mask(table) if table else None
+        self.batch_id = batch_id
+
+
+class SinkCommitConflict(SinkError, TransientError):
+    """Another writer committed to the same files first; retrying the batch will work."""
+
+
+class SinkUnavailable(SinkError, TransientError):
+    """The object store or file system could not be reached."""
+
+
+class SinkSchemaMismatch(SinkError, TerminalError):
+    """The batch cannot be written with the table's schema (e.g. a type that cannot widen)."""
+
+
+class SinkLocationError(SinkError, TerminalError):
+    """The lake location is wrong (not a Delta table, no permission, bad URL)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def delta_errors(uri: str, *, batch_id: int | None = None) -> Iterator[None]:
+    """Translate `deltalake` exceptions raised inside the block into `SinkError`s."""
+    try:
+        yield
+    except SinkError:
+        raise
+    except dx.CommitFailedError as exc:
+        raise SinkCommitConflict(
+            f"commit to `{uri}` lost to a concurrent writer: {exc}",
+            hint="retry the batch; it is idempotent",
+            table=uri,
+            batch_id=batch_id,
+        ) from exc
+    except dx.SchemaMismatchError as exc:
+        raise SinkSchemaMismatch(
+            f"batch does not fit the schema of `{uri}`: {exc}",
+            hint="see docs/sinks.md, schema evolution",
+            table=uri,
+            batch_id=batch_id,
+        ) from exc
+    except dx.TableNotFoundError as exc:
+        raise SinkLocationError(
+            f"no Delta table at `{uri}`: {exc}", hint="check the lake root", table=uri
+        ) from exc
+    except (dx.DeltaError, OSError) as exc:
+        raise SinkUnavailable(
+            f"Delta operation on `{uri}` failed: {exc}",
+            hint="check the storage location and credentials, then retry",
+            table=uri,
+            batch_id=batch_id,
+        ) from exc

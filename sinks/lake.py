@@ -1,0 +1,244 @@
+"""The `Lake` facade: the only sink API the runtimes call (contracts.md, "Sinks").
+
+One `commit_batch` writes every table's layers, each in its own Delta commit stamped with
+`Transaction(f"{app_id}:{table}:{layer}", batch_id)`, then the batch log. A replayed batch is
+skipped layer by layer, so a crash anywhere in between is completed by the replay and
+nothing lands twice. A table whose batch cannot fit its schema goes to the dead letters with
+the reason, and the other tables go on (DESIGN §3.3, guarantee 5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from sinks.base import CommitResult
+from sinks.batch_log import BatchLog, TableCounts
+from sinks.dead_letters import DeadLetterTable
+from sinks.delta.buckets import DEFAULT_CACHE_ROWS
+from sinks.delta.changelog import ChangelogSink
+from sinks.delta.forensic import ForensicSink
+from sinks.delta.live import LiveSink
+from sinks.delta.table import table_uri
+from sinks.errors import SinkSchemaMismatch
+from sinks.maintenance import Maintenance
+from stream_processors.milestoning.columns import POSITION, Layer
+from stream_processors.milestoning.dead_letter import DeadLetter
+from stream_processors.milestoning.model import MilestonedTable
+
+log = logging.getLogger(__name__)
+
+ALL_LAYERS = frozenset(Layer)
+# Forensic last: `current_versions` reads it, so a batch half-applied before a crash is
+# milestoned again from the state before it, and the replay fills the missing layers.
+_ORDER = (Layer.CHANGELOG, Layer.LIVE, Layer.FORENSIC)
+LayerSink = ChangelogSink | LiveSink | ForensicSink
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What `commit_batch` did.
+
+    Attributes:
+        batch_id: the batch.
+        counts: rows per table and layer operation (what the batch log records).
+        commits: one result per (table, layer) written or skipped.
+        dead_letters: events sent to the dead letters because they could not be applied.
+        skipped: True when every layer and the batch log already held this batch.
+        committed_at: when the batch log row was written.
+    """
+
+    batch_id: int
+    counts: tuple[TableCounts, ...]
+    commits: tuple[CommitResult, ...]
+    dead_letters: int
+    skipped: bool
+    committed_at: datetime
+
+
+class Lake:
+    """All Delta tables under one lake root.
+
+    Args:
+        root: local path or `s3://bucket/prefix`.
+        app_id: the pipeline's id; Delta txn app ids derive from it.
+        storage_options: delta-rs storage options (endpoint, credentials, ...).
+        maintenance: run background compaction/vacuum (see `sinks.maintenance`).
+        cache_rows: per-layer bound of the in-memory bucket cache.
+        range_size: keys per bucket for tables with one integer key (fixed at creation).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        app_id: str,
+        storage_options: Mapping[str, str] | None = None,
+        maintenance: bool = False,
+        cache_rows: int = DEFAULT_CACHE_ROWS,
+        range_size: int | None = None,
+    ) -> None:
+        self.root = root
+        self.app_id = app_id
+        self.storage_options = dict(storage_options or {})
+        self.cache_rows = cache_rows
+        self.range_size = range_size
+        self._sinks: dict[tuple[str, Layer], LayerSink] = {}
+        self.batch_log = BatchLog(root, app_id=app_id, storage_options=self.storage_options)
+        self.dead_letters = DeadLetterTable(
+            root, app_id=app_id, storage_options=self.storage_options
+        )
+        self.maintenance: Maintenance | None = None
+        if maintenance:
+            self.maintenance = Maintenance(self._maintained, storage_options=self.storage_options)
+            self.maintenance.start()
+
+    def sink(self, table: str, layer: Layer) -> LayerSink:
+        """The opened writer of one layer of one table."""
+        if (table, layer) not in self._sinks:
+            uri = table_uri(self.root, layer.value, table)
+            app = f"{self.app_id}:{table}:{layer.value}"
+            sink: LayerSink
+            if layer is Layer.CHANGELOG:
+                sink = ChangelogSink(uri, app_id=app, storage_options=self.storage_options)
+            else:
+                kind = LiveSink if layer is Layer.LIVE else ForensicSink
+                sink = kind(
+                    uri,
+                    app_id=app,
+                    storage_options=self.storage_options,
+                    cache_rows=self.cache_rows,
+                    range_size=self.range_size,
+                )
+            sink.open()
+            self._sinks[(table, layer)] = sink
+        return self._sinks[(table, layer)]
+
+    def _maintained(self) -> list[tuple[str, Layer]]:
+        return [(table_uri(self.root, layer.value, table), layer) for table, layer in self._sinks]
+
+    def applied_position(self, table: str) -> str | None:
+        """The highest position committed to every existing layer of `table` (None if none)."""
+        positions = []
+        for layer in Layer:
+            handle = self.sink(table, layer).handle
+            if handle.dt is not None:
+                positions.append(handle.applied_position())
+        if not positions or None in positions:
+            return None
+        return min(p for p in positions if p is not None)
+
+    def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None:
+        """The open forensic versions of `keys` (columns = the key columns of `keys`)."""
+        sink = self.sink(table, Layer.FORENSIC)
+        assert isinstance(sink, ForensicSink)
+        return sink.current_versions(keys, keys.column_names)
+
+    def last_batch_id(self) -> int:
+        """The last batch recorded in the batch log, 0 when empty."""
+        return self.batch_log.last_batch_id()
+
+    def write_dead_letters(self, letters: Sequence[DeadLetter], *, batch_id: int) -> None:
+        """Store the decoder's dead letters of one batch (idempotent per batch)."""
+        self.dead_letters.append(letters, batch_id=batch_id, stage="decode")
+
+    def commit_batch(
+        self,
+        batch_id: int,
+        tables: Sequence[MilestonedTable],
+        *,
+        source_positions: Mapping[str, str],
+        started_at: datetime,
+        layers: Mapping[str, frozenset[Layer]] | None = None,
+    ) -> BatchResult:
+        """Commit one batch to every table's layers, then to the batch log.
+
+        Returns only when all of it is durable; offsets may be acknowledged then.
+
+        Raises:
+            SinkCommitConflict: a layer kept losing to concurrent writers (transient).
+            SinkError: storage failed; the batch can be replayed as a whole.
+        """
+        commits: list[CommitResult] = []
+        counts: list[TableCounts] = []
+        letters: list[DeadLetter] = []
+        for batch in tables:
+            wanted = (layers or {}).get(batch.table, ALL_LAYERS)
+            try:
+                self._preflight(batch, wanted)
+            except SinkSchemaMismatch as exc:
+                log.error("batch %s, table %s: %s", batch_id, batch.table, exc.message)
+                letters.extend(_as_dead_letters(batch, exc.message))
+                counts.append(TableCounts(batch.table, dead_letters=batch.changelog.num_rows))
+                continue
+            for layer in _ORDER:
+                if layer in wanted:
+                    sink = self.sink(batch.table, layer)
+                    sink.write(batch, batch_id=batch_id)
+                    commits.append(sink.commit())
+            counts.append(_counts(batch))
+        if letters:
+            self.dead_letters.append(letters, batch_id=batch_id, stage="apply")
+        logged = self.batch_log.append(
+            batch_id, source_positions=source_positions, counts=counts, started_at=started_at
+        )
+        skipped = not logged and all(c.skipped for c in commits)
+        return BatchResult(
+            batch_id, tuple(counts), tuple(commits), len(letters), skipped, datetime.now(UTC)
+        )
+
+    def _preflight(self, batch: MilestonedTable, layers: frozenset[Layer]) -> None:
+        """Raise `SinkSchemaMismatch` before any layer is written if one cannot take the batch."""
+        incoming = {
+            Layer.CHANGELOG: batch.changelog,
+            Layer.LIVE: batch.live_upserts,
+            Layer.FORENSIC: batch.forensic_inserts,
+        }
+        for layer in layers:
+            self.sink(batch.table, layer).handle.fit(incoming[layer])
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Block until a maintenance round has finished (tests, benchmarks)."""
+        if self.maintenance is not None:
+            self.maintenance.run_once_and_wait(timeout)
+
+    def close(self) -> None:
+        """Stop maintenance and drop caches."""
+        if self.maintenance is not None:
+            self.maintenance.stop()
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+
+
+def _counts(batch: MilestonedTable) -> TableCounts:
+    return TableCounts(
+        batch.table,
+        changelog=batch.changelog.num_rows,
+        live_upserts=batch.live_upserts.num_rows,
+        live_deletes=batch.live_deletes.num_rows,
+        forensic_inserts=batch.forensic_inserts.num_rows,
+        forensic_closes=batch.forensic_closes.num_rows,
+    )
+
+
+def _as_dead_letters(batch: MilestonedTable, reason: str) -> list[DeadLetter]:
+    """One dead letter per changelog event of a table that cannot be applied."""
+    rows = batch.changelog.to_pylist()
+    keys = batch.key_columns
+    return [
+        DeadLetter(
+            table=batch.table,
+            raw_key=json.dumps({k: row.get(k) for k in keys}, default=str),
+            raw_value=json.dumps(row, default=str, ensure_ascii=False),
+            reason=reason,
+            origin="sinks.schema",
+            position=row.get(POSITION),
+        )
+        for row in rows
+    ]

@@ -1,0 +1,82 @@
+"""Key buckets: how live and forensic rows are spread over partitions.
+
+A MERGE in delta-rs rewrites every file whose key range it touches, so its cost grows
+with the table. We partition live and forensic by `_tm_bucket` instead: a batch reads and
+replaces only the buckets its keys fall in. With one integer key the bucket is a key range
+(`key // size`), so the recent keys that change most share a few buckets and a commit's cost
+tracks the hot set, not the table. Other keys hash into a fixed number of buckets.
+
+The bucketing is fixed when a table is created and stored in its Delta description, because
+every later read must find a key's rows in the same bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+DEFAULT_RANGE_SIZE = 32_768
+DEFAULT_HASH_BUCKETS = 64
+
+
+@dataclass(frozen=True)
+class Bucketing:
+    """Maps key values to bucket numbers.
+
+    Attributes:
+        kind: `range` (one integer key, `key // size`) or `hash` (crc32 of the key, mod size).
+        size: keys per bucket for `range`; number of buckets for `hash`.
+    """
+
+    kind: Literal["range", "hash"]
+    size: int
+
+    @classmethod
+    def for_keys(
+        cls,
+        schema: pa.Schema,
+        key_columns: Sequence[str],
+        *,
+        range_size: int = DEFAULT_RANGE_SIZE,
+        hash_buckets: int = DEFAULT_HASH_BUCKETS,
+    ) -> Bucketing:
+        """Range buckets for a single integer key, hash buckets otherwise."""
+        if len(key_columns) == 1 and pa.types.is_integer(schema.field(key_columns[0]).type):
+            return cls("range", range_size)
+        return cls("hash", hash_buckets)
+
+    def assign(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Array:
+        """The bucket (int64) of each row of `keys`."""
+        if self.kind == "range":
+            column = pc.cast(keys.column(key_columns[0]), pa.int64())
+            return pc.divide(column, pa.scalar(self.size, pa.int64())).combine_chunks()
+        rows = zip(*(keys.column(name).to_pylist() for name in key_columns), strict=True)
+        return pa.array(
+            [zlib.crc32("\x1f".join(map(repr, row)).encode()) % self.size for row in rows],
+            pa.int64(),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({"tidemark_bucketing": self.kind, "size": self.size})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Bucketing | None:
+        """Read back what `to_json` stored; None if the description is not ours."""
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("tidemark_bucketing") not in ("range", "hash"):
+            return None
+        return cls(data["tidemark_bucketing"], int(data["size"]))
+
+
+def in_list(column: str, values: Sequence[int]) -> str:
+    """A Delta SQL predicate `column IN (...)` over integers."""
+    return f"{column} IN ({', '.join(str(int(v)) for v in sorted(set(values)))})"

@@ -1,0 +1,129 @@
+"""Background compaction and vacuum that never blocks a commit.
+
+Append-only parts (the changelog, forensic history `_tm_current=false`) collect one small
+file per commit; a daemon thread compacts them with `optimize.compact` and vacuums files
+that no recent version needs. It works on its own `DeltaTable` objects, so writers never
+wait on it. delta-rs resolves concurrent commits optimistically: when a writer and the
+compaction collide, the loser gets `CommitFailedError`; here the compaction simply tries
+again next round, and the writers retry their own commit (see `sinks.delta.bucketed`).
+Bucket partitions of live and forensic-current are rewritten whole on every touch, so they
+hold one file each and need no compaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from stream_processors.milestoning.columns import CURRENT, Layer
+
+log = logging.getLogger(__name__)
+
+Targets = Callable[[], list[tuple[str, Layer]]]
+
+
+def compact(
+    uri: str,
+    layer: Layer,
+    *,
+    storage_options: Mapping[str, str] | None = None,
+    target_size: int = 64 * 1024 * 1024,
+) -> int:
+    """Compact the append-only part of one table; returns files removed."""
+    dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
+    filters = [(CURRENT, "=", "false")] if layer is Layer.FORENSIC else None
+    metrics = dt.optimize.compact(partition_filters=filters, target_size=target_size)
+    return int(metrics.get("numFilesRemoved", 0))
+
+
+def vacuum(
+    uri: str, *, retention_hours: int, storage_options: Mapping[str, str] | None = None
+) -> int:
+    """Delete unreferenced files older than `retention_hours`; returns how many."""
+    dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
+    removed = dt.vacuum(
+        retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+    )
+    return len(removed)
+
+
+class Maintenance:
+    """A daemon thread that compacts every `interval` seconds and vacuums every `vacuum_every`.
+
+    Args:
+        targets: returns the (table URI, layer) pairs to look after.
+        interval: seconds between compaction rounds.
+        retention_hours: files younger than this are never vacuumed (readers may use them).
+        vacuum_every: vacuum on every n-th round.
+    """
+
+    def __init__(
+        self,
+        targets: Targets,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        interval: float = 30.0,
+        retention_hours: int = 24,
+        vacuum_every: int = 10,
+    ) -> None:
+        self.targets = targets
+        self.storage_options = dict(storage_options or {})
+        self.interval = interval
+        self.retention_hours = retention_hours
+        self.vacuum_every = vacuum_every
+        self.rounds = 0
+        self.files_compacted = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="tidemark-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+
+    def run_once_and_wait(self, timeout: float) -> None:
+        """Trigger a round now and wait for it to finish."""
+        with self._done:
+            target = self.rounds + 1
+            self._wake.set()
+            self._done.wait_for(lambda: self.rounds >= target, timeout=timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.round()
+
+    def round(self) -> None:
+        """One pass over every target; failures are logged and retried next round."""
+        do_vacuum = (self.rounds + 1) % self.vacuum_every == 0
+        for uri, layer in self.targets():
+            try:
+                if layer is not Layer.LIVE:
+                    self.files_compacted += compact(
+                        uri, layer, storage_options=self.storage_options
+                    )
+                if do_vacuum:
+                    vacuum(
+                        uri,
+                        retention_hours=self.retention_hours,
+                        storage_options=self.storage_options,
+                    )
+            except CommitFailedError as exc:
+                log.info("maintenance of %s lost to a writer, retrying later: %s", uri, exc)
+            except DeltaError as exc:
+                log.warning("maintenance of %s failed: %s", uri, exc)
+        with self._done:
+            self.rounds += 1
+            self._done.notify_all()

@@ -1,0 +1,55 @@
+"""Updates that change nothing: they make no forensic version and close nothing.
+
+An update (or a snapshot read) whose every source column equals the key's previous version
+is a no-op, whether that previous version came earlier in the batch or is the open version
+in the lake. Compared after TOAST carry-forward, so a placeholder counts as "unchanged".
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stream_processors.milestoning import arrays
+from stream_processors.milestoning.columns import OP, Op
+from stream_processors.milestoning.timeline import IS_CURRENT, Timeline
+
+_REPEATABLE = pa.array([Op.UPDATE.value, Op.READ.value])
+
+
+def unchanged_rows(timeline: Timeline) -> pa.BooleanArray:
+    """True for event rows that repeat the previous version of their key exactly.
+
+    Creates are never no-ops (a create after a delete re-opens the key even with the same
+    values), and neither is anything that follows a delete.
+    """
+    op = timeline.column(OP)
+    is_current = timeline.column(IS_CURRENT)
+    prev_op = arrays.shift_down(op)
+    prev_is_current = pc.fill_null(arrays.shift_down(is_current), False)
+    prev_is_version = pc.or_(
+        prev_is_current, pc.fill_null(pc.not_equal(prev_op, Op.DELETE.value), False)
+    )
+    candidate = pc.and_(
+        pc.and_(pc.invert(is_current), pc.fill_null(pc.is_in(op, value_set=_REPEATABLE), False)),
+        pc.and_(pc.invert(timeline.starts), prev_is_version),
+    )
+    slow: list[str] = []
+    for name in timeline.source_columns:
+        if not pc.any(candidate).as_py():
+            return candidate
+        values = timeline.column(name)
+        same = arrays.same_values(values, arrays.shift_down(values))
+        if same is None:
+            slow.append(name)
+        else:
+            candidate = pc.and_(candidate, same)
+    for name in slow:
+        rows = pc.indices_nonzero(candidate)
+        if len(rows) == 0:
+            break
+        values = timeline.column(name)
+        keep = arrays.same_values_slow(values, arrays.shift_down(values), rows)
+        kept = pa.array(sorted(keep), pa.int64())
+        candidate = pc.is_in(arrays.row_index(len(values)), value_set=kept)
+    return candidate

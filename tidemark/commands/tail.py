@@ -1,0 +1,104 @@
+"""`tidemark tail --config FILE`: change events as JSON lines as they arrive (kcat for CDC)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+import orjson
+
+from connectors.debezium.engine import EmbeddedEngine
+from connectors.debezium.tail import tail_events
+from connectors.postgres.capture import engine_dir, open_postgres_engine
+from connectors.postgres.settings import replication_name
+from connectors.postgres.setup import drop_slot
+from tidemark.config import load_config
+from tidemark.errors import ConfigError
+from tidemark.state import state_dir
+
+log = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="Pipeline YAML file.")
+@click.option("--source", "source_name", default=None, help="Only this source (by name).")
+@click.option("--max-events", type=int, default=None, help="Stop after N change events.")
+@click.option("--snapshot/--no-snapshot", default=False,
+              help="Print the current rows first (op r), then stream.")
+@click.option("--markers", is_flag=True, help="Also print transaction BEGIN/END markers.")
+@click.option("--idle-timeout", type=float, default=None,
+              help="Stop after this many seconds without events.")
+def tail(
+    config_file: str,
+    source_name: str | None,
+    max_events: int | None,
+    snapshot: bool,
+    markers: bool,
+    idle_timeout: float | None,
+) -> None:
+    """Print change events as JSON lines (op, table, key, position, tx, before, after).
+
+    Uses its own temporary replication slot (the pipeline's offsets are never touched) and
+    drops it on exit, so only changes made while it runs are shown (plus the current rows
+    with --snapshot).
+    """
+    config = load_config(config_file)
+    sources = [s for s in config.sources if source_name in (None, s.name)]
+    if not sources:
+        raise ConfigError("sources", f"no source named `{source_name}`",
+                          hint=f"pick one of {[s.name for s in config.sources]}")
+    unsupported = [s.name for s in sources if s.kind != "postgres"]
+    if unsupported:
+        raise ConfigError("sources", f"tail supports Postgres sources only for now, not "
+                          f"`{unsupported[0]}`", hint="pass --source with a Postgres source")
+    pipeline = f"{config.pipeline}_tail"
+    state = state_dir()
+    engines: list[tuple[EmbeddedEngine, str, str]] = []
+    try:
+        for source in sources:
+            slot = replication_name(pipeline, source.name)
+            _forget(source.dsn, slot, state, pipeline, source.name)
+            engine = open_postgres_engine(
+                pipeline=pipeline,
+                source=source.name,
+                dsn=source.dsn,
+                tables=source.tables,
+                state=state,
+                heap=config.debezium.jvm_heap,
+                heartbeat_ms=config.debezium.heartbeat_ms,
+                extra={**config.debezium.properties,
+                       "snapshot.mode": "initial" if snapshot else "no_data"},
+                slot=slot,
+                publication=replication_name(config.pipeline, source.name),
+                signals=False,
+            )
+            engines.append((engine, source.dsn, slot))
+        out = sys.stdout.buffer
+        for event in tail_events([e for e, _, _ in engines], markers=markers,
+                                 max_events=max_events, idle_timeout=idle_timeout):
+            out.write(orjson.dumps(event) + b"\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for engine, dsn, slot in engines:
+            engine.close()
+            _forget(dsn, slot, state, pipeline, engine.name)
+
+
+def _forget(dsn: str, slot: str, state: Path, pipeline: str, source: str) -> None:
+    """Drop tail's slot and offsets so no WAL is held once tail is gone."""
+    for attempt in range(20):
+        try:
+            drop_slot(dsn, slot)
+            break
+        except Exception as exc:  # still active for a moment after close, or server gone
+            if attempt == 19:
+                log.warning("could not drop tail slot %s: %s", slot, exc)
+            time.sleep(0.25)
+    shutil.rmtree(engine_dir(state, pipeline, source), ignore_errors=True)
