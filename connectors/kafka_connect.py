@@ -113,6 +113,12 @@ def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
                                 hint="use `postgres` or `sqlserver`")
     config = {k: str(v) for k, v in settings.items()
               if k not in _ENGINE_ONLY_KEYS and not k.startswith(_ENGINE_ONLY_PREFIXES)}
+    if source.kind == "postgres":
+        # The decoder's exactness settings (decimals precise, intervals as ISO strings...).
+        from connectors.decode.settings import TYPE_SETTINGS
+
+        for key, value in TYPE_SETTINGS.items():
+            config.setdefault(key, value)
     config.update({
         "topic.prefix": source.name,
         "tasks.max": "1",

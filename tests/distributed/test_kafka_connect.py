@@ -56,7 +56,8 @@ def test_render_keeps_engine_settings_and_drops_engine_only_keys():
     shop = render_connectors([SHOP], pipeline="demo", bootstrap="k:9092")["demo-shop"]
     assert shop["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
     assert shop["topic.prefix"] == "shop"  # topics are <source>.<schema>.<table>
-    assert shop["table.include.list"] == "public.customers,public.orders"
+    assert shop["table.include.list"] == r"^public\.customers$,^public\.orders$"
+    assert shop["decimal.handling.mode"] == "precise"
     assert shop["slot.name"] == "tidemark_demo_shop_connect"
     assert shop["provide.transaction.metadata"] == "true"
     assert shop["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"
