@@ -79,6 +79,7 @@ def tail(
                 slot=slot,
                 publication=replication_name(config.pipeline, source.name),
                 signals=False,
+                heartbeat_writes=False,
             )
             engines.append((engine, source.dsn, slot))
         out = sys.stdout.buffer
