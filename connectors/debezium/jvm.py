@@ -255,6 +255,16 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
         return _started
 
 
+def describe_java(runtime: JavaRuntime | None = None) -> str:
+    """One line for users: which Java runs Debezium (`Java 17.0.15 (system, /usr/lib/jvm/...)`).
+
+    Raises:
+        SourceConfigError: no Java 17+ was found (when `runtime` is not given).
+    """
+    runtime = runtime or (_started.runtime if _started else find_java())
+    return f"Java {runtime.version} ({runtime.source}, {runtime.home})"
+
+
 def started_jvm() -> StartedJvm | None:
     """The running JVM's facts, or None before `start_jvm`."""
     return _started
