@@ -8,6 +8,7 @@ import psycopg2
 import pytest
 
 from connectors.debezium.records import RawRecord
+from connectors.errors import SourceError
 from tests.fixtures.debezium import changes, payload
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
@@ -118,7 +119,11 @@ def test_offsets_advance_only_on_acknowledgement(fresh_database, capture_factory
     state = tmp_path / "state"
     first = capture_factory(url, ["public.t"], pipeline="acks", state=state)
     first.collect(lambda rs: len(changes(rs)) >= 50, ack=False)
+    with pytest.raises(SourceError, match="cannot acknowledge a record from `kafka:t/0@1`"):
+        first.engine.acknowledge(RawRecord("src.public.t", None, None, "kafka:t/0@1"))
     first.engine.close()
+    with pytest.raises(SourceError, match="is closed"):
+        first.engine.acknowledge(first.records[-1])
 
     # nothing acknowledged: the snapshot is delivered again
     second = capture_factory(url, ["public.t"], pipeline="acks", state=state)

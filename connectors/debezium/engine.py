@@ -225,6 +225,11 @@ class EmbeddedEngine:
         Raises:
             SourceError: `upto` did not come from this engine's `poll()`.
         """
+        if self._closed:
+            raise SourceError(
+                f"engine `{self.name}` is closed; `{upto.origin}` was not acknowledged",
+                hint="acknowledge before close(); the records will be delivered again",
+            )
         match = _ORIGIN.match(upto.origin)
         if match is None or self._bridge is None:
             raise SourceError(

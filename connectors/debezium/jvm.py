@@ -66,10 +66,11 @@ _lock = threading.Lock()
 
 
 def _major(version: str) -> int:
-    head = version.split(".")[0]
-    if head == "1":  # 1.8.0_xxx
-        return int(version.split(".")[1])
-    return int(re.match(r"\d+", head).group()) if re.match(r"\d+", head) else 0
+    """17 for `17.0.15`, 8 for `1.8.0_392`, 0 when unreadable."""
+    numbers = re.findall(r"\d+", version)
+    if not numbers:
+        return 0
+    return int(numbers[1]) if numbers[0] == "1" and len(numbers) > 1 else int(numbers[0])
 
 
 def _libjvm(home: Path) -> Path | None:
