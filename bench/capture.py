@@ -207,6 +207,7 @@ def main() -> None:
     parser.add_argument("--consumers", default="raw,json,arrow")
     parser.add_argument("--heap", default="512m")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
     args = parser.parse_args()
     consumers = args.consumers.split(",")
 
@@ -248,32 +249,46 @@ def main() -> None:
         jvm = started_jvm()
         out["jvm"] = {"start_seconds": round(jvm.start_seconds, 3), "version": jvm.runtime.version,
                       "source": jvm.runtime.source, "heap": jvm.heap} if jvm else None
-        print(f"mixed load: {args.mixed_tx} transactions", flush=True)
-        out["mixed"] = run_load(
-            url, state, "mixed", ["public.orders", "public.customers"],
-            # tx 1 has no earlier rows to update or delete: 4 events fewer
-            lambda: execute(url, f"CALL bench_mixed({args.mixed_tx})") or args.mixed_tx * 10 - 4,
-            consumers, args.heap, args.timeout,
-        )
-        out["mixed"]["load"] = "SQL procedure: per tx 5 inserts, 3+1 updates, 1 delete"
+        if args.mixed_tx > 0:
+            print(f"mixed load: {args.mixed_tx} transactions", flush=True)
+            out["mixed"] = mixed_load(url, state, args, consumers)
         if args.simulator_changes:
             out["simulator"] = simulator_load(cluster, state, args, consumers)
-        print(f"snapshot: {args.snapshot_rows} rows", flush=True)
-        engine = open_postgres_engine(pipeline="snapshot", source="b", dsn=url,
-                                      tables=["public.snap"], state=state, heap=args.heap)
-        try:
-            out["snapshot"] = drain(engine, args.snapshot_rows, "raw", {"b.public.snap"},
-                                    args.timeout)
-        finally:
-            engine.close()
-        print(f"  snapshot raw {out['snapshot']}", flush=True)
+        if args.snapshot_rows > 0:
+            out["snapshot"] = snapshot_load(url, state, args)
         out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    results = Path(args.out)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+
+
+def mixed_load(url: str, state: Path, args: argparse.Namespace, consumers: list[str]) -> dict:
+    """The SQL procedure's mixed load on orders and customers."""
+    result = run_load(
+        url, state, "mixed", ["public.orders", "public.customers"],
+        # tx 1 has no earlier rows to update or delete: 4 events fewer
+        lambda: execute(url, f"CALL bench_mixed({args.mixed_tx})") or args.mixed_tx * 10 - 4,
+        consumers, args.heap, args.timeout,
+    )
+    result["load"] = "SQL procedure: per tx 5 inserts, 3+1 updates, 1 delete"
+    return result
+
+
+def snapshot_load(url: str, state: Path, args: argparse.Namespace) -> dict:
+    """The initial snapshot of `snap` (op r), raw records."""
+    print(f"snapshot: {args.snapshot_rows} rows", flush=True)
+    engine = open_postgres_engine(pipeline="snapshot", source="b", dsn=url,
+                                  tables=["public.snap"], state=state, heap=args.heap)
+    try:
+        result = drain(engine, args.snapshot_rows, "raw", {"b.public.snap"}, args.timeout)
+    finally:
+        engine.close()
+    print(f"  snapshot raw {result}", flush=True)
+    return result
 
 
 if __name__ == "__main__":
