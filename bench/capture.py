@@ -82,7 +82,7 @@ def execute(url: str, *statements: str) -> None:
 def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float) -> dict:
     """Poll until `expected` data change events arrived; returns the timing."""
     decode = decoder() if consumer == "arrow" else None
-    cpu_before = cpu_seconds()
+    cpu_before, python_before = cpu_seconds(), time.thread_time()
     seen = total = 0
     first = None
     deadline = time.monotonic() + timeout
@@ -112,12 +112,15 @@ def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float
         engine.acknowledge(batch[-1])
     elapsed = time.perf_counter() - (first or time.perf_counter())
     cpu = cpu_seconds() - cpu_before
+    python_cpu = time.thread_time() - python_before
     if seen < expected:
         elapsed -= 30  # the idle wait at the end
     return {
         "complete": seen >= expected,
         "process_cpu_seconds": round(cpu, 2),
         "cpu_us_per_event": round(cpu / seen * 1e6) if seen else None,
+        # the consuming thread: split, RawRecords, decoding, acknowledge (JVM threads excluded)
+        "consumer_thread_cpu_us_per_event": round(python_cpu / seen * 1e6) if seen else None,
         "events": seen,
         "records": total,
         "seconds": round(elapsed, 3),
