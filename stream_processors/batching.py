@@ -136,6 +136,18 @@ class Batcher:
         """Events held, complete or not."""
         return sum(c.event_count for c in self._chunks)
 
+    def quiet_position(self, source: str) -> str | None:
+        """The source's highest decoded position when nothing of it is held or open.
+
+        Heartbeats and markers advance a source without events; once every batch handed out
+        is committed, the runtime may acknowledge up to this position (so Postgres can
+        recycle WAL on a quiet table). None while events are held or a transaction is open.
+        """
+        state = self._sources.get(source)
+        if state is None or state.begun or any(c.source == source for c in self._chunks):
+            return None
+        return state.last_seen
+
     def add(self, decoded: DecodedLike, *, source: str) -> None:
         """Take one decoded chunk from `source` (positions must keep increasing per source)."""
         state = self._sources.setdefault(source, _SourceState())

@@ -2,78 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pyarrow as pa
 import pytest
 
 from stream_processors.batching import Batcher
-from stream_processors.milestoning.columns import OP, POSITION, TX_ID
-from stream_processors.milestoning.model import TableChanges
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass(frozen=True)
-class Marker:
-    status: str
-    tx_id: str
-    position: str | None = None
-
-
-@dataclass(frozen=True)
-class Decoded:
-    changes: dict[str, TableChanges]
-    transactions: list[Marker] = field(default_factory=list)
-    dead_letters: list[str] = field(default_factory=list)
-    last_position: str | None = None
-
-
-def p(i: int) -> str:
-    return f"{i:08x}"
-
-
-def chunk(*events: tuple[str, int, str | None], markers=(), letters=(), last=None) -> Decoded:
-    """Events as (table, position, tx); each table gets an `id` = position."""
-    by_table: dict[str, list[tuple[int, str | None]]] = {}
-    for table, position, tx in events:
-        by_table.setdefault(table, []).append((position, tx))
-    changes = {
-        table: TableChanges(
-            table,
-            ("id",),
-            pa.table(
-                {
-                    "id": pa.array([pos for pos, _ in rows], pa.int64()),
-                    OP: ["c"] * len(rows),
-                    POSITION: [p(pos) for pos, _ in rows],
-                    TX_ID: pa.array([tx for _, tx in rows], pa.string()),
-                }
-            ),
-        )
-        for table, rows in by_table.items()
-    }
-    positions = [e[1] for e in events]
-    return Decoded(
-        changes,
-        list(markers),
-        list(letters),
-        last if last is not None else (p(max(positions)) if positions else None),
-    )
-
-
-def ids(batch, table="s.public.a") -> list[int]:
-    return batch.changes[table].events.column("id").to_pylist() if table in batch.changes else []
-
-
-def tx(tx_id: str, *positions: int, table: str = "s.public.a"):
-    return [(table, i, tx_id) for i in positions]
+from tests.batching_support import Clock, Marker, chunk, ids, p, tx
 
 
 def test_closes_on_size_at_a_transaction_boundary():
@@ -256,3 +189,16 @@ def test_plan_cut_falls_on_transaction_boundaries():
     assert (cut.count, cut.position) == (6, p(7))  # "c" is the newest: it may go on
     cut = plan_cut(position, tx, marker_mode=True, ended={"a", "b", "c"}, limit=None)
     assert (cut.count, cut.position) == (7, None)
+
+
+def test_quiet_position_lets_heartbeats_advance_an_idle_source():
+    clock = Clock()
+    b = Batcher(max_events=100, max_latency_ms=500, clock=clock)
+    assert b.quiet_position("s") is None
+    b.add(chunk(last=p(3)), source="s")  # a heartbeat: no events, no markers
+    assert b.quiet_position("s") == p(3)
+    b.add(chunk(*tx("t1", 4), markers=[Marker("BEGIN", "t1")]), source="s")
+    assert b.quiet_position("s") is None  # events held, transaction open
+    b.add(chunk(markers=[Marker("END", "t1")], last=p(5)), source="s")
+    assert b.poll(force=True).positions == {"s": p(5)}
+    assert b.quiet_position("s") == p(5)

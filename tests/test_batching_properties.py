@@ -12,9 +12,9 @@ from stream_processors.batching import Batcher
 from stream_processors.milestoning.columns import POSITION, TX_ID
 from stream_processors.milestoning.core import milestone
 from stream_processors.milestoning.model import TableChanges
+from tests.batching_support import Clock, Decoded, Marker, chunk, p
+from tests.milestoning_histories import histories, replay, to_rows
 from tests.milestoning_support import MemoryLake, events, ts
-from tests.test_batching import Clock, Decoded, Marker, chunk, p
-from tests.test_milestoning_properties import histories, replay, to_rows
 
 PROFILE = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TABLES = ["s.public.a", "s.public.b"]

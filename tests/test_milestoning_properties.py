@@ -9,9 +9,9 @@ events; the core must match it as-of every instant, however the history is cut i
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,124 +24,11 @@ from stream_processors.milestoning.columns import (
     VALID_TO,
 )
 from stream_processors.milestoning.core import milestone
-from tests.milestoning_support import SOURCE, D, MemoryLake, changes, events, pos, ts
+from tests.milestoning_histories import Event, histories, replay, to_rows
+from tests.milestoning_support import SCHEMA, SOURCE, MemoryLake, changes, events, pos, ts
 
 INGESTED = datetime(2026, 3, 2, tzinfo=UTC)
-NAMES = ["a", "b", "ü", None]
-AMOUNTS = [D("1.00"), D("1.10"), None]
-NOTES = ["n1", "n2", None]
-BLOBS = [b"", b"\x00", None]
-PROFILE = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@dataclass(frozen=True)
-class Event:
-    """One change as the decoder would emit it, plus the row it leaves behind."""
-
-    key: int
-    op: str
-    row: dict  # the event's row image (placeholders NULL, deletes key only)
-    unchanged: tuple[str, ...]
-    position: int
-    second: int
-    tx: int = 0
-
-
-def _values(draw: st.DrawFn) -> dict:
-    return {
-        "name": draw(st.sampled_from(NAMES)),
-        "amount": draw(st.sampled_from(AMOUNTS)),
-        "note": draw(st.sampled_from(NOTES)),
-        "blob": draw(st.sampled_from(BLOBS)),
-        "seen": ts(draw(st.integers(0, 1))),
-    }
-
-
-@st.composite
-def histories(draw: st.DrawFn) -> list[Event]:
-    """A random but legal change history (what a real source could produce)."""
-    state: dict[int, dict] = {}
-    result: list[Event] = []
-    second = tx = 0
-    for _ in range(draw(st.integers(0, 30))):
-        if draw(st.booleans()):  # a new transaction; sometimes in the same microsecond
-            second += draw(st.integers(0, 2))
-            tx += 1
-        key = draw(st.integers(0, 5))
-
-        def emit(
-            op: str,
-            k: int,
-            row: dict,
-            unchanged: tuple[str, ...] = (),
-            at: int = second,
-            in_tx: int = tx,
-        ) -> None:
-            result.append(Event(k, op, {"id": k, **row}, unchanged, len(result) + 1, at, in_tx))
-
-        if key not in state:
-            row = _values(draw)
-            emit(draw(st.sampled_from(["c", "r"])), key, row)
-            state[key] = row
-            continue
-        kind = draw(st.sampled_from(["update", "same", "toast", "delete", "pk", "reread"]))
-        if kind == "update":
-            row = _values(draw)
-            emit("u", key, row)
-            state[key] = row
-        elif kind == "same":
-            emit("u", key, dict(state[key]))
-        elif kind == "toast":
-            row = {**_values(draw), "note": None}
-            emit("u", key, row, ("note",))
-            state[key] = {**row, "note": state[key]["note"]}
-        elif kind == "reread":
-            row = dict(state[key]) if draw(st.booleans()) else _values(draw)
-            emit("r", key, row)
-            state[key] = row
-        elif kind == "delete":
-            emit("d", key, {})
-            del state[key]
-        else:  # primary-key update: SQL Server sends delete + create in one transaction
-            free = [k for k in range(6) if k not in state]
-            row = state.pop(key)
-            emit("d", key, dict(row))
-            if free:
-                new_key = draw(st.sampled_from(free))
-                emit("c", new_key, dict(row))
-                state[new_key] = row
-    return result
-
-
-def to_rows(history: list[Event]) -> list[dict]:
-    return [
-        {
-            **e.row,
-            "op": e.op,
-            "pos": e.position,
-            "ts": e.second,
-            "tx": e.tx,
-            "unchanged": list(e.unchanged),
-        }
-        for e in history
-    ]
-
-
-def replay(history: list[Event], until_second: float | None = None) -> dict[tuple, dict]:
-    """The source table's state after the events up to an instant: the obvious loop."""
-    state: dict[tuple, dict] = {}
-    for e in history:
-        if until_second is not None and e.second > until_second:
-            break
-        key = (e.key,)
-        if e.op == "d":
-            state.pop(key, None)
-            continue
-        row = {c: e.row.get(c) for c in SOURCE}
-        for name in e.unchanged:
-            row[name] = state[key][name]
-        state[key] = row
-    return state
+PROFILE = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def expected_versions(history: list[Event], batch_of: dict[int, int]) -> list[tuple]:
@@ -207,20 +94,40 @@ def actual_versions(lake: MemoryLake) -> list[tuple]:
     )
 
 
-def load(history: list[Event], cuts: list[int]) -> tuple[MemoryLake, dict[int, int]]:
-    """Milestone the history in batches cut at `cuts` (never inside a transaction is NOT
-    required by the core: any cut must give the same lake), feeding results back."""
-    lake = MemoryLake()
+COMPOSITE = ("region", "id")
+COMPOSITE_SCHEMA = pa.schema([pa.field("region", pa.string()), *SCHEMA])
+
+
+def region(key: int) -> str:
+    return f"rég{key % 2}"
+
+
+def load(
+    history: list[Event], cuts: list[int], *, composite: bool = False
+) -> tuple[MemoryLake, dict[int, int]]:
+    """Milestone the history in batches cut at `cuts`, feeding results back as `current`.
+
+    The core must give the same lake for any cut, even inside a transaction. With
+    `composite`, the key is (region, id), region a string derived from id.
+    """
+    keys = COMPOSITE if composite else ("id",)
+    schema = COMPOSITE_SCHEMA if composite else SCHEMA
+    lake = MemoryLake(keys=keys)
     rows = to_rows(history)
+    if composite:
+        rows = [{**r, "region": region(r["id"])} for r in rows]
     bounds = [0, *sorted(set(cuts)), len(rows)]
     batch_of: dict[int, int] = {}
     for batch_id, (start, end) in enumerate(itertools.pairwise(bounds), start=1):
         part = rows[start:end]
         for row in part:
             batch_of[row["pos"]] = batch_id
-        keys = {(r["id"],) for r in part}
+        batch_keys = {tuple(r[k] for k in keys) for r in part}
         result = milestone(
-            changes(events(part)), lake.current(keys), batch_id=batch_id, ingested_at=INGESTED
+            changes(events(part, schema=schema), keys),
+            lake.current(batch_keys, schema=schema),
+            batch_id=batch_id,
+            ingested_at=INGESTED,
         )
         lake.apply(result)
     return lake, batch_of
@@ -295,3 +202,19 @@ def test_replaying_a_batch_adds_nothing(history, data):
     open_keys = {lake.key_of(r) for r in lake.forensic if r[VALID_TO] is None}
     reopened = {lake.key_of(r) for r in per_key.forensic_inserts.to_pylist()}
     assert not (reopened & open_keys)
+
+
+@PROFILE
+@given(history=histories(), data=st.data())
+def test_a_composite_key_gives_the_same_history(history, data):
+    cuts = data.draw(st.lists(st.integers(0, len(history)), max_size=4))
+    single, _ = load(history, cuts)
+    composite, _ = load(history, cuts, composite=True)
+    for row in composite.forensic:
+        assert row.pop("region") == region(row["id"])
+    assert sorted(composite.forensic, key=lambda r: r[POSITION]) == sorted(
+        single.forensic, key=lambda r: r[POSITION]
+    )
+    assert {k[1]: v for k, v in composite.live_rows().items()} == {
+        k[0]: v for k, v in single.live_rows().items()
+    }

@@ -444,3 +444,16 @@ def test_current_with_closed_or_duplicate_open_versions_is_tolerated(caplog):
     )
     assert rows_of(result.forensic_closes) == [{"id": 1, VALID_TO: ts(3), BATCH_OUT: 3}]
     assert "several open versions" in caplog.text
+
+
+def test_current_may_hold_more_keys_than_the_batch():
+    lake = MemoryLake()
+    run(lake, [{**ALICE, "id": i, "op": "c", "pos": i} for i in range(1, 30)], batch_id=1)
+    result = milestone(
+        changes(events([{**ALICE, "id": 7, "name": "x", "op": "u", "pos": 40}])),
+        lake.current(None),  # every open version, not just key 7's
+        batch_id=2,
+        ingested_at=INGESTED,
+    )
+    assert rows_of(result.forensic_closes) == [{"id": 7, VALID_TO: ts(40), BATCH_OUT: 2}]
+    assert rows_of(result.forensic_inserts, ("id", "name")) == [{"id": 7, "name": "x"}]

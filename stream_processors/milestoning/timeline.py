@@ -81,6 +81,22 @@ def _starts(rows: pa.Table, keys: tuple[str, ...]) -> pa.BooleanArray:
     return arrays.starts_of_runs([arrays.flat(rows.column(k)) for k in keys])
 
 
+def _only_batch_keys(current: pa.Table, events: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """The open versions of the batch's keys only, when a caller passed many more.
+
+    A semi join is far cheaper than sorting versions no event refers to. If the key types
+    differ between the two (the sort below reconciles them), everything is kept.
+    """
+    missing = [k for k in keys if k not in current.column_names]
+    if missing:
+        return current  # `build` reports the missing columns
+    wanted = events.select(list(keys)).group_by(list(keys)).aggregate([])
+    try:
+        return current.join(wanted, keys=list(keys), join_type="left semi")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return current
+
+
 def build(
     events: pa.Table,
     current: pa.Table | None,
@@ -117,6 +133,8 @@ def build(
     parts = [event_part]
     if current is not None and VALID_TO in current.column_names:
         current = current.filter(pc.is_null(current.column(VALID_TO)))  # open versions only
+    if current is not None and current.num_rows > 2 * max(n, 1):
+        current = _only_batch_keys(current, events, key_columns)
     if current is not None and current.num_rows > 0:
         _require(current, [*key_columns, POSITION, VALID_FROM], what="current", table_name=table)
         m = current.num_rows

@@ -41,7 +41,9 @@ class Driver:
             batch_id = self.batch_id
         mt = self.milestone(events, batch_id=batch_id, schema=schema)
         return self.lake.commit_batch(
-            batch_id, [mt], source_positions={"src": mt.last_position},
+            batch_id,
+            [mt],
+            source_positions={"src": mt.last_position},
             started_at=datetime.now(UTC),
         )
 
