@@ -47,8 +47,9 @@ LANGUAGE plpgsql AS $$
 DECLARE k bigint;
 BEGIN
   FOR i IN 1..n LOOP
+    -- 8 distinct existing keys, spread over the table (7919 is prime)
     UPDATE items SET amount = amount + 1, status = 's' || i, updated = now()
-      WHERE id IN (SELECT 1 + floor(random() * size)::bigint FROM generate_series(1, 8));
+      WHERE id IN (SELECT 1 + ((i::bigint * 8 + j) * 7919) % size FROM generate_series(1, 8) j);
     k := first_new + i;
     INSERT INTO items VALUES (k, k % 1000, 1.00, 'new', now());
     DELETE FROM items WHERE id = k - 1 AND k - 1 > first_new;
@@ -136,7 +137,17 @@ def tidemark_child(args: argparse.Namespace) -> dict:
 
     runner, lake = build_runner(config, state=Path(args.state), on_batch=on_batch,
                                 keep_source_ts=args.phase == "latency")
-    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(stop)
+        except BaseException as exc:
+            failure.append(exc)
+            done.set()
+            raise
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     if args.phase == "latency":
         while not runner.heartbeats:
@@ -154,6 +165,8 @@ def tidemark_child(args: argparse.Namespace) -> dict:
     stop.set()
     thread.join(120)
     lake.close()
+    if failure:
+        raise SystemExit(f"tidemark failed: {failure[0]!r}")
     out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb()}
     if args.phase == "drain":
         elapsed = seen["last"] - seen["first"]
@@ -254,14 +267,16 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
             f"INSERT INTO items SELECT g, g % 1000, (g % 10000) / 100.0, 'open', now()"
             f" FROM generate_series(1, {size}) g",
             PROCEDURE)
-    out: dict = {"size": size, "events": args.events,
+    transactions = args.events // 10
+    expected = transactions * 10 - 1  # the first transaction has nothing to delete
+    out: dict = {"size": size, "events": expected,
                  "load_table_seconds": round(time.monotonic() - began, 1)}
     consumers = [c for c in args.consumers.split(",") if c in CONSUMERS]
 
     def common(consumer: str) -> list[str]:
         return ["--url", url, "--state", str(root / f"state-{size}"),
                 "--pipeline", f"{consumer}_{size}", "--lake", str(root / f"lake-{consumer}-{size}"),
-                "--size", str(size), "--events", str(args.events),
+                "--size", str(size), "--events", str(expected),
                 "--max-events", str(args.max_events), "--max-latency-ms", str(args.max_latency_ms),
                 "--timeout", str(args.timeout), "--rate", str(args.rate),
                 "--latency-seconds", str(args.latency_seconds), "--first-new", str(10 * size)]
@@ -270,7 +285,7 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
         print(f"[{size}] arming {consumer}", flush=True)
         out.setdefault("arm", {})[consumer] = spawn(consumer, "arm", common(consumer), args.timeout)
     began = time.monotonic()
-    execute(url, f"CALL bench_backlog({args.events // 10}, {size}, {size})")
+    execute(url, f"CALL bench_backlog({transactions}, {size}, {size})")
     out["backlog_seconds"] = round(time.monotonic() - began, 1)
     for consumer in consumers:
         print(f"[{size}] draining {consumer}", flush=True)

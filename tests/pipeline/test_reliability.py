@@ -88,7 +88,6 @@ def _kill_story(cluster, tmp_path: Path, kills: int, name: str) -> None:
     missing = expected - got
     extra = got - expected
     assert not missing and not extra, (list(missing.items())[:5], list(extra.items())[:5])
-    assert max(got.values()) == 1
     assert pipeline.starts == kills + 1
 
 
