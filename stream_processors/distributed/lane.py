@@ -21,6 +21,7 @@ primary key, so a key lives in one partition). Conflicts on shared files are ret
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -301,11 +302,33 @@ class PartitionLane:
             keys = events.select(list(change.key_columns)).group_by(
                 list(change.key_columns)).aggregate([])
             current = self.lake.current_versions(table, keys)
-            out.append(milestone(change, current, batch_id=batch_id, ingested_at=now))
+            out.append(_nullable(milestone(change, current, batch_id=batch_id,
+                                           ingested_at=now)))
         return out
 
     def close(self) -> None:
         self.lake.close()
+
+
+def _nullable(table: MilestonedTable) -> MilestonedTable:
+    """The same tables with every top-level field nullable.
+
+    The core marks some `_tm_` fields non-null while Delta reads them back as nullable; the
+    sinks' bucket rewrite concatenates both and pyarrow refuses differing nullability.
+    (Workaround here; the fix belongs in sinks/delta: concat with promote_options.)
+    """
+
+    def relax(t: pa.Table) -> pa.Table:
+        if all(f.nullable for f in t.schema):
+            return t
+        return t.cast(pa.schema([f.with_nullable(True) for f in t.schema],
+                                metadata=t.schema.metadata))
+
+    return dataclasses.replace(
+        table, changelog=relax(table.changelog), live_upserts=relax(table.live_upserts),
+        live_deletes=relax(table.live_deletes),
+        forensic_inserts=relax(table.forensic_inserts),
+        forensic_closes=relax(table.forensic_closes))
 
 
 def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
