@@ -48,8 +48,12 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
 
     from sinks.lake import Lake
     from stream_processors.distributed.app import build_app, gated_sources
-    from stream_processors.distributed.outputs import KafkaOutputs
-    from stream_processors.distributed.topics import transaction_topic
+    from stream_processors.distributed.outputs import KafkaOutputs, ensure_topics
+    from stream_processors.distributed.topics import (
+        dead_letter_topic,
+        live_topic,
+        transaction_topic,
+    )
     from stream_processors.distributed.txgate import TransactionGate, TransactionTopicReader
 
     settings.datadir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,9 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     def lake_factory(app_id: str) -> Lake:
         return Lake(settings.lake, app_id=app_id, storage_options=settings.storage_options)
 
+    ensure_topics(settings.bootstrap, dead_letters=dead_letter_topic(settings.pipeline),
+                  live=[live_topic(settings.live_prefix, t.table) for t in settings.topics]
+                  if settings.live_prefix else [])
     outputs = KafkaOutputs(bootstrap=settings.bootstrap, pipeline=settings.pipeline,
                            live_prefix=settings.live_prefix)
     app = build_app(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
