@@ -44,10 +44,6 @@ def churn(dsn: str, events: int) -> int:
     """Inserts (70%), updates (25%) and deletes (5%) in transactions of 100 rows."""
     made, next_id = 0, 1
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS items; CREATE TABLE items (id bigint PRIMARY KEY, "
-                    "name text, qty int, price numeric(12,2), note text)")
-        conn.commit()
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         while made < events:
             ids = list(range(next_id, next_id + 70))
             next_id += 70
@@ -63,6 +59,9 @@ def churn(dsn: str, events: int) -> int:
 
 
 def capture(dsn: str, expected: int, state: Path) -> list:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS items; CREATE TABLE items (id bigint PRIMARY KEY, "
+                    "name text, qty int, price numeric(12,2), note text)")
     engine = open_postgres_engine(pipeline="bench", source="src", dsn=dsn,
                                   tables=["public.items"], state=state, heartbeat_ms=1000)
     records: list = []
@@ -125,6 +124,8 @@ def run_workers(n: int, *, config: Path, total: int, workdir: Path) -> dict:
         "commit_latency_p50_s": round(statistics.median(latencies), 3),
         "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
         "per_worker_events": [s["events"] for s in stats],
+        "phase_seconds": {k: round(sum(s.get("phase_seconds", {}).get(k, 0) for s in stats), 2)
+                          for k in ("decode", "refresh", "milestone", "commit")},
     }
 
 
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-events", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--max-latency-ms", type=int, default=2000)
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -159,17 +161,18 @@ def main() -> None:
             config = write_config(WORK / f"pipeline-{n}.yaml", pipeline=f"bench{n}",
                                   lake=WORK / f"lake-{n}", dsn=dsn, tables=["public.items"],
                                   bootstrap=bootstrap, group=f"bench-{n}",
-                                  max_events=args.max_events, max_latency_ms=500)
+                                  max_events=args.max_events, max_latency_ms=args.max_latency_ms)
             run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{n}")
             runs.append(run)
             print(f"{n} worker(s): {run['events_per_s']:,} events/s into 3 layers; commit "
                   f"p50 {run['commit_latency_p50_s']}s p99 {run['commit_latency_p99_s']}s; "
-                  f"per worker {run['per_worker_events']}")
+                  f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}")
         result = {
             "benchmark": "distributed", "at": datetime.now(UTC).isoformat(),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "load_avg_1m": os.getloadavg()[0]},
             "events": total, "partitions": args.partitions, "max_events": args.max_events,
+            "max_latency_ms": args.max_latency_ms,
             "baseline_raw_consume_per_s": round(raw), "runs": runs,
             "embedded_runtime": "not measured here (stream_processors/embedded not on this "
                                 "branch when the benchmark was written)",
