@@ -97,8 +97,9 @@ def raw_consume(bootstrap: str, topic: str, partitions: int, total: int) -> floa
     return total / elapsed
 
 
-def run_workers(n: int, *, config: Path, total: int, workdir: Path) -> dict:
-    workers = [start_worker(config, workdir, f"w{i}", session_timeout=6.0) for i in range(n)]
+def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: str) -> dict:
+    workers = [start_worker(config, workdir, f"w{i}", session_timeout=6.0,
+                            extra=["--bucket-by", bucket_by]) for i in range(n)]
     deadline = time.monotonic() + 900
     try:
         while True:
@@ -118,7 +119,7 @@ def run_workers(n: int, *, config: Path, total: int, workdir: Path) -> dict:
     end = max(s["last_commit"] for s in stats if s["last_commit"])
     elapsed = end - min(starts)
     return {
-        "workers": n, "events": sum(s["events"] for s in stats),
+        "workers": n, "bucket_by": bucket_by, "events": sum(s["events"] for s in stats),
         "batches": sum(s["batches"] for s in stats), "seconds": round(elapsed, 2),
         "events_per_s": round(total / elapsed),
         "commit_latency_p50_s": round(statistics.median(latencies), 3),
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--max-events", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--max-latency-ms", type=int, default=2000)
+    parser.add_argument("--bucket-by", default="partition,key",
+                        help="live/forensic layouts to compare (see docs/distributed.md)")
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -157,14 +160,18 @@ def main() -> None:
         raw = raw_consume(bootstrap, topic, args.partitions, total)
         print(f"baseline raw consume: {raw:,.0f} records/s")
         runs = []
-        for n in (int(x) for x in args.workers.split(",")):
-            config = write_config(WORK / f"pipeline-{n}.yaml", pipeline=f"bench{n}",
-                                  lake=WORK / f"lake-{n}", dsn=dsn, tables=["public.items"],
-                                  bootstrap=bootstrap, group=f"bench-{n}",
+        plans = [(b, int(n)) for b in args.bucket_by.split(",") for n in args.workers.split(",")]
+        for bucket_by, n in plans:
+            tag = f"{bucket_by}-{n}"
+            config = write_config(WORK / f"pipeline-{tag}.yaml", pipeline=f"bench{n}",
+                                  lake=WORK / f"lake-{tag}", dsn=dsn, tables=["public.items"],
+                                  bootstrap=bootstrap, group=f"bench-{tag}",
                                   max_events=args.max_events, max_latency_ms=args.max_latency_ms)
-            run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{n}")
+            run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{tag}",
+                              bucket_by=bucket_by)
             runs.append(run)
-            print(f"{n} worker(s): {run['events_per_s']:,} events/s into 3 layers; commit "
+            print(f"{n} worker(s), buckets by {bucket_by}: {run['events_per_s']:,} events/s "
+                  f"into 3 layers; commit "
                   f"p50 {run['commit_latency_p50_s']}s p99 {run['commit_latency_p99_s']}s; "
                   f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}")
         result = {
