@@ -61,28 +61,40 @@ def delta_errors(uri: str, *, batch_id: int | None = None) -> Iterator[None]:
         yield
     except SinkError:
         raise
-    except dx.CommitFailedError as exc:
-        raise SinkCommitConflict(
-            f"commit to `{uri}` lost to a concurrent writer: {exc}",
+    except (dx.DeltaError, OSError) as exc:
+        raise _translate(exc, uri, batch_id) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _translate(exc: BaseException, uri: str, batch_id: int | None) -> SinkError:
+    """The `SinkError` for one deltalake (or OS) exception."""
+    detail = _one_line(exc)
+    if isinstance(exc, dx.CommitFailedError):
+        return SinkCommitConflict(
+            f"commit to `{uri}` lost to a concurrent writer: {detail}",
             hint="retry the batch; it is idempotent",
             table=uri,
             batch_id=batch_id,
-        ) from exc
-    except dx.SchemaMismatchError as exc:
-        raise SinkSchemaMismatch(
-            f"batch does not fit the schema of `{uri}`: {exc}",
+        )
+    if isinstance(exc, dx.SchemaMismatchError):
+        return SinkSchemaMismatch(
+            f"batch does not fit the schema of `{uri}`: {detail}",
             hint="see docs/sinks.md, schema evolution",
             table=uri,
             batch_id=batch_id,
-        ) from exc
-    except dx.TableNotFoundError as exc:
-        raise SinkLocationError(
-            f"no Delta table at `{uri}`: {exc}", hint="check the lake root", table=uri
-        ) from exc
-    except (dx.DeltaError, OSError) as exc:
-        raise SinkUnavailable(
-            f"Delta operation on `{uri}` failed: {exc}",
-            hint="check the storage location and credentials, then retry",
+        )
+    if isinstance(exc, dx.TableNotFoundError):
+        return SinkLocationError(
+            f"cannot open or create the Delta table at `{uri}`: {detail}",
+            hint="check the lake root and its permissions",
             table=uri,
-            batch_id=batch_id,
-        ) from exc
+        )
+    return SinkUnavailable(
+        f"Delta operation on `{uri}` failed: {detail}",
+        hint="check the storage location and credentials, then retry",
+        table=uri,
+        batch_id=batch_id,
+    )

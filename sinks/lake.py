@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +29,14 @@ from sinks.delta.live import LiveSink
 from sinks.delta.table import table_uri
 from sinks.errors import SinkSchemaMismatch
 from sinks.maintenance import Maintenance
-from stream_processors.milestoning.columns import POSITION, Layer
+from stream_processors.milestoning.columns import (
+    BATCH,
+    BATCH_IN,
+    POSITION,
+    SOURCE_TS,
+    VALID_FROM,
+    Layer,
+)
 from stream_processors.milestoning.dead_letter import DeadLetter
 from stream_processors.milestoning.model import MilestonedTable
 
@@ -51,6 +60,7 @@ class BatchResult:
         dead_letters: events sent to the dead letters because they could not be applied.
         skipped: True when every layer and the batch log already held this batch.
         committed_at: when the batch log row was written.
+        seconds: wall time of `commit_batch`: what an adaptive batcher steers by.
     """
 
     batch_id: int
@@ -59,6 +69,7 @@ class BatchResult:
     dead_letters: int
     skipped: bool
     committed_at: datetime
+    seconds: float
 
 
 class Lake:
@@ -71,6 +82,7 @@ class Lake:
         maintenance: run background compaction/vacuum (see `sinks.maintenance`).
         cache_rows: per-layer bound of the in-memory bucket cache.
         range_size: keys per bucket for tables with one integer key (fixed at creation).
+        parallelism: tables committed at once (and changelog beside live within a table).
     """
 
     def __init__(
@@ -82,6 +94,7 @@ class Lake:
         maintenance: bool = False,
         cache_rows: int = DEFAULT_CACHE_ROWS,
         range_size: int | None = None,
+        parallelism: int = 2,
     ) -> None:
         self.root = root
         self.app_id = app_id
@@ -89,6 +102,8 @@ class Lake:
         self.cache_rows = cache_rows
         self.range_size = range_size
         self._sinks: dict[tuple[str, Layer], LayerSink] = {}
+        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="tm-table")
+        self._side = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="tm-layer")
         self.batch_log = BatchLog(root, app_id=app_id, storage_options=self.storage_options)
         self.dead_letters = DeadLetterTable(
             root, app_id=app_id, storage_options=self.storage_options
@@ -120,7 +135,11 @@ class Lake:
         return self._sinks[(table, layer)]
 
     def _maintained(self) -> list[tuple[str, Layer]]:
-        return [(table_uri(self.root, layer.value, table), layer) for table, layer in self._sinks]
+        return [
+            (sink.handle.uri, layer)
+            for (_, layer), sink in list(self._sinks.items())
+            if sink.handle.dt is not None
+        ]
 
     def applied_position(self, table: str) -> str | None:
         """The highest position committed to every existing layer of `table` (None if none)."""
@@ -134,10 +153,22 @@ class Lake:
         return min(p for p in positions if p is not None)
 
     def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None:
-        """The open forensic versions of `keys` (columns = the key columns of `keys`)."""
-        sink = self.sink(table, Layer.FORENSIC)
-        assert isinstance(sink, ForensicSink)
-        return sink.current_versions(keys, keys.column_names)
+        """The open forensic versions of `keys` (key columns = the columns of `keys`).
+
+        A table kept without a forensic layer answers from live, renamed to the forensic
+        columns (`_tm_valid_from`, `_tm_batch_in`), so the core can still drop replays.
+        """
+        forensic = self.sink(table, Layer.FORENSIC)
+        assert isinstance(forensic, ForensicSink)
+        if forensic.handle.dt is not None:
+            return forensic.lookup(keys, keys.column_names)
+        live = self.sink(table, Layer.LIVE)
+        assert isinstance(live, LiveSink)
+        rows = live.lookup(keys, keys.column_names)
+        if rows is None:
+            return None
+        renames = {SOURCE_TS: VALID_FROM, BATCH: BATCH_IN}
+        return rows.rename_columns([renames.get(name, name) for name in rows.column_names])
 
     def last_batch_id(self) -> int:
         """The last batch recorded in the batch log, 0 when empty."""
@@ -164,9 +195,11 @@ class Lake:
             SinkCommitConflict: a layer kept losing to concurrent writers (transient).
             SinkError: storage failed; the batch can be replayed as a whole.
         """
+        clock = time.perf_counter()
         commits: list[CommitResult] = []
         counts: list[TableCounts] = []
         letters: list[DeadLetter] = []
+        jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
         for batch in tables:
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
@@ -176,12 +209,13 @@ class Lake:
                 letters.extend(_as_dead_letters(batch, exc.message))
                 counts.append(TableCounts(batch.table, dead_letters=batch.changelog.num_rows))
                 continue
-            for layer in _ORDER:
-                if layer in wanted:
-                    sink = self.sink(batch.table, layer)
-                    sink.write(batch, batch_id=batch_id)
-                    commits.append(sink.commit())
+            jobs.append((batch, [self.sink(batch.table, lay) for lay in _ORDER if lay in wanted]))
             counts.append(_counts(batch))
+        # Tables are independent: commit them side by side (delta-rs releases the GIL while
+        # it writes). Within a table, changelog and live go together, forensic strictly last.
+        futures = [self._pool.submit(self._commit_table, b, sinks, batch_id) for b, sinks in jobs]
+        for future in futures:
+            commits.extend(future.result())
         if letters:
             self.dead_letters.append(letters, batch_id=batch_id, stage="apply")
         logged = self.batch_log.append(
@@ -189,8 +223,28 @@ class Lake:
         )
         skipped = not logged and all(c.skipped for c in commits)
         return BatchResult(
-            batch_id, tuple(counts), tuple(commits), len(letters), skipped, datetime.now(UTC)
+            batch_id,
+            tuple(counts),
+            tuple(commits),
+            len(letters),
+            skipped,
+            datetime.now(UTC),
+            time.perf_counter() - clock,
         )
+
+    def _commit_table(
+        self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
+    ) -> list[CommitResult]:
+        for sink in sinks:
+            sink.write(batch, batch_id=batch_id)
+        early = [s for s in sinks if s.layer is not Layer.FORENSIC]
+        late = [s for s in sinks if s.layer is Layer.FORENSIC]
+        if len(early) == 2:
+            side = self._side.submit(early[0].commit)
+            results = [early[1].commit(), side.result()]
+        else:
+            results = [s.commit() for s in early]
+        return results + [s.commit() for s in late]
 
     def _preflight(self, batch: MilestonedTable, layers: frozenset[Layer]) -> None:
         """Raise `SinkSchemaMismatch` before any layer is written if one cannot take the batch."""
@@ -214,6 +268,8 @@ class Lake:
         for sink in self._sinks.values():
             sink.close()
         self._sinks.clear()
+        self._pool.shutdown(wait=True)
+        self._side.shutdown(wait=True)
 
 
 def _counts(batch: MilestonedTable) -> TableCounts:

@@ -23,7 +23,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DEFAULT_RANGE_SIZE = 32_768
+DEFAULT_RANGE_SIZE = 16_384
 DEFAULT_HASH_BUCKETS = 64
 PARTITION_STRIDE = 1_000_000
 """`partition` buckets are `kafka_partition * PARTITION_STRIDE + inner bucket`."""

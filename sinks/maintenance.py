@@ -16,10 +16,12 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from stream_processors.milestoning.columns import CURRENT, Layer
+from stream_processors.milestoning.columns import BUCKET, CURRENT, Layer
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,30 @@ def compact(
     layer: Layer,
     *,
     storage_options: Mapping[str, str] | None = None,
-    target_size: int = 64 * 1024 * 1024,
+    target_size: int = 4 * 1024 * 1024,
+    min_files: int = 10,
 ) -> int:
-    """Compact the append-only part of one table; returns files removed."""
+    """Compact the append-only part of one table; returns files removed.
+
+    Only partitions holding at least `min_files` files below `target_size` are rewritten,
+    and files that reached `target_size` are final: `optimize.compact` bin-packs every file
+    below the target, so a large target would rewrite the same growing file again and again.
+    A round's work thus follows what was appended since the last one, not the history.
+    """
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
-    filters = [(CURRENT, "=", "false")] if layer is Layer.FORENSIC else None
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    small = actions.filter(pc.less(actions.column("size_bytes"), target_size))
+    if layer is not Layer.FORENSIC:
+        if small.num_rows < min_files:
+            return 0
+        filters = None
+    else:
+        small = small.filter(pc.invert(small.column(f"partition.{CURRENT}")))
+        counts = pc.value_counts(small.column(f"partition.{BUCKET}")).to_pylist()
+        buckets = [str(c["values"]) for c in counts if c["counts"] >= min_files]
+        if not buckets:
+            return 0
+        filters = [(CURRENT, "=", "false"), (BUCKET, "in", buckets)]
     metrics = dt.optimize.compact(partition_filters=filters, target_size=target_size)
     return int(metrics.get("numFilesRemoved", 0))
 

@@ -20,6 +20,12 @@ def run(url: str, *statements: str) -> None:
     conn.close()
 
 
+def ends(records: list[RawRecord]) -> int:
+    return sum(
+        r.destination == "src.transaction" and payload(r)["status"] == "END" for r in records
+    )
+
+
 def ops(records: list[RawRecord], table: str) -> list[str]:
     return [p["op"] for p in changes(records, table)]
 
@@ -51,7 +57,7 @@ def test_snapshot_then_stream_with_before_images(fresh_database, capture_factory
         "BEGIN; INSERT INTO full_rows VALUES ('c', 3); UPDATE full_rows SET qty = 10"
         " WHERE code = 'a'; DELETE FROM full_rows WHERE code = 'b'; COMMIT",
     )
-    cap.collect(lambda rs: len(changes(rs)) >= 10)
+    cap.collect(lambda rs: len(changes(rs)) >= 10 and ends(rs) >= 2)
     keyed = changes(cap.records, "keyed")[2:]
     full = changes(cap.records, "full_rows")[2:]
     assert [p["op"] for p in keyed] == ["c", "u", "d"]

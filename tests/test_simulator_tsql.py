@@ -77,7 +77,8 @@ def used_statements(postgres):
     import psycopg2
 
     calls: list[tuple[str, tuple, dict]] = []
-    names = ("insert_sql", "update_sql", "delete_sql", "lock_sql", "count_children_sql")
+    names = ("insert_sql", "insert_children_sql", "update_sql", "delete_sql", "lock_sql",
+             "count_children_sql")
     mp = pytest.MonkeyPatch()
     for method in names:
         original = getattr(POSTGRES, method)
@@ -119,6 +120,11 @@ def test_every_dml_shape_the_operations_use_renders_valid_tsql(used_statements):
             _, cols, n_rows = args
             assert isinstance(tree, exp.Insert) and "OUTPUT inserted.id" in sql
             assert placeholders == len(cols) * n_rows
+        elif method == "insert_children_sql":
+            _, cols, n_rows = args
+            assert isinstance(tree, exp.Insert) and "OUTPUT inserted.id" in sql
+            assert isinstance(tree.expression, exp.Select) and "HOLDLOCK" in sql
+            assert placeholders == len(cols) * n_rows + bool(kwargs.get("parent_not"))
         elif method == "update_sql":
             _, set_cols, add_cols, n_rows = args
             assert isinstance(tree, exp.Update) and "OUTPUT inserted.id" in sql
@@ -134,7 +140,8 @@ def test_every_dml_shape_the_operations_use_renders_valid_tsql(used_statements):
         else:
             assert isinstance(tree, exp.Select) and placeholders == args[2]
     methods = {m for m, _, _ in used_statements}
-    assert methods == {"insert_sql", "update_sql", "delete_sql", "lock_sql", "count_children_sql"}
+    assert methods == {"insert_sql", "insert_children_sql", "update_sql", "delete_sql",
+                       "lock_sql", "count_children_sql"}
     assert len(seen) > 50
 
 

@@ -61,7 +61,8 @@ def test_kill_9_mid_commit_then_resume(lake_root):
     for _ in range(4):
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.crash_writer", root, str(N_BATCHES)],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         start = progress.read_text() if progress.exists() else "0"
         deadline = time.monotonic() + 120
@@ -102,8 +103,9 @@ def test_data_files_without_commit_are_ignored_and_replay_completes(lake_root):
     cw.run(lake, batches)
     assert snapshot(lake) == expected
     dt = DeltaTable(table_uri(root, "live", cw.TABLE))
-    orphans = dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False,
-                        full=True)
+    orphans = dt.vacuum(
+        retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True
+    )
     assert any("crashed" in path for path in orphans)
 
 

@@ -14,8 +14,9 @@ from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 
 V1 = pa.schema([("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64())])
-V2 = pa.schema([("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64()),
-                ("email", pa.string())])
+V2 = pa.schema(
+    [("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64()), ("email", pa.string())]
+)
 V3 = pa.schema([("id", pa.int64()), ("qty", pa.int32()), ("email", pa.string())])
 BAD = pa.schema([("id", pa.int64()), ("qty", pa.string()), ("email", pa.string())])
 
@@ -34,21 +35,26 @@ def test_add_drop_widen_and_reject(lake_root):
     d.run([event("u", pos(3), ts(3), id=1, qty=7, email="a@x")], schema=V3)
     live = d.read("live")
     assert [(r["id"], r["name"], r["qty"], r["email"]) for r in live] == [
-        (1, None, 7, "a@x"), (2, "b", 2, "b@x")
+        (1, None, 7, "a@x"),
+        (2, "b", 2, "b@x"),
     ]
     forensic = d.read("forensic")
     assert [(r["id"], r["name"], r["qty"], r["_tm_valid_to"] is None) for r in forensic] == [
-        (1, "a", 1, False), (1, None, 7, True), (2, "b", 2, True)
+        (1, "a", 1, False),
+        (1, None, 7, True),
+        (2, "b", 2, True),
     ]
     schema = pa.schema(DeltaTable(table_uri(lake.root, "live", "s.p.t")).schema().to_arrow())
     assert schema.field("qty").type == pa.int64()
     # an int column that turns into text cannot widen: dead letters, the other table goes on
     other = Driver(lake, "s.p.other", V1)
-    bad = d.milestone([event("u", pos(4), ts(4), id=2, qty="lots", email="b@x")],
-                      batch_id=4, schema=BAD)
+    bad = d.milestone(
+        [event("u", pos(4), ts(4), id=2, qty="lots", email="b@x")], batch_id=4, schema=BAD
+    )
     good = other.milestone([event("c", pos(5), ts(5), id=9, name="ok", qty=1)], batch_id=4)
-    result = lake.commit_batch(4, [bad, good], source_positions={"src": pos(5)},
-                               started_at=datetime.now(UTC))
+    result = lake.commit_batch(
+        4, [bad, good], source_positions={"src": pos(5)}, started_at=datetime.now(UTC)
+    )
     assert result.dead_letters == 1
     letters = pa.table(lake.dead_letters.read()).to_pylist()
     assert len(letters) == 1
@@ -60,8 +66,9 @@ def test_add_drop_widen_and_reject(lake_root):
     log = {r["batch_id"]: r for r in pa.table(lake.batch_log.read()).to_pylist()}
     assert {t["table"]: t["dead_letters"] for t in log[4]["tables"]} == {"s.p.t": 1, "s.p.other": 0}
     # replaying the batch writes no second letter
-    lake.commit_batch(4, [bad, good], source_positions={"src": pos(5)},
-                      started_at=datetime.now(UTC))
+    lake.commit_batch(
+        4, [bad, good], source_positions={"src": pos(5)}, started_at=datetime.now(UTC)
+    )
     assert pa.table(lake.dead_letters.read()).num_rows == 1
 
 
@@ -69,8 +76,14 @@ def test_decoder_dead_letters_are_idempotent(lake_root):
     from stream_processors.milestoning.dead_letter import DeadLetter
 
     lake = Lake(lake_root(), app_id="dl")
-    letter = DeadLetter(table=None, raw_key=None, raw_value='{"broken": ', reason="bad JSON",
-                        origin="engine", position=None)
+    letter = DeadLetter(
+        table=None,
+        raw_key=None,
+        raw_value='{"broken": ',
+        reason="bad JSON",
+        origin="engine",
+        position=None,
+    )
     lake.write_dead_letters([letter], batch_id=1)
     lake.write_dead_letters([letter], batch_id=1)
     rows = pa.table(lake.dead_letters.read()).to_pylist()

@@ -18,9 +18,7 @@ from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 
 TABLE = "shop.public.customers"
-SCHEMA = pa.schema(
-    [("id", pa.int64()), ("name", pa.string()), ("balance", pa.decimal128(12, 2))]
-)
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("balance", pa.decimal128(12, 2))])
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -35,36 +33,63 @@ def lake(request, lake_root):
 
 
 def live_row(id, name, balance, op, n, batch):
-    return {"id": id, "name": name, "balance": balance, c.OP: op, c.POSITION: pos(n),
-            c.SOURCE_TS: ts(n), c.BATCH: batch}
+    return {
+        "id": id,
+        "name": name,
+        "balance": balance,
+        c.OP: op,
+        c.POSITION: pos(n),
+        c.SOURCE_TS: ts(n),
+        c.BATCH: batch,
+    }
 
 
 def version(id, name, balance, op, n, batch_in, closed=None):
     end, batch_out = closed or (None, None)
-    return {"id": id, "name": name, "balance": balance, c.VALID_FROM: ts(n),
-            c.VALID_TO: None if end is None else ts(end), c.BATCH_IN: batch_in,
-            c.BATCH_OUT: batch_out, c.OP: op, c.POSITION: pos(n)}
+    return {
+        "id": id,
+        "name": name,
+        "balance": balance,
+        c.VALID_FROM: ts(n),
+        c.VALID_TO: None if end is None else ts(end),
+        c.BATCH_IN: batch_in,
+        c.BATCH_OUT: batch_out,
+        c.OP: op,
+        c.POSITION: pos(n),
+    }
 
 
 def test_story_insert_update_delete_reinsert_replay(lake):
     d = Driver(lake, TABLE, SCHEMA)
     # load 1: initial inserts (one far key in another bucket)
-    d.run([event("c", pos(1), ts(1), id=1, name="Ann", balance=Decimal("10.00")),
-           event("c", pos(2), ts(2), id=2, name="Bob", balance=Decimal("0.01")),
-           event("c", pos(3), ts(3), id=100_000, name="Zoë", balance=None)])
+    d.run(
+        [
+            event("c", pos(1), ts(1), id=1, name="Ann", balance=Decimal("10.00")),
+            event("c", pos(2), ts(2), id=2, name="Bob", balance=Decimal("0.01")),
+            event("c", pos(3), ts(3), id=100_000, name="Zoë", balance=None),
+        ]
+    )
     assert d.read("live") == [
         live_row(1, "Ann", Decimal("10.00"), "c", 1, 1),
         live_row(2, "Bob", Decimal("0.01"), "c", 2, 1),
         live_row(100_000, "Zoë", None, "c", 3, 1),
     ]
     # load 2: update, no-op update, delete
-    d.run([event("u", pos(4), ts(4), id=1, name="Ann", balance=Decimal("12.50")),
-           event("u", pos(5), ts(5), id=100_000, name="Zoë", balance=None),
-           event("d", pos(6), ts(6), id=2, name="Bob", balance=Decimal("0.01"))])
+    d.run(
+        [
+            event("u", pos(4), ts(4), id=1, name="Ann", balance=Decimal("12.50")),
+            event("u", pos(5), ts(5), id=100_000, name="Zoë", balance=None),
+            event("d", pos(6), ts(6), id=2, name="Bob", balance=Decimal("0.01")),
+        ]
+    )
     # load 3: re-insert the deleted key, two updates of one key in one batch
-    d.run([event("c", pos(7), ts(7), id=2, name="Bob II", balance=Decimal("1.00")),
-           event("u", pos(8), ts(8), id=1, name="Ann B", balance=Decimal("12.50")),
-           event("u", pos(9), ts(9), id=1, name="Ann C", balance=Decimal("12.50"))])
+    d.run(
+        [
+            event("c", pos(7), ts(7), id=2, name="Bob II", balance=Decimal("1.00")),
+            event("u", pos(8), ts(8), id=1, name="Ann B", balance=Decimal("12.50")),
+            event("u", pos(9), ts(9), id=1, name="Ann C", balance=Decimal("12.50")),
+        ]
+    )
     expected_live = [
         live_row(1, "Ann C", Decimal("12.50"), "u", 9, 3),
         live_row(2, "Bob II", Decimal("1.00"), "c", 7, 3),
@@ -83,12 +108,20 @@ def test_story_insert_update_delete_reinsert_replay(lake):
     assert d.read("forensic") == expected_forensic
     changelog = d.read("changelog")
     assert [(r["id"], r[c.OP], r[c.BATCH]) for r in changelog] == [
-        (1, "c", 1), (2, "c", 1), (100_000, "c", 1), (1, "u", 2), (100_000, "u", 2),
-        (2, "d", 2), (2, "c", 3), (1, "u", 3), (1, "u", 3),
+        (1, "c", 1),
+        (2, "c", 1),
+        (100_000, "c", 1),
+        (1, "u", 2),
+        (100_000, "u", 2),
+        (2, "d", 2),
+        (2, "c", 3),
+        (1, "u", 3),
+        (1, "u", 3),
     ]
     # load 3 again (a replay after a crash): nothing changes, every layer reports a skip
-    again = d.run([event("c", pos(7), ts(7), id=2, name="Bob II", balance=Decimal("1.00"))],
-                  batch_id=3)
+    again = d.run(
+        [event("c", pos(7), ts(7), id=2, name="Bob II", balance=Decimal("1.00"))], batch_id=3
+    )
     assert again.skipped and all(r.skipped for r in again.commits)
     # the same events under a new batch id (runner rebuilt the batch): still applied once
     d.run([event("u", pos(9), ts(9), id=1, name="Ann C", balance=Decimal("12.50"))])
@@ -109,35 +142,57 @@ def test_open_reads_back_txn_and_position(lake):
     for layer in c.Layer:
         assert reopened.sink(TABLE, layer).open() == 2
     current = reopened.current_versions(TABLE, pa.table({"id": pa.array([1, 7], pa.int64())}))
-    assert current is not None and current.to_pylist() == [
-        version(1, "b", None, "u", 2, 2)
+    assert current is not None and current.to_pylist() == [version(1, "b", None, "u", 2, 2)]
+
+
+EXACT = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("amount", pa.decimal128(38, 10)),
+        ("seen_at", pa.timestamp("us", tz="UTC")),
+        ("local_at", pa.timestamp("us")),
+        ("day", pa.date32()),
+        ("note", pa.string()),
+        ("flag", pa.bool_()),
+        ("blob", pa.binary()),
     ]
-
-
-EXACT = pa.schema([
-    ("id", pa.int64()),
-    ("amount", pa.decimal128(38, 10)),
-    ("seen_at", pa.timestamp("us", tz="UTC")),
-    ("local_at", pa.timestamp("us")),
-    ("day", pa.date32()),
-    ("note", pa.string()),
-    ("flag", pa.bool_()),
-    ("blob", pa.binary()),
-])
+)
 
 
 def test_exact_values_round_trip(lake):
     """Decimals stay exact, instants keep their microseconds, NULL stays NULL, any Unicode."""
     berlin = timezone(timedelta(hours=1))
     rows = [
-        dict(id=1, amount=Decimal("1234567890123456789012345678.0123456789"),
-             seen_at=datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=berlin),
-             local_at=datetime(1999, 12, 31, 23, 59, 59, 1), day=datetime(2026, 2, 28).date(),
-             note="naïve café 東京 🚀 \u0000nul \u202eRTL", flag=True, blob=b"\x00\xff"),
-        dict(id=2, amount=Decimal("-0.0000000001"), seen_at=None, local_at=None, day=None,
-             note="", flag=None, blob=None),
-        dict(id=3, amount=None, seen_at=datetime(1970, 1, 1, tzinfo=UTC), local_at=None,
-             day=None, note=None, flag=False, blob=b""),
+        dict(
+            id=1,
+            amount=Decimal("1234567890123456789012345678.0123456789"),
+            seen_at=datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=berlin),
+            local_at=datetime(1999, 12, 31, 23, 59, 59, 1),
+            day=datetime(2026, 2, 28).date(),
+            note="naïve café 東京 🚀 \u0000nul \u202eRTL",
+            flag=True,
+            blob=b"\x00\xff",
+        ),
+        dict(
+            id=2,
+            amount=Decimal("-0.0000000001"),
+            seen_at=None,
+            local_at=None,
+            day=None,
+            note="",
+            flag=None,
+            blob=None,
+        ),
+        dict(
+            id=3,
+            amount=None,
+            seen_at=datetime(1970, 1, 1, tzinfo=UTC),
+            local_at=None,
+            day=None,
+            note=None,
+            flag=False,
+            blob=b"",
+        ),
     ]
     d = Driver(lake, "src.s.exact", EXACT)
     d.run([event("c", pos(i + 1), ts(i + 1), **r) for i, r in enumerate(rows)])

@@ -50,7 +50,9 @@ def test_tail_prints_json_lines_then_drops_its_slot(fresh_database, tmp_path):
         "after": {"id": 1, "name": "old"},
     }
     assert [(line["op"], line["key"]) for line in lines[1:]] == [("c", {"id": 2}), ("c", {"id": 3})]
-    assert all({"position", "tx", "before"} <= line.keys() for line in lines)
+    assert all({"position", "tx", "before", "ts"} <= line.keys() for line in lines)
+    positions = [line["position"] for line in lines]
+    assert positions == sorted(positions) and all(len(p) == 40 for p in positions)
     cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%tail%'")
     assert cur.fetchone()[0] == 0
 

@@ -76,7 +76,7 @@ def engine_properties(
             "value.converter.replace.null.with.default": "false",
             "provide.transaction.metadata": "true",
             "max.batch.size": str(max_batch),
-            "max.queue.size": str(max_batch * 4),
+            "max.queue.size": str(max_batch * 2),
             "poll.interval.ms": "100",
             "errors.max.retries": "3",
         }
@@ -105,7 +105,7 @@ class EmbeddedEngine:
         offsets_dir: Path,
         log_dir: Path,
         heap: str = DEFAULT_HEAP,
-        queue_chunks: int = 8,
+        queue_chunks: int = 4,
         max_batch: int = 4096,
         extra: Mapping[str, str] | None = None,
     ) -> None:

@@ -27,6 +27,8 @@ SourceKind = Literal["postgres", "sqlserver"]
 HEARTBEAT_PREFIX = "__debezium-heartbeat"
 _SCHEMA_HEAD = '{"schema":'
 _PAYLOAD_SEP = ',"payload":'
+_HEAD_LEN = len(_SCHEMA_HEAD)
+_MAX_OPEN_TX = 10_000  # transactions awaiting their END marker, per source
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Decoder:
     key_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _layouts: dict[tuple[str, str], TableLayout | _Marker] = field(default_factory=dict)
     _states: dict[str, PositionState] = field(default_factory=dict)
+    _last: dict[str, tuple[str, TableLayout | _Marker]] = field(default_factory=dict)
 
     def state(self, source: str) -> PositionState:
         """The position state of one source (Debezium `topic.prefix`)."""
@@ -114,12 +117,26 @@ class Decoder:
              markers: list[TxMarker]) -> None:
         value = record.value
         assert value is not None
-        schema_text, payload = _split(value)
-        cache_key = (record.destination, schema_text)
-        layout = self._layouts.get(cache_key)
-        if layout is None:
-            layout = self._layout(record, schema_text, payload)
-            self._layouts[cache_key] = layout
+        # Fast path: the same schema as this destination's last record, checked in place
+        # (no copy of the schema text), then only the payload is parsed.
+        last = self._last.get(record.destination)
+        if (
+            last is not None
+            and value.startswith(last[0], _HEAD_LEN)
+            and value.startswith(_PAYLOAD_SEP, _HEAD_LEN + len(last[0]))
+            and value.startswith(_SCHEMA_HEAD)
+        ):
+            layout = last[1]
+            payload = orjson.loads(value[_HEAD_LEN + len(last[0]) + len(_PAYLOAD_SEP) : -1])
+        else:
+            schema_text, payload = _split(value)
+            cache_key = (record.destination, schema_text)
+            layout = self._layouts.get(cache_key)
+            if layout is None:
+                layout = self._layout(record, schema_text, payload)
+                self._layouts[cache_key] = layout
+            if schema_text is not None and value.startswith(_SCHEMA_HEAD):
+                self._last[record.destination] = (schema_text, layout)
         if isinstance(layout, _Marker):
             markers.append(self._marker(record.destination, payload))
             return
@@ -136,15 +153,28 @@ class Decoder:
         else:
             position = sqlserver_position(source, op, state)
             tx_id = source.get("commit_lsn")
+        if op == "r":  # snapshot reads belong to no source transaction (and get no END)
+            tx_id = None
         if tx_id is not None:
-            state.tx_last_position[tx_id] = position
+            open_txs = state.tx_last_position
+            open_txs[tx_id] = position
+            if len(open_txs) > _MAX_OPEN_TX:  # END markers not coming (metadata off)
+                del open_txs[next(iter(open_txs))]
         ts = source.get("ts_us")
         if ts is None and source.get("ts_ms") is not None:
             ts = source["ts_ms"] * 1000
         rows = pending.get(layout)
         if rows is None:
             rows = pending[layout] = TableRows(layout)
-        rows.add(row, payload.get("before"), op, position, tx_id, ts, record)
+        before = payload.get("before")
+        if layout.keyless and op == "u" and before is not None:
+            # Every column is the key: the update is the old row leaving, the new arriving.
+            rows.add(before, before, "d", position, tx_id, ts, record)
+            position = position[:-8] + f"{int(position[-8:], 16) + 1:08x}"
+            op, before = "c", None
+            if tx_id is not None:
+                state.tx_last_position[tx_id] = position
+        rows.add(row, before, op, position, tx_id, ts, record)
 
     def _layout(self, record: RawRecord, schema_text: str | None,
                 payload: dict[str, Any]) -> TableLayout | _Marker:
@@ -172,7 +202,8 @@ class Decoder:
         for entry in payload.get("data_collections") or ():
             name = entry["data_collection"]
             if self.source_kind == "sqlserver":  # testDB.dbo.t -> dbo.t
-                name = name.split(".", 1)[1]
+                parts = name.split(".")
+                name = f"{parts[1]}.{parts[-1]}" if len(parts) > 2 else name
             counts[f"{prefix}.{name}"] = int(entry["event_count"])
         status = payload["status"]
         position = None
@@ -190,8 +221,8 @@ class Decoder:
                 built = rows.build()
             except Exception:
                 rows, bad = rows.split_bad()
-                for record, reason in bad:
-                    dead.append(self._dead(record, reason, table=layout.table))
+                for record, reason, position in bad:
+                    dead.append(self._dead(record, reason, table=layout.table, position=position))
                 built = rows.build()
             if built.num_rows:
                 tables.setdefault(layout.table, []).append(built)
@@ -207,11 +238,12 @@ class Decoder:
             last = top if last is None or top > last else last
         return changes, last
 
-    def _dead(self, record: RawRecord, reason: str, *, table: str | None = None) -> DeadLetter:
+    def _dead(self, record: RawRecord, reason: str, *, table: str | None = None,
+              position: str | None = None) -> DeadLetter:
         return DeadLetter(
             table=table or _table_from_destination(record.destination, self.source_kind),
             raw_key=record.key, raw_value=record.value, reason=reason.splitlines()[0],
-            origin=record.origin or record.destination, position=None,
+            origin=record.origin or record.destination, position=position,
         )
 
 

@@ -73,7 +73,7 @@ def open_postgres_engine(
     heartbeat_ms: int = 10_000,
     signal_schema: str = "public",
     extra: Mapping[str, str] | None = None,
-    queue_chunks: int = 8,
+    queue_chunks: int = 4,
     max_batch: int = 4096,
     slot: str | None = None,
     publication: str | None = None,

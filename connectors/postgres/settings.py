@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from psycopg2.extensions import parse_dsn
 
+from connectors.decode.settings import TYPE_SETTINGS
 from connectors.errors import SourceConfigError
 from tidemark.secrets import mask
 
@@ -102,6 +103,7 @@ def connector_settings(
         "heartbeat.interval.ms": str(heartbeat_ms),
         "tombstones.on.delete": "false",
         "status.update.interval.ms": "1000",
+        **TYPE_SETTINGS,  # exact decimals, times, intervals: what the decoder expects
     }
     if signal_table:
         settings["signal.data.collection"] = signal_table

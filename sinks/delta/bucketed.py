@@ -14,20 +14,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from sinks.base import CommitResult
-from sinks.delta.buckets import DEFAULT_CACHE_ROWS, BucketRows
+from sinks.delta.buckets import DEFAULT_CACHE_ROWS, BucketRows, key_filter
 from sinks.delta.table import DeltaHandle
 from sinks.errors import SinkCommitConflict, SinkError
 from sinks.layout import Bucketing
 from sinks.schema import align
-from stream_processors.milestoning.columns import BUCKET, Layer
+from stream_processors.milestoning.columns import BUCKET, CURRENT, Layer
 from stream_processors.milestoning.model import MilestonedTable
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+PHYSICAL = (BUCKET, CURRENT)
 
 
 def with_bucket(table: pa.Table, bucketing: Bucketing, key_columns: Sequence[str]) -> pa.Table:
@@ -47,7 +47,7 @@ class BucketedSink(ABC):
 
     layer: Layer
     partition_by: tuple[str, ...] = (BUCKET,)
-    scope: ds.Expression | None = None
+    scope: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(
         self,
@@ -63,14 +63,14 @@ class BucketedSink(ABC):
             app_id=app_id,
             storage_options=storage_options,
             partition_by=self.partition_by,
-            configuration=self.configuration(),
         )
         self.rows = BucketRows(self.handle, scope=self.scope, max_rows=cache_rows)
         self.range_size = range_size
         self.bucketing: Bucketing | None = None
         self._staged: tuple[MilestonedTable, int] | None = None
 
-    def configuration(self) -> dict[str, str]:
+    def configuration(self, key_columns: Sequence[str]) -> dict[str, str]:
+        """Delta table properties set when the table is created."""
         return {}
 
     def open(self) -> int:
@@ -100,6 +100,7 @@ class BucketedSink(ABC):
             if batch_id <= self.handle.applied_batch():
                 self._staged = None
                 return CommitResult(self.layer, batch_id, 0, True, self._version(), 0.0)
+            base = self._version()
             try:
                 rows = self._commit_once(batch, batch_id)
             except SinkCommitConflict:
@@ -108,8 +109,9 @@ class BucketedSink(ABC):
                 log.warning(
                     "conflict on %s, batch %s, attempt %s", self.handle.uri, batch_id, attempt
                 )
-                self.rows.clear()
                 self.handle.refresh()
+                if not self.handle.only_maintenance_since(base):
+                    self.rows.clear()  # someone changed rows: re-read what we touch
                 time.sleep(0.05 * 2**attempt)
                 continue
             self._staged = None
@@ -122,6 +124,10 @@ class BucketedSink(ABC):
 
     def _commit_once(self, batch: MilestonedTable, batch_id: int) -> int:
         keys = batch.key_columns
+        if self.handle.dt is None:
+            # Another worker may have created the table since we opened: adopt its layout.
+            self.handle.refresh()
+            self.bucketing = Bucketing.from_json(self.handle.description) or self.bucketing
         new_rows, touched = self.stage(batch, batch_id)
         bucketing = self.ensure_bucketing(new_rows.schema, keys)
         new_rows = with_bucket(new_rows, bucketing, keys)
@@ -139,6 +145,8 @@ class BucketedSink(ABC):
         pieces = [*content.values(), extra]
         data = pa.concat_tables(pieces) if pieces else fitted.slice(0, 0)
         before = self._version()
+        if self.handle.dt is None:
+            self.handle.configuration = self.configuration(keys)
         if self.handle.dt is None or not buckets:
             # First commit creates the table; an empty batch still records txn and position.
             self.handle.commit(
@@ -164,6 +172,22 @@ class BucketedSink(ABC):
         for bucket, rows in content.items():
             self.rows.put(bucket, rows)
         return data.num_rows
+
+    def lookup(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Table | None:
+        """The stored (live) or open (forensic) rows of `keys`, None if the table is absent.
+
+        Reads only the buckets the keys fall in, through the cache.
+        """
+        if self.handle.dt is None or self.bucketing is None or keys.num_rows == 0:
+            return None
+        keyed = keys.select(list(key_columns))
+        buckets = self.bucketing.assign(keyed, key_columns).unique().to_pylist()
+        parts = [rows for rows in self.rows.get(buckets).values() if rows.num_rows]
+        if not parts:
+            return None
+        rows = pa.concat_tables(parts, promote_options="permissive")
+        found = key_filter(rows, keyed, key_columns, keep=True)
+        return found.drop_columns([c for c in PHYSICAL if c in found.column_names])
 
     @abstractmethod
     def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:

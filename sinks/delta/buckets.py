@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from sinks.delta.table import DeltaHandle
 from stream_processors.milestoning.columns import BUCKET
@@ -55,7 +54,7 @@ class BucketRows:
 
     Args:
         handle: the layer's Delta table.
-        scope: an extra filter for what is cached (forensic: only `_tm_current = true`).
+        scope: extra partition filters for what is cached (forensic: `_tm_current = true`).
         max_rows: cache bound in rows.
     """
 
@@ -63,11 +62,11 @@ class BucketRows:
         self,
         handle: DeltaHandle,
         *,
-        scope: ds.Expression | None = None,
+        scope: Sequence[tuple[str, str, str]] = (),
         max_rows: int = DEFAULT_CACHE_ROWS,
     ) -> None:
         self.handle = handle
-        self.scope = scope
+        self.scope = list(scope)
         self.max_rows = max_rows
         self._cache: OrderedDict[int, pa.Table] = OrderedDict()
         self._rows = 0
@@ -84,10 +83,8 @@ class BucketRows:
             else:
                 missing.append(bucket)
         if missing and self.handle.dt is not None:
-            expression = ds.field(BUCKET).isin(missing)
-            if self.scope is not None:
-                expression = expression & self.scope
-            rows = self.handle.read(expression)
+            partitions = [(BUCKET, "in", [str(b) for b in missing]), *self.scope]
+            rows = self.handle.read(partitions=partitions)
             parts = split_by_bucket(rows)
             for bucket in missing:
                 found[bucket] = parts.get(bucket, rows.slice(0, 0))

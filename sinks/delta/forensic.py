@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from sinks.delta.bucketed import BucketedSink, conform
 from sinks.delta.buckets import key_filter, split_by_bucket
@@ -40,11 +39,13 @@ class ForensicSink(BucketedSink):
 
     layer = Layer.FORENSIC
     partition_by = (CURRENT, BUCKET)
-    scope = ds.field(CURRENT) == True  # noqa: E712 (an Arrow expression, not a comparison)
+    scope = ((CURRENT, "=", "true"),)
 
-    def configuration(self) -> dict[str, str]:
-        # Statistics on `_tm_batch_out` let the commit predicate skip every history file.
-        return {"delta.dataSkippingStatsColumns": ",".join(_STATS)}
+    def configuration(self, key_columns: Sequence[str]) -> dict[str, str]:
+        # Statistics on `_tm_batch_out` let the commit predicate skip every history file;
+        # on the keys and validity they let as-of queries skip files too.
+        names = [n if n.isidentifier() else f"`{n}`" for n in (*key_columns, *_STATS)]
+        return {"delta.dataSkippingStatsColumns": ",".join(names)}
 
     def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
         keys = list(batch.key_columns)
@@ -74,31 +75,23 @@ class ForensicSink(BucketedSink):
         opened = split_by_bucket(new_rows.filter(new_rows.column(CURRENT)))
         history = [new_rows.filter(pc.invert(new_rows.column(CURRENT)))]
         content = {}
+        closing = []
         for bucket, rows in current.items():
-            closing = key_filter(rows, closes, keys, keep=True)
-            if closing.num_rows:
-                closed = closing.drop_columns([VALID_TO, BATCH_OUT, CURRENT]).join(
-                    closes, keys, join_type="inner"
-                )
-                closed = closed.append_column(CURRENT, pa.repeat(False, closed.num_rows))
-                history.append(conform(closed, new_rows.schema))
-            kept = key_filter(rows, closes, keys, keep=False) if closing.num_rows else rows
+            hit = key_filter(rows, closes, keys, keep=True)
+            if hit.num_rows:
+                closing.append(hit)
+                rows = key_filter(rows, closes, keys, keep=False)
             added = opened.get(bucket)
-            content[bucket] = kept if added is None else pa.concat_tables([kept, added])
+            content[bucket] = rows if added is None else pa.concat_tables([rows, added])
+        if closing:
+            closed = (
+                pa.concat_tables(closing)
+                .drop_columns([VALID_TO, BATCH_OUT, CURRENT])
+                .join(closes, keys, join_type="inner")
+            )
+            closed = closed.append_column(CURRENT, pa.repeat(False, closed.num_rows))
+            history.append(conform(closed, new_rows.schema))
         return content, pa.concat_tables(history)
 
     def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
         return f"{in_list(BUCKET, buckets)} AND ({CURRENT} = true OR {BATCH_OUT} = {batch_id})"
-
-    def current_versions(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Table | None:
-        """The open versions of `keys` (source columns plus `_tm_` columns), None if no table."""
-        if self.handle.dt is None or self.bucketing is None or keys.num_rows == 0:
-            return None
-        keyed = keys.select(list(key_columns))
-        buckets = self.bucketing.assign(keyed, key_columns).unique().to_pylist()
-        parts = [rows for rows in self.rows.get(buckets).values() if rows.num_rows]
-        if not parts:
-            return None
-        rows = pa.concat_tables(parts, promote_options="permissive")
-        found = key_filter(rows, keyed, key_columns, keep=True)
-        return found.drop_columns([c for c in (BUCKET, CURRENT) if c in found.column_names])

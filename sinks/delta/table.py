@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 POSITION_KEY = "tidemark.position"
 BATCH_KEY = "tidemark.batch"
+APP_KEY = "tidemark.app"
+_MAINTENANCE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 _HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commits carry none)
 
 
@@ -96,16 +98,38 @@ class DeltaHandle:
 
     def _read_position(self) -> str | None:
         assert self.dt is not None
+        # Only our own commits: another worker's position says nothing about our events.
         for commit in self.dt.history(_HISTORY_SCAN):
-            if POSITION_KEY in commit:
+            if commit.get(APP_KEY) == self.app_id and POSITION_KEY in commit:
                 return str(commit[POSITION_KEY]) or None
         return None
 
-    def read(self, expression: ds.Expression | None = None) -> pa.Table:
-        """Rows matching `expression` (partition filters prune files), or all rows."""
+    def only_maintenance_since(self, version: int | None) -> bool:
+        """True if every commit after `version` only compacted or vacuumed (no row changed)."""
+        if self.dt is None or version is None:
+            return False
+        newer = self.dt.version() - version
+        if newer <= 0:
+            return True
+        with delta_errors(self.uri):
+            commits = self.dt.history(newer)
+        return all(c.get("operation") in _MAINTENANCE for c in commits)
+
+    def read(
+        self,
+        expression: ds.Expression | None = None,
+        *,
+        partitions: list[tuple[str, str, Any]] | None = None,
+    ) -> pa.Table:
+        """Rows matching `expression`; `partitions` (delta-rs filters) limit the files listed.
+
+        Listing only the wanted partitions matters: building a dataset over every file of a
+        big table costs more than reading a few buckets.
+        """
         assert self.dt is not None
         with delta_errors(self.uri):
-            return self.dt.to_pyarrow_dataset().to_table(filter=expression)
+            dataset = self.dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
+            return dataset.to_table(filter=expression)
 
     def commit(
         self,
@@ -124,7 +148,7 @@ class DeltaHandle:
             SinkCommitConflict: a concurrent writer won; retry the batch.
             SinkError: any other storage failure.
         """
-        metadata = {BATCH_KEY: str(batch_id)}
+        metadata = {BATCH_KEY: str(batch_id), APP_KEY: self.app_id}
         if self._position is not None and (position is None or position < self._position):
             position = self._position  # a replay never moves the position back
         if position is not None:

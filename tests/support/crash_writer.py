@@ -36,7 +36,7 @@ def workload(n_batches: int, *, seed: int = 7, per_batch: int = 1500) -> list[li
             roll = rnd.random()
             if roll < 0.3 or not alive:
                 key, op = next_key, "c"
-                next_key += rnd.choice((1, 1, 1, 40_000))  # sometimes jump to a new bucket
+                next_key += 40_000 if rnd.random() < 0.002 else 1  # now and then a new bucket
             elif roll < 0.9:
                 key = max(0, next_key - 1 - int(rnd.expovariate(1 / 2000)))
                 op = "u" if key in alive else "c"
@@ -46,8 +46,9 @@ def workload(n_batches: int, *, seed: int = 7, per_batch: int = 1500) -> list[li
                 alive.discard(key)
             else:
                 alive.add(key)
-            events.append(event(op, pos(seq), at, tx=str(seq // 10), id=key, v=f"v{seq}",
-                                n=seq % 7))
+            events.append(
+                event(op, pos(seq), at, tx=str(seq // 10), id=key, v=f"v{seq}", n=seq % 7)
+            )
         batches.append(events)
     return batches
 
@@ -58,10 +59,18 @@ def run(lake: Lake, batches: list[list[dict]], *, progress: Path | None = None) 
         events = batches[batch_id - 1]
         keys = pa.table({"id": pa.array(sorted({e["id"] for e in events}), pa.int64())})
         current = lake.current_versions(TABLE, keys)
-        mt = milestone_rows(TABLE, ("id",), SCHEMA, events, current, batch_id=batch_id,
-                            ingested_at=EPOCH + timedelta(hours=batch_id))
-        lake.commit_batch(batch_id, [mt], source_positions={"src": mt.last_position},
-                          started_at=EPOCH)
+        mt = milestone_rows(
+            TABLE,
+            ("id",),
+            SCHEMA,
+            events,
+            current,
+            batch_id=batch_id,
+            ingested_at=EPOCH + timedelta(hours=batch_id),
+        )
+        lake.commit_batch(
+            batch_id, [mt], source_positions={"src": mt.last_position}, started_at=EPOCH
+        )
         if progress is not None:
             progress.write_text(str(batch_id))
 

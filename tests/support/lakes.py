@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from sinks.lake import BatchResult, Lake
 from sinks.delta.table import table_uri
+from sinks.lake import BatchResult, Lake
 from stream_processors.milestoning import columns as c
 from tests.support.milestones import milestone_rows
 
@@ -41,7 +41,9 @@ class Driver:
             batch_id = self.batch_id
         mt = self.milestone(events, batch_id=batch_id, schema=schema)
         return self.lake.commit_batch(
-            batch_id, [mt], source_positions={"src": mt.last_position},
+            batch_id,
+            [mt],
+            source_positions={"src": mt.last_position},
             started_at=datetime.now(UTC),
         )
 

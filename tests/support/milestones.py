@@ -39,6 +39,7 @@ def milestone_rows(
     open_: dict[tuple, dict] = {key(r): r for r in (current.to_pylist() if current else [])}
     before = dict(open_)
     new_versions: list[dict] = []
+    fresh: set[int] = set()  # ids of versions opened in this batch
     closes: dict[tuple, dict] = {}
     live: dict[tuple, dict | None] = {}
     changelog = []
@@ -61,7 +62,7 @@ def milestone_rows(
         if ev[c.OP] != "d" and prev is not None and all(prev.get(n) == ev.get(n) for n in src):
             continue
         if prev is not None:
-            if prev in new_versions:
+            if id(prev) in fresh:
                 prev[c.VALID_TO] = ev[c.SOURCE_TS]
                 prev[c.BATCH_OUT] = batch_id
             elif k in before:
@@ -84,6 +85,7 @@ def milestone_rows(
             c.POSITION: ev[c.POSITION],
         }
         new_versions.append(version)
+        fresh.add(id(version))
         open_[k] = version
         live[k] = {
             **{n: ev.get(n) for n in src},
