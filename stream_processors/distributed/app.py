@@ -49,6 +49,8 @@ class WorkerSettings:
         session_timeout_s: consumer group session timeout.
         threads: size of the thread pool that runs lanes.
         gate_transactions: hold records until their transaction's END marker was seen.
+        partition_buckets: new live/forensic tables get buckets that follow the Kafka
+            partition (writers never conflict); False: the sinks' key-range buckets.
     """
 
     pipeline: str
@@ -68,6 +70,7 @@ class WorkerSettings:
     session_timeout_s: float = 60.0
     threads: int = 4
     gate_transactions: bool = True
+    partition_buckets: bool = True
 
 
 @dataclass
@@ -82,6 +85,7 @@ class WorkerStats:
     first_commit: float | None = None
     last_commit: float | None = None
     assigned: list[str] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, outcome: LaneOutcome) -> None:
         now = time.time()
@@ -90,6 +94,8 @@ class WorkerStats:
         self.dead_letters += outcome.dead_letters
         self.commit_seconds.extend(outcome.commit_seconds)
         del self.commit_seconds[:-10_000]
+        for phase, seconds in outcome.phase_seconds.items():
+            self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
         if outcome.batches:
             self.first_commit = self.first_commit or now
             self.last_commit = now
@@ -124,7 +130,8 @@ class LaneRegistry:
                 lane = PartitionLane(spec, partition, lake=lake,
                                      layers=self.settings.layers[spec.table],
                                      outputs=self.outputs,
-                                     gate=self.gate if spec.source in self.gated else None)
+                                     gate=self.gate if spec.source in self.gated else None,
+                                     partition_buckets=self.settings.partition_buckets)
                 self.lanes[(topic, partition)] = lane
             return lane
 
@@ -211,10 +218,13 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         loop = asyncio.get_running_loop()
         for tp in assigned:
             if tp.topic in registry.by_topic:
+                # Read the lane's offset from the lake now. No seek here: Faust seeks to its
+                # committed offsets after this signal anyway, and seeking inside the
+                # rebalance races aiokafka's fetcher. The lane drops what is below its
+                # offset and seeks back from the agent when Faust starts above it.
                 lane = await loop.run_in_executor(pool, registry.get, tp.topic, tp.partition)
-                log.info("assigned %s/%s: resuming at offset %s (from the lake)",
+                log.info("assigned %s/%s: the lake holds offsets below %s",
                          tp.topic, tp.partition, lane.next_offset)
-                await app.consumer.seek(tp, lane.next_offset)
         write_stats()
 
     @app.timer(interval=max(settings.max_latency_s, 0.5))

@@ -21,10 +21,12 @@ primary key, so a key lives in one partition). Conflicts on shared files are ret
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from connectors.debezium.records import RawRecord
+from sinks.layout import kafka_partition
 from stream_processors.distributed.topics import SourceTopic
 from stream_processors.milestoning.columns import Layer
 from stream_processors.milestoning.model import MilestonedTable
@@ -67,6 +70,10 @@ class LaneOutcome:
     batches: int = 0
     commit_seconds: list[float] = field(default_factory=list)
     dead_letters: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, phase: str, seconds: float) -> None:
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
 
 class Outputs(Protocol):
@@ -97,7 +104,7 @@ class PartitionLane:
 
     def __init__(self, spec: SourceTopic, partition: int, *, lake: Any,
                  layers: frozenset[Layer], outputs: Outputs | None = None,
-                 gate: TxGate | None = None,
+                 gate: TxGate | None = None, partition_buckets: bool = True,
                  decode: Callable[..., Any] | None = None) -> None:
         if decode is None:
             decode = lane_decoder(spec)
@@ -108,6 +115,7 @@ class PartitionLane:
         self.layers = frozenset(layers)
         self.outputs = outputs
         self.gate = gate
+        self.partition_buckets = partition_buckets
         self._decode = decode
         self._pending: list[KafkaRecord] = []
         self._lock = threading.Lock()
@@ -148,7 +156,8 @@ class PartitionLane:
             handle = sink.handle
             handle.refresh()
             version = None if handle.dt is None else handle.dt.version()
-            if version != self._seen.get(layer) and hasattr(sink, "rows"):
+            if (version != self._seen.get(layer) and hasattr(sink, "rows")
+                    and not _own_buckets(sink)):
                 sink.rows.clear()
             self._seen[layer] = version
             versions.append(int(handle.applied_batch()))
@@ -240,21 +249,32 @@ class PartitionLane:
                          None if r.value is None else r.value.decode("utf-8", "replace"),
                          f"{origin}{r.offset}") for r in chunk]
         decoded = self._decode(raw)
-        with _table_lock(self.spec.table):
-            return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+        outcome.timed("decode", time.perf_counter() - started)
+        scope = kafka_partition(self.partition) if self.partition_buckets else nullcontext()
+        with scope:
+            # Buckets that follow the partition are this lane's alone: no lock, no conflict.
+            if all(_own_buckets(self._sink(layer)) for layer in self.layers):
+                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+            with _table_lock(self.spec.table):
+                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
 
     def _commit_locked(self, chunk: list[KafkaRecord], batch_id: int, decoded: Any,
                        outcome: LaneOutcome, started: float) -> bool:
         letters = list(decoded.dead_letters)
         tables: list[MilestonedTable] = []
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            mark = time.perf_counter()
             low, high = self.lake_offsets()
+            outcome.timed("refresh", time.perf_counter() - mark)
             if low != self.committed or high not in (self.committed, batch_id):
                 log.warning("lane %s: the lake moved to offsets %s..%s under us (expected %s);"
                             " dropping batch %s", self.name, low, high, self.committed,
                             batch_id)
                 return False
+            mark = time.perf_counter()
             tables = self._milestone(decoded.changes, batch_id)
+            outcome.timed("milestone", time.perf_counter() - mark)
+            mark = time.perf_counter()
             try:
                 if letters:
                     self.lake.write_dead_letters(letters, batch_id=batch_id)
@@ -271,6 +291,7 @@ class PartitionLane:
                             self.name, batch_id, attempt)
                 time.sleep(0.05 * attempt)
                 continue
+            outcome.timed("commit", time.perf_counter() - mark)
             break
         if tables:
             self.committed = batch_id
@@ -301,11 +322,33 @@ class PartitionLane:
             keys = events.select(list(change.key_columns)).group_by(
                 list(change.key_columns)).aggregate([])
             current = self.lake.current_versions(table, keys)
-            out.append(milestone(change, current, batch_id=batch_id, ingested_at=now))
+            out.append(_nullable(milestone(change, current, batch_id=batch_id,
+                                           ingested_at=now)))
         return out
 
     def close(self) -> None:
         self.lake.close()
+
+
+def _nullable(table: MilestonedTable) -> MilestonedTable:
+    """The same tables with every top-level field nullable.
+
+    The core marks some `_tm_` fields non-null while Delta reads them back as nullable; the
+    sinks' bucket rewrite concatenates both and pyarrow refuses differing nullability.
+    (Workaround here; the fix belongs in sinks/delta: concat with promote_options.)
+    """
+
+    def relax(t: pa.Table) -> pa.Table:
+        if all(f.nullable for f in t.schema):
+            return t
+        return t.cast(pa.schema([f.with_nullable(True) for f in t.schema],
+                                metadata=t.schema.metadata))
+
+    return dataclasses.replace(
+        table, changelog=relax(table.changelog), live_upserts=relax(table.live_upserts),
+        live_deletes=relax(table.live_deletes),
+        forensic_inserts=relax(table.forensic_inserts),
+        forensic_closes=relax(table.forensic_closes))
 
 
 def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
@@ -328,6 +371,14 @@ def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
 _SHARED_DECODER = threading.Lock()
 _TABLE_LOCKS: dict[str, threading.Lock] = {}
 _TABLE_LOCKS_GUARD = threading.Lock()
+
+
+def _own_buckets(sink: Any) -> bool:
+    """True for a layer whose buckets follow the Kafka partition (or that has none)."""
+    if not hasattr(sink, "rows"):
+        return True  # the changelog: append only
+    bucketing = getattr(sink, "bucketing", None)
+    return bucketing is not None and bucketing.kind == "partition"
 
 
 def _table_lock(table: str) -> threading.Lock:

@@ -59,6 +59,28 @@ def live_messages(table: MilestonedTable) -> list[tuple[bytes, bytes | None]]:
     return out
 
 
+def ensure_topics(bootstrap: str, *, dead_letters: str, live: Sequence[str],
+                  partitions: int = 1) -> None:
+    """Create the output topics that are missing: live topics compacted (the current row
+    per key survives, deleted keys vanish after their tombstone), dead letters plain."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=15).topics)
+    wanted = [NewTopic(dead_letters, num_partitions=partitions, replication_factor=-1)]
+    wanted += [NewTopic(t, num_partitions=partitions, replication_factor=-1,
+                        config={"cleanup.policy": "compact"}) for t in live]
+    missing = [t for t in wanted if t.topic not in existing]
+    for topic, future in admin.create_topics(missing).items() if missing else []:
+        try:
+            future.result(timeout=15)
+        except Exception as exc:  # created meanwhile by another worker: fine
+            if "already exists" not in str(exc).lower():
+                raise OutputUnavailable(f"cannot create topic `{topic}`: {exc}",
+                                        hint="create it by hand or check broker ACLs") from exc
+            log.debug("topic %s appeared meanwhile", topic)
+
+
 class KafkaOutputs:
     """Publishes dead letters and (optionally) live rows with one idempotent producer.
 

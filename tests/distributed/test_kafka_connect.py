@@ -1,6 +1,7 @@
 """Connector configs rendered for Kafka Connect, and the REST client against a local server
 that speaks the Kafka Connect REST API (plus recorded response bodies)."""
 
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -143,3 +144,51 @@ def test_unreachable_connect_is_a_clear_transient_error():
 
 def test_connector_name():
     assert connector_name("demo", "shop") == "demo-shop"
+
+
+def _cli(*args, env=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-m", "tidemark", *args], cwd=root,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_render_register_status_delete(tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "pipeline: demo\nsources:\n  - name: shop\n    kind: postgres\n"
+        "    dsn: postgresql://u:${SHOP_PW}@db:5432/shop\n    tables: [public.customers]\n"
+        "kafka:\n  bootstrap: kafka:9092\n")
+    env = {"SHOP_PW": "Very-Secret-1"}
+    rendered = _cli("connectors", "render", "--config", str(config), env=env)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "Very-Secret-1" not in rendered.stdout
+    assert json.loads(rendered.stdout)["demo-shop"]["database.password"] == \
+        "${file:/secrets/tidemark.properties:shop.password}"
+    with FakeConnect() as connect:
+        url = ["--connect-url", connect.url]
+        first = _cli("connectors", "register", "--config", str(config), *url, env=env)
+        second = _cli("connectors", "register", "--config", str(config), *url, env=env)
+        assert first.stdout.strip() == "demo-shop: created", first.stderr
+        assert second.stdout.strip() == "demo-shop: updated"
+        assert "Very-Secret-1" not in json.dumps(connect.state.connectors)
+        ok = _cli("connectors", "status", "--config", str(config), *url, env=env)
+        assert ok.returncode == 0 and "demo-shop: RUNNING" in ok.stdout
+        connect.state.task_state["demo-shop"] = ("FAILED", "java.lang.IllegalStateException: "
+                                                 "slot in use\n\tat x")
+        bad = _cli("connectors", "status", "--config", str(config), *url, env=env)
+        assert bad.returncode == 1
+        assert "task 0 FAILED" in bad.stdout
+        assert "last error: java.lang.IllegalStateException: slot in use" in bad.stdout
+        gone = _cli("connectors", "delete", "--config", str(config), *url, env=env)
+        assert gone.stdout.strip() == "demo-shop: deleted"
+        missing = _cli("connectors", "status", "--config", str(config), *url, env=env)
+        assert missing.returncode == 1 and "not registered" in missing.stdout
+    down = _cli("connectors", "status", "--config", str(config), "--connect-url",
+                f"http://127.0.0.1:{free_port()}", env=env)
+    assert down.returncode == 1 and "cannot reach Kafka Connect" in down.stderr

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 def worker_settings(cfg: Any, *, web_port: int | None, session_timeout_s: float,
                     threads: int, stats_path: Path | None,
-                    gate_transactions: bool = True) -> WorkerSettings:
+                    gate_transactions: bool = True,
+                    partition_buckets: bool = True) -> WorkerSettings:
     """Settings of one worker from a `PipelineConfig`."""
     if cfg.kafka is None:
         raise WorkerConfigError("the pipeline config has no `kafka:` section",
@@ -38,7 +39,7 @@ def worker_settings(cfg: Any, *, web_port: int | None, session_timeout_s: float,
         max_events=cfg.batching.max_events, max_latency_s=cfg.batching.max_latency_ms / 1000,
         live_prefix=cfg.kafka.live_topic_prefix, stats_path=stats_path, web_port=web_port,
         session_timeout_s=session_timeout_s, threads=threads,
-        gate_transactions=gate_transactions)
+        gate_transactions=gate_transactions, partition_buckets=partition_buckets)
 
 
 def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
@@ -48,8 +49,12 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
 
     from sinks.lake import Lake
     from stream_processors.distributed.app import build_app, gated_sources
-    from stream_processors.distributed.outputs import KafkaOutputs
-    from stream_processors.distributed.topics import transaction_topic
+    from stream_processors.distributed.outputs import KafkaOutputs, ensure_topics
+    from stream_processors.distributed.topics import (
+        dead_letter_topic,
+        live_topic,
+        transaction_topic,
+    )
     from stream_processors.distributed.txgate import TransactionGate, TransactionTopicReader
 
     settings.datadir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +74,9 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     def lake_factory(app_id: str) -> Lake:
         return Lake(settings.lake, app_id=app_id, storage_options=settings.storage_options)
 
+    ensure_topics(settings.bootstrap, dead_letters=dead_letter_topic(settings.pipeline),
+                  live=[live_topic(settings.live_prefix, t.table) for t in settings.topics]
+                  if settings.live_prefix else [])
     outputs = KafkaOutputs(bootstrap=settings.bootstrap, pipeline=settings.pipeline,
                            live_prefix=settings.live_prefix)
     app = build_app(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
@@ -95,8 +103,12 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
               help="Write progress counters (JSON) to this file.")
 @click.option("--no-tx-gate", is_flag=True,
               help="Do not hold records for their transaction's END marker.")
+@click.option("--bucket-by", type=click.Choice(["partition", "key"]), default="partition",
+              show_default=True,
+              help="Layout of new live/forensic tables: buckets that follow the Kafka "
+                   "partition (workers never conflict) or key ranges (conflicts retried).")
 def worker(config_path: str, web_port: int | None, session_timeout: float, threads: int,
-           stats_path: str | None, no_tx_gate: bool) -> None:
+           stats_path: str | None, no_tx_gate: bool, bucket_by: str) -> None:
     """Run a Faust worker: Debezium topics -> milestoning -> Delta, exactly once."""
     from tidemark.config import load_config
 
@@ -104,6 +116,7 @@ def worker(config_path: str, web_port: int | None, session_timeout: float, threa
     settings = worker_settings(cfg, web_port=web_port, session_timeout_s=session_timeout,
                                threads=threads,
                                stats_path=Path(stats_path) if stats_path else None,
-                               gate_transactions=not no_tx_gate)
+                               gate_transactions=not no_tx_gate,
+                               partition_buckets=bucket_by == "partition")
     level = logging.getLogger().getEffectiveLevel()
     run_worker(settings, loglevel="info" if level <= logging.INFO else "warn")
