@@ -2,6 +2,7 @@
 
 For each profile: a fresh database, `setup`, a short unmeasured warm-up with 4 workers (so
 tables are not tiny and hot), then a measured run with 1 worker and one with 4 workers.
+A third run with 4 workers writes the ledger (one more round trip per transaction).
 Prints a table and writes bench/results/simulator.json.
 
     python bench/simulator.py [--duration 10] [--profiles customers,bank,retail]
@@ -16,8 +17,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
-import time
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,10 +43,14 @@ def fresh_database(cluster: LocalCluster, name: str) -> str:
     return cluster.url(name)
 
 
-def measure(url: str, profile: str, workers: int, duration: float) -> dict:
-    summary = Simulator(url, profile=profile, workers=workers, duration=duration, seed=1).run()
+def measure(url: str, profile: str, workers: int, duration: float, ledger: Path | None) -> dict:
+    load = os.getloadavg()[0]  # the machine is shared: say how busy it was
+    summary = Simulator(url, profile=profile, workers=workers, duration=duration, seed=1,
+                        ledger=ledger).run()
     return {
+        "load_avg_1m_before": round(load, 2),
         "workers": workers,
+        "ledger": ledger is not None,
         "seconds": round(summary.elapsed, 2),
         "changes": summary.total,
         "changes_per_s": round(summary.rate),
@@ -63,15 +69,17 @@ def main() -> None:
     cluster = LocalCluster(postgres_dir())
     cluster.start()
     results = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sim-"))
     for profile in args.profiles.split(","):
         url = fresh_database(cluster, f"bench_{profile}")
         Simulator(url, profile=profile).setup()
         Simulator(url, profile=profile, workers=4, duration=args.warmup, seed=0).run()
-        for workers in (1, 4):
-            row = {"profile": profile, **measure(url, profile, workers, args.duration)}
+        for workers, ledger in ((1, None), (4, None), (4, tmp / f"{profile}.jsonl")):
+            row = {"profile": profile, **measure(url, profile, workers, args.duration, ledger)}
             results.append(row)
-            print(f"{profile:<10} workers={workers}  {row['changes_per_s']:>7,} changes/s  "
-                  f"{row['transactions_per_s']:>6,} tx/s  retries={row['retries']}", flush=True)
+            print(f"{profile:<10} workers={workers} ledger={'on ' if ledger else 'off'} "
+                  f"{row['changes_per_s']:>7,} changes/s  {row['transactions_per_s']:>6,} tx/s  "
+                  f"retries={row['retries']}  load={row['load_avg_1m_before']}", flush=True)
     out = {
         "benchmark": "simulator",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -86,6 +94,7 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def _connect_sqlserver(target: Target, timeout: int) -> Any:
             "Microsoft ODBC Driver 18 for SQL Server",
         ) from None
     driver = target.options.get("driver", "ODBC Driver 18 for SQL Server")
-    password = unquote(urlsplit(target.url).password or "")
+    # ODBC braces-quoted values escape `}` by doubling it
+    password = unquote(urlsplit(target.url).password or "").replace("}", "}}")
     conn_str = (
         f"DRIVER={{{driver}}};SERVER={target.host},{target.port};DATABASE={target.database};"
         f"UID={target.user};PWD={{{password}}};"

@@ -19,7 +19,9 @@ from typing import Any, ClassVar, Literal
 from simulator.schema import Column, Table
 
 LockMode = Literal["share", "update"]
-ErrorKind = Literal["retry", "connection", "other"]
+# retry: conflict, run the transaction again; connection: link lost, reconnect;
+# database: the server refused (rights, read-only, disk full); other: not a database error
+ErrorKind = Literal["retry", "connection", "database", "other"]
 
 
 class Dialect(ABC):
@@ -95,6 +97,17 @@ class Dialect(ABC):
         """Insert `n_rows` rows; the result set is the new `id`s."""
 
     @abstractmethod
+    def insert_children_sql(self, table: Table, cols: tuple[str, ...], n_rows: int, *, fk: str,
+                            parent: str, returning: tuple[str, ...] = (),
+                            parent_not: str | None = None) -> str:
+        """Insert child rows only where their parent (`fk` -> `parent.id`) still exists, and
+        key-share lock that parent (one round trip instead of lock-then-insert).
+
+        Parameters: `n_rows` rows of `cols`, then the value `parent_not` must differ from
+        (when given). Returns `id, *returning` of the inserted rows.
+        """
+
+    @abstractmethod
     def update_sql(self, table: Table, set_cols: tuple[str, ...], add_cols: tuple[str, ...],
                    n_rows: int) -> str:
         """Update rows from a VALUES list `(id, *set_cols, *add_cols)`; returns updated `id`s.
@@ -130,8 +143,26 @@ class Dialect(ABC):
     def tx_info_sql(self) -> str:
         """Inside a transaction: its id and the current clock (for the ledger)."""
 
-    def tune_session(self, conn: Any) -> None:  # noqa: B027 - optional hook
+    # Prefixed to a transaction's first statement. Postgres workers run in autocommit mode
+    # and open transactions themselves, saving the separate BEGIN round trip psycopg2 makes.
+    begin_prefix: str = ""
+
+    def worker_session(self, conn: Any) -> None:  # noqa: B027 - optional hook
         """Per-connection settings for a load generator (best effort); none by default."""
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def run_alone(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
+        """One read outside any transaction (between simulated transactions)."""
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        conn.rollback()
+        return row
 
     def commit_time_sql(self, conn: Any) -> str | None:
         """A query for the exact commit time of a transaction id, when the server keeps it."""
@@ -184,6 +215,20 @@ class PostgresDialect(Dialect):
         )
 
     @lru_cache(maxsize=512)  # noqa: B019
+    def insert_children_sql(self, table: Table, cols: tuple[str, ...], n_rows: int, *, fk: str,
+                            parent: str, returning: tuple[str, ...] = (),
+                            parent_not: str | None = None) -> str:
+        cell = ", ".join(f"%s::{self.column_type(table.column(c))}" for c in cols)
+        where = f" WHERE p.{parent_not} <> %s" if parent_not else ""
+        return (
+            f"INSERT INTO {self.qualified(table.name)} ({', '.join(cols)}) "
+            f"SELECT {', '.join(f'v.{c}' for c in cols)} "
+            f"FROM (VALUES {self._rows(len(cols), n_rows, cell)}) AS v({', '.join(cols)}) "
+            f"JOIN {self.qualified(parent)} AS p ON p.id = v.{fk}{where} FOR KEY SHARE OF p "
+            f"RETURNING {', '.join(('id', *returning))}"
+        )
+
+    @lru_cache(maxsize=512)  # noqa: B019
     def update_sql(self, table: Table, set_cols: tuple[str, ...], add_cols: tuple[str, ...],
                    n_rows: int) -> str:
         cols = ("id", *set_cols, *add_cols)
@@ -219,18 +264,33 @@ class PostgresDialect(Dialect):
             f"VALUES {self._rows(len(cols), n_rows)} ON CONFLICT ({unique}) DO NOTHING"
         )
 
-    def tune_session(self, conn: Any) -> None:
+    begin_prefix = "BEGIN; "
+
+    def worker_session(self, conn: Any) -> None:
         # Deadlocks among concurrent workers are expected and retried; detecting them after
         # 100 ms instead of the default 1 s keeps throughput up. Needs superuser (the local
         # cluster's user is one); elsewhere the server default stays.
         import psycopg2
 
+        conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 cur.execute("SET deadlock_timeout = '100ms'")
-            conn.commit()
         except psycopg2.Error:
-            conn.rollback()
+            pass
+
+    def commit(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("COMMIT")
+
+    def rollback(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("ROLLBACK")  # a warning, not an error, when no transaction is open
+
+    def run_alone(self, conn: Any, sql: str, params: tuple[Any, ...]) -> Any:
+        with conn.cursor() as cur:  # autocommit: the statement is its own transaction
+            cur.execute(sql, params)
+            return cur.fetchone()
 
     def commit_time_sql(self, conn: Any) -> str | None:
         # With track_commit_timestamp=on Postgres records each commit's time: the same
@@ -257,7 +317,7 @@ class PostgresDialect(Dialect):
                                                             or code.startswith("57P"))
         ):
             return "connection"
-        return "other"
+        return "database" if isinstance(exc, psycopg2.Error) else "other"
 
 
 class SqlServerDialect(Dialect):
@@ -300,6 +360,19 @@ class SqlServerDialect(Dialect):
         return (
             f"INSERT INTO {self.qualified(table)} ({', '.join(cols)}) OUTPUT inserted.id "
             f"VALUES {self._rows(len(cols), n_rows)}"
+        )
+
+    def insert_children_sql(self, table: Table, cols: tuple[str, ...], n_rows: int, *, fk: str,
+                            parent: str, returning: tuple[str, ...] = (),
+                            parent_not: str | None = None) -> str:
+        cell = ", ".join(f"CAST(? AS {self.column_type(table.column(c))})" for c in cols)
+        output = ", ".join(f"inserted.{c}" for c in ("id", *returning))
+        where = f" WHERE p.{parent_not} <> ?" if parent_not else ""
+        return (
+            f"INSERT INTO {self.qualified(table.name)} ({', '.join(cols)}) OUTPUT {output} "
+            f"SELECT {', '.join(f'v.{c}' for c in cols)} "
+            f"FROM (VALUES {self._rows(len(cols), n_rows, cell)}) AS v({', '.join(cols)}) "
+            f"JOIN {self.qualified(parent)} AS p WITH (HOLDLOCK, ROWLOCK) ON p.id = v.{fk}{where}"
         )
 
     def update_sql(self, table: Table, set_cols: tuple[str, ...], add_cols: tuple[str, ...],
@@ -348,7 +421,7 @@ class SqlServerDialect(Dialect):
             return "retry"
         if isinstance(state, str) and state.startswith("08"):
             return "connection"
-        return "other"
+        return "database" if type(exc).__module__ == "pyodbc" else "other"
 
 
 POSTGRES = PostgresDialect()

@@ -119,6 +119,13 @@ class Tx:
         self.changes: list[Change] = []
         self._inserted: dict[str, list[int]] = {}
         self._deferred: dict[tuple[str, str], dict[int, Any]] = {}
+        self._begin = dialect.begin_prefix
+
+    def execute(self, sql: str, params: Sequence[Any]) -> None:
+        """Run a statement; the first one also opens the transaction (see `begin_prefix`)."""
+        if self._begin:
+            sql, self._begin = self._begin + sql, ""
+        self.cur.execute(sql, params)
 
     @property
     def remaining(self) -> int:
@@ -165,11 +172,31 @@ class Tx:
         if len(rows) > self.remaining:
             raise AssertionError("insert larger than the remaining budget")
         params = [v for row in rows for v in row]
-        self.cur.execute(self.dialect.insert_sql(table, cols, len(rows)), params)
+        self.execute(self.dialect.insert_sql(table, cols, len(rows)), params)
         ids = [r[0] for r in self.cur.fetchall()]
         self._record(table, ids, "c")
         self._inserted.setdefault(table, []).extend(ids)
         return ids
+
+    def insert_children(self, table: str, cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
+                        *, fk: str, parent: str, returning: tuple[str, ...] = (),
+                        parent_not: tuple[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Insert rows whose parent still exists (others are dropped by the database) and
+        key-share lock those parents; returns `(id, *returning)` per inserted row."""
+        if not rows:
+            return []
+        if len(rows) > self.remaining:
+            raise AssertionError("insert larger than the remaining budget")
+        sql = self.dialect.insert_children_sql(
+            self.tables[table], cols, len(rows), fk=fk, parent=parent, returning=returning,
+            parent_not=parent_not[0] if parent_not else None)
+        params = [v for row in rows for v in row]
+        self.execute(sql, [*params, parent_not[1]] if parent_not else params)
+        made = [tuple(r) for r in self.cur.fetchall()]
+        ids = [r[0] for r in made]
+        self._record(table, ids, "c")
+        self._inserted.setdefault(table, []).extend(ids)
+        return made
 
     def update(self, table: str, set_cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
                add_cols: tuple[str, ...] = (), *, partial: bool = True) -> list[int]:
@@ -185,7 +212,7 @@ class Tx:
             rows = rows[: self.remaining]
         params = [v for row in rows for v in row]
         sql = self.dialect.update_sql(self.tables[table], set_cols, add_cols, len(rows))
-        self.cur.execute(sql, params)
+        self.execute(sql, params)
         ids = [r[0] for r in self.cur.fetchall()]
         self._record(table, ids, "u")
         return ids
@@ -199,7 +226,7 @@ class Tx:
         if by == "id":
             ids = list(ids)[: self.remaining]
         sql = self.dialect.delete_sql(table, len(ids), by=by, returning=returning, match=match_cols)
-        self.cur.execute(sql, [*ids, *match])
+        self.execute(sql, [*ids, *match])
         rows = [tuple(r) for r in self.cur.fetchall()]
         self._record(table, [r[0] for r in rows], "d")
         return rows
@@ -209,13 +236,13 @@ class Tx:
         """Lock the existing rows among `ids` (share: they stay; update: we change them)."""
         if not ids:
             return []
-        self.cur.execute(self.dialect.lock_sql(table, len(ids), cols, mode), list(ids))
+        self.execute(self.dialect.lock_sql(table, len(ids), cols, mode), list(ids))
         return [tuple(r) for r in self.cur.fetchall()]
 
     def count_children(self, child: str, fk: str, ids: Sequence[int]) -> dict[int, int]:
         if not ids:
             return {}
-        self.cur.execute(self.dialect.count_children_sql(child, fk, len(ids)), list(ids))
+        self.execute(self.dialect.count_children_sql(child, fk, len(ids)), list(ids))
         return {int(k): int(n) for k, n in self.cur.fetchall()}
 
     def delete_tree(self, parent: str, ids: Sequence[int],

@@ -8,7 +8,18 @@ wrong place. `RetryableConflict` never escapes: the engine retries the whole tra
 
 from __future__ import annotations
 
-from stream_processors.milestoning.errors import TidemarkError, TransientError, UsageError
+from stream_processors.milestoning.errors import (
+    TerminalError,
+    TidemarkError,
+    TransientError,
+    UsageError,
+)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver's message (psycopg2 adds context lines after it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class SimulatorError(TidemarkError):
@@ -17,6 +28,10 @@ class SimulatorError(TidemarkError):
 
 class SimulatorConfigError(SimulatorError, UsageError):
     """A wrong option: unknown profile, malformed URL, bad credentials, missing driver."""
+
+
+class DatabaseRefused(SimulatorError, TerminalError):
+    """The database rejected a simulated statement (rights, read-only, disk full...)."""
 
 
 class DatabaseUnavailable(SimulatorError, TransientError):

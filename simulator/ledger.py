@@ -20,7 +20,10 @@ from simulator.engine import Change
 
 
 def iso_utc(ts: datetime) -> str:
-    """UTC ISO 8601 with microseconds always present."""
+    """UTC ISO 8601 with microseconds always present (naive values are UTC already:
+    SQL Server's SYSUTCDATETIME() comes back without a zone)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from simulator.connect import connect, parse_url
 from simulator.engine import Budget, KeySpace, Skew
-from simulator.errors import SimulatorConfigError
+from simulator.errors import SimulatorConfigError, first_line
 from simulator.ledger import Ledger
 from simulator.profiles import get_profile
 from simulator.profiles.base import Operation, OpKind
@@ -131,6 +131,13 @@ class Simulator:
         conn = connect(self.target)
         try:
             create_schema(conn, self.target.dialect, self.profile)
+        except Exception as exc:
+            if self.target.dialect.classify(exc) != "database":
+                raise
+            raise SimulatorConfigError(
+                f"cannot create the `{self.profile.name}` schema: `{first_line(exc)}`",
+                hint="use a user that may create tables (or let an owner run --setup once)",
+            ) from exc
         finally:
             conn.close()
 
@@ -168,8 +175,11 @@ class Simulator:
         last_count, last_time = 0, started
         try:
             while any(t.is_alive() for t in threads):
+                wait = progress_interval
+                if self.duration is not None:
+                    wait = max(0.001, min(wait, started + self.duration - time.monotonic()))
                 for t in threads:
-                    t.join(timeout=progress_interval / len(threads))
+                    t.join(timeout=wait / len(threads))
                 now = time.monotonic()
                 if (stop_event is not None and stop_event.is_set()) or (
                     self.duration is not None and now - started >= self.duration
@@ -181,10 +191,15 @@ class Simulator:
                                          stats.reconnects, now - started,
                                          (committed - last_count) / (now - last_time)))
                     last_count, last_time = committed, now
-        finally:
             stop.set()
             for t in threads:
                 t.join()
+        except BaseException:  # e.g. a second Ctrl+C: give workers a moment, then leave
+            stop.set()
+            for t in threads:
+                t.join(timeout=5)
+            raise
+        finally:
             if ledger is not None:
                 ledger.close()
         errors = [w.error for w in workers if w.error is not None]

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from simulator.dialects import Dialect
-from simulator.errors import SimulatorConfigError
+from simulator.errors import SimulatorConfigError, first_line
 from simulator.profiles.base import Profile
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ def key_ranges(conn: Any, dialect: Dialect, profile: Profile) -> dict[str, tuple
                     "does not exist",
                     hint="run once with --setup to create the schema",
                 ) from None
+            if dialect.classify(exc) == "database":
+                raise SimulatorConfigError(
+                    f"cannot read table `{dialect.qualified(table.name)}`: `{first_line(exc)}`",
+                    hint="the user needs SELECT, INSERT, UPDATE and DELETE on the profile's tables",
+                ) from exc
             raise
         ranges[table.name] = cur.fetchone()
         check_columns(cur, dialect, profile, table.name)

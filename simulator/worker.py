@@ -20,7 +20,7 @@ from typing import Any
 
 from simulator.connect import Target, connect
 from simulator.engine import Budget, Change, KeySpace, Tx
-from simulator.errors import DatabaseUnavailable
+from simulator.errors import DatabaseRefused, DatabaseUnavailable, first_line
 from simulator.ledger import Ledger
 from simulator.profiles.base import Operation, Profile
 from simulator.values import Pools
@@ -129,7 +129,7 @@ class Worker:
 
     def _connect(self) -> None:
         self._conn = connect(self.target)
-        self.dialect.tune_session(self._conn)
+        self.dialect.worker_session(self._conn)
         if self.ledger is not None:
             self._commit_time_sql = self.dialect.commit_time_sql(self._conn)
 
@@ -137,14 +137,9 @@ class Worker:
         """The server's own commit time of `xid` (None when it does not keep one)."""
         if self._commit_time_sql is None:
             return None
-        self._conn.autocommit = True  # one round trip, no transaction around it
-        try:
-            cur = self._conn.cursor()
-            cur.execute(self._commit_time_sql, (str(xid),))
-            value: datetime | None = cur.fetchone()[0]
-            return value
-        finally:
-            self._conn.autocommit = False
+        value: datetime | None = self.dialect.run_alone(self._conn, self._commit_time_sql,
+                                                        (str(xid),))[0]
+        return value
 
     def _transaction(self, granted: int) -> int:
         """Run one transaction to commit (retrying conflicts); returns changes committed."""
@@ -161,15 +156,15 @@ class Worker:
                     self.choose(self.rng).run(tx)
                 tx.finish()
                 if not tx.changes:
-                    self._conn.rollback()
+                    self.dialect.rollback(self._conn)
                     self.budget.settle(granted, 0)
                     return 0
                 if self.ledger is not None:
-                    tx.cur.execute(self.dialect.tx_info_sql())
+                    tx.execute(self.dialect.tx_info_sql(), ())
                     xid, clock = tx.cur.fetchone()
                     info = (int(xid), clock)
                 committing = True
-                self._conn.commit()
+                self.dialect.commit(self._conn)
             except Exception as exc:
                 kind = self.dialect.classify(exc)
                 if kind == "retry":
@@ -193,6 +188,12 @@ class Worker:
                         return 0
                     continue
                 self.budget.settle(granted, 0)
+                if kind == "database":
+                    raise DatabaseRefused(
+                        f"the database refused a simulated statement: `{first_line(exc)}`",
+                        hint="check that the user may write to the profile's tables and that "
+                        "the database is writable",
+                    ) from exc
                 raise
             assert tx is not None
             self._done(tx, granted, info)
@@ -217,7 +218,7 @@ class Worker:
 
     def _rollback(self) -> None:
         try:
-            self._conn.rollback()
+            self.dialect.rollback(self._conn)
         except Exception as exc:
             if self.dialect.classify(exc) != "connection":
                 raise
@@ -248,12 +249,10 @@ class Worker:
         """Whether a transaction whose COMMIT reply was lost did commit (Postgres only)."""
         if self.dialect.name != "postgres":
             return False
-        cur = self._conn.cursor()
         deadline = time.monotonic() + 30
         while True:
-            cur.execute("SELECT pg_xact_status(%s::text::xid8)", (str(xid),))
-            status = cur.fetchone()[0]
-            self._conn.rollback()
+            status = self.dialect.run_alone(self._conn, "SELECT pg_xact_status(%s::text::xid8)",
+                                            (str(xid),))[0]
             if status != "in progress" or time.monotonic() > deadline:
                 log.info("worker %d: transaction %d whose COMMIT reply was lost: %s",
                          self.index, xid, status)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +25,25 @@ import pyarrow.compute as pc
 
 DEFAULT_RANGE_SIZE = 16_384
 DEFAULT_HASH_BUCKETS = 64
+PARTITION_STRIDE = 1_000_000
+"""`partition` buckets are `kafka_partition * PARTITION_STRIDE + inner bucket`."""
+
+# The Kafka partition whose records the current thread is writing (distributed runtime).
+_PARTITION: ContextVar[int | None] = ContextVar("tidemark_kafka_partition", default=None)
+
+
+@contextmanager
+def kafka_partition(partition: int) -> Iterator[None]:
+    """Writes inside this block come from one Kafka partition (added for the distributed
+    runtime, docs/distributed.md): tables created here get `partition` bucketing, whose
+    buckets follow the partition, so writers of different partitions never share a bucket
+    (no commit conflicts, no stale caches). Debezium keys records by primary key, so a key
+    stays in one partition as long as the topic's partition count does not change."""
+    token = _PARTITION.set(partition)
+    try:
+        yield
+    finally:
+        _PARTITION.reset(token)
 
 
 @dataclass(frozen=True)
@@ -34,8 +55,9 @@ class Bucketing:
         size: keys per bucket for `range`; number of buckets for `hash`.
     """
 
-    kind: Literal["range", "hash"]
+    kind: Literal["range", "hash", "partition"]
     size: int
+    inner: Literal["range", "hash"] | None = None
 
     @classmethod
     def for_keys(
@@ -46,13 +68,25 @@ class Bucketing:
         range_size: int = DEFAULT_RANGE_SIZE,
         hash_buckets: int = DEFAULT_HASH_BUCKETS,
     ) -> Bucketing:
-        """Range buckets for a single integer key, hash buckets otherwise."""
+        """Range buckets for a single integer key, hash buckets otherwise (within the Kafka
+        partition's own buckets inside a `kafka_partition` block)."""
         if len(key_columns) == 1 and pa.types.is_integer(schema.field(key_columns[0]).type):
-            return cls("range", range_size)
-        return cls("hash", hash_buckets)
+            inner = cls("range", range_size)
+        else:
+            inner = cls("hash", hash_buckets)
+        if _PARTITION.get() is not None:
+            return cls("partition", inner.size, inner.kind)
+        return inner
 
     def assign(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Array:
         """The bucket (int64) of each row of `keys`."""
+        if self.kind == "partition":
+            partition = _PARTITION.get()
+            if partition is None or self.inner is None:
+                raise ValueError("a table bucketed by Kafka partition is written only by the "
+                                 "distributed runtime (inside `kafka_partition`)")
+            inner = Bucketing(self.inner, self.size).assign(keys, key_columns)
+            return pc.add(inner, pa.scalar(partition * PARTITION_STRIDE, pa.int64()))
         if self.kind == "range":
             column = pc.cast(keys.column(key_columns[0]), pa.int64())
             return pc.divide(column, pa.scalar(self.size, pa.int64())).combine_chunks()
@@ -63,7 +97,8 @@ class Bucketing:
         )
 
     def to_json(self) -> str:
-        return json.dumps({"tidemark_bucketing": self.kind, "size": self.size})
+        extra = {"inner": self.inner} if self.inner else {}
+        return json.dumps({"tidemark_bucketing": self.kind, "size": self.size, **extra})
 
     @classmethod
     def from_json(cls, text: str | None) -> Bucketing | None:
@@ -72,9 +107,10 @@ class Bucketing:
             data = json.loads(text or "")
         except ValueError:
             return None
-        if not isinstance(data, dict) or data.get("tidemark_bucketing") not in ("range", "hash"):
+        kinds = ("range", "hash", "partition")
+        if not isinstance(data, dict) or data.get("tidemark_bucketing") not in kinds:
             return None
-        return cls(data["tidemark_bucketing"], int(data["size"]))
+        return cls(data["tidemark_bucketing"], int(data["size"]), data.get("inner"))
 
 
 def in_list(column: str, values: Sequence[int]) -> str:

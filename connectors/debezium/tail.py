@@ -1,9 +1,9 @@
 """Change events as plain dicts, for `tidemark tail` (a kcat for CDC).
 
-Until the decoder (`connectors.decode`) lands, events are printed from the raw Debezium
-envelope: values as Debezium encodes them (dates as epoch days, decimals as base64 with a
-scale), `position` as the event LSN in hex. Heartbeats are skipped; transaction BEGIN/END
-markers are shown on request.
+Events are decoded by `connectors.decode` (typed values, `_tm_position` positions) and shown
+in arrival order; `raw_event` shows Debezium's own envelope instead (`--raw`): values as
+Debezium encodes them (dates as epoch days, decimals as base64), `position` the event LSN.
+Heartbeats are skipped; transaction BEGIN/END markers are shown on request.
 """
 
 from __future__ import annotations
@@ -16,6 +16,16 @@ import orjson
 
 from connectors.debezium.engine import EmbeddedEngine
 from connectors.debezium.records import RawRecord
+from connectors.decode import Decoder
+from connectors.decode.decoder import SourceKind
+from stream_processors.milestoning.columns import (
+    BEFORE,
+    OP,
+    POSITION,
+    SOURCE_TS,
+    TX_ID,
+    UNCHANGED_TOAST,
+)
 
 
 def lake_table(destination: str) -> str:
@@ -52,9 +62,72 @@ def raw_event(record: RawRecord, *, markers: bool = False) -> dict[str, Any] | N
     }
 
 
+def _marker(record: RawRecord) -> dict[str, Any]:
+    payload = orjson.loads(record.value or "{}")["payload"]
+    return {
+        "marker": payload["status"],
+        "tx": payload["id"].split(":")[0],
+        "event_count": payload.get("event_count"),
+    }
+
+
+def decoded_events(
+    records: Sequence[RawRecord], decoder: Decoder, *, markers: bool = False
+) -> list[tuple[int, dict[str, Any]]]:
+    """Decode a batch into `(index of its record, event)` pairs, in arrival order.
+
+    The decoder groups rows by table; cutting the batch at transaction markers and sorting
+    each run by position keeps the order a reader expects.
+    """
+    out: list[tuple[int, dict[str, Any]]] = []
+    start = 0
+    for index, record in enumerate([*records, None]):
+        is_marker = record is not None and record.destination.endswith(".transaction")
+        if record is not None and not is_marker:
+            continue
+        if index > start:
+            out.extend(_decode_run(records, start, index, decoder))
+        if is_marker and markers and record is not None and record.value is not None:
+            out.append((index, _marker(record)))
+        start = index + 1
+    return out
+
+
+def _decode_run(
+    records: Sequence[RawRecord], start: int, end: int, decoder: Decoder
+) -> list[tuple[int, dict[str, Any]]]:
+    batch = decoder.decode(records[start:end])
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for table, changes in batch.changes.items():
+        keys = changes.key_columns
+        for row in changes.events.to_pylist():
+            image = {k: v for k, v in row.items() if not k.startswith("_tm_")}
+            op = row[OP]
+            event = {
+                "op": op,
+                "table": table,
+                "key": {k: image.get(k) for k in keys},
+                "position": row[POSITION],
+                "tx": row[TX_ID],
+                "ts": row[SOURCE_TS],
+                "before": image if op == "d" else row.get(BEFORE),
+                "after": None if op == "d" else image,
+            }
+            if row.get(UNCHANGED_TOAST):
+                event["unchanged"] = row[UNCHANGED_TOAST]
+            rows.append((row[POSITION], event))
+    rows.sort(key=lambda pair: pair[0])
+    out = [(end - 1, event) for _, event in rows]
+    for letter in batch.dead_letters:
+        out.append((end - 1, {"dead_letter": letter.reason, "table": letter.table}))
+    return out
+
+
 def tail_events(
     engines: Sequence[EmbeddedEngine],
     *,
+    source_kind: SourceKind = "postgres",
+    raw: bool = False,
     markers: bool = False,
     max_events: int | None = None,
     idle_timeout: float | None = None,
@@ -64,6 +137,7 @@ def tail_events(
     Stops after `max_events` change events (markers not counted) or after `idle_timeout`
     seconds without any record.
     """
+    decoders = {id(engine): Decoder(source_kind) for engine in engines}
     count = 0
     last_seen = time.monotonic()
     timeout = 0.5 / max(1, len(engines))
@@ -74,8 +148,11 @@ def tail_events(
             if not batch:
                 continue
             got_any = True
-            for index, record in enumerate(batch):
-                event = raw_event(record, markers=markers)
+            if raw:
+                events = [(i, raw_event(r, markers=markers)) for i, r in enumerate(batch)]
+            else:
+                events = list(decoded_events(batch, decoders[id(engine)], markers=markers))
+            for index, event in events:
                 if event is None:
                     continue
                 yield event

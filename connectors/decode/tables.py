@@ -31,6 +31,9 @@ class TableLayout:
         types: one `ColumnType` per name.
         key_columns: the key (Debezium's message key, or the configured override).
         schema: the Arrow schema of the built batch (row image + `_tm_` columns).
+        keyless: the table has no key (no primary key, no override): every column is the
+            key, so the decoder turns each update into a delete of the before image and a
+            create of the after image.
     """
 
     table: str
@@ -38,6 +41,7 @@ class TableLayout:
     types: tuple[ColumnType, ...]
     key_columns: tuple[str, ...]
     schema: pa.Schema
+    keyless: bool = False
 
     @classmethod
     def from_envelope(
@@ -49,7 +53,8 @@ class TableLayout:
         row = fields.get("after") or fields["before"]
         names = tuple(f["field"] for f in row["fields"])
         types = tuple(column_type(f, zoned_unit=zoned_unit) for f in row["fields"])
-        if not key_columns:
+        keyless = not key_columns
+        if keyless:
             log.info("table %s has no key; using all %d columns as its key", table, len(names))
             key_columns = names
         missing = [k for k in key_columns if k not in names]
@@ -67,7 +72,7 @@ class TableLayout:
                 pa.field(tm.UNCHANGED_TOAST, _UNCHANGED_TYPE),
             ]
         )
-        return cls(table, names, types, key_columns, schema)
+        return cls(table, names, types, key_columns, schema, keyless)
 
 
 @dataclass
@@ -137,10 +142,10 @@ class TableRows:
         mask = pa.array([b is None for b in self.befores], type=pa.bool_())
         return pa.StructArray.from_arrays(children, fields=list(struct_type), mask=mask)
 
-    def split_bad(self) -> tuple[TableRows, list[tuple[Any, str]]]:
-        """Find the events whose values do not convert; return the rest and the bad ones."""
+    def split_bad(self) -> tuple[TableRows, list[tuple[Any, str, str]]]:
+        """Find the events whose values do not convert: the rest, and (record, reason, position)."""
         good = TableRows(self.layout)
-        bad: list[tuple[Any, str]] = []
+        bad: list[tuple[Any, str, str]] = []
         for i in range(len(self.rows)):
             one = TableRows(self.layout)
             one.add(dict(zip(self.layout.names, self.rows[i], strict=True)), self.befores[i],
@@ -149,7 +154,7 @@ class TableRows:
             try:
                 one.build()
             except Exception as exc:  # any conversion failure isolates this event only
-                bad.append((self.records[i], f"{type(exc).__name__}: {exc}"))
+                bad.append((self.records[i], f"{type(exc).__name__}: {exc}", self.positions[i]))
                 continue
             good.rows.append(one.rows[0])
             for attr in ("befores", "ops", "positions", "tx_ids", "source_ts", "records"):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -72,11 +73,14 @@ def _floats(arrow: pa.DataType) -> ColumnType:
 
 
 def _bytes(values: Sequence[Any]) -> pa.Array:
-    return pa.array([None if v is None else a2b_base64(v) for v in values], type=pa.large_binary())
+    return pa.array(
+        [None if v is None else a2b_base64(v, strict_mode=True) for v in values],
+        type=pa.large_binary(),
+    )
 
 
 def _unscaled(value: str) -> int:
-    return int.from_bytes(a2b_base64(value), "big", signed=True)
+    return int.from_bytes(a2b_base64(value, strict_mode=True), "big", signed=True)
 
 
 def _decimal(scale: int, precision: int | None) -> ColumnType:
@@ -176,17 +180,13 @@ def _zoned_timestamp(unit: str) -> ColumnType:
     def convert(values: Sequence[Any]) -> pa.Array:
         if not any(v in specials for v in values if v is not None and len(v) < 10):
             return pa.array(values, type=pa.string()).cast(arrow)
-        ints = [
-            specials[v] if v in specials else None if v is None else _iso_to_int(v, arrow)
-            for v in values
-        ]
+        plain = [None if v in specials else v for v in values]
+        parsed = pa.array(plain, type=pa.string()).cast(arrow).cast(pa.int64()).to_pylist()
+        ints = [specials.get(v, p) if v is not None else None
+                for v, p in zip(values, parsed, strict=True)]
         return pa.array(ints, type=pa.int64()).cast(arrow)
 
     return ColumnType(arrow, convert)
-
-
-def _iso_to_int(value: str, arrow: pa.DataType) -> int:
-    return pa.array([value]).cast(arrow).cast(pa.int64())[0].as_py()
 
 
 _TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
@@ -270,8 +270,6 @@ def _struct(fields: list[tuple[str, ColumnType]]) -> ColumnType:
 
 
 def _as_text(values: Sequence[Any]) -> pa.Array:
-    import orjson
-
     return pa.array(
         [None if v is None else v if v.__class__ is str else orjson.dumps(v).decode()
          for v in values],

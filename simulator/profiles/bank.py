@@ -108,19 +108,20 @@ def post_transactions(tx: Tx) -> None:
     if tx.remaining < 2:
         return
     # any account may see new transactions, not only new accounts: parents are picked uniformly
-    accounts = tx.lock("accounts", tx.pick("accounts", tx.rng.randint(1, 3), "uniform"),
-                       ("status",))
-    rows, deltas = [], {}
-    for account_id, status in accounts:
-        if status == "closed":
-            continue
+    rows: list[tuple[object, ...]] = []
+    accounts = tx.pick("accounts", tx.rng.randint(1, 3), "uniform")
+    for n, account_id in enumerate(accounts):
         new = [_txn(tx, account_id) for _ in range(tx.rng.randint(1, 3))]
-        new = new[: max(0, tx.remaining - len(rows) - len(deltas) - 1)]
+        new = new[: max(0, tx.remaining - len(rows) - n - 1)]  # room for each balance update
         if not new:
             break
         rows.extend(new)
-        deltas[account_id] = sum((t[1] for t in new), _ZERO)
-    tx.insert("transactions", TXN_COLS, rows)
+    # rows of accounts deleted meanwhile or closed are not inserted; the rest lock their account
+    made = tx.insert_children("transactions", TXN_COLS, rows, fk="account_id", parent="accounts",
+                              returning=("account_id", "amount"), parent_not=("status", "closed"))
+    deltas: dict[int, Decimal] = defaultdict(lambda: _ZERO)
+    for _, account_id, amount in made:
+        deltas[account_id] += amount
     tx.add_later("accounts", "balance", deltas)
 
 

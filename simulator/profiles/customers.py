@@ -70,11 +70,10 @@ def sign_up(tx: Tx) -> None:
 
 
 def add_address(tx: Tx) -> None:
-    """Existing customers add an address (parents locked so they cannot vanish meanwhile)."""
-    parents = tx.lock("customers", tx.pick("customers", min(3, tx.remaining)))
+    """Existing customers add an address (only those still there; they stay until commit)."""
     rows = [_address_row(tx, cid, tx.rng.choice(("billing", "shipping")), False)
-            for (cid,) in parents]
-    tx.insert("addresses", ADDRESS_COLS, rows[: tx.remaining])
+            for cid in tx.pick("customers", min(3, tx.remaining))]
+    tx.insert_children("addresses", ADDRESS_COLS, rows, fk="customer_id", parent="customers")
 
 
 def edit_customer(tx: Tx) -> None:

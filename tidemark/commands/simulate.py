@@ -49,7 +49,7 @@ def _default_url() -> str:
 def _progress_line(p: Progress) -> None:
     sys.stderr.write(
         f"\r{p.committed:>10,} changes  {p.rate:>8,.0f}/s  {p.transactions:,} tx  "
-        f"{p.retries} retries  {p.reconnects} reconnects  {p.elapsed:6.1f}s "
+        f"{p.retries} retries  {p.reconnects} reconnects  {p.elapsed:6.1f}s\x1b[K"
     )
     sys.stderr.flush()
 
@@ -91,28 +91,32 @@ def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
              ledger: str | None, skew: str, mix: str | None, tx_size: int) -> None:
     """Generate realistic inserts, updates and deletes in multi-statement transactions.
 
-    Ctrl+C (or SIGTERM) finishes the transactions in flight and prints a summary.
+    Ctrl+C (or SIGTERM) finishes the transactions in flight and prints a summary; a second
+    Ctrl+C quits at once.
     """
     from simulator.runner import Simulator
 
-    sim = Simulator(db_url or "postgresql://placeholder@localhost/x", profile=profile,
-                    workers=workers, rate=rate, max_changes=max_changes, duration=duration,
-                    seed=seed, ledger=ledger, skew=skew,  # type: ignore[arg-type]
-                    mix=_parse_mix(mix), tx_size=tx_size)  # type: ignore[arg-type]
-    if db_url is None:  # validate options before starting a server
-        sim = Simulator(_default_url(), profile=profile, workers=workers, rate=rate,
-                        max_changes=max_changes, duration=duration, seed=sim.seed,
-                        ledger=ledger, skew=skew, mix=_parse_mix(mix),  # type: ignore[arg-type]
-                        tx_size=tx_size)
+    options = dict(profile=profile, workers=workers, rate=rate, max_changes=max_changes,
+                   duration=duration, seed=seed, ledger=ledger, skew=skew,
+                   mix=_parse_mix(mix), tx_size=tx_size)
+    if db_url is None:
+        # check every option before starting the local server, then point at it
+        Simulator("postgresql://local@127.0.0.1/check", **options)  # type: ignore[arg-type]
+        db_url = _default_url()
+    sim = Simulator(db_url, **options)  # type: ignore[arg-type]
     if setup:
         sim.setup()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # a second Ctrl+C: stop now, without waiting for commits
+            raise KeyboardInterrupt
+        if live:
+            sys.stderr.write("\nstopping: finishing the transactions in flight...\n")
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     live = sys.stderr.isatty()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = sim.run(stop, on_progress=_progress_line if live else None)
     finally:

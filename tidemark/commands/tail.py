@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 import sys
@@ -12,6 +13,7 @@ import click
 import orjson
 
 from connectors.debezium.engine import EmbeddedEngine
+from connectors.debezium.jvm import describe_java
 from connectors.debezium.tail import tail_events
 from connectors.postgres.capture import engine_dir, open_postgres_engine
 from connectors.postgres.settings import replication_name
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 @click.option("--snapshot/--no-snapshot", default=False,
               help="Print the current rows first (op r), then stream.")
 @click.option("--markers", is_flag=True, help="Also print transaction BEGIN/END markers.")
+@click.option("--raw", is_flag=True, help="Print Debezium's envelope values, not decoded ones.")
 @click.option("--idle-timeout", type=float, default=None,
               help="Stop after this many seconds without events.")
 def tail(
@@ -39,6 +42,7 @@ def tail(
     max_events: int | None,
     snapshot: bool,
     markers: bool,
+    raw: bool,
     idle_timeout: float | None,
 ) -> None:
     """Print change events as JSON lines (op, table, key, position, tx, before, after).
@@ -76,12 +80,14 @@ def tail(
                 slot=slot,
                 publication=replication_name(config.pipeline, source.name),
                 signals=False,
+                heartbeat_writes=False,
             )
             engines.append((engine, source.dsn, slot))
+        click.echo(f"tail: {len(engines)} source(s), {describe_java()}; Ctrl+C stops", err=True)
         out = sys.stdout.buffer
-        for event in tail_events([e for e, _, _ in engines], markers=markers,
+        for event in tail_events([e for e, _, _ in engines], raw=raw, markers=markers,
                                  max_events=max_events, idle_timeout=idle_timeout):
-            out.write(orjson.dumps(event) + b"\n")
+            out.write(orjson.dumps(event, default=_json_default) + b"\n")
             out.flush()
     except KeyboardInterrupt:
         pass
@@ -89,6 +95,13 @@ def tail(
         for engine, dsn, slot in engines:
             engine.close()
             _forget(dsn, slot, state, pipeline, engine.name)
+
+
+def _json_default(value: object) -> object:
+    """Decimals as exact strings, bytes as base64, anything else by str()."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
 
 
 def _forget(dsn: str, slot: str, state: Path, pipeline: str, source: str) -> None:

@@ -3,11 +3,15 @@ package tidemark.bridge;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
+import org.apache.kafka.connect.source.SourceRecord;
+
+import io.debezium.embedded.EmbeddedEngineChangeEvent;
 import io.debezium.engine.ChangeEvent;
 import io.debezium.engine.DebeziumEngine;
 import io.debezium.engine.format.Json;
@@ -30,20 +34,46 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     public static final char FIELD = '\u001f';
     public static final char RECORD = '\u001e';
 
-    /** One engine batch: its sequence number, its records and their joined text. */
+    /**
+     * One engine batch: its sequence number and joined text, plus each record's source
+     * partition and offset (small maps) so that the records themselves, and their JSON, can be
+     * garbage-collected once Python has the text. One record per partition is kept as the
+     * carrier that acknowledge() passes to Debezium's committer with the offset to store.
+     */
     public static final class Chunk {
         public final long seq;
         public final int size;
         public final String payload;
-        final List<ChangeEvent<String, String>> records;
+        final Map<String, ?>[] partitions;
+        final Map<String, ?>[] offsets;
+        final List<ChangeEvent<String, String>> carriers = new ArrayList<>(1);
         int marked;
 
-        Chunk(long seq, List<ChangeEvent<String, String>> records, String payload) {
+        @SuppressWarnings("unchecked")
+        Chunk(long seq, int size, String payload) {
             this.seq = seq;
-            this.size = records.size();
-            this.records = records;
+            this.size = size;
             this.payload = payload;
+            this.partitions = new Map[size];
+            this.offsets = new Map[size];
         }
+
+        ChangeEvent<String, String> carrier(Map<String, ?> partition) {
+            for (ChangeEvent<String, String> c : carriers) {
+                if (partitionOf(c).equals(partition)) {
+                    return c;
+                }
+            }
+            return null;
+        }
+    }
+
+    static Map<String, ?> partitionOf(ChangeEvent<String, String> record) {
+        return sourceOf(record).sourcePartition();
+    }
+
+    static SourceRecord sourceOf(ChangeEvent<String, String> record) {
+        return ((EmbeddedEngineChangeEvent<?, ?, ?>) record).sourceRecord();
     }
 
     private final ArrayBlockingQueue<Chunk> ready;
@@ -92,7 +122,13 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
                             DebeziumEngine.RecordCommitter<ChangeEvent<String, String>> committer)
             throws InterruptedException {
         this.committer = committer;
-        StringBuilder text = new StringBuilder(records.size() * 768);
+        int size = records.size();
+        int estimate = 0;
+        for (ChangeEvent<String, String> record : records) {
+            estimate += 64 + (record.value() == null ? 1 : record.value().length())
+                    + (record.key() == null ? 1 : record.key().length());
+        }
+        StringBuilder text = new StringBuilder(estimate);
         for (ChangeEvent<String, String> record : records) {
             text.append(record.destination()).append(FIELD);
             append(text, record.key());
@@ -100,7 +136,20 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
             append(text, record.value());
             text.append(RECORD);
         }
-        Chunk chunk = new Chunk(nextSeq++, new ArrayList<>(records), text.toString());
+        Chunk chunk = new Chunk(nextSeq++, size, text.toString());
+        Map<String, ?> last = null;
+        for (int i = 0; i < size; i++) {
+            ChangeEvent<String, String> record = records.get(i);
+            SourceRecord source = sourceOf(record);
+            Map<String, ?> partition = source.sourcePartition();
+            chunk.partitions[i] = partition;
+            chunk.offsets[i] = source.sourceOffset();
+            if (partition != last && (last == null || !partition.equals(last))
+                    && chunk.carrier(partition) == null) {
+                chunk.carriers.add(record);
+            }
+            last = partition;
+        }
         synchronized (this) {
             unacked.addLast(chunk);
         }
@@ -131,32 +180,65 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     }
 
     /**
-     * Marks every record up to chunk seq, record count (exclusive end index), as processed and
-     * flushes offsets. Earlier chunks are marked whole.
+     * Acknowledges every record up to chunk seq, record count (exclusive end index): stores the
+     * newest acknowledged offset of each source partition and flushes the offsets. Earlier
+     * chunks are acknowledged whole. Returns the number of records newly acknowledged.
      */
     public synchronized int acknowledge(long seq, int count) throws InterruptedException {
-        int marked = 0;
         DebeziumEngine.RecordCommitter<ChangeEvent<String, String>> c = committer;
-        while (!unacked.isEmpty() && c != null) {
-            Chunk chunk = unacked.peekFirst();
+        if (c == null) {
+            return 0;
+        }
+        List<Map<String, ?>> done = new ArrayList<>(2);
+        List<Chunk> range = new ArrayList<>();
+        List<Integer> ends = new ArrayList<>();
+        int acked = 0;
+        for (Chunk chunk : unacked) {
             if (chunk.seq > seq) {
                 break;
             }
             int upto = chunk.seq < seq ? chunk.size : Math.min(count, chunk.size);
-            for (int i = chunk.marked; i < upto; i++) {
-                c.markProcessed(chunk.records.get(i));
-                marked++;
+            if (upto > chunk.marked) {
+                range.add(chunk);
+                ends.add(upto);
+                acked += upto - chunk.marked;
             }
-            chunk.marked = Math.max(chunk.marked, upto);
-            if (chunk.marked < chunk.size) {
-                break;
+        }
+        // newest first: the first offset seen per partition is the one to store
+        for (int k = range.size() - 1; k >= 0; k--) {
+            Chunk chunk = range.get(k);
+            for (int i = ends.get(k) - 1; i >= chunk.marked; i--) {
+                Map<String, ?> partition = chunk.partitions[i];
+                if (contains(done, partition)) {
+                    continue;
+                }
+                done.add(partition);
+                DebeziumEngine.Offsets offsets = c.buildOffsets();
+                for (Map.Entry<String, ?> entry : chunk.offsets[i].entrySet()) {
+                    offsets.set(entry.getKey(), entry.getValue());
+                }
+                c.markProcessed(chunk.carrier(partition), offsets);
             }
+        }
+        for (int k = 0; k < range.size(); k++) {
+            range.get(k).marked = ends.get(k);
+        }
+        while (!unacked.isEmpty() && unacked.peekFirst().marked >= unacked.peekFirst().size) {
             unacked.pollFirst();
         }
-        if (marked > 0) {
+        if (acked > 0) {
             c.markBatchFinished();
         }
-        return marked;
+        return acked;
+    }
+
+    private static boolean contains(List<Map<String, ?>> partitions, Map<String, ?> partition) {
+        for (Map<String, ?> p : partitions) {
+            if (p == partition || p.equals(partition)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     @Override

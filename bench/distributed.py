@@ -1,0 +1,253 @@
+"""Distributed runtime benchmark: events/s from Kafka topics to the three Delta layers.
+
+One run, side by side on the same events:
+  - baseline: a raw confluent-kafka consumer reading every record (no decode, no lake);
+  - `tidemark worker` x1 and x2 (one consumer group, a fresh lake each), Faust + lanes.
+Events are real Debezium envelopes: the embedded engine captures churn on a local Postgres
+and they are published to a Tansu broker the way Kafka Connect does (murmur2 partitioning).
+
+    .venv/bin/python bench/distributed.py [--events 60000] [--partitions 4]
+
+Prints figures and writes bench/results/distributed.json. Never asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import decimal
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psycopg2  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from connectors.postgres.capture import open_postgres_engine  # noqa: E402
+from connectors.postgres.cluster import LocalCluster  # noqa: E402
+from tests.distributed.support import publish, start_worker, write_config  # noqa: E402
+from tests.fixtures.kafka import TansuBroker, create_topics  # noqa: E402
+
+WORK = Path(os.environ.get("BENCH_DIR", "/tmp/dist-bench"))
+RESULTS = ROOT / "bench" / "results" / "distributed.json"
+
+
+def churn(dsn: str, events: int) -> int:
+    """Inserts (70%), updates (25%) and deletes (5%) in transactions of 100 rows."""
+    made, next_id = 0, 1
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        while made < events:
+            ids = list(range(next_id, next_id + 70))
+            next_id += 70
+            cur.executemany("INSERT INTO items VALUES (%s,%s,%s,%s,%s)",
+                            [(i, f"item {i}", i % 9, decimal.Decimal(f"{i}.25"), None)
+                             for i in ids])
+            cur.execute("UPDATE items SET qty = qty + 1, note = 'x' WHERE id = ANY(%s)",
+                        (ids[:25],))
+            cur.execute("DELETE FROM items WHERE id = ANY(%s)", (ids[25:30],))
+            conn.commit()
+            made += 100
+    return made
+
+
+def capture(dsn: str, expected: int, state: Path) -> list:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS items; CREATE TABLE items (id bigint PRIMARY KEY, "
+                    "name text, qty int, price numeric(12,2), note text)")
+    engine = open_postgres_engine(pipeline="bench", source="src", dsn=dsn,
+                                  tables=["public.items"], state=state, heartbeat_ms=1000)
+    records: list = []
+    seen = 0
+    started = time.monotonic()
+    try:
+        # wait for streaming (a heartbeat), then write the churn
+        while not any(r.destination.startswith("__debezium-heartbeat") for r in records):
+            records.extend(engine.poll(0.5))
+        churn(dsn, expected)
+        while seen < expected:
+            batch = engine.poll(0.5)
+            if batch:
+                records.extend(batch)
+                engine.acknowledge(batch[-1])
+                seen += sum(1 for r in batch if r.destination == "src.public.items" and r.value)
+            if time.monotonic() - started > 900:
+                raise RuntimeError(f"capture stalled at {seen}/{expected}")
+    finally:
+        engine.close()
+    return records
+
+
+def raw_consume(bootstrap: str, topic: str, partitions: int, total: int) -> float:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got, started = 0, time.perf_counter()
+    while got < total:
+        got += sum(1 for m in consumer.consume(10_000, 1.0) if m.error() is None)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return total / elapsed
+
+
+class ReplayEngine:
+    """Hands the captured records to the embedded runner as its engine would."""
+
+    def __init__(self, records: list, chunk: int = 4096) -> None:
+        self.records, self.chunk, self.at = records, chunk, 0
+
+    def poll(self, timeout: float = 1.0) -> list:
+        out = self.records[self.at:self.at + self.chunk]
+        self.at += len(out)
+        if not out:
+            time.sleep(min(timeout, 0.05))
+        return out
+
+    def acknowledge(self, upto) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def run_embedded(records: list, *, total: int, root: Path, max_events: int,
+                 max_latency_ms: int) -> dict:
+    """The embedded runtime (same decoder, core and sinks) on the same records."""
+    import threading
+
+    from connectors.decode import Decoder
+    from sinks.lake import Lake
+    from stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings, SourceSpec
+
+    stop = threading.Event()
+    latencies: list[float] = []
+
+    def on_batch(report) -> None:
+        latencies.append((report.committed_at - report.started_at).total_seconds())
+        if runner.stats.events >= total:
+            stop.set()
+
+    engine = ReplayEngine(records)
+    runner = EmbeddedRunner(
+        [SourceSpec("src", lambda: engine, Decoder("postgres", {}))],
+        Lake(str(root), app_id="tidemark:bench-embedded"),
+        settings=RunnerSettings(max_events=max_events, max_latency_ms=max_latency_ms),
+        on_batch=on_batch)
+    started = time.perf_counter()
+    runner.run(stop)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"events": runner.stats.events, "batches": runner.stats.batches,
+            "seconds": round(elapsed, 2), "events_per_s": round(total / elapsed),
+            "commit_latency_p50_s": round(statistics.median(latencies), 3),
+            "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3)}
+
+
+def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: str) -> dict:
+    workers = [start_worker(config, workdir, f"w{i}", session_timeout=6.0,
+                            extra=["--bucket-by", bucket_by]) for i in range(n)]
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            stats = [w.read_stats() for w in workers]
+            if sum(s.get("events", 0) for s in stats) >= total:
+                break
+            if time.monotonic() > deadline or any(w.process.poll() is not None
+                                                   for w in workers):
+                raise RuntimeError("workers did not finish:\n" +
+                                   "\n".join(w.tail() for w in workers))
+            time.sleep(0.5)
+    finally:
+        for w in workers:
+            w.stop()
+    latencies = sorted(x for s in stats for x in s["commit_seconds"])
+    starts = [s["first_commit"] - s["commit_seconds"][0] for s in stats if s["commit_seconds"]]
+    end = max(s["last_commit"] for s in stats if s["last_commit"])
+    elapsed = end - min(starts)
+    return {
+        "workers": n, "bucket_by": bucket_by, "events": sum(s["events"] for s in stats),
+        "batches": sum(s["batches"] for s in stats), "seconds": round(elapsed, 2),
+        "events_per_s": round(total / elapsed),
+        "commit_latency_p50_s": round(statistics.median(latencies), 3),
+        "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
+        "per_worker_events": [s["events"] for s in stats],
+        "phase_seconds": {k: round(sum(s.get("phase_seconds", {}).get(k, 0) for s in stats), 2)
+                          for k in ("decode", "refresh", "milestone", "commit")},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--max-events", type=int, default=20_000)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--max-latency-ms", type=int, default=2000)
+    parser.add_argument("--bucket-by", default="partition,key",
+                        help="live/forensic layouts to compare (see docs/distributed.md)")
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    WORK.chmod(0o755)
+    broker = TansuBroker(WORK / "tansu.log")
+    bootstrap = broker.start()
+    cluster = LocalCluster(WORK / "pg")
+    try:
+        dsn = cluster.start()
+        topic = "src.public.items"
+        create_topics(bootstrap, [topic], partitions=args.partitions)
+        create_topics(bootstrap, ["src.transaction"], partitions=1)
+        t0 = time.perf_counter()
+        records = capture(dsn, args.events, WORK / "state")
+        capture_s = time.perf_counter() - t0
+        total = sum(1 for r in records if r.destination == topic and r.value)
+        published = publish(bootstrap, records)
+        print(f"captured {total} change events in {capture_s:.1f}s, published {published}")
+        raw = raw_consume(bootstrap, topic, args.partitions, total)
+        print(f"baseline raw consume: {raw:,.0f} records/s")
+        embedded = run_embedded(records, total=total, root=WORK / "lake-embedded",
+                                max_events=args.max_events, max_latency_ms=args.max_latency_ms)
+        print(f"embedded runtime, same records: {embedded['events_per_s']:,} events/s; "
+              f"batch p50 {embedded['commit_latency_p50_s']}s "
+              f"p99 {embedded['commit_latency_p99_s']}s")
+        runs = []
+        plans = [(b, int(n)) for b in args.bucket_by.split(",") for n in args.workers.split(",")]
+        for bucket_by, n in plans:
+            tag = f"{bucket_by}-{n}"
+            config = write_config(WORK / f"pipeline-{tag}.yaml", pipeline=f"bench{n}",
+                                  lake=WORK / f"lake-{tag}", dsn=dsn, tables=["public.items"],
+                                  bootstrap=bootstrap, group=f"bench-{tag}",
+                                  max_events=args.max_events, max_latency_ms=args.max_latency_ms)
+            run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{tag}",
+                              bucket_by=bucket_by)
+            runs.append(run)
+            print(f"{n} worker(s), buckets by {bucket_by}: {run['events_per_s']:,} events/s "
+                  f"into 3 layers; commit "
+                  f"p50 {run['commit_latency_p50_s']}s p99 {run['commit_latency_p99_s']}s; "
+                  f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}")
+        result = {
+            "benchmark": "distributed", "at": datetime.now(UTC).isoformat(),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "load_avg_1m": os.getloadavg()[0]},
+            "events": total, "partitions": args.partitions, "max_events": args.max_events,
+            "max_latency_ms": args.max_latency_ms,
+            "baseline_raw_consume_per_s": round(raw), "runs": runs,
+            "embedded_runtime_same_records": embedded,
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+    finally:
+        cluster.stop(mode="immediate")
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

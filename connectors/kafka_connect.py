@@ -1,0 +1,315 @@
+"""Debezium connectors on Kafka Connect: configs rendered from the pipeline config, and a
+small client for the Kafka Connect REST API.
+
+The connector settings come from the same functions the embedded engine uses
+(`connectors/<kind>/settings.py: connector_settings`), so both runtimes capture alike. What
+differs on Connect: engine-only keys (file offset store, file schema history) are dropped,
+the SQL Server schema history goes to a Kafka topic, converters are set per connector (JSON
+with schemas, as the decoder expects), and the password becomes a Kafka Connect
+config-provider reference (`${file:...}` or `${env:...}`), resolved by the Connect worker,
+so it is never stored in the connector config, in Connect's config topic, or in git.
+
+REST endpoints used (Kafka Connect REST API): `PUT /connectors/{name}/config` (create or
+update: idempotent), `GET /connectors/{name}/status`, `DELETE /connectors/{name}`,
+`GET /connectors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+from connectors.errors import SourceConfigError, SourceError, SourceUnavailable
+from stream_processors.milestoning.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+SecretsProvider = Literal["file", "env"]
+SECRETS_FILE = "/secrets/tidemark.properties"
+"""Where the compose stack mounts the secrets file inside the Connect container."""
+
+# Keys that only make sense inside the embedded engine (its own offset and history files).
+_ENGINE_ONLY_PREFIXES = ("offset.storage", "offset.flush", "schema.history.internal.file")
+_ENGINE_ONLY_KEYS = {"schema.history.internal", "name"}
+_JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+
+
+class SourceSpec(Protocol):
+    """What rendering needs from one `sources[]` entry of the pipeline config."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def dsn(self) -> str: ...
+    @property
+    def tables(self) -> Sequence[str]: ...
+
+
+def connector_name(pipeline: str, source: str) -> str:
+    """Connector name on Connect: `<pipeline>-<source>` (unique per pipeline and source)."""
+    return f"{pipeline}-{source}"
+
+
+def _ident(*parts: str) -> str:
+    """A Postgres identifier (slot, publication): lowercase letters, digits, underscores."""
+    return re.sub(r"[^a-z0-9_]", "_", "_".join(parts).lower())[:63]
+
+
+def password_reference(source: str, provider: SecretsProvider, *,
+                       secrets_file: str = SECRETS_FILE) -> str:
+    """The config-provider reference that stands for `source`'s password.
+
+    `file`: key `<source>.password` in a Java properties file mounted into Connect.
+    `env`: variable `TIDEMARK_<SOURCE>_PASSWORD` in the Connect worker's environment.
+    """
+    if provider == "file":
+        return f"${{file:{secrets_file}:{source}.password}}"
+    return f"${{env:{password_env_var(source)}}}"
+
+
+def password_env_var(source: str) -> str:
+    """`TIDEMARK_<SOURCE>_PASSWORD`, the env var the `env` provider reads."""
+    return "TIDEMARK_" + re.sub(r"[^A-Z0-9]", "_", source.upper()) + "_PASSWORD"
+
+
+def _password_of(dsn: str) -> str | None:
+    password = urlsplit(dsn).password
+    return unquote(password) if password else None
+
+
+def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
+                     secrets: SecretsProvider = "file", secrets_file: str = SECRETS_FILE,
+                     heartbeat_ms: int = 10_000, partitions: int = 4) -> dict[str, str]:
+    """The Kafka Connect config of one source's Debezium connector.
+
+    Raises:
+        SourceConfigError: unknown source kind, or the password would leak into the config.
+    """
+    name = connector_name(pipeline, source.name)
+    tables = list(source.tables)
+    if source.kind == "postgres":
+        from connectors.postgres.settings import connector_settings as pg_settings
+
+        ident = _ident("tidemark", pipeline, source.name, "connect")
+        settings = pg_settings(name=source.name, dsn=source.dsn, tables=tables, slot=ident,
+                               publication=ident, heartbeat_ms=heartbeat_ms)
+    elif source.kind == "sqlserver":
+        from connectors.sqlserver.settings import connector_settings as mssql_settings
+
+        settings = mssql_settings(name=source.name, dsn=source.dsn, tables=tables,
+                                  heartbeat_ms=heartbeat_ms)
+    else:
+        raise SourceConfigError(f"source `{source.name}` has unknown kind `{source.kind}`",
+                                hint="use `postgres` or `sqlserver`")
+    config = {k: str(v) for k, v in settings.items()
+              if k not in _ENGINE_ONLY_KEYS and not k.startswith(_ENGINE_ONLY_PREFIXES)}
+    if source.kind == "postgres":
+        # The decoder's exactness settings (decimals precise, intervals as ISO strings...).
+        from connectors.decode.settings import TYPE_SETTINGS
+
+        for key, value in TYPE_SETTINGS.items():
+            config.setdefault(key, value)
+    config.update({
+        "topic.prefix": source.name,
+        "tasks.max": "1",
+        # Topics Connect creates get several partitions so workers can scale out; Debezium
+        # keys records by primary key, so one key always lands in one partition (order).
+        "topic.creation.default.partitions": str(partitions),
+        "topic.creation.default.replication.factor": "-1",
+        "key.converter": _JSON_CONVERTER,
+        "key.converter.schemas.enable": "true",
+        "value.converter": _JSON_CONVERTER,
+        "value.converter.schemas.enable": "true",
+        "value.converter.replace.null.with.default": "false",
+        "key.converter.replace.null.with.default": "false",
+        "provide.transaction.metadata": "true",
+        "database.password": password_reference(source.name, secrets,
+                                                secrets_file=secrets_file),
+    })
+    if source.kind == "sqlserver":
+        config["schema.history.internal.kafka.bootstrap.servers"] = bootstrap
+        config["schema.history.internal.kafka.topic"] = (
+            f"_tidemark.{pipeline}.{source.name}.history")
+    password = _password_of(source.dsn)
+    leaks = (password, f":{password}@", f"password={password}")
+    if password and any(v == password or any(x in v for x in leaks[1:])
+                        for v in config.values()):
+        raise SourceConfigError(
+            f"the rendered config of connector `{name}` would contain the password",
+            hint="report this as a bug; the password must stay a config-provider reference")
+    return dict(sorted(config.items()))
+
+
+def render_connectors(sources: Iterable[SourceSpec], *, pipeline: str, bootstrap: str,
+                      secrets: SecretsProvider = "file",
+                      secrets_file: str = SECRETS_FILE) -> dict[str, dict[str, str]]:
+    """Every source's connector config, keyed by connector name."""
+    return {connector_name(pipeline, s.name): render_connector(
+        s, pipeline=pipeline, bootstrap=bootstrap, secrets=secrets, secrets_file=secrets_file)
+        for s in sources}
+
+
+def secrets_properties(sources: Iterable[SourceSpec]) -> str:
+    """The `file` provider's properties file for these sources (keep it out of git)."""
+    lines = []
+    for s in sources:
+        password = _password_of(s.dsn) or ""
+        escaped = password.replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"{s.name}.password={escaped}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    id: int
+    state: str
+    worker_id: str | None
+    trace: str | None
+
+
+@dataclass(frozen=True)
+class ConnectorStatus:
+    """One connector's state as Connect reports it (`GET /connectors/{name}/status`)."""
+
+    name: str
+    state: str
+    worker_id: str | None
+    tasks: tuple[TaskStatus, ...]
+    trace: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "RUNNING" and all(t.state == "RUNNING" for t in self.tasks)
+
+    @property
+    def last_error(self) -> str | None:
+        """The first line of the connector's or a failed task's trace, if any."""
+        for trace in [self.trace, *(t.trace for t in self.tasks)]:
+            if trace:
+                return trace.strip().splitlines()[0]
+        return None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ConnectorStatus:
+        conn = body.get("connector", {})
+        return cls(
+            name=body["name"], state=conn.get("state", "UNKNOWN"),
+            worker_id=conn.get("worker_id"), trace=conn.get("trace"),
+            tasks=tuple(TaskStatus(int(t["id"]), t.get("state", "UNKNOWN"), t.get("worker_id"),
+                                   t.get("trace")) for t in body.get("tasks", [])))
+
+
+class ConnectError(SourceError):
+    """Kafka Connect answered with an error."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class ConnectBusy(ConnectError, TransientError):
+    """Connect is rebalancing (409) or failing (5xx); retrying later may work."""
+
+
+class KafkaConnect:
+    """A client for the few Kafka Connect REST endpoints Tidemark uses.
+
+    Args:
+        url: the REST base URL, e.g. `http://connect:8083`.
+        timeout: seconds per request.
+        retries: attempts for 409 (rebalance in progress) and 5xx answers.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 5) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+
+    def _call(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in range(1, self.retries + 1):
+            req = urllib.request.Request(
+                self.url + path, data=data, method=method,
+                headers={"Content-Type": "application/json", "Accept": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                    return resp.status, json.loads(raw) if raw else None
+            except urllib.error.HTTPError as exc:
+                raw = exc.read()
+                try:
+                    message = json.loads(raw).get("message", "") if raw else ""
+                except ValueError:
+                    message = raw.decode(errors="replace")[:200]
+                if exc.code == 409 or exc.code >= 500:
+                    if attempt < self.retries:
+                        log.info("connect %s %s answered %s, retrying", method, path, exc.code)
+                        time.sleep(min(0.2 * 2 ** attempt, 5))
+                        continue
+                    raise ConnectBusy(f"Kafka Connect answered `{exc.code}` to {method} "
+                                      f"{path}: {message}", status=exc.code,
+                                      hint="retry when the Connect cluster is stable") from exc
+                return exc.code, {"error_code": exc.code, "message": message}
+            except (urllib.error.URLError, OSError) as exc:
+                raise SourceUnavailable(
+                    f"cannot reach Kafka Connect at `{self.url}`: {exc}",
+                    hint="start it (`docker compose up connect`) or pass --connect-url") from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _path(name: str) -> str:
+        return "/connectors/" + quote(name, safe="")
+
+    def put_config(self, name: str, config: Mapping[str, str]) -> bool:
+        """Create or update a connector (idempotent). True when it was created.
+
+        Raises:
+            ConnectError: Connect rejected the config (the message says why).
+        """
+        status, body = self._call("PUT", self._path(name) + "/config", dict(config))
+        if status not in (200, 201):
+            raise ConnectError(f"Kafka Connect rejected connector `{name}`: "
+                               f"{body.get('message', body)}", status=status,
+                               hint="fix the source settings in the pipeline config")
+        return status == 201
+
+    def get_config(self, name: str) -> dict[str, str] | None:
+        status, body = self._call("GET", self._path(name) + "/config")
+        return None if status == 404 else dict(body)
+
+    def status(self, name: str) -> ConnectorStatus | None:
+        """The connector's and its tasks' state, or None when it does not exist."""
+        code, body = self._call("GET", self._path(name) + "/status")
+        if code == 404:
+            return None
+        if code != 200:
+            raise ConnectError(f"status of `{name}` failed: {body.get('message')}", status=code)
+        return ConnectorStatus.from_json(body)
+
+    def delete(self, name: str) -> bool:
+        """Delete a connector; False when it did not exist."""
+        code, body = self._call("DELETE", self._path(name))
+        if code == 404:
+            return False
+        if code not in (200, 204):
+            raise ConnectError(f"delete of `{name}` failed: {body.get('message')}", status=code)
+        return True
+
+    def list(self) -> list[str]:
+        _, body = self._call("GET", "/connectors")
+        return sorted(body)
+
+
+def register(client: KafkaConnect, configs: Mapping[str, Mapping[str, str]]) -> dict[str, bool]:
+    """PUT every config (create or update); returns name -> created."""
+    return {name: client.put_config(name, cfg) for name, cfg in configs.items()}

@@ -1,0 +1,248 @@
+"""The Faust app: one agent per source topic, batches with `stream.take_events`, lanes commit.
+
+Faust gives the consumer group (partition assignment, rebalances, heartbeats) and the agents;
+exactly-once comes from the lanes (`lane.py`), not from Faust's offset commits: on
+assignment each partition's lane reads its offset back from the lake and the consumer seeks
+there; every batch re-checks it. Faust's `exactly_once` guarantee is not used (it needs Kafka
+transactions, and the lake already deduplicates).
+
+Decoding, milestoning and Delta commits block, so they run in a thread pool; the event loop
+stays free for heartbeats. Partitions of one topic in one take run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream_processors.distributed.lane import KafkaRecord, LaneOutcome, PartitionLane
+from stream_processors.distributed.topics import SourceTopic, transaction_topic
+from stream_processors.milestoning.columns import Layer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker needs, parsed once from the pipeline config.
+
+    Attributes:
+        pipeline: pipeline name (dead-letter topic name).
+        app_id: the pipeline's Delta app id prefix; each lane appends `:<topic>:<partition>`.
+        lake: lake root; storage_options: delta-rs options.
+        topics: the source topics to consume.
+        layers: layers per lake table.
+        bootstrap: Kafka bootstrap servers; group: the consumer group.
+        max_events / max_latency_s: `stream.take` size and time bounds.
+        live_prefix: publish `<prefix>.live.<table>` topics when set.
+        datadir: Faust's local directory; stats_path: where the worker writes its counters.
+        web_port: Faust's web server (bound to 127.0.0.1) or None for off.
+        session_timeout_s: consumer group session timeout.
+        threads: size of the thread pool that runs lanes.
+        gate_transactions: hold records until their transaction's END marker was seen.
+        partition_buckets: new live/forensic tables get buckets that follow the Kafka
+            partition (writers never conflict); False: the sinks' key-range buckets.
+    """
+
+    pipeline: str
+    app_id: str
+    lake: str
+    topics: tuple[SourceTopic, ...]
+    layers: Mapping[str, frozenset[Layer]]
+    bootstrap: str
+    group: str
+    datadir: Path
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    max_events: int = 20_000
+    max_latency_s: float = 1.0
+    live_prefix: str | None = None
+    stats_path: Path | None = None
+    web_port: int | None = None
+    session_timeout_s: float = 60.0
+    threads: int = 4
+    gate_transactions: bool = True
+    partition_buckets: bool = True
+
+
+@dataclass
+class WorkerStats:
+    """Counters the worker writes to `stats_path` (tests and benchmarks read them)."""
+
+    events: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    seeks: int = 0
+    commit_seconds: list[float] = field(default_factory=list)
+    first_commit: float | None = None
+    last_commit: float | None = None
+    assigned: list[str] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, outcome: LaneOutcome) -> None:
+        now = time.time()
+        self.events += outcome.events
+        self.batches += outcome.batches
+        self.dead_letters += outcome.dead_letters
+        self.commit_seconds.extend(outcome.commit_seconds)
+        del self.commit_seconds[:-10_000]
+        for phase, seconds in outcome.phase_seconds.items():
+            self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
+        if outcome.batches:
+            self.first_commit = self.first_commit or now
+            self.last_commit = now
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(vars(self)))
+        tmp.replace(path)
+
+
+class LaneRegistry:
+    """The lanes of the partitions this worker holds, created on assignment."""
+
+    def __init__(self, settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
+                 outputs: Any = None, gate: Any = None,
+                 gated: frozenset[str] = frozenset()) -> None:
+        self.settings = settings
+        self.gated = gated
+        self.by_topic = {t.topic: t for t in settings.topics}
+        self.lake_factory = lake_factory
+        self.outputs = outputs
+        self.gate = gate
+        self.lanes: dict[tuple[str, int], PartitionLane] = {}
+        self._lock = threading.Lock()
+
+    def get(self, topic: str, partition: int) -> PartitionLane:
+        with self._lock:
+            lane = self.lanes.get((topic, partition))
+            if lane is None:
+                spec = self.by_topic[topic]
+                lake = self.lake_factory(f"{self.settings.app_id}:{topic}:{partition}")
+                lane = PartitionLane(spec, partition, lake=lake,
+                                     layers=self.settings.layers[spec.table],
+                                     outputs=self.outputs,
+                                     gate=self.gate if spec.source in self.gated else None,
+                                     partition_buckets=self.settings.partition_buckets)
+                self.lanes[(topic, partition)] = lane
+            return lane
+
+    def drop(self, topic: str, partition: int) -> None:
+        with self._lock:
+            lane = self.lanes.pop((topic, partition), None)
+        if lane is not None:
+            lane.close()
+
+    def close(self) -> None:
+        for key in list(self.lanes):
+            self.drop(*key)
+
+
+def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
+              outputs: Any = None, gate: Any = None,
+              gated: frozenset[str] = frozenset()) -> Any:
+    """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`."""
+    import faust
+    from faust.types import TP
+
+    web = {"web_enabled": False} if settings.web_port is None else {
+        "web_enabled": True, "web_bind": "127.0.0.1", "web_port": settings.web_port,
+        "web_host": "127.0.0.1"}
+    app = faust.App(
+        settings.group, broker=f"kafka://{settings.bootstrap}", store="memory://",
+        datadir=str(settings.datadir), key_serializer="raw", value_serializer="raw",
+        topic_disable_leader=True, topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 10, 1.0),
+        stream_buffer_maxsize=max(settings.max_events * 2, 4096),
+        broker_max_poll_records=min(settings.max_events, 10_000),
+        **web)
+    registry = LaneRegistry(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
+                            gated=gated)
+    stats = WorkerStats()
+    pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="lane")
+    app.tidemark = (registry, stats)  # type: ignore[attr-defined]
+
+    def write_stats() -> None:
+        if settings.stats_path is not None:
+            stats.assigned = sorted(f"{t}/{p}" for t, p in registry.lanes)
+            stats.write(settings.stats_path)
+
+    async def run_lane(topic: str, partition: int, records: Sequence[KafkaRecord]) -> None:
+        loop = asyncio.get_running_loop()
+        lane = await loop.run_in_executor(pool, registry.get, topic, partition)
+        outcome = await loop.run_in_executor(pool, lane.apply, records)
+        stats.add(outcome)
+        if outcome.seek_to is not None:
+            stats.seeks += 1
+            await app.consumer.seek(TP(topic, partition), outcome.seek_to)
+
+    def make_agent(spec: SourceTopic) -> Callable[[Any], Any]:
+        async def agent(stream: Any) -> None:
+            async for events in stream.take_events(settings.max_events,
+                                                   within=settings.max_latency_s):
+                by_partition: dict[int, list[KafkaRecord]] = defaultdict(list)
+                for event in events:
+                    msg = event.message
+                    by_partition[msg.partition].append(
+                        KafkaRecord(msg.offset, msg.key, msg.value))
+                await asyncio.gather(*(
+                    run_lane(spec.topic, p, sorted(recs, key=lambda r: r.offset))
+                    for p, recs in by_partition.items()))
+                write_stats()
+
+        return agent
+
+    for spec in settings.topics:
+        channel = app.topic(spec.topic, key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw", allow_empty=True)
+        app.agent(channel, name=f"tidemark.{spec.table}")(make_agent(spec))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
+        for tp in revoked:
+            registry.drop(tp.topic, tp.partition)
+        write_stats()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
+        loop = asyncio.get_running_loop()
+        for tp in assigned:
+            if tp.topic in registry.by_topic:
+                # Read the lane's offset from the lake now. No seek here: Faust seeks to its
+                # committed offsets after this signal anyway, and seeking inside the
+                # rebalance races aiokafka's fetcher. The lane drops what is below its
+                # offset and seeks back from the agent when Faust starts above it.
+                lane = await loop.run_in_executor(pool, registry.get, tp.topic, tp.partition)
+                log.info("assigned %s/%s: the lake holds offsets below %s",
+                         tp.topic, tp.partition, lane.next_offset)
+        write_stats()
+
+    @app.timer(interval=max(settings.max_latency_s, 0.5))
+    async def flush_held() -> None:
+        """Lanes holding records for a transaction END re-check without new records."""
+        for (topic, partition), lane in list(registry.lanes.items()):
+            if lane.has_pending:
+                await run_lane(topic, partition, [])
+
+    @app.on_after_configured.connect
+    def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - logging only
+        log.info("worker for %s topics", len(settings.topics))
+
+    return app
+
+
+def gated_sources(settings: WorkerSettings, existing: set[str]) -> frozenset[str]:
+    """The sources whose transaction topic exists (their lanes are gated)."""
+    if not settings.gate_transactions:
+        return frozenset()
+    return frozenset(t.source for t in settings.topics if transaction_topic(t.source) in existing)

@@ -1,0 +1,393 @@
+"""One Kafka topic-partition applied to the lake exactly once, without trusting Kafka commits.
+
+A *lane* is one partition of one table's topic. It owns its own Delta transaction app ids
+(`<pipeline app id>:<topic>:<partition>:<table>:<layer>`, via its own `Lake`), and a batch's
+id is the Kafka offset after its last record. So every Delta commit records the offsets it
+contains, and `transaction_version(app id)` of a layer *is* the next offset to read:
+
+- on assignment the lane reads that version back and the consumer seeks there;
+- records below it are replays (a rebalance, a commit the consumer lost) and are dropped;
+- a record above it is a gap (a consumer that committed past unapplied records): the lane
+  asks the consumer to seek back, and accepts a gap only when re-reading confirms it;
+- if a crash left the layers at different versions, the first batch is cut exactly at the
+  highest one, so the layers that hold it skip it and the others catch up;
+- before each commit the lane re-reads the versions: if another worker moved the lane (a
+  zombie after a rebalance), it drops its batch and re-reads from the lake's offset. Delta
+  itself rejects two concurrent commits with the same app id (`CommitFailedError`).
+
+Lanes of one table commit concurrently; they touch disjoint keys (Debezium keys records by
+primary key, so a key lives in one partition). Conflicts on shared files are retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from connectors.debezium.records import RawRecord
+from sinks.layout import kafka_partition
+from stream_processors.distributed.topics import SourceTopic
+from stream_processors.milestoning.columns import Layer
+from stream_processors.milestoning.model import MilestonedTable
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """One consumed record of the lane's partition."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class LaneOutcome:
+    """What one `LaneWork.apply` call did.
+
+    Attributes:
+        seek_to: the consumer must re-read the partition from this offset (gap, zombie).
+        events: change events committed.
+        batches: Delta batches committed (0, 1 or 2: a crash-boundary batch splits).
+        commit_seconds: wall time of each committed batch (decode to durable commit).
+        dead_letters: records sent to the dead letters.
+    """
+
+    seek_to: int | None = None
+    events: int = 0
+    batches: int = 0
+    commit_seconds: list[float] = field(default_factory=list)
+    dead_letters: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, phase: str, seconds: float) -> None:
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
+
+
+class Outputs(Protocol):
+    """Where a lane publishes besides the lake (Kafka topics); see `outputs.py`."""
+
+    def dead_letters(self, letters: Sequence[Any]) -> None: ...
+    def live(self, table: MilestonedTable) -> None: ...
+
+
+class TxGate(Protocol):
+    """Decides how much of a lane's pending records may commit (see `txgate.py`)."""
+
+    def committable(self, lane: str, table: str, records: Sequence[KafkaRecord]) -> int: ...
+
+
+class PartitionLane:
+    """Applies one topic-partition's records to the lake, exactly once.
+
+    Args:
+        spec: the table's topic, lake name, source kind and key override.
+        partition: the Kafka partition.
+        lake: a `sinks.lake.Lake` whose app id is unique to this lane.
+        layers: the layers this table is written to.
+        outputs: optional Kafka outputs (dead-letter topic, live topics).
+        gate: optional transaction gate (holds back records of unfinished transactions).
+        decode: the decoder (`connectors.decode.decode_records`), injectable for tests.
+    """
+
+    def __init__(self, spec: SourceTopic, partition: int, *, lake: Any,
+                 layers: frozenset[Layer], outputs: Outputs | None = None,
+                 gate: TxGate | None = None, partition_buckets: bool = True,
+                 decode: Callable[..., Any] | None = None) -> None:
+        if decode is None:
+            decode = lane_decoder(spec)
+        self.spec = spec
+        self.partition = partition
+        self.name = f"{spec.topic}/{partition}"
+        self.lake = lake
+        self.layers = frozenset(layers)
+        self.outputs = outputs
+        self.gate = gate
+        self.partition_buckets = partition_buckets
+        self._decode = decode
+        self._pending: list[KafkaRecord] = []
+        self._lock = threading.Lock()
+        self._seen: dict[Layer, int | None] = {}
+        self._seek_attempts: dict[int, int] = {}
+        self.committed = 0
+        self.next_offset = 0
+        self.boundary: int | None = None
+        self.sync()
+
+    # -- lake state ------------------------------------------------------------------------
+
+    def _sink(self, layer: Layer) -> Any:
+        sink = self.lake.sink(self.spec.table, layer)
+        handle = sink.handle
+        if not getattr(handle, "_tidemark_lane", False):
+            # The sinks assume one writer per table; lanes are several. Two adjustments
+            # (to move into sinks/ as a multi-writer mode):
+            # - the changelog drops events at or below a *table-wide* position read from the
+            #   last commit of any writer; lanes interleave positions, so a lane must not
+            #   inherit another's. Replays are handled by the lane's offsets (txn versions)
+            #   and the core's per-key replay filter instead.
+            handle._read_position = lambda: None
+            handle._position = None
+            handle._tidemark_lane = True
+        return sink
+
+    def lake_offsets(self) -> tuple[int, int]:
+        """(lowest, highest) next offset recorded by this lane's layers, refreshed.
+
+        Also drops the sinks' cached bucket rows of a layer when another writer (another
+        lane of the table) committed since this lane last looked: the cache holds only what
+        this lane wrote, and a bucket rewritten from a stale cache would lose their rows.
+        """
+        versions = []
+        for layer in sorted(self.layers):
+            sink = self._sink(layer)
+            handle = sink.handle
+            handle.refresh()
+            version = None if handle.dt is None else handle.dt.version()
+            if (version != self._seen.get(layer) and hasattr(sink, "rows")
+                    and not _own_buckets(sink)):
+                sink.rows.clear()
+            self._seen[layer] = version
+            versions.append(int(handle.applied_batch()))
+        return min(versions), max(versions)
+
+    def _remember_versions(self) -> None:
+        for layer in self.layers:
+            dt = self._sink(layer).handle.dt
+            self._seen[layer] = None if dt is None else dt.version()
+
+    def sync(self) -> int:
+        """Re-read the lane's offsets from the lake; returns the offset to consume from."""
+        low, high = self.lake_offsets()
+        self.committed = self.next_offset = low
+        self.boundary = high if high > low else None
+        self._pending.clear()
+        self._seek_attempts.clear()
+        if self.boundary:
+            log.warning("lane %s: layers at offsets %s..%s after a crash; replaying exactly "
+                        "that range first", self.name, low, high)
+        return low
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def admit(self, records: Sequence[KafkaRecord]) -> int | None:
+        """Add consumed records to the pending batch; returns an offset to seek to, if any."""
+        for record in records:
+            if record.offset < self.next_offset:
+                continue  # a replay: already applied or already pending
+            if record.offset > self.next_offset:
+                tries = self._seek_attempts.get(self.next_offset, 0)
+                if tries < 2:
+                    self._seek_attempts[self.next_offset] = tries + 1
+                    log.warning("lane %s: gap, got offset %s, expected %s; seeking back",
+                                self.name, record.offset, self.next_offset)
+                    return self.next_offset
+                log.warning("lane %s: offsets %s..%s do not exist (compaction or "
+                            "transaction markers); going on", self.name, self.next_offset,
+                            record.offset - 1)
+            self._pending.append(record)
+            self.next_offset = record.offset + 1
+            self._seek_attempts.clear()
+        return None
+
+    @property
+    def has_pending(self) -> bool:
+        """Records read but not committed yet (held for a transaction or a boundary)."""
+        return bool(self._pending)
+
+    def apply(self, records: Sequence[KafkaRecord]) -> LaneOutcome:
+        """Admit `records` and commit what may be committed (blocking: run in a thread)."""
+        with self._lock:
+            return self._apply(records)
+
+    def _apply(self, records: Sequence[KafkaRecord]) -> LaneOutcome:
+        outcome = LaneOutcome()
+        seek = self.admit(records)
+        while self._pending:
+            count = self._cut()
+            if count == 0:
+                break
+            chunk, self._pending = self._pending[:count], self._pending[count:]
+            if not self._commit(chunk, outcome):
+                outcome.seek_to = self.sync()
+                return outcome
+        if seek is not None:
+            outcome.seek_to = seek
+        return outcome
+
+    def _cut(self) -> int:
+        """How many pending records form the next batch (0: wait for more)."""
+        pending = self._pending
+        if self.boundary is not None:
+            if pending[-1].offset + 1 < self.boundary:
+                return 0  # the crash-boundary batch must be replayed whole
+            count = sum(1 for r in pending if r.offset < self.boundary)
+            return count
+        if self.gate is not None:
+            return self.gate.committable(self.name, self.spec.table, pending)
+        return len(pending)
+
+    def _commit(self, chunk: list[KafkaRecord], outcome: LaneOutcome) -> bool:
+        """Commit one batch; False when another worker moved the lane (caller re-syncs)."""
+        started = time.perf_counter()
+        batch_id = chunk[-1].offset + 1
+        origin = f"kafka:{self.spec.topic}/{self.partition}@"
+        raw = [RawRecord(self.spec.topic,
+                         None if r.key is None else r.key.decode("utf-8", "replace"),
+                         None if r.value is None else r.value.decode("utf-8", "replace"),
+                         f"{origin}{r.offset}") for r in chunk]
+        decoded = self._decode(raw)
+        outcome.timed("decode", time.perf_counter() - started)
+        scope = kafka_partition(self.partition) if self.partition_buckets else nullcontext()
+        with scope:
+            # Buckets that follow the partition are this lane's alone: no lock, no conflict.
+            if all(_own_buckets(self._sink(layer)) for layer in self.layers):
+                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+            with _table_lock(self.spec.table):
+                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+
+    def _commit_locked(self, chunk: list[KafkaRecord], batch_id: int, decoded: Any,
+                       outcome: LaneOutcome, started: float) -> bool:
+        letters = list(decoded.dead_letters)
+        tables: list[MilestonedTable] = []
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            mark = time.perf_counter()
+            low, high = self.lake_offsets()
+            outcome.timed("refresh", time.perf_counter() - mark)
+            if low != self.committed or high not in (self.committed, batch_id):
+                log.warning("lane %s: the lake moved to offsets %s..%s under us (expected %s);"
+                            " dropping batch %s", self.name, low, high, self.committed,
+                            batch_id)
+                return False
+            mark = time.perf_counter()
+            tables = self._milestone(decoded.changes, batch_id)
+            outcome.timed("milestone", time.perf_counter() - mark)
+            mark = time.perf_counter()
+            try:
+                if letters:
+                    self.lake.write_dead_letters(letters, batch_id=batch_id)
+                if tables:
+                    self.lake.commit_batch(
+                        batch_id, tables,
+                        source_positions={t.table: t.last_position for t in tables},
+                        started_at=datetime.now(UTC),
+                        layers={t.table: self.layers for t in tables})
+            except Exception as exc:
+                if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
+                    raise
+                log.warning("lane %s: batch %s conflicted (attempt %s); retrying",
+                            self.name, batch_id, attempt)
+                time.sleep(0.05 * attempt)
+                continue
+            outcome.timed("commit", time.perf_counter() - mark)
+            break
+        if tables:
+            self.committed = batch_id
+            self._remember_versions()
+        if self.boundary is not None and batch_id >= self.boundary:
+            self.boundary = None
+        if self.outputs is not None:
+            if letters:
+                self.outputs.dead_letters(letters)
+            for table in tables:
+                self.outputs.live(table)
+        outcome.events += sum(t.changelog.num_rows for t in tables)
+        outcome.batches += 1 if tables else 0
+        outcome.dead_letters += len(letters)
+        outcome.commit_seconds.append(time.perf_counter() - started)
+        log.info("lane %s: batch %s committed (%s records)", self.name, batch_id, len(chunk))
+        return True
+
+    def _milestone(self, changes: Mapping[str, Any], batch_id: int) -> list[MilestonedTable]:
+        from stream_processors.milestoning.core import milestone
+
+        out = []
+        now = datetime.now(UTC)
+        for table, change in changes.items():
+            events: pa.Table = change.events
+            if events.num_rows == 0:
+                continue
+            keys = events.select(list(change.key_columns)).group_by(
+                list(change.key_columns)).aggregate([])
+            current = self.lake.current_versions(table, keys)
+            out.append(_nullable(milestone(change, current, batch_id=batch_id,
+                                           ingested_at=now)))
+        return out
+
+    def close(self) -> None:
+        self.lake.close()
+
+
+def _nullable(table: MilestonedTable) -> MilestonedTable:
+    """The same tables with every top-level field nullable.
+
+    The core marks some `_tm_` fields non-null while Delta reads them back as nullable; the
+    sinks' bucket rewrite concatenates both and pyarrow refuses differing nullability.
+    (Workaround here; the fix belongs in sinks/delta: concat with promote_options.)
+    """
+
+    def relax(t: pa.Table) -> pa.Table:
+        if all(f.nullable for f in t.schema):
+            return t
+        return t.cast(pa.schema([f.with_nullable(True) for f in t.schema],
+                                metadata=t.schema.metadata))
+
+    return dataclasses.replace(
+        table, changelog=relax(table.changelog), live_upserts=relax(table.live_upserts),
+        live_deletes=relax(table.live_deletes),
+        forensic_inserts=relax(table.forensic_inserts),
+        forensic_closes=relax(table.forensic_closes))
+
+
+def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
+    """A decoder of the lane's own: decoders keep per-source position state (snapshot
+    counters), which must not be shared across lanes that run in parallel threads."""
+    keys = {spec.table: spec.key_columns} if spec.key_columns else {}
+    try:
+        from connectors.decode.decoder import Decoder
+    except ImportError:  # only the contract function: serialize calls
+        from connectors.decode import decode_records
+
+        def decode(records: Sequence[RawRecord]) -> Any:
+            with _SHARED_DECODER:
+                return decode_records(records, source_kind=spec.kind, key_columns=keys)
+
+        return decode
+    return Decoder(spec.kind, keys).decode
+
+
+_SHARED_DECODER = threading.Lock()
+_TABLE_LOCKS: dict[str, threading.Lock] = {}
+_TABLE_LOCKS_GUARD = threading.Lock()
+
+
+def _own_buckets(sink: Any) -> bool:
+    """True for a layer whose buckets follow the Kafka partition (or that has none)."""
+    if not hasattr(sink, "rows"):
+        return True  # the changelog: append only
+    bucketing = getattr(sink, "bucketing", None)
+    return bucketing is not None and bucketing.kind == "partition"
+
+
+def _table_lock(table: str) -> threading.Lock:
+    """Lanes of one table in one process commit one at a time: they would only conflict
+    on the table's shared files (and retry); decoding still runs in parallel."""
+    with _TABLE_LOCKS_GUARD:
+        return _TABLE_LOCKS.setdefault(table, threading.Lock())
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A concurrent-writer conflict (retry the batch), told apart without importing sinks."""
+    return type(exc).__name__ in {"SinkCommitConflict", "CommitFailedError"}

@@ -1,0 +1,127 @@
+"""Kafka outputs of the worker: the dead-letter topic and the compacted live topics.
+
+Both are published after the lake commit, so they never run ahead of the lake. After a crash
+a batch may be published twice (at least once): harmless for the live topics, which hold
+the current row per key (compaction keeps the last), and dead letters carry their origin
+(`kafka:topic/partition@offset`) so consumers can drop repeats.
+
+Live topic `<prefix>.live.<table>`: key = the key columns as a JSON object, value = the
+current row as JSON (source columns plus `_tm_op`, `_tm_position`, `_tm_source_ts`), and a
+tombstone (null value) when the row is deleted, so a consumer that reads the topic from the
+start ends with exactly the live table.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from stream_processors.distributed.errors import OutputUnavailable
+from stream_processors.distributed.topics import dead_letter_topic, live_topic
+from stream_processors.milestoning.columns import BATCH
+from stream_processors.milestoning.model import MilestonedTable
+
+log = logging.getLogger(__name__)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # exact: never a float
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(type(value).__name__)
+
+
+def to_json(row: dict[str, Any]) -> bytes:
+    """A row as JSON: decimals as strings, timestamps ISO 8601, bytes base64."""
+    return orjson.dumps(row, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def live_messages(table: MilestonedTable) -> list[tuple[bytes, bytes | None]]:
+    """(key, value) pairs for one batch: upserts, then tombstones for deleted keys."""
+    keys = list(table.key_columns)
+    upserts: pa.Table = table.live_upserts
+    upserts = upserts.drop_columns([c for c in (BATCH,) if c in upserts.column_names])
+    out: list[tuple[bytes, bytes | None]] = []
+    for row in upserts.to_pylist():
+        out.append((to_json({k: row[k] for k in keys}), to_json(row)))
+    for row in table.live_deletes.select(keys).to_pylist():
+        out.append((to_json(row), None))
+    return out
+
+
+def ensure_topics(bootstrap: str, *, dead_letters: str, live: Sequence[str],
+                  partitions: int = 1) -> None:
+    """Create the output topics that are missing: live topics compacted (the current row
+    per key survives, deleted keys vanish after their tombstone), dead letters plain."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=15).topics)
+    wanted = [NewTopic(dead_letters, num_partitions=partitions, replication_factor=-1)]
+    wanted += [NewTopic(t, num_partitions=partitions, replication_factor=-1,
+                        config={"cleanup.policy": "compact"}) for t in live]
+    missing = [t for t in wanted if t.topic not in existing]
+    for topic, future in admin.create_topics(missing).items() if missing else []:
+        try:
+            future.result(timeout=15)
+        except Exception as exc:  # created meanwhile by another worker: fine
+            if "already exists" not in str(exc).lower():
+                raise OutputUnavailable(f"cannot create topic `{topic}`: {exc}",
+                                        hint="create it by hand or check broker ACLs") from exc
+            log.debug("topic %s appeared meanwhile", topic)
+
+
+class KafkaOutputs:
+    """Publishes dead letters and (optionally) live rows with one idempotent producer.
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        pipeline: names the dead-letter topic.
+        live_prefix: when set, publish `<live_prefix>.live.<table>` topics.
+    """
+
+    def __init__(self, *, bootstrap: str, pipeline: str, live_prefix: str | None) -> None:
+        from confluent_kafka import Producer
+
+        self.pipeline = pipeline
+        self.live_prefix = live_prefix
+        self._producer: Any = Producer({"bootstrap.servers": bootstrap,
+                                        "enable.idempotence": True, "linger.ms": 5})
+
+    def dead_letters(self, letters: Sequence[Any]) -> None:
+        topic = dead_letter_topic(self.pipeline)
+        for letter in letters:
+            body = {"table": letter.table, "reason": letter.reason, "origin": letter.origin,
+                    "position": letter.position, "raw_key": letter.raw_key,
+                    "raw_value": letter.raw_value}
+            key = None if letter.raw_key is None else letter.raw_key.encode()
+            self._producer.produce(topic, key=key, value=orjson.dumps(body))
+        self._flush()
+
+    def live(self, table: MilestonedTable) -> None:
+        if self.live_prefix is None:
+            return
+        topic = live_topic(self.live_prefix, table.table)
+        for key, value in live_messages(table):
+            self._producer.produce(topic, key=key, value=value)
+            self._producer.poll(0)
+        self._flush()
+
+    def _flush(self) -> None:
+        left = self._producer.flush(30)
+        if left:
+            raise OutputUnavailable(f"`{left}` message(s) not delivered to Kafka within 30s",
+                                    hint="check the brokers; the batch is replayed on restart")
+
+    def close(self) -> None:
+        self._producer.flush(10)

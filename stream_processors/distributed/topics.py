@@ -1,0 +1,77 @@
+"""Topic names of the distributed runtime, defined once (DESIGN §3.5).
+
+Debezium names: `<source>.<schema>.<table>` (Postgres), `<source>.<database>.<schema>.<table>`
+(SQL Server), `<source>.transaction` (transaction BEGIN/END markers). Lake tables are always
+`<source>.<schema>.<table>`: the SQL Server database is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+SourceKind = Literal["postgres", "sqlserver"]
+
+
+class SourceLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def dsn(self) -> str: ...
+    @property
+    def tables(self) -> tuple[str, ...]: ...
+    @property
+    def keys(self) -> Mapping[str, tuple[str, ...]]: ...
+
+
+@dataclass(frozen=True)
+class SourceTopic:
+    """One captured table as the worker sees it.
+
+    Attributes:
+        topic: the Kafka topic Debezium writes.
+        table: the lake table name.
+        source: the source name (Debezium's topic prefix).
+        kind: the source kind (for the decoder).
+        key_columns: configured key columns, or None to take them from the record keys.
+    """
+
+    topic: str
+    table: str
+    source: str
+    kind: SourceKind
+    key_columns: tuple[str, ...] | None
+
+
+def transaction_topic(source: str) -> str:
+    """Debezium's transaction metadata topic of one source."""
+    return f"{source}.transaction"
+
+
+def dead_letter_topic(pipeline: str) -> str:
+    """Where the worker publishes undecodable records (besides `_tidemark/dead_letters`)."""
+    return f"tidemark.{pipeline}.dead_letters"
+
+
+def live_topic(prefix: str, table: str) -> str:
+    """The compacted current-row-per-key topic of one lake table."""
+    return f"{prefix}.live.{table}"
+
+
+def source_topics(sources: Iterable[SourceLike]) -> list[SourceTopic]:
+    """Every captured table's topic, in config order."""
+    out = []
+    for source in sources:
+        kind: SourceKind = "sqlserver" if source.kind == "sqlserver" else "postgres"
+        database = urlsplit(source.dsn).path.lstrip("/")
+        for table in source.tables:
+            topic = (f"{source.name}.{database}.{table}" if kind == "sqlserver"
+                     else f"{source.name}.{table}")
+            keys = source.keys.get(table) if source.keys else None
+            out.append(SourceTopic(topic, f"{source.name}.{table}", source.name, kind,
+                                   tuple(keys) if keys else None))
+    return out

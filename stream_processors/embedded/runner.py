@@ -1,0 +1,434 @@
+"""The embedded runtime's loop: engine -> decode -> batch -> milestone -> lake -> acknowledge.
+
+One thread polls every source's engine, decodes what it got, feeds the batcher, and whenever
+a batch is due: looks up the open versions of the batch's keys, runs the core per table,
+commits the batch to the lake and only then acknowledges the source offsets the batch
+covered (DESIGN §3.3). Failures are sorted by the error tree: a `TransientError` (source
+down, commit conflict) is retried with exponential backoff, a source that failed is reopened
+and replays from its last acknowledged offset (the core and the lake drop what was already
+applied), anything terminal stops the run. Backpressure: while the batcher holds more than
+`max_pending_events`, the loop stops polling and commits instead, so the engines' bounded
+queues make Debezium wait rather than memory grow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.debezium.records import RawRecord
+from stream_processors.batching import Batcher, PipelineBatch
+from stream_processors.milestoning.columns import OP, SOURCE_TS, TX_ID, Layer, Op
+from stream_processors.milestoning.core import milestone
+from stream_processors.milestoning.errors import TransientError
+from stream_processors.milestoning.model import MilestonedTable, TableChanges
+
+logger = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What the runner needs from a capture engine (connectors/debezium/engine.py)."""
+
+    def poll(self, timeout: float = 1.0) -> list[RawRecord]: ...
+    def acknowledge(self, upto: RawRecord) -> int: ...
+    def close(self) -> None: ...
+
+
+class Decoder(Protocol):
+    """What the runner needs from the decoder (connectors/decode)."""
+
+    def decode(self, records: Sequence[RawRecord]) -> Any: ...
+    def resume_from(self, source: str, position: str | None) -> None: ...
+
+
+class LakeWriter(Protocol):
+    """What the runner needs from the sinks (`sinks.lake.Lake`)."""
+
+    def applied_position(self, table: str) -> str | None: ...
+    def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None: ...
+    def commit_batch(
+        self,
+        batch_id: int,
+        tables: Sequence[MilestonedTable],
+        *,
+        source_positions: Mapping[str, str],
+        started_at: datetime,
+        layers: Mapping[str, frozenset[Layer]] | None = None,
+    ) -> Any: ...
+    def write_dead_letters(self, letters: Sequence[Any], *, batch_id: int) -> None: ...
+    def last_batch_id(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source as the runner sees it.
+
+    Attributes:
+        name: the source name (Debezium topic prefix; key of batch positions).
+        open_engine: starts its engine (called again after a failure).
+        decoder: decodes its records (stateful: snapshot position counters).
+        resume_position: the highest position of this source the lake holds.
+    """
+
+    name: str
+    open_engine: Callable[[], Engine]
+    decoder: Decoder
+    resume_position: Callable[[], str | None] = lambda: None
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Batching, backpressure and retry knobs (from `PipelineConfig`)."""
+
+    max_events: int = 50_000
+    max_latency_ms: int = 1_000
+    max_pending_events: int | None = None  # default 4 x max_events
+    poll_timeout_s: float = 0.2
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    layers: Mapping[str, frozenset[Layer]] | None = None
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one committed batch did, for progress displays, status and benchmarks."""
+
+    batch_id: int
+    events: int
+    transactions: int
+    tables: dict[str, int]
+    dead_letters: int
+    closed_by: str
+    started_at: datetime
+    committed_at: datetime
+    max_source_ts: datetime | None
+    source_ts: pa.Array | None = None  # every event's commit time (for latency percentiles)
+
+
+@dataclass
+class RunStats:
+    """Totals over one `run`."""
+
+    batches: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+    reopened: int = 0
+    last: BatchReport | None = None
+
+
+@dataclass
+class _Chunk:
+    """One polled engine batch: its last record and the highest position it reached."""
+
+    last: RawRecord
+    position: str | None
+
+
+@dataclass
+class _Open:
+    spec: SourceSpec
+    engine: Engine | None = None
+    chunks: list[_Chunk] = field(default_factory=list)
+    last_position: str | None = None
+
+
+class EmbeddedRunner:
+    """Runs the pipeline loop until a stop event is set.
+
+    Args:
+        sources: the sources to capture.
+        lake: the lake facade (`sinks.lake.Lake`) or a test double with the same verbs.
+        settings: batching, backpressure, retries.
+        on_batch: called after each committed and acknowledged batch.
+        keep_source_ts: put every event's commit time in the reports (benchmarks).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceSpec],
+        lake: LakeWriter,
+        *,
+        settings: RunnerSettings | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
+        keep_source_ts: bool = False,
+    ) -> None:
+        self.settings = settings or RunnerSettings()
+        self.lake = lake
+        self.on_batch = on_batch
+        self.keep_source_ts = keep_source_ts
+        self.stats = RunStats()
+        self._sources = [_Open(spec) for spec in sources]
+        self._batcher = self._new_batcher()
+        self.idle_since: float | None = None  # since when polls bring no change events
+        self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
+
+    def _new_batcher(self) -> Batcher:
+        return Batcher(
+            max_events=self.settings.max_events,
+            max_latency_ms=self.settings.max_latency_ms,
+            first_batch_id=self.lake.last_batch_id() + 1,
+        )
+
+    @property
+    def pending_events(self) -> int:
+        """Events received but not committed yet."""
+        return self._batcher.pending_events
+
+    @property
+    def max_pending(self) -> int:
+        return self.settings.max_pending_events or 4 * self.settings.max_events
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> RunStats:
+        """Capture until `stop` is set; then commit the complete transactions held and return.
+
+        Raises:
+            TidemarkError: a terminal failure (bad config, schema the lake cannot take).
+        """
+        try:
+            while not stop.is_set():
+                self._step(stop)
+            self._drain(stop)
+        finally:
+            for source in self._sources:
+                self._close(source)
+        return self.stats
+
+    def _step(self, stop: threading.Event) -> None:
+        for source in self._sources:
+            if stop.is_set():
+                return
+            if self._batcher.pending_events >= self.max_pending:
+                break  # backpressure: commit before taking more
+            records = self._poll(source, stop)
+            if records:
+                self._feed(source, records)
+            elif self.idle_since is None:
+                self.idle_since = time.monotonic()
+            self._commit_due(stop)
+        self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending)
+
+    def _poll(self, source: _Open, stop: threading.Event) -> list[RawRecord]:
+        backoff = self.settings.backoff_initial_s
+        while not stop.is_set():
+            try:
+                if source.engine is None:
+                    self._reopen(source)
+                assert source.engine is not None
+                return source.engine.poll(self.settings.poll_timeout_s)
+            except TransientError as exc:
+                self.stats.retries += 1
+                logger.warning("source %s: %s; retrying in %.1f s", source.spec.name, exc, backoff)
+                self._close(source)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
+        return []
+
+    def _reopen(self, source: _Open) -> None:
+        """(Re)open an engine. After a failure everything not yet committed is replayed by
+        the engine from its acknowledged offset, so what the batcher holds is dropped."""
+        if self.stats.batches or self._batcher.pending_events or source.chunks:
+            self.stats.reopened += 1
+            self._batcher = self._new_batcher()
+            for other in self._sources:
+                other.chunks.clear()
+                if other is not source and other.engine is not None:
+                    self._close(other)  # its held events were dropped too: replay them
+        position = source.spec.resume_position()
+        source.spec.decoder.resume_from(source.spec.name, position)
+        source.engine = source.spec.open_engine()
+        logger.info("source %s: engine open (lake at %s)", source.spec.name, position)
+
+    def _close(self, source: _Open) -> None:
+        if source.engine is not None:
+            try:
+                source.engine.close()
+            except Exception:  # closing a failed engine must not hide the failure
+                logger.exception("source %s: closing the engine failed", source.spec.name)
+            source.engine = None
+
+    def _feed(self, source: _Open, records: list[RawRecord]) -> None:
+        raw = source.spec.decoder.decode(records)
+        self.heartbeats += int(getattr(raw, "heartbeats", 0) or 0)
+        decoded = _snapshot_rows_without_tx(raw)
+        if decoded.last_position is not None:
+            source.last_position = decoded.last_position
+        source.chunks.append(_Chunk(records[-1], source.last_position))
+        if decoded.changes:
+            self.idle_since = None
+        self._batcher.add(decoded, source=source.spec.name)
+        if self._batcher.pending_events == 0 and not decoded.dead_letters:
+            self._acknowledge_idle(source)
+
+    def _commit_due(self, stop: threading.Event, *, force: bool = False) -> None:
+        while (batch := self._batcher.poll(force=force)) is not None:
+            self._commit(batch, stop)
+            force = force and self._batcher.pending_events >= self.max_pending
+
+    def _drain(self, stop: threading.Event) -> None:
+        """On stop: commit every complete transaction held (incomplete ones are replayed)."""
+        while (batch := self._batcher.poll(force=True)) is not None:
+            self._commit(batch, stop, stopping=True)
+
+    # -- one batch -----------------------------------------------------------------------
+    def _commit(
+        self, batch: PipelineBatch, stop: threading.Event, *, stopping: bool = False
+    ) -> None:
+        started = datetime.now(UTC)
+        backoff = self.settings.backoff_initial_s
+        while True:
+            try:
+                result = self._apply(batch, started)
+                break
+            except TransientError as exc:
+                if stop.is_set() and not stopping:
+                    raise
+                self.stats.retries += 1
+                logger.warning("batch %d: %s; retrying in %.1f s", batch.batch_id, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
+        self._acknowledge(batch)
+        report = self._report(batch, started, result)
+        self.stats.batches += 1
+        self.stats.events += batch.event_count
+        self.stats.dead_letters += len(batch.dead_letters)
+        self.stats.last = report
+        logger.info(
+            "batch %d committed: %d events, %d tx (%s)",
+            batch.batch_id, batch.event_count, batch.tx_count, batch.closed_by,
+        )
+        if self.on_batch is not None:
+            self.on_batch(report)
+
+    def _apply(self, batch: PipelineBatch, started: datetime) -> Any:
+        if batch.dead_letters:
+            self.lake.write_dead_letters(list(batch.dead_letters), batch_id=batch.batch_id)
+        tables = []
+        for name, changes in batch.changes.items():
+            keys = changes.events.select(list(changes.key_columns))
+            current = self.lake.current_versions(name, keys)
+            result = milestone(
+                changes,
+                current,
+                batch_id=batch.batch_id,
+                ingested_at=started,
+                applied_position=self.lake.applied_position(name),
+            )
+            tables.append(_nullable(result))
+        return self.lake.commit_batch(
+            batch.batch_id,
+            tables,
+            source_positions=batch.positions,
+            started_at=started,
+            layers=self.settings.layers,
+        )
+
+    def _acknowledge(self, batch: PipelineBatch) -> None:
+        """Acknowledge, per source, the newest polled chunk the batch fully covers."""
+        for source in self._sources:
+            position = batch.positions.get(source.spec.name)
+            idle = self._batcher.pending_events == 0
+            covered = [
+                c for c in source.chunks
+                if idle or (position is not None and c.position is not None
+                            and c.position <= position)
+            ]
+            if not covered or source.engine is None:
+                continue
+            upto = covered[-1]
+            source.engine.acknowledge(upto.last)
+            source.chunks = source.chunks[source.chunks.index(upto) + 1 :]
+
+    def _acknowledge_idle(self, source: _Open) -> None:
+        """Nothing held (heartbeats, markers only): acknowledge so the slot can advance."""
+        if source.engine is not None and source.chunks and not self._batcher.pending_events:
+            source.engine.acknowledge(source.chunks[-1].last)
+            source.chunks.clear()
+
+    def _report(self, batch: PipelineBatch, started: datetime, result: Any) -> BatchReport:
+        stamps = [
+            t.events.column(SOURCE_TS) for t in batch.changes.values()
+            if SOURCE_TS in t.events.column_names
+        ]
+        every = pa.chunked_array([s for s in stamps for s in s.chunks], pa.timestamp("us", "UTC")) \
+            if stamps else None
+        highest = pc.max(every).as_py() if every is not None and len(every) else None
+        committed = getattr(result, "committed_at", None) or datetime.now(UTC)
+        return BatchReport(
+            batch_id=batch.batch_id,
+            events=batch.event_count,
+            transactions=batch.tx_count,
+            tables={n: t.events.num_rows for n, t in batch.changes.items()},
+            dead_letters=len(batch.dead_letters),
+            closed_by=batch.closed_by,
+            started_at=started,
+            committed_at=committed,
+            max_source_ts=highest,
+            source_ts=every.combine_chunks() if self.keep_source_ts and every is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A decoded chunk with its changes replaced (same fields the batcher reads)."""
+
+    changes: dict[str, TableChanges]
+    transactions: Sequence[Any]
+    dead_letters: Sequence[Any]
+    last_position: str | None
+
+
+def _snapshot_rows_without_tx(decoded: Any) -> Any:
+    """Snapshot rows (op r) get a NULL `_tm_tx_id`.
+
+    Debezium stamps them with the snapshot transaction's id but sends no END marker for it,
+    while the batcher completes a transaction only on its END (or, for rows without an id,
+    at once). Without this the snapshot would be held forever.
+    """
+    changes: dict[str, TableChanges] = {}
+    touched = False
+    for name, table in decoded.changes.items():
+        events = table.events
+        if TX_ID in events.column_names and OP in events.column_names:
+            is_read = pc.fill_null(pc.equal(events.column(OP), Op.READ.value), False)
+            if pc.any(is_read).as_py():
+                tx = pc.if_else(is_read, pa.scalar(None, events.schema.field(TX_ID).type),
+                                events.column(TX_ID))
+                events = events.set_column(events.schema.get_field_index(TX_ID), TX_ID, tx)
+                touched = True
+        changes[name] = TableChanges(table.table, table.key_columns, events)
+    if not touched:
+        return decoded
+    return _Decoded(changes, decoded.transactions, decoded.dead_letters, decoded.last_position)
+
+
+def _relax(table: pa.Table) -> pa.Table:
+    fields = [f.with_nullable(True) for f in table.schema]
+    if all(a.nullable for a in table.schema):
+        return table
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _nullable(result: MilestonedTable) -> MilestonedTable:
+    """Every output column nullable, as the lake's tables are.
+
+    The core marks some `_tm_` columns NOT NULL; the sinks concatenate new rows with rows
+    read back from Delta (all nullable) and pyarrow refuses to mix the two.
+    """
+    return replace(
+        result,
+        changelog=_relax(result.changelog),
+        live_upserts=_relax(result.live_upserts),
+        live_deletes=_relax(result.live_deletes),
+        forensic_inserts=_relax(result.forensic_inserts),
+        forensic_closes=_relax(result.forensic_closes),
+    )

@@ -1,0 +1,194 @@
+"""Connector configs rendered for Kafka Connect, and the REST client against a local server
+that speaks the Kafka Connect REST API (plus recorded response bodies)."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from connectors.errors import SourceUnavailable
+from connectors.kafka_connect import (
+    ConnectBusy,
+    ConnectError,
+    ConnectorStatus,
+    KafkaConnect,
+    connector_name,
+    password_env_var,
+    register,
+    render_connectors,
+    secrets_properties,
+)
+from connectors.postgres.cluster import free_port
+from tests.distributed.fake_connect import RECORDED, FakeConnect
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    kind: str
+    dsn: str
+    tables: tuple[str, ...]
+
+
+SHOP = Source("shop", "postgres", "postgresql://shop_user:s3cr%40t-pw@postgres:5432/shop",
+              ("public.customers", "public.orders"))
+ERP = Source("erp", "sqlserver", "mssql://sa:Erp-Pa55word!@sqlserver:1433/erp", ("dbo.items",))
+
+
+def test_render_uses_config_provider_references_never_the_password():
+    configs = render_connectors([SHOP, ERP], pipeline="demo", bootstrap="kafka:9092")
+    assert set(configs) == {"demo-shop", "demo-erp"}
+    shop, erp = configs["demo-shop"], configs["demo-erp"]
+    assert shop["database.password"] == "${file:/secrets/tidemark.properties:shop.password}"
+    assert erp["database.password"] == "${file:/secrets/tidemark.properties:erp.password}"
+    for cfg in configs.values():
+        text = repr(cfg)
+        assert "s3cr@t-pw" not in text and "s3cr%40t-pw" not in text
+        assert "Erp-Pa55word!" not in text
+
+
+def test_render_env_provider():
+    configs = render_connectors([SHOP], pipeline="demo", bootstrap="k:9092", secrets="env")
+    assert configs["demo-shop"]["database.password"] == "${env:TIDEMARK_SHOP_PASSWORD}"
+    assert password_env_var("my-src") == "TIDEMARK_MY_SRC_PASSWORD"
+
+
+def test_render_keeps_engine_settings_and_drops_engine_only_keys():
+    shop = render_connectors([SHOP], pipeline="demo", bootstrap="k:9092")["demo-shop"]
+    assert shop["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
+    assert shop["topic.prefix"] == "shop"  # topics are <source>.<schema>.<table>
+    assert shop["table.include.list"] == r"^public\.customers$,^public\.orders$"
+    assert shop["decimal.handling.mode"] == "precise"
+    assert shop["slot.name"] == "tidemark_demo_shop_connect"
+    assert shop["provide.transaction.metadata"] == "true"
+    assert shop["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"
+    assert shop["value.converter.schemas.enable"] == "true"
+    assert shop["value.converter.replace.null.with.default"] == "false"
+    assert not any(k.startswith("offset.") for k in shop)
+    assert "name" not in shop  # the name is the REST path, not part of the body
+    erp = render_connectors([ERP], pipeline="demo", bootstrap="kafka:9092")["demo-erp"]
+    assert erp["connector.class"] == "io.debezium.connector.sqlserver.SqlServerConnector"
+    assert erp["schema.history.internal.kafka.bootstrap.servers"] == "kafka:9092"
+    assert not any(k.startswith("schema.history.internal.file") for k in erp)
+    assert erp.get("schema.history.internal") is None
+
+
+def test_render_is_deterministic():
+    a = render_connectors([SHOP, ERP], pipeline="demo", bootstrap="kafka:9092")
+    b = render_connectors([SHOP, ERP], pipeline="demo", bootstrap="kafka:9092")
+    assert a == b and list(a["demo-shop"]) == sorted(a["demo-shop"])
+
+
+def test_secrets_properties_file():
+    text = secrets_properties([SHOP, ERP])
+    assert text == "shop.password=s3cr@t-pw\nerp.password=Erp-Pa55word!\n"
+
+
+def test_register_is_idempotent_and_status_and_delete():
+    configs = render_connectors([SHOP, ERP], pipeline="demo", bootstrap="kafka:9092")
+    with FakeConnect() as connect:
+        client = KafkaConnect(connect.url)
+        assert register(client, configs) == {"demo-shop": True, "demo-erp": True}
+        assert register(client, configs) == {"demo-shop": False, "demo-erp": False}
+        assert connect.state.connectors == configs
+        assert all(m == "PUT" and p.endswith("/config") for m, p in connect.state.requests[:4])
+        assert client.list() == ["demo-erp", "demo-shop"]
+        status = client.status("demo-shop")
+        assert status.healthy and status.last_error is None
+        connect.state.task_state["demo-shop"] = (
+            "FAILED", "io.debezium.DebeziumException: slot in use\n\tat x.y(Z.java:1)")
+        status = client.status("demo-shop")
+        assert not status.healthy
+        assert status.tasks[0].state == "FAILED"
+        assert status.last_error == "io.debezium.DebeziumException: slot in use"
+        assert client.delete("demo-shop") is True
+        assert client.delete("demo-shop") is False
+        assert client.status("demo-shop") is None
+        assert client.list() == ["demo-erp"]
+
+
+def test_recorded_status_bodies():
+    failed = ConnectorStatus.from_json(RECORDED["status_failed_task"])
+    assert failed.state == "RUNNING" and not failed.healthy
+    assert [t.state for t in failed.tasks] == ["RUNNING", "FAILED"]
+    assert failed.last_error == "org.apache.kafka.common.errors.RecordTooLargeException"
+    down = ConnectorStatus.from_json(RECORDED["status_connector_failed"])
+    assert down.state == "FAILED" and down.tasks == ()
+    assert down.last_error.startswith("org.apache.kafka.connect.errors.ConnectException: "
+                                      "Unable to obtain valid replication slot")
+    unassigned = ConnectorStatus.from_json(RECORDED["status_unassigned"])
+    assert not unassigned.healthy and unassigned.last_error is None
+
+
+def test_rebalance_409_is_retried_then_reported_as_transient():
+    with FakeConnect() as connect:
+        client = KafkaConnect(connect.url, retries=3)
+        connect.state.busy = 2
+        assert client.put_config("demo-shop", {"connector.class": "x"}) is True
+        connect.state.busy = 5
+        with pytest.raises(ConnectBusy, match="409"):
+            client.put_config("demo-shop", {"connector.class": "x"})
+
+
+def test_rejected_config_names_the_connector():
+    with FakeConnect() as connect:
+        with pytest.raises(ConnectError, match=r"`demo-shop`.*no connector type"):
+            KafkaConnect(connect.url).put_config("demo-shop", {"tasks.max": "1"})
+
+
+def test_unreachable_connect_is_a_clear_transient_error():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SourceUnavailable, match="cannot reach Kafka Connect"):
+        KafkaConnect(url, timeout=2).list()
+
+
+def test_connector_name():
+    assert connector_name("demo", "shop") == "demo-shop"
+
+
+def _cli(*args, env=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-m", "tidemark", *args], cwd=root,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_render_register_status_delete(tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "pipeline: demo\nsources:\n  - name: shop\n    kind: postgres\n"
+        "    dsn: postgresql://u:${SHOP_PW}@db:5432/shop\n    tables: [public.customers]\n"
+        "kafka:\n  bootstrap: kafka:9092\n")
+    env = {"SHOP_PW": "Very-Secret-1"}
+    rendered = _cli("connectors", "render", "--config", str(config), env=env)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "Very-Secret-1" not in rendered.stdout
+    assert json.loads(rendered.stdout)["demo-shop"]["database.password"] == \
+        "${file:/secrets/tidemark.properties:shop.password}"
+    with FakeConnect() as connect:
+        url = ["--connect-url", connect.url]
+        first = _cli("connectors", "register", "--config", str(config), *url, env=env)
+        second = _cli("connectors", "register", "--config", str(config), *url, env=env)
+        assert first.stdout.strip() == "demo-shop: created", first.stderr
+        assert second.stdout.strip() == "demo-shop: updated"
+        assert "Very-Secret-1" not in json.dumps(connect.state.connectors)
+        ok = _cli("connectors", "status", "--config", str(config), *url, env=env)
+        assert ok.returncode == 0 and "demo-shop: RUNNING" in ok.stdout
+        connect.state.task_state["demo-shop"] = ("FAILED", "java.lang.IllegalStateException: "
+                                                 "slot in use\n\tat x")
+        bad = _cli("connectors", "status", "--config", str(config), *url, env=env)
+        assert bad.returncode == 1
+        assert "task 0 FAILED" in bad.stdout
+        assert "last error: java.lang.IllegalStateException: slot in use" in bad.stdout
+        gone = _cli("connectors", "delete", "--config", str(config), *url, env=env)
+        assert gone.stdout.strip() == "demo-shop: deleted"
+        missing = _cli("connectors", "status", "--config", str(config), *url, env=env)
+        assert missing.returncode == 1 and "not registered" in missing.stdout
+    down = _cli("connectors", "status", "--config", str(config), "--connect-url",
+                f"http://127.0.0.1:{free_port()}", env=env)
+    assert down.returncode == 1 and "cannot reach Kafka Connect" in down.stderr

@@ -1,0 +1,123 @@
+"""`tidemark up`: local Postgres + simulator + embedded pipeline, with live progress."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+
+from stream_processors.milestoning.errors import TidemarkError
+from tidemark.commands.run import install_stop_handlers
+from tidemark.pipeline import build_runner, start_jvm_for
+from tidemark.progress import ProgressState, plain_line, refresh_rows, render
+from tidemark.state import state_dir
+from tidemark.status import table_status
+from tidemark.up import Threads, UpOptions, bootstrap, wait_caught_up, wait_idle
+
+
+@click.command()
+@click.option("--profile", default="bank", show_default=True,
+              type=click.Choice(["bank", "customers", "retail"]), help="Simulator schema.")
+@click.option("--lake", default="lake", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Lake directory.")
+@click.option("--rate", default=500.0, show_default=True, help="Simulated changes per second.")
+@click.option("--workers", default=2, show_default=True, help="Simulator connections.")
+@click.option("--duration", type=float, default=None,
+              help="Stop after this many seconds (for scripts and CI); default: until Ctrl+C.")
+def up(profile: str, lake: Path, rate: float, workers: int, duration: float | None) -> None:
+    """Run the demo: local Postgres, the simulator and the pipeline into ./lake.
+
+    The first run bootstraps everything (Postgres cluster, JVM check, schema); later runs
+    resume where the last one stopped. Ctrl+C stops the simulator, lets the pipeline commit
+    what was written, and exits. Then try `tidemark verify`, `tidemark status` and
+    `tidemark query "SELECT * FROM live.accounts LIMIT 5"`.
+    """
+    from simulator.runner import Simulator
+
+    options = UpOptions(profile=profile, lake=lake, rate=rate, workers=workers, duration=duration)
+    interactive = sys.stdout.isatty()
+    click.echo(f"bootstrapping: local Postgres, `{profile}` schema, pipeline config...", err=True)
+    config, url = bootstrap(options)
+    state = state_dir()
+    start_jvm_for(config, state)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    progress = ProgressState()
+    runner, lake_facade = build_runner(config, state=state, on_batch=progress.on_batch)
+    tables = [t for s in config.sources for t in config.lake_tables_of(s)]
+
+    def rows() -> dict[str, dict[str, int]]:
+        return {t: table_status(config, t, {}).rows for t in tables}
+
+    pipeline_stop = threading.Event()
+    simulator_stop = threading.Event()
+    threads = Threads()
+    threads.start("pipeline", runner.run, pipeline_stop)
+    progress.phase = "capturing the initial state"
+    click.echo("starting the pipeline (the first run snapshots the tables)...", err=True)
+    wait_idle(runner, abort=stop)
+    simulator = Simulator(url, profile=profile, workers=workers, rate=rate)
+    threads.start("simulator", simulator.run, simulator_stop, on_progress=progress.on_simulator)
+    progress.phase = "running"
+    deadline = None if duration is None else time.monotonic() + duration
+
+    def show() -> None:
+        refresh_rows(progress, rows)
+        if not interactive:
+            click.echo(plain_line(progress), err=True)
+
+    from rich.live import Live
+
+    live = Live(render(progress), refresh_per_second=2) if interactive else nullcontext()
+    last_rows = 0.0
+    try:
+        with live:
+            while not stop.is_set() and not threads.errors:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if not threads.alive("pipeline"):
+                    break
+                time.sleep(0.5)
+                if time.monotonic() - last_rows >= (3 if interactive else 5):
+                    show()
+                    last_rows = time.monotonic()
+                if interactive:
+                    live.update(render(progress))  # type: ignore[union-attr]
+            progress.phase = "stopping the simulator"
+            simulator_stop.set()
+            threads.join("simulator")
+            progress.phase = "catching up"
+            if not threads.errors:
+                from connectors.postgres.settings import replication_name
+
+                slot = replication_name(config.pipeline, config.sources[0].name)
+                caught = wait_caught_up(runner, url=url, slot=slot, timeout=options.drain_timeout)
+                if not caught:
+                    click.echo("the pipeline did not catch up in time; stopping anyway "
+                               "(the next run resumes)", err=True)
+            progress.phase = "committing the batch in flight"
+            pipeline_stop.set()
+            threads.join("pipeline")
+            show()
+            if interactive:
+                live.update(render(progress))  # type: ignore[union-attr]
+    finally:
+        pipeline_stop.set()
+        simulator_stop.set()
+        lake_facade.close()
+    if threads.errors:
+        error = threads.errors[0]
+        if isinstance(error, TidemarkError):
+            raise error
+        raise RuntimeError("the demo failed; see the log above") from error
+    summary = threads.results.get("simulator")
+    simulated = summary.total if summary is not None else progress.simulated
+    click.echo(
+        f"stopped: simulator wrote {simulated:,} changes; pipeline committed "
+        f"{progress.events:,} events in {progress.batches:,} batches. "
+        f"Next: `tidemark verify`, `tidemark status`, `tidemark query`.", err=True,
+    )

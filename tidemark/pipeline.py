@@ -1,0 +1,115 @@
+"""Wiring: build the embedded pipeline's parts from a `PipelineConfig`.
+
+The only place that reads the whole config: below it, the runner, the engines, the decoder
+and the lake receive the few typed values they use (STYLE §3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from connectors.decode import TYPE_SETTINGS, Decoder
+from sinks.lake import Lake
+from stream_processors.embedded.runner import (
+    BatchReport,
+    EmbeddedRunner,
+    Engine,
+    RunnerSettings,
+    SourceSpec,
+)
+from stream_processors.milestoning.errors import UsageError
+from tidemark.config import PipelineConfig, SourceConfig
+
+logger = logging.getLogger(__name__)
+
+
+def start_jvm_for(config: PipelineConfig, state: Path) -> None:
+    """Start the process's JVM as the engines will (so signal handlers can be set after it)."""
+    from connectors.debezium.jvm import start_jvm
+
+    start_jvm(log_dir=state / "debezium", heap=config.debezium.jvm_heap)
+
+
+def open_lake(config: PipelineConfig) -> Lake:
+    """The pipeline's lake facade."""
+    return Lake(config.lake, app_id=config.app_id, storage_options=config.storage_options)
+
+
+def lake_source_position(lake: Lake, source: str) -> str | None:
+    """The highest position of `source` in the lake's batch log (None before the first)."""
+    log = lake.batch_log.read()
+    if log.num_rows == 0:
+        return None
+    best: str | None = None
+    for entries in log.column("source_positions").to_pylist():
+        for name, position in entries or ():
+            if name == source and position and (best is None or position > best):
+                best = position
+    return best
+
+
+def _engine_factory(
+    config: PipelineConfig, source: SourceConfig, state: Path, max_batch: int
+) -> Callable[[], Engine]:
+    if source.kind != "postgres":
+        raise UsageError(
+            f"the embedded runtime captures Postgres sources; `{source.name}` is `{source.kind}`",
+            hint="run SQL Server sources with the distributed runtime (`tidemark worker`)",
+        )
+
+    def open_engine() -> Engine:
+        from connectors.postgres.capture import open_postgres_engine
+
+        return open_postgres_engine(
+            pipeline=config.pipeline,
+            source=source.name,
+            dsn=source.dsn,
+            tables=source.tables,
+            state=state,
+            heap=config.debezium.jvm_heap,
+            heartbeat_ms=config.debezium.heartbeat_ms,
+            extra={**TYPE_SETTINGS, **config.debezium.properties},
+            max_batch=max_batch,
+        )
+
+    return open_engine
+
+
+def build_runner(
+    config: PipelineConfig,
+    *,
+    state: Path,
+    lake: Lake | None = None,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    keep_source_ts: bool = False,
+) -> tuple[EmbeddedRunner, Lake]:
+    """The embedded runner for `config`, its engines' offsets under `state`."""
+    lake = lake or open_lake(config)
+    max_batch = min(8192, max(512, config.batching.max_events))
+    sources = []
+    for source in config.sources:
+        keys = {source.lake_table(t): tuple(k) for t, k in source.keys.items()}
+        sources.append(
+            SourceSpec(
+                name=source.name,
+                open_engine=_engine_factory(config, source, state, max_batch),
+                decoder=Decoder(source.kind, key_columns=keys),
+                resume_position=lambda name=source.name: lake_source_position(lake, name),
+            )
+        )
+    layers = {
+        table: config.layers_for(table)
+        for source in config.sources
+        for table in config.lake_tables_of(source)
+    }
+    settings = RunnerSettings(
+        max_events=config.batching.max_events,
+        max_latency_ms=config.batching.max_latency_ms,
+        layers=layers,
+    )
+    runner = EmbeddedRunner(
+        sources, lake, settings=settings, on_batch=on_batch, keep_source_ts=keep_source_ts
+    )
+    return runner, lake

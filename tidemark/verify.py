@@ -1,0 +1,325 @@
+"""`tidemark verify`: compare each source table with the lake, and check forensic invariants.
+
+Consistency while the pipeline runs: the source side is read in a snapshot taken at a
+known WAL position C (connectors/postgres/snapshot.py). We wait until the lake's batch log
+has passed C, then rebuild the lake's state at C: per key, the last changelog event before C,
+and if it is not a delete, the forensic version in force after it (an ASOF join on
+`_tm_position`). Both sides hash every row the same way (tidemark/canonical.py) and are
+compared by key in DuckDB. Invariants (tidemark/invariants.py) run on the three layers read
+at one batch. Exit status: non-zero on any difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import duckdb
+from deltalake import DeltaTable
+
+from connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
+from stream_processors.milestoning.columns import OP, POSITION, TX_ID, Layer
+from stream_processors.milestoning.errors import UsageError
+from tidemark import invariants
+from tidemark.canonical import Column, duckdb_rows, ident, kind_of, postgres_rows
+from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.invariants import rows, scalar
+
+logger = logging.getLogger(__name__)
+
+POSITION_KEY = "tidemark.position"  # the sinks' commit metadata (sinks/delta/table.py)
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """The verdict for one table."""
+
+    table: str
+    source_rows: int
+    lake_rows: int
+    differences: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[tuple[str | None, ...]]] = field(default_factory=dict)
+    findings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.differences.values()) and not self.findings
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The verdict for a pipeline: the compared position and every table's check."""
+
+    source_position: str
+    lake_position: str | None
+    waited_s: float
+    tables: tuple[TableCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tables)
+
+
+def _uri(root: str, *parts: str) -> str:
+    base = root if "://" in root else os.path.abspath(root)
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:
+    options = dict(storage_options) or None
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        return None
+    return DeltaTable(uri, storage_options=options)
+
+
+def lake_position(root: str, storage_options: Mapping[str, str] | None = None) -> str | None:
+    """The highest source position of the last batch in the batch log (None if empty)."""
+    table = _open(_uri(root, "_tidemark", "batches"), storage_options or {})
+    if table is None:
+        return None
+    for commit in table.history(20):
+        if POSITION_KEY in commit:
+            return str(commit[POSITION_KEY])
+    return None
+
+
+def source_columns(snapshot: Snapshot, table: str) -> tuple[list[Column], list[str]]:
+    """A source table's columns (in order) and primary key.
+
+    Raises:
+        UsageError: the table does not exist.
+    """
+    schema, name = table.split(".", 1)
+    found = snapshot.fetch(
+        """SELECT a.attname, t.typname, t.typcategory,
+                  coalesce((SELECT k.ord FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord)
+                            WHERE k.num = a.attnum), 0)
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_type t ON t.oid = a.atttypid
+           LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+           WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
+        (schema, name),
+    )
+    if not found:
+        raise UsageError(f"source table `{table}` not found", hint="check sources[].tables")
+    columns = [Column(r[0], r[1], kind_of(r[1], r[2])) for r in found]
+    keys = [r[0] for r in sorted((r for r in found if r[3]), key=lambda r: r[3])]
+    return columns, keys
+
+
+def _load_layers(
+    root: str, table: str, storage_options: Mapping[str, str], app_id: str, tries: int = 30
+) -> dict[Layer, DeltaTable]:
+    """The table's layers, read at the same batch (retried while the pipeline commits)."""
+    for _ in range(tries):
+        found = {
+            layer: dt
+            for layer in Layer
+            if (dt := _open(_uri(root, layer.value, table), storage_options)) is not None
+        }
+        batches = {dt.transaction_version(f"{app_id}:{table}:{layer.value}") for layer, dt in
+                   found.items()}
+        if len(batches) <= 1:
+            return found
+        time.sleep(0.2)
+    logger.warning("table %s: layers kept moving; checking them at different batches", table)
+    return found
+
+
+def _lake_state(
+    present: set[Layer], keys: list[str], snapshot: Snapshot
+) -> tuple[str, str | None]:
+    """SQL for the lake's rows of a table as the snapshot sees the source, and a caveat.
+
+    An event counts when its transaction is visible in the snapshot (snapshot rows, op r,
+    always are). pgoutput delivers transactions in commit order, so these are exactly the
+    changelog's events before the first invisible transaction.
+    """
+    k = ", ".join(ident(c) for c in keys)
+    seen = f"({OP} = 'r' OR {snapshot.visible_sql(TX_ID)})"
+    if {Layer.CHANGELOG, Layer.FORENSIC} <= present:
+        on = " AND ".join(f"last.{ident(c)} = fo.{ident(c)}" for c in keys)
+        return (
+            f"""SELECT fo.* FROM (
+                  SELECT {k}, arg_max({OP}, {POSITION}) AS _op, max({POSITION}) AS _p
+                  FROM cl WHERE {seen} GROUP BY {k}) last
+                ASOF JOIN fo ON {on} AND last._p >= fo.{POSITION}
+                WHERE last._op <> 'd'""",
+            None,
+        )
+    if Layer.CHANGELOG in present:
+        return (
+            f"""SELECT * FROM cl WHERE {seen}
+                QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {POSITION} DESC) = 1
+                AND {OP} <> 'd'""",
+            "state rebuilt from the changelog alone (placeholders of unchanged TOAST differ)",
+        )
+    return "SELECT * FROM lv", "no changelog: compared with live as it is (exact when idle)"
+
+
+def check_table(
+    snapshot: Snapshot,
+    *,
+    source_table: str,
+    lake_table: str,
+    root: str,
+    storage_options: Mapping[str, str],
+    app_id: str,
+    key_override: tuple[str, ...] | None = None,
+    sample: int = 5,
+) -> TableCheck:
+    """Compare one source table (in `snapshot`) with its lake table, then the invariants."""
+    columns, keys = source_columns(snapshot, source_table)
+    keys = list(key_override or keys)
+    if not keys:
+        raise UsageError(
+            f"source table `{source_table}` has no primary key",
+            hint=f"set sources[].keys: {{{source_table}: [column, ...]}}",
+        )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    with tempfile.TemporaryDirectory(prefix="tidemark-verify-") as tmp:
+        path = os.path.join(tmp, "source.csv")
+        snapshot.copy_to(postgres_rows(source_table, columns, keys), path)
+        con.execute(
+            "CREATE TEMP TABLE src AS SELECT * FROM read_csv(?, header=false, "
+            "columns={'k': 'VARCHAR', 'h': 'VARCHAR'}, quote='\"', escape='\"')",
+            [path],
+        )
+    layers = _load_layers(root, lake_table, storage_options, app_id)
+    source_rows = scalar(con, "SELECT count(*) FROM src")
+    if not layers:
+        counts = {"missing": source_rows} if source_rows else {}
+        return TableCheck(lake_table, source_rows, 0, counts, notes=("no lake table yet",))
+    names = {Layer.CHANGELOG: "cl", Layer.FORENSIC: "fo", Layer.LIVE: "lv"}
+    for layer, dt in layers.items():
+        con.register(names[layer], dt.to_pyarrow_dataset())
+    any_layer = names[next(iter(layers))]
+    lake_types = {
+        r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")
+    }
+    state, caveat = _lake_state(set(layers), keys, snapshot)
+    con.execute(f"CREATE TEMP TABLE lake AS {duckdb_rows(f'({state})', columns, keys, lake_types)}")
+    lake_rows = scalar(con, "SELECT count(*) FROM lake")
+    counts, examples = invariants.compare_hashed(con, "src", "lake", sample)
+    findings = _invariant_findings(con, set(layers), columns, keys, lake_types, sample)
+    notes = tuple(n for n in [caveat] if n)
+    missing_cols = [c.name for c in columns if c.name not in lake_types]
+    if missing_cols:
+        notes += (f"source columns not in the lake yet: {missing_cols}",)
+    return TableCheck(lake_table, source_rows, lake_rows, counts, examples, findings, notes)
+
+
+def _invariant_findings(
+    con: duckdb.DuckDBPyConnection,
+    present: set[Layer],
+    columns: list[Column],
+    keys: list[str],
+    lake_types: dict[str, str],
+    sample: int,
+) -> tuple[str, ...]:
+    checks: list[Callable[[], str | None]] = []
+    if Layer.FORENSIC in present:
+        checks += [
+            lambda: invariants.one_open_version(con, keys, sample),
+            lambda: invariants.no_overlaps(con, keys, sample),
+        ]
+        if Layer.LIVE in present:
+            checks.append(
+                lambda: invariants.as_of_now_equals_live(con, columns, keys, lake_types, sample)
+            )
+        if Layer.CHANGELOG in present:
+            checks.append(
+                lambda: invariants.changelog_implies_versions(con, columns, keys, lake_types)
+            )
+    return tuple(f for check in checks if (f := check()) is not None)
+
+
+def _slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None, int | None]:
+    """(active, confirmed flush LSN, LSN sent by its WAL sender) of the pipeline's slot."""
+    found = snapshot.fetch(
+        "SELECT s.active, (s.confirmed_flush_lsn - '0/0')::bigint, (r.sent_lsn - '0/0')::bigint"
+        " FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid"
+        " WHERE s.slot_name = %s",
+        (slot,),
+    )
+    if not found:
+        return False, None, None
+    return bool(found[0][0]), found[0][1], found[0][2]
+
+
+def _slot_name(pipeline: str, source: str) -> str:
+    try:
+        from connectors.postgres.settings import replication_name
+    except ImportError:  # capture not merged yet: the same rule
+        return f"tidemark_{pipeline}_{source}"[:63]
+    return replication_name(pipeline, source)
+
+
+def verify_source(
+    config: PipelineConfig,
+    source: SourceConfig,
+    *,
+    timeout: float = 120.0,
+    sample: int = 5,
+    on_wait: Callable[[str | None, str], None] | None = None,
+) -> VerifyReport:
+    """Verify one Postgres source against the lake at one consistent position.
+
+    Waits (up to `timeout` s) for the lake to reach the snapshot's position while the
+    pipeline's slot is active: until the batch log passed it, or the slot's confirmed flush
+    did, or its WAL sender has sent past it and the batch log has not moved for a few batch
+    latencies (an idle source). A stopped pipeline is compared at once.
+    """
+    if source.kind != "postgres":
+        raise UsageError(
+            f"verify supports Postgres sources; `{source.name}` is `{source.kind}`",
+            hint="verify SQL Server sources with the compose stack's checks",
+        )
+    started = time.monotonic()
+    with consistent_snapshot(source.dsn) as snapshot:
+        cutoff = f"{snapshot.lsn:016x}"
+        slot = _slot_name(config.pipeline, source.name)
+        quiet_s = max(3.0, 3 * config.batching.max_latency_ms / 1000)
+        reached = lake_position(config.lake, config.storage_options)
+        changed_at = time.monotonic()
+        while reached is None or reached < cutoff:
+            active, flushed, sent = _slot_state(snapshot, slot)
+            if not active or (flushed is not None and flushed >= snapshot.lsn):
+                break
+            if sent is not None and sent >= snapshot.lsn and (
+                time.monotonic() - changed_at >= quiet_s
+            ):
+                break  # everything up to C was sent to the pipeline, and it has gone quiet
+            if time.monotonic() - started > timeout:
+                logger.warning("lake did not reach %s within %.0f s", cutoff, timeout)
+                break
+            if on_wait is not None:
+                on_wait(reached, cutoff)
+            time.sleep(0.5)
+            now = lake_position(config.lake, config.storage_options)
+            if now != reached:
+                reached, changed_at = now, time.monotonic()
+        waited = time.monotonic() - started
+        checks = tuple(
+            check_table(
+                snapshot,
+                source_table=table,
+                lake_table=source.lake_table(table),
+                root=config.lake,
+                storage_options=config.storage_options,
+                app_id=config.app_id,
+                key_override=source.keys.get(table),
+                sample=sample,
+            )
+            for table in source.tables
+        )
+    return VerifyReport(format_lsn(snapshot.lsn), reached, waited, checks)
