@@ -117,7 +117,7 @@ def _tidemark_config(args: argparse.Namespace):
 
 
 def tidemark_child(args: argparse.Namespace) -> dict:
-    from tidemark.pipeline import build_runner
+    from tidemark.pipeline import build_runner, run_until
 
     config = _tidemark_config(args)
     done = threading.Event()
@@ -141,7 +141,7 @@ def tidemark_child(args: argparse.Namespace) -> dict:
 
     def run() -> None:
         try:
-            runner.run(stop)
+            run_until(runner, stop)
         except BaseException as exc:
             failure.append(exc)
             done.set()
@@ -347,8 +347,9 @@ def main() -> None:
     parser.add_argument("--first-new", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args)))
-        return
+        print(json.dumps(child(args)), flush=True)
+        sys.stdout.flush()
+        os._exit(0)  # do not wait for the JVM's shutdown (its hooks are not ours to debug here)
 
     from connectors.postgres.cluster import LocalCluster
 

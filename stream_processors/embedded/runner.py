@@ -13,6 +13,7 @@ queues make Debezium wait rather than memory grow.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,9 +27,10 @@ import pyarrow.compute as pc
 
 from connectors.debezium.records import RawRecord
 from stream_processors.batching import Batcher, PipelineBatch
-from stream_processors.milestoning.columns import OP, SOURCE_TS, TX_ID, Layer, Op
+from stream_processors.milestoning.columns import OP, POSITION, SOURCE_TS, TX_ID, Layer, Op
 from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.errors import TransientError
+from stream_processors.milestoning.dead_letter import DeadLetter
+from stream_processors.milestoning.errors import TerminalError, TransientError
 from stream_processors.milestoning.model import MilestonedTable, TableChanges
 
 logger = logging.getLogger(__name__)
@@ -324,13 +326,41 @@ class EmbeddedRunner:
                 applied_position=self.lake.applied_position(name),
             )
             tables.append(_nullable(result))
-        return self.lake.commit_batch(
-            batch.batch_id,
-            tables,
-            source_positions=batch.positions,
-            started_at=started,
-            layers=self.settings.layers,
-        )
+        return self._commit_isolating(batch, tables, started)
+
+    def _commit_isolating(
+        self, batch: PipelineBatch, tables: list[MilestonedTable], started: datetime
+    ) -> Any:
+        """Commit; a table the lake refuses for good (a terminal error naming it, such as a
+        column type that cannot widen) goes to the dead letters and the rest is committed
+        (DESIGN §3.3, guarantee 5). Layers already written are skipped on the retry."""
+        refused: set[str] = set()
+        while True:
+            try:
+                return self.lake.commit_batch(
+                    batch.batch_id,
+                    [t for t in tables if t.table not in refused],
+                    source_positions=batch.positions,
+                    started_at=started,
+                    layers=self.settings.layers,
+                )
+            except TerminalError as exc:
+                table = _refused_table(exc, tables)
+                if table is None or table in refused:
+                    raise
+                refused.add(table)
+                failed = next(t for t in tables if t.table == table)
+                logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
+                             batch.batch_id, table, exc.message, failed.changelog.num_rows)
+                self._dead_letters(_as_dead_letters(failed, exc.message), batch.batch_id)
+
+    def _dead_letters(self, letters: list[DeadLetter], batch_id: int) -> None:
+        store = getattr(self.lake, "dead_letters", None)
+        if store is not None and hasattr(store, "append"):
+            store.append(letters, batch_id=batch_id, stage="apply")  # sinks.lake.Lake
+        else:
+            self.lake.write_dead_letters(letters, batch_id=batch_id)
+        self.stats.dead_letters += len(letters)
 
     def _acknowledge(self, batch: PipelineBatch) -> None:
         """Acknowledge, per source, the newest polled chunk the batch fully covers."""
@@ -432,3 +462,29 @@ def _nullable(result: MilestonedTable) -> MilestonedTable:
         forensic_inserts=_relax(result.forensic_inserts),
         forensic_closes=_relax(result.forensic_closes),
     )
+
+
+def _refused_table(exc: TerminalError, tables: Sequence[MilestonedTable]) -> str | None:
+    """The batch table a terminal lake error is about, if it names one."""
+    named = str(getattr(exc, "table", None) or "")
+    for t in tables:
+        if named and (named == t.table or named.rstrip("/").endswith("/" + t.table)):
+            return t.table
+        if f"`{t.table}`" in exc.message:
+            return t.table
+    return None
+
+
+def _as_dead_letters(table: MilestonedTable, reason: str) -> list[DeadLetter]:
+    """One dead letter per event of a table the lake refused."""
+    return [
+        DeadLetter(
+            table=table.table,
+            raw_key=json.dumps({k: row.get(k) for k in table.key_columns}, default=str),
+            raw_value=json.dumps(row, default=str, ensure_ascii=False),
+            reason=reason,
+            origin="runner.apply",
+            position=row.get(POSITION),
+        )
+        for row in table.changelog.to_pylist()
+    ]

@@ -19,6 +19,7 @@ from connectors.decode import TYPE_SETTINGS, Decoder
 from connectors.postgres.capture import open_postgres_engine
 from stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings, SourceSpec
 from tests.pipeline.recording_lake import Crash, RecordingLake
+from tidemark.pipeline import run_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -67,7 +68,7 @@ def _run_until(runner: EmbeddedRunner, done, timeout: float = 90.0, then=None):
 
     def body():
         try:
-            outcome["stats"] = runner.run(stop)
+            outcome["stats"] = run_until(runner, stop)
         except BaseException as exc:
             outcome["error"] = exc
 
