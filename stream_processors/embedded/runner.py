@@ -315,21 +315,34 @@ class EmbeddedRunner:
         if batch.dead_letters:
             self.lake.write_dead_letters(list(batch.dead_letters), batch_id=batch.batch_id)
         tables = []
+        letters: list[DeadLetter] = []
         for name, changes in batch.changes.items():
             keys = changes.events.select(list(changes.key_columns))
             current = self.lake.current_versions(name, keys)
-            result = milestone(
-                changes,
-                current,
-                batch_id=batch.batch_id,
-                ingested_at=started,
-                applied_position=self.lake.applied_position(name),
-            )
+            try:
+                result = milestone(
+                    changes,
+                    current,
+                    batch_id=batch.batch_id,
+                    ingested_at=started,
+                    applied_position=self.lake.applied_position(name),
+                )
+            except TerminalError as exc:  # e.g. a column type the lake's cannot take
+                logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
+                             batch.batch_id, name, exc.message, changes.events.num_rows)
+                letters += _rows_as_dead_letters(
+                    name, changes.key_columns, changes.events, exc.message
+                )
+                continue
             tables.append(_nullable(result))
-        return self._commit_isolating(batch, tables, started)
+        return self._commit_isolating(batch, tables, started, letters)
 
     def _commit_isolating(
-        self, batch: PipelineBatch, tables: list[MilestonedTable], started: datetime
+        self,
+        batch: PipelineBatch,
+        tables: list[MilestonedTable],
+        started: datetime,
+        letters: list[DeadLetter],
     ) -> Any:
         """Commit; a table the lake refuses for good (a terminal error naming it, such as a
         column type that cannot widen) goes to the dead letters and the rest is committed
@@ -337,13 +350,16 @@ class EmbeddedRunner:
         refused: set[str] = set()
         while True:
             try:
-                return self.lake.commit_batch(
+                result = self.lake.commit_batch(
                     batch.batch_id,
                     [t for t in tables if t.table not in refused],
                     source_positions=batch.positions,
                     started_at=started,
                     layers=self.settings.layers,
                 )
+                if letters:
+                    self._dead_letters(letters, batch.batch_id)
+                return result
             except TerminalError as exc:
                 table = _refused_table(exc, tables)
                 if table is None or table in refused:
@@ -352,7 +368,9 @@ class EmbeddedRunner:
                 failed = next(t for t in tables if t.table == table)
                 logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
                              batch.batch_id, table, exc.message, failed.changelog.num_rows)
-                self._dead_letters(_as_dead_letters(failed, exc.message), batch.batch_id)
+                letters += _rows_as_dead_letters(
+                    table, failed.key_columns, failed.changelog, exc.message
+                )
 
     def _dead_letters(self, letters: list[DeadLetter], batch_id: int) -> None:
         store = getattr(self.lake, "dead_letters", None)
@@ -475,16 +493,18 @@ def _refused_table(exc: TerminalError, tables: Sequence[MilestonedTable]) -> str
     return None
 
 
-def _as_dead_letters(table: MilestonedTable, reason: str) -> list[DeadLetter]:
-    """One dead letter per event of a table the lake refused."""
+def _rows_as_dead_letters(
+    table: str, key_columns: Sequence[str], events: pa.Table, reason: str
+) -> list[DeadLetter]:
+    """One dead letter per event of a table that cannot be applied."""
     return [
         DeadLetter(
-            table=table.table,
-            raw_key=json.dumps({k: row.get(k) for k in table.key_columns}, default=str),
+            table=table,
+            raw_key=json.dumps({k: row.get(k) for k in key_columns}, default=str),
             raw_value=json.dumps(row, default=str, ensure_ascii=False),
             reason=reason,
             origin="runner.apply",
             position=row.get(POSITION),
         )
-        for row in table.changelog.to_pylist()
+        for row in events.to_pylist()
     ]
