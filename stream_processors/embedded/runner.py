@@ -227,7 +227,11 @@ class EmbeddedRunner:
                     self._reopen(source)
                 assert source.engine is not None
                 return source.engine.poll(self.settings.poll_timeout_s)
-            except TransientError as exc:
+            except (TransientError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "InterruptedException" not in str(exc):
+                    raise
+                # An interrupted poll (the JVM interrupted the calling thread) is retried
+                # like a lost connection: reopen and replay from the acknowledged offset.
                 self.stats.retries += 1
                 logger.warning("source %s: %s; retrying in %.1f s", source.spec.name, exc, backoff)
                 self._close(source)
