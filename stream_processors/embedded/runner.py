@@ -321,6 +321,7 @@ class EmbeddedRunner:
         tables = []
         letters: list[DeadLetter] = []
         for name, changes in batch.changes.items():
+            changes = _drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
             current = self.lake.current_versions(name, keys)
             try:
@@ -512,3 +513,28 @@ def _rows_as_dead_letters(
         )
         for row in events.to_pylist()
     ]
+
+
+def _drop_redelivered(changes: TableChanges, batch_id: int) -> TableChanges:
+    """Keep one event per `_tm_position`.
+
+    When Debezium reconnects by itself (the source restarted) it re-delivers from the last
+    flushed offset; events not yet committed can then reach the batcher twice and land in one
+    batch. A position names one event, so the copies are dropped here (across batches the
+    core drops them as replays).
+    """
+    events = changes.events
+    if POSITION not in events.column_names:
+        return changes
+    positions = events.column(POSITION)
+    if len(pc.unique(positions)) == events.num_rows:
+        return changes
+    seen: set[str] = set()
+    keep = []
+    for index, position in enumerate(positions.to_pylist()):
+        if position not in seen:
+            seen.add(position)
+            keep.append(index)
+    logger.warning("batch %d, table %s: dropped %d re-delivered event(s)",
+                   batch_id, changes.table, events.num_rows - len(keep))
+    return TableChanges(changes.table, changes.key_columns, events.take(keep))

@@ -63,6 +63,14 @@ class Pipeline:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Never leave a pipeline process behind, whatever the test did."""
+        if self.alive():
+            self.kill()
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
