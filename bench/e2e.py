@@ -117,7 +117,7 @@ def _tidemark_config(args: argparse.Namespace):
 
 
 def tidemark_child(args: argparse.Namespace) -> dict:
-    from tidemark.pipeline import build_runner
+    from tidemark.pipeline import build_runner, run_until
 
     config = _tidemark_config(args)
     done = threading.Event()
@@ -141,7 +141,7 @@ def tidemark_child(args: argparse.Namespace) -> dict:
 
     def run() -> None:
         try:
-            runner.run(stop)
+            run_until(runner, stop)
         except BaseException as exc:
             failure.append(exc)
             done.set()
@@ -188,7 +188,7 @@ def steady_writer(url: str, *, rate: float, seconds: float, first_new: int) -> i
     with conn.cursor() as cur:
         while time.monotonic() - began < seconds:
             base = first_new + n * 10
-            cur.execute("INSERT INTO items SELECT g, g % 1000, 2.00, 'steady', now() "
+            cur.execute("INSERT INTO items SELECT g, g %% 1000, 2.00, 'steady', now() "
                         "FROM generate_series(%s, %s) g", (base, base + 9))
             conn.commit()
             n += 1
@@ -250,7 +250,7 @@ def spawn(consumer: str, phase: str, common: list[str], timeout: float) -> dict:
     began = time.monotonic()
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-3:]}
+        return {"error": result.stderr.strip().splitlines()[-6:]}
     out = json.loads(result.stdout.strip().splitlines()[-1])
     out["process_seconds"] = round(time.monotonic() - began, 1)
     return out
@@ -347,8 +347,17 @@ def main() -> None:
     parser.add_argument("--first-new", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args)))
-        return
+        try:
+            result = child(args)
+            code = 0
+        except BaseException as exc:  # report it; the parent records the error
+            import traceback
+
+            traceback.print_exc()
+            result, code = {"error": repr(exc)}, 1
+        print(json.dumps(result), flush=True)
+        sys.stderr.flush()
+        os._exit(code)  # do not wait for the JVM's shutdown (its hooks are not ours to debug)
 
     from connectors.postgres.cluster import LocalCluster
 

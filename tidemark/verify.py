@@ -288,17 +288,27 @@ def verify_source(
     with consistent_snapshot(source.dsn) as snapshot:
         cutoff = f"{snapshot.lsn:016x}"
         slot = _slot_name(config.pipeline, source.name)
-        quiet_s = max(3.0, 3 * config.batching.max_latency_ms / 1000)
+        quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
         reached = lake_position(config.lake, config.storage_options)
         changed_at = time.monotonic()
+        inactive_since: float | None = None
         while reached is None or reached < cutoff:
             active, flushed, sent = _slot_state(snapshot, slot)
-            if not active or (flushed is not None and flushed >= snapshot.lsn):
+            if not active:
+                inactive_since = inactive_since or time.monotonic()
+                if time.monotonic() - inactive_since >= 3.0:  # not a reconnect: stopped
+                    logger.info("slot %s is inactive: comparing the lake as it is", slot)
+                    break
+            else:
+                inactive_since = None
+            if flushed is not None and flushed >= snapshot.lsn:
+                logger.info("slot %s confirmed %s: the lake has it", slot, cutoff)
                 break
             if sent is not None and sent >= snapshot.lsn and (
                 time.monotonic() - changed_at >= quiet_s
             ):
-                break  # everything up to C was sent to the pipeline, and it has gone quiet
+                logger.info("everything up to %s was sent and the lake is quiet", cutoff)
+                break
             if time.monotonic() - started > timeout:
                 logger.warning("lake did not reach %s within %.0f s", cutoff, timeout)
                 break

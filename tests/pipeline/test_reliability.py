@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psycopg2
@@ -16,6 +17,7 @@ import pytest
 
 from connectors.postgres.cluster import LocalCluster
 from connectors.postgres.settings import replication_name
+from simulator.errors import SimulatorError
 from simulator.runner import Simulator
 from tests.pipeline.reliability import (
     TABLES,
@@ -66,22 +68,22 @@ def _kill_story(cluster, tmp_path: Path, kills: int, name: str) -> None:
     Simulator(url, profile="bank").setup()
     lake, ledger = tmp_path / "lake", tmp_path / "ledger.jsonl"
     config = write_config(tmp_path / "p.yaml", url=url, lake=lake, tables=TABLES, name=name)
-    pipeline = Pipeline(config, tmp_path / "state", tmp_path / "run.log")
     slot = replication_name(name, "bank")
-    pipeline.start()
-    wait_streaming(url, slot, pipeline=pipeline)
-    simulator = SimulatorThread(url, ledger, rate=300)
-    simulator.start()
-    rng = random.Random(kills)
-    for _ in range(kills):
-        time.sleep(rng.uniform(1.5, 5.0))  # the pipeline may be starting, idle or committing
-        pipeline.kill()
+    with Pipeline(config, tmp_path / "state", tmp_path / "run.log") as pipeline:
         pipeline.start()
-    time.sleep(3)
-    simulator.finish()
-    wait_streaming(url, slot, pipeline=pipeline)
-    _verify(config)
-    assert pipeline.terminate() == 0, pipeline.log.read_text()[-3000:]
+        wait_streaming(url, slot, pipeline=pipeline)
+        simulator = SimulatorThread(url, ledger, rate=300)
+        simulator.start()
+        rng = random.Random(kills)
+        for _ in range(kills):
+            time.sleep(rng.uniform(1.5, 5.0))  # the pipeline may be starting, idle, committing
+            pipeline.kill()
+            pipeline.start()
+        time.sleep(3)
+        simulator.finish()
+        wait_streaming(url, slot, pipeline=pipeline)
+        _verify(config)
+        assert pipeline.terminate() == 0, pipeline.log.read_text()[-3000:]
     expected = ledger_changes(ledger)
     got = lake_changes(lake, TABLES)
     assert sum(expected.values()) > 500
@@ -100,45 +102,72 @@ def test_kill_9_twelve_times_loses_and_duplicates_nothing(cluster, tmp_path) -> 
     _kill_story(cluster, tmp_path, kills=12, name="kill12")
 
 
-def test_source_restart_poison_event_and_new_column(cluster, tmp_path) -> None:
-    """Mid-run: the source restarts (the pipeline retries with backoff and goes on); a
-    table's column changes type so its events cannot be applied (dead letters, the other
-    tables go on); a column is added to a captured table (the lake's schema grows)."""
-    pg, _ = cluster
-    url = _database(cluster, "faults")
+def _bank_with_poison(cluster, tmp_path: Path, name: str) -> tuple[str, Path, Path, str]:
+    url = _database(cluster, name)
     Simulator(url, profile="bank").setup()
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE public.poison (id int PRIMARY KEY, n int)")
         cur.execute("INSERT INTO public.poison SELECT g, g FROM generate_series(1, 3) g")
     lake = tmp_path / "lake"
     config = write_config(tmp_path / "p.yaml", url=url, lake=lake,
-                          tables=[*TABLES, "public.poison"], name="faults")
+                          tables=[*TABLES, "public.poison"], name=name)
     checked = write_config(tmp_path / "checked.yaml", url=url, lake=lake, tables=TABLES,
-                           name="faults")
-    pipeline = Pipeline(config, tmp_path / "state", tmp_path / "run.log")
-    slot = replication_name("faults", "bank")
-    pipeline.start()
-    wait_streaming(url, slot, pipeline=pipeline)
-    simulator = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
-    simulator.start()
-    time.sleep(4)
-    pg.restart()  # the simulator reconnects; the engine fails and is reopened
-    time.sleep(6)
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("ALTER TABLE public.poison ALTER COLUMN n TYPE text USING 'x' || n")
-        cur.execute("UPDATE public.poison SET n = 'poison' WHERE id = 1")
-        cur.execute("ALTER TABLE public.customers ADD COLUMN nickname text")
-        cur.execute("UPDATE public.customers SET nickname = 'nick-' || id WHERE id % 3 = 0")
-    time.sleep(4)
-    simulator.finish()
-    assert pipeline.alive(), pipeline.log.read_text()[-3000:]
-    wait_streaming(url, slot, pipeline=pipeline)
-    report = _verify(checked)
-    customers = next(t for t in report.tables if t.table == "bank.public.customers")
-    assert not any("nickname" in note for note in customers.notes)  # the lake has the column
-    status = pipeline_status(load_config(config))
-    letters = {t.table: t.dead_letters for s in status for t in s.tables}
-    assert letters["bank.public.poison"] >= 1
-    assert pipeline.terminate() == 0
-    log = pipeline.log.read_text()
-    assert "retrying" in log or "engine open" in log.split("engine open", 1)[1]
+                           name=name)
+    return url, config, checked, replication_name(name, "bank")
+
+
+def test_poison_event_and_new_column(cluster, tmp_path) -> None:
+    """Mid-run a captured table's column changes type so its events cannot be applied (dead
+    letters, the other tables go on), and a column is added to another (the lake grows)."""
+    url, config, checked, slot = _bank_with_poison(cluster, tmp_path, "faults")
+    with Pipeline(config, tmp_path / "state", tmp_path / "run.log") as pipeline:
+        pipeline.start()
+        wait_streaming(url, slot, pipeline=pipeline)
+        simulator = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
+        simulator.start()
+        time.sleep(4)
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("ALTER TABLE public.poison ALTER COLUMN n TYPE text USING 'x' || n")
+            cur.execute("UPDATE public.poison SET n = 'poison' WHERE id = 1")
+            cur.execute("ALTER TABLE public.customers ADD COLUMN nickname text")
+            cur.execute("UPDATE public.customers SET nickname = 'nick-' || id WHERE id % 3 = 0")
+        time.sleep(4)
+        simulator.finish()
+        assert pipeline.alive(), pipeline.log.read_text()[-3000:]
+        report = _verify(checked)
+        customers = next(t for t in report.tables if t.table == "bank.public.customers")
+        assert not any("nickname" in note for note in customers.notes)  # the lake has it
+        status = pipeline_status(load_config(config))
+        letters = {t.table: t.dead_letters for s in status for t in s.tables}
+        assert letters["bank.public.poison"] >= 1
+        assert pipeline.terminate() == 0
+
+
+def test_source_restart(cluster, tmp_path) -> None:
+    """The source restarts mid-run: the pipeline retries with backoff and goes on, and the
+    lake still equals the source with every event once."""
+    pg, _ = cluster
+    url, _, checked, slot = _bank_with_poison(cluster, tmp_path, "restart")
+    with Pipeline(checked, tmp_path / "state", tmp_path / "run.log") as pipeline:
+        pipeline.start()
+        wait_streaming(url, slot, pipeline=pipeline)
+        before = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
+        before.start()
+        time.sleep(4)
+        restarted = datetime.now()
+        pg.restart()  # Debezium retries (or the runner reopens the engine with backoff)
+        before.finish(tolerate=SimulatorError)  # it may give up while the server is down
+        simulator = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
+        simulator.start()
+        time.sleep(6)
+        simulator.finish()
+        assert pipeline.alive(), pipeline.log.read_text()[-3000:]
+        wait_streaming(url, slot, pipeline=pipeline)
+        _verify(checked)
+        assert pipeline.terminate() == 0
+        committed_after = [
+            line for line in pipeline.log.read_text().splitlines()
+            if " committed: " in line
+            and datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") > restarted
+        ]
+        assert len(committed_after) >= 2  # the same process went on after the restart

@@ -19,6 +19,7 @@ from connectors.decode import TYPE_SETTINGS, Decoder
 from connectors.postgres.capture import open_postgres_engine
 from stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings, SourceSpec
 from tests.pipeline.recording_lake import Crash, RecordingLake
+from tidemark.pipeline import run_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -67,7 +68,7 @@ def _run_until(runner: EmbeddedRunner, done, timeout: float = 90.0, then=None):
 
     def body():
         try:
-            outcome["stats"] = runner.run(stop)
+            outcome["stats"] = run_until(runner, stop)
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -158,3 +159,18 @@ def test_stop_commits_what_is_held(fresh_database, state) -> None:
     assert "error" not in outcome, outcome
     assert len(lake.changelog(TABLE)) == 5
     assert lake.batches[-1].batch_id == 1
+
+
+def test_redelivered_events_in_one_batch_are_dropped() -> None:
+    """Debezium re-delivers after reconnecting by itself: one event per position survives."""
+    import pyarrow as pa
+
+    from stream_processors.embedded.runner import _drop_redelivered
+    from stream_processors.milestoning.model import TableChanges
+
+    events = pa.table({"id": [1, 1, 2, 2], "_tm_position": ["a", "a", "b", "c"]})
+    kept = _drop_redelivered(TableChanges("s.p.t", ("id",), events), batch_id=1)
+    assert kept.events.to_pylist() == [
+        {"id": 1, "_tm_position": "a"}, {"id": 2, "_tm_position": "b"},
+        {"id": 2, "_tm_position": "c"},
+    ]
