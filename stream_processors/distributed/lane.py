@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -34,7 +33,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from connectors.debezium.records import RawRecord
-from sinks.layout import kafka_partition
+from sinks.layout import Bucketing
 from stream_processors.distributed.topics import SourceTopic
 from stream_processors.milestoning.columns import Layer
 from stream_processors.milestoning.model import MilestonedTable
@@ -250,13 +249,11 @@ class PartitionLane:
                          f"{origin}{r.offset}") for r in chunk]
         decoded = self._decode(raw)
         outcome.timed("decode", time.perf_counter() - started)
-        scope = kafka_partition(self.partition) if self.partition_buckets else nullcontext()
-        with scope:
-            # Buckets that follow the partition are this lane's alone: no lock, no conflict.
-            if all(_own_buckets(self._sink(layer)) for layer in self.layers):
-                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
-            with _table_lock(self.spec.table):
-                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+        # Buckets that follow the partition are this lane's alone: no lock, no conflict.
+        if all(_own_buckets(self._sink(layer)) for layer in self.layers):
+            return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+        with _table_lock(self.spec.table):
+            return self._commit_locked(chunk, batch_id, decoded, outcome, started)
 
     def _commit_locked(self, chunk: list[KafkaRecord], batch_id: int, decoded: Any,
                        outcome: LaneOutcome, started: float) -> bool:
@@ -272,8 +269,10 @@ class PartitionLane:
                             batch_id)
                 return False
             mark = time.perf_counter()
+            self._pin_buckets(())  # existing tables: current_versions needs the partition
             tables = self._milestone(decoded.changes, batch_id)
             outcome.timed("milestone", time.perf_counter() - mark)
+            self._pin_buckets(tables)  # a new table: its layout is chosen here
             mark = time.perf_counter()
             try:
                 if letters:
@@ -309,6 +308,23 @@ class PartitionLane:
         outcome.commit_seconds.append(time.perf_counter() - started)
         log.info("lane %s: batch %s committed (%s records)", self.name, batch_id, len(chunk))
         return True
+
+    def _pin_buckets(self, tables: Sequence[MilestonedTable]) -> None:
+        """Give this lane's live/forensic writers the table's bucketing with this partition
+        pinned; a new table gets buckets that follow the partition (if enabled)."""
+        for layer in (Layer.LIVE, Layer.FORENSIC):  # both: lookups read either
+            sink = self._sink(layer)
+            bucketing = sink.bucketing or Bucketing.from_json(sink.handle.description)
+            if (bucketing is None and tables and self.partition_buckets
+                    and layer in self.layers):
+                sample = tables[0].live_upserts if layer is Layer.LIVE else \
+                    tables[0].forensic_inserts
+                extra = {"range_size": self.lake.range_size} if self.lake.range_size else {}
+                bucketing = Bucketing.for_keys(sample.schema, tables[0].key_columns, **extra)
+                bucketing = bucketing.by_partition(self.partition)
+            if bucketing is not None and bucketing.kind == "partition":
+                bucketing = bucketing.by_partition(self.partition)
+            sink.bucketing = bucketing
 
     def _milestone(self, changes: Mapping[str, Any], batch_id: int) -> list[MilestonedTable]:
         from stream_processors.milestoning.core import milestone

@@ -104,3 +104,22 @@ def test_layers_left_apart_by_a_crash_are_evened_out_without_doubling(tmp_path, 
     assert len(positions) == 7 == len(set(positions))
     live = read_layer(tmp_path, "live", SPEC.table)
     assert live.num_rows == len(set(live.column("id").to_pylist()))
+
+
+@pytest.mark.parametrize("by_partition", [True, False], ids=["partition-buckets", "key-buckets"])
+def test_two_partitions_of_one_table_share_it_without_losing_rows(tmp_path, records,
+                                                                   by_partition):
+    lanes = [PartitionLane(SPEC, p, lake=Lake(str(tmp_path), app_id=f"tidemark:t:{p}"),
+                           layers=ALL, partition_buckets=by_partition) for p in (0, 1)]
+    halves = [records[:6], [KafkaRecord(i, r.key, r.value) for i, r in enumerate(records[6:])]]
+    for step in range(3):  # interleaved commits of the two lanes
+        for lane, half in zip(lanes, halves, strict=True):
+            assert lane.apply(half[2 * step:2 * step + 2]).events == 2
+    live = read_layer(tmp_path, "live", SPEC.table)
+    assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
+    assert len(_changelog(tmp_path)) == 12
+    buckets = set(live.column("_tm_bucket").to_pylist())
+    if by_partition:
+        assert buckets == {0, 1_000_000}  # each partition has its own bucket
+    else:
+        assert buckets == {0}  # key ranges: both partitions write bucket 0
