@@ -2,8 +2,9 @@
 
 A *lane* is one partition of one table's topic. It owns its own Delta transaction app ids
 (`<pipeline app id>:<topic>:<partition>:<table>:<layer>`, via its own `Lake`), and a batch's
-id is the Kafka offset after its last record. So every Delta commit records the offsets it
-contains, and `transaction_version(app id)` of a layer *is* the next offset to read:
+id encodes the Kafka offset after its last record (`next_offset << 12 | partition`). So every
+Delta commit records the offsets it contains, and `transaction_version(app id)` of a layer
+gives the next offset to read:
 
 - on assignment the lane reads that version back and the consumer seeks there;
 - records below it are replays (a rebalance, a commit the consumer lost) and are dropped;
@@ -41,6 +42,22 @@ from stream_processors.milestoning.model import MilestonedTable
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
+PARTITION_BITS = 12
+"""Batch ids are `next_offset << 12 | partition`: ordered like the offsets within a lane and
+unique across the partitions of a table (the forensic layer's replay cleanup matches rows by
+batch id, and lanes sharing buckets must never match each other's)."""
+
+
+def batch_id_of(next_offset: int, partition: int) -> int:
+    """The Delta txn version / `_tm_batch` of the batch that ends before `next_offset`."""
+    if not 0 <= partition < 1 << PARTITION_BITS:
+        raise ValueError(f"partition {partition} exceeds {1 << PARTITION_BITS} partitions")
+    return next_offset << PARTITION_BITS | partition
+
+
+def offset_of(batch_id: int) -> int:
+    """The next offset to read, from a lane's txn version (0 when nothing is applied)."""
+    return batch_id >> PARTITION_BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +176,7 @@ class PartitionLane:
                     and not _own_buckets(sink)):
                 sink.rows.clear()
             self._seen[layer] = version
-            versions.append(int(handle.applied_batch()))
+            versions.append(offset_of(int(handle.applied_batch())))
         return min(versions), max(versions)
 
     def _remember_versions(self) -> None:
@@ -241,7 +258,7 @@ class PartitionLane:
     def _commit(self, chunk: list[KafkaRecord], outcome: LaneOutcome) -> bool:
         """Commit one batch; False when another worker moved the lane (caller re-syncs)."""
         started = time.perf_counter()
-        batch_id = chunk[-1].offset + 1
+        end = chunk[-1].offset + 1  # the next offset after this batch
         origin = f"kafka:{self.spec.topic}/{self.partition}@"
         raw = [RawRecord(self.spec.topic,
                          None if r.key is None else r.key.decode("utf-8", "replace"),
@@ -251,22 +268,23 @@ class PartitionLane:
         outcome.timed("decode", time.perf_counter() - started)
         # Buckets that follow the partition are this lane's alone: no lock, no conflict.
         if all(_own_buckets(self._sink(layer)) for layer in self.layers):
-            return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+            return self._commit_locked(chunk, end, decoded, outcome, started)
         with _table_lock(self.spec.table):
-            return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+            return self._commit_locked(chunk, end, decoded, outcome, started)
 
-    def _commit_locked(self, chunk: list[KafkaRecord], batch_id: int, decoded: Any,
+    def _commit_locked(self, chunk: list[KafkaRecord], end: int, decoded: Any,
                        outcome: LaneOutcome, started: float) -> bool:
+        batch_id = batch_id_of(end, self.partition)
         letters = list(decoded.dead_letters)
         tables: list[MilestonedTable] = []
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             low, high = self.lake_offsets()
             outcome.timed("refresh", time.perf_counter() - mark)
-            if low != self.committed or high not in (self.committed, batch_id):
+            if low != self.committed or high not in (self.committed, end):
                 log.warning("lane %s: the lake moved to offsets %s..%s under us (expected %s);"
                             " dropping batch %s", self.name, low, high, self.committed,
-                            batch_id)
+                            end)
                 return False
             mark = time.perf_counter()
             self._pin_buckets(())  # existing tables: current_versions needs the partition
@@ -293,9 +311,9 @@ class PartitionLane:
             outcome.timed("commit", time.perf_counter() - mark)
             break
         if tables:
-            self.committed = batch_id
+            self.committed = end
             self._remember_versions()
-        if self.boundary is not None and batch_id >= self.boundary:
+        if self.boundary is not None and end >= self.boundary:
             self.boundary = None
         if self.outputs is not None:
             if letters:

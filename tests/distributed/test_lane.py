@@ -106,18 +106,37 @@ def test_layers_left_apart_by_a_crash_are_evened_out_without_doubling(tmp_path, 
     assert live.num_rows == len(set(live.column("id").to_pylist()))
 
 
+def _updates(records: list[KafkaRecord], first_offset: int) -> list[KafkaRecord]:
+    """An update of each record's row (a later LSN), as Debezium writes it."""
+    out = []
+    for i, record in enumerate(records):
+        value = json.loads(record.value)
+        payload = value["payload"]
+        lsn = payload["source"]["lsn"] + 500_000
+        payload.update(op="u", before=dict(payload["after"]),
+                       after={**payload["after"], "v": payload["after"]["v"] + "!"})
+        payload["source"].update(lsn=lsn, sequence=json.dumps([str(lsn), str(lsn)]))
+        out.append(KafkaRecord(first_offset + i, record.key, json.dumps(value).encode()))
+    return out
+
+
 @pytest.mark.parametrize("by_partition", [True, False], ids=["partition-buckets", "key-buckets"])
 def test_two_partitions_of_one_table_share_it_without_losing_rows(tmp_path, records,
                                                                    by_partition):
     lanes = [PartitionLane(SPEC, p, lake=Lake(str(tmp_path), app_id=f"tidemark:t:{p}"),
                            layers=ALL, partition_buckets=by_partition) for p in (0, 1)]
-    halves = [records[:6], [KafkaRecord(i, r.key, r.value) for i, r in enumerate(records[6:])]]
-    for step in range(3):  # interleaved commits of the two lanes
+    second = [KafkaRecord(i, r.key, r.value) for i, r in enumerate(records[6:])]
+    # each partition: 6 inserts then an update of each (same offsets in both partitions)
+    halves = [records[:6] + _updates(records[:6], 6), second + _updates(second, 6)]
+    for step in range(6):  # interleaved commits of the two lanes
         for lane, half in zip(lanes, halves, strict=True):
             assert lane.apply(half[2 * step:2 * step + 2]).events == 2
     live = read_layer(tmp_path, "live", SPEC.table)
     assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
-    assert len(_changelog(tmp_path)) == 12
+    assert all(v.endswith("!") for v in live.column("v").to_pylist())
+    assert len(_changelog(tmp_path)) == 24
+    forensic = read_layer(tmp_path, "forensic", SPEC.table)
+    assert forensic.num_rows == 24  # every version, the closed ones too
     buckets = set(live.column("_tm_bucket").to_pylist())
     if by_partition:
         assert buckets == {0, 1_000_000}  # each partition has its own bucket
