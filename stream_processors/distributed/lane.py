@@ -115,12 +115,16 @@ class PartitionLane:
         layers: the layers this table is written to.
         outputs: optional Kafka outputs (dead-letter topic, live topics).
         gate: optional transaction gate (holds back records of unfinished transactions).
+        partition_buckets: new live/forensic tables get buckets that follow the partition.
+        verify_gap: `(topic, partition, offset) -> first existing offset` (`gaps.py`);
+            without it a gap is never accepted (the lane keeps asking to seek back).
         decode: the decoder (`connectors.decode.decode_records`), injectable for tests.
     """
 
     def __init__(self, spec: SourceTopic, partition: int, *, lake: Any,
                  layers: frozenset[Layer], outputs: Outputs | None = None,
                  gate: TxGate | None = None, partition_buckets: bool = True,
+                 verify_gap: Callable[[str, int, int], int | None] | None = None,
                  decode: Callable[..., Any] | None = None) -> None:
         if decode is None:
             decode = lane_decoder(spec)
@@ -132,11 +136,13 @@ class PartitionLane:
         self.outputs = outputs
         self.gate = gate
         self.partition_buckets = partition_buckets
+        self.verify_gap = verify_gap
+        self._awaiting: int | None = None
+        self._awaiting_since = 0.0
         self._decode = decode
         self._pending: list[KafkaRecord] = []
         self._lock = threading.Lock()
         self._seen: dict[Layer, int | None] = {}
-        self._seek_attempts: dict[int, int] = {}
         self.committed = 0
         self.next_offset = 0
         self.boundary: int | None = None
@@ -190,7 +196,7 @@ class PartitionLane:
         self.committed = self.next_offset = low
         self.boundary = high if high > low else None
         self._pending.clear()
-        self._seek_attempts.clear()
+        self._awaiting = None
         if self.boundary:
             log.warning("lane %s: layers at offsets %s..%s after a crash; replaying exactly "
                         "that range first", self.name, low, high)
@@ -199,24 +205,48 @@ class PartitionLane:
     # -- consuming -------------------------------------------------------------------------
 
     def admit(self, records: Sequence[KafkaRecord]) -> int | None:
-        """Add consumed records to the pending batch; returns an offset to seek to, if any."""
+        """Add consumed records to the pending batch; returns an offset to seek to, if any.
+
+        A record above the expected offset means the consumer skipped records (a commit past
+        unapplied ones): the lane asks for a seek back and drops what arrives above the
+        expected offset until the consumer delivers it. A gap is accepted only when
+        `verify_gap` confirms, by fetching that offset directly, that it does not exist
+        (compaction, transaction markers); never on a guess.
+        """
         for record in records:
             if record.offset < self.next_offset:
                 continue  # a replay: already applied or already pending
             if record.offset > self.next_offset:
-                tries = self._seek_attempts.get(self.next_offset, 0)
-                if tries < 2:
-                    self._seek_attempts[self.next_offset] = tries + 1
-                    log.warning("lane %s: gap, got offset %s, expected %s; seeking back",
-                                self.name, record.offset, self.next_offset)
-                    return self.next_offset
+                if (self._awaiting == self.next_offset
+                        and time.monotonic() - self._awaiting_since < 5.0):
+                    return None  # fetched before our seek: drop, the re-read is coming
+                first = self._real_gap(record.offset)
+                if first is None:
+                    return self._seek_back(record.offset)
                 log.warning("lane %s: offsets %s..%s do not exist (compaction or "
                             "transaction markers); going on", self.name, self.next_offset,
-                            record.offset - 1)
+                            first - 1)
+                if record.offset > first:
+                    return self._seek_back(record.offset)
             self._pending.append(record)
             self.next_offset = record.offset + 1
-            self._seek_attempts.clear()
+            self._awaiting = None
         return None
+
+    def _seek_back(self, got: int) -> int | None:
+        """Ask for a seek back; `admit` drops stale records for 5 s before asking again."""
+        now = time.monotonic()
+        log.warning("lane %s: gap, got offset %s, expected %s; seeking back", self.name, got,
+                    self.next_offset)
+        self._awaiting, self._awaiting_since = self.next_offset, now
+        return self.next_offset
+
+    def _real_gap(self, got: int) -> int | None:
+        """The first existing offset when `next_offset` truly does not exist, else None."""
+        if self.verify_gap is None:
+            return None
+        first = self.verify_gap(self.spec.topic, self.partition, self.next_offset)
+        return first if first is not None and first > self.next_offset else None
 
     @property
     def has_pending(self) -> bool:
