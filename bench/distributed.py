@@ -150,6 +150,20 @@ def run_embedded(records: list, *, total: int, root: Path, max_events: int,
             "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3)}
 
 
+def lake_summary(root: Path) -> dict:
+    """Row counts per layer, to check every run against the embedded runtime's lake."""
+    from deltalake import DeltaTable
+
+    out = {}
+    for layer in ("changelog", "live", "forensic"):
+        table = DeltaTable(str(root / layer / "src.public.items")).to_pyarrow_table()
+        out[layer] = table.num_rows
+        if layer == "changelog":
+            out["changelog_distinct_positions"] = len(set(table.column("_tm_position")
+                                                          .to_pylist()))
+    return out
+
+
 def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: str) -> dict:
     workers = [start_worker(config, workdir, f"w{i}", session_timeout=6.0,
                             extra=["--bucket-by", bucket_by]) for i in range(n)]
@@ -214,6 +228,8 @@ def main() -> None:
         print(f"baseline raw consume: {raw:,.0f} records/s")
         embedded = run_embedded(records, total=total, root=WORK / "lake-embedded",
                                 max_events=args.max_events, max_latency_ms=args.max_latency_ms)
+        expected = lake_summary(WORK / "lake-embedded")
+        embedded["lake"] = expected
         print(f"embedded runtime, same records: {embedded['events_per_s']:,} events/s; "
               f"batch p50 {embedded['commit_latency_p50_s']}s "
               f"p99 {embedded['commit_latency_p99_s']}s")
@@ -227,11 +243,14 @@ def main() -> None:
                                   max_events=args.max_events, max_latency_ms=args.max_latency_ms)
             run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{tag}",
                               bucket_by=bucket_by)
+            run["lake"] = lake_summary(WORK / f"lake-{tag}")
+            run["lake_matches_embedded"] = run["lake"] == expected
             runs.append(run)
             print(f"{n} worker(s), buckets by {bucket_by}: {run['events_per_s']:,} events/s "
                   f"into 3 layers; commit "
                   f"p50 {run['commit_latency_p50_s']}s p99 {run['commit_latency_p99_s']}s; "
-                  f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}")
+                  f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}; "
+                  f"lake rows equal the embedded runtime's: {run['lake_matches_embedded']}")
         result = {
             "benchmark": "distributed", "at": datetime.now(UTC).isoformat(),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import pyarrow as pa
@@ -27,23 +25,6 @@ DEFAULT_RANGE_SIZE = 16_384
 DEFAULT_HASH_BUCKETS = 64
 PARTITION_STRIDE = 1_000_000
 """`partition` buckets are `kafka_partition * PARTITION_STRIDE + inner bucket`."""
-
-# The Kafka partition whose records the current thread is writing (distributed runtime).
-_PARTITION: ContextVar[int | None] = ContextVar("tidemark_kafka_partition", default=None)
-
-
-@contextmanager
-def kafka_partition(partition: int) -> Iterator[None]:
-    """Writes inside this block come from one Kafka partition (added for the distributed
-    runtime, docs/distributed.md): tables created here get `partition` bucketing, whose
-    buckets follow the partition, so writers of different partitions never share a bucket
-    (no commit conflicts, no stale caches). Debezium keys records by primary key, so a key
-    stays in one partition as long as the topic's partition count does not change."""
-    token = _PARTITION.set(partition)
-    try:
-        yield
-    finally:
-        _PARTITION.reset(token)
 
 
 @dataclass(frozen=True)
@@ -58,6 +39,7 @@ class Bucketing:
     kind: Literal["range", "hash", "partition"]
     size: int
     inner: Literal["range", "hash"] | None = None
+    partition: int | None = field(default=None, compare=False)
 
     @classmethod
     def for_keys(
@@ -68,25 +50,31 @@ class Bucketing:
         range_size: int = DEFAULT_RANGE_SIZE,
         hash_buckets: int = DEFAULT_HASH_BUCKETS,
     ) -> Bucketing:
-        """Range buckets for a single integer key, hash buckets otherwise (within the Kafka
-        partition's own buckets inside a `kafka_partition` block)."""
+        """Range buckets for a single integer key, hash buckets otherwise."""
         if len(key_columns) == 1 and pa.types.is_integer(schema.field(key_columns[0]).type):
-            inner = cls("range", range_size)
-        else:
-            inner = cls("hash", hash_buckets)
-        if _PARTITION.get() is not None:
-            return cls("partition", inner.size, inner.kind)
-        return inner
+            return cls("range", range_size)
+        return cls("hash", hash_buckets)
+
+    def by_partition(self, partition: int) -> Bucketing:
+        """This layout inside one Kafka partition's own buckets (distributed runtime).
+
+        Writers of different partitions then never share a bucket: no commit conflicts and
+        no stale caches. Debezium keys records by primary key, so a key stays in one
+        partition while the topic's partition count does not change. The partition number
+        is not stored in the table: each writer pins its own (`kind` is stored).
+        """
+        if self.kind == "partition":
+            return replace(self, partition=partition)
+        return Bucketing("partition", self.size, self.kind, partition)
 
     def assign(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Array:
         """The bucket (int64) of each row of `keys`."""
         if self.kind == "partition":
-            partition = _PARTITION.get()
-            if partition is None or self.inner is None:
+            if self.partition is None or self.inner is None:
                 raise ValueError("a table bucketed by Kafka partition is written only by the "
-                                 "distributed runtime (inside `kafka_partition`)")
+                                 "distributed runtime, which pins the partition")
             inner = Bucketing(self.inner, self.size).assign(keys, key_columns)
-            return pc.add(inner, pa.scalar(partition * PARTITION_STRIDE, pa.int64()))
+            return pc.add(inner, pa.scalar(self.partition * PARTITION_STRIDE, pa.int64()))
         if self.kind == "range":
             column = pc.cast(keys.column(key_columns[0]), pa.int64())
             return pc.divide(column, pa.scalar(self.size, pa.int64())).combine_chunks()

@@ -111,8 +111,10 @@ class LaneRegistry:
 
     def __init__(self, settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
                  outputs: Any = None, gate: Any = None,
-                 gated: frozenset[str] = frozenset()) -> None:
+                 gated: frozenset[str] = frozenset(),
+                 verify_gap: Callable[[str, int, int], int | None] | None = None) -> None:
         self.settings = settings
+        self.verify_gap = verify_gap
         self.gated = gated
         self.by_topic = {t.topic: t for t in settings.topics}
         self.lake_factory = lake_factory
@@ -131,7 +133,8 @@ class LaneRegistry:
                                      layers=self.settings.layers[spec.table],
                                      outputs=self.outputs,
                                      gate=self.gate if spec.source in self.gated else None,
-                                     partition_buckets=self.settings.partition_buckets)
+                                     partition_buckets=self.settings.partition_buckets,
+                                     verify_gap=self.verify_gap)
                 self.lanes[(topic, partition)] = lane
             return lane
 
@@ -148,7 +151,8 @@ class LaneRegistry:
 
 def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
               outputs: Any = None, gate: Any = None,
-              gated: frozenset[str] = frozenset()) -> Any:
+              gated: frozenset[str] = frozenset(),
+              verify_gap: Callable[[str, int, int], int | None] | None = None) -> Any:
     """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`."""
     import faust
     from faust.types import TP
@@ -167,7 +171,7 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         broker_max_poll_records=min(settings.max_events, 10_000),
         **web)
     registry = LaneRegistry(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
-                            gated=gated)
+                            gated=gated, verify_gap=verify_gap)
     stats = WorkerStats()
     pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="lane")
     app.tidemark = (registry, stats)  # type: ignore[attr-defined]

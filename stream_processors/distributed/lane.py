@@ -2,8 +2,9 @@
 
 A *lane* is one partition of one table's topic. It owns its own Delta transaction app ids
 (`<pipeline app id>:<topic>:<partition>:<table>:<layer>`, via its own `Lake`), and a batch's
-id is the Kafka offset after its last record. So every Delta commit records the offsets it
-contains, and `transaction_version(app id)` of a layer *is* the next offset to read:
+id encodes the Kafka offset after its last record (`next_offset << 12 | partition`). So every
+Delta commit records the offsets it contains, and `transaction_version(app id)` of a layer
+gives the next offset to read:
 
 - on assignment the lane reads that version back and the consumer seeks there;
 - records below it are replays (a rebalance, a commit the consumer lost) and are dropped;
@@ -26,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from connectors.debezium.records import RawRecord
-from sinks.layout import kafka_partition
+from sinks.layout import Bucketing
 from stream_processors.distributed.topics import SourceTopic
 from stream_processors.milestoning.columns import Layer
 from stream_processors.milestoning.model import MilestonedTable
@@ -42,6 +42,22 @@ from stream_processors.milestoning.model import MilestonedTable
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
+PARTITION_BITS = 12
+"""Batch ids are `next_offset << 12 | partition`: ordered like the offsets within a lane and
+unique across the partitions of a table (the forensic layer's replay cleanup matches rows by
+batch id, and lanes sharing buckets must never match each other's)."""
+
+
+def batch_id_of(next_offset: int, partition: int) -> int:
+    """The Delta txn version / `_tm_batch` of the batch that ends before `next_offset`."""
+    if not 0 <= partition < 1 << PARTITION_BITS:
+        raise ValueError(f"partition {partition} exceeds {1 << PARTITION_BITS} partitions")
+    return next_offset << PARTITION_BITS | partition
+
+
+def offset_of(batch_id: int) -> int:
+    """The next offset to read, from a lane's txn version (0 when nothing is applied)."""
+    return batch_id >> PARTITION_BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +115,16 @@ class PartitionLane:
         layers: the layers this table is written to.
         outputs: optional Kafka outputs (dead-letter topic, live topics).
         gate: optional transaction gate (holds back records of unfinished transactions).
+        partition_buckets: new live/forensic tables get buckets that follow the partition.
+        verify_gap: `(topic, partition, offset) -> first existing offset` (`gaps.py`);
+            without it a gap is never accepted (the lane keeps asking to seek back).
         decode: the decoder (`connectors.decode.decode_records`), injectable for tests.
     """
 
     def __init__(self, spec: SourceTopic, partition: int, *, lake: Any,
                  layers: frozenset[Layer], outputs: Outputs | None = None,
                  gate: TxGate | None = None, partition_buckets: bool = True,
+                 verify_gap: Callable[[str, int, int], int | None] | None = None,
                  decode: Callable[..., Any] | None = None) -> None:
         if decode is None:
             decode = lane_decoder(spec)
@@ -116,11 +136,13 @@ class PartitionLane:
         self.outputs = outputs
         self.gate = gate
         self.partition_buckets = partition_buckets
+        self.verify_gap = verify_gap
+        self._awaiting: int | None = None
+        self._awaiting_since = 0.0
         self._decode = decode
         self._pending: list[KafkaRecord] = []
         self._lock = threading.Lock()
         self._seen: dict[Layer, int | None] = {}
-        self._seek_attempts: dict[int, int] = {}
         self.committed = 0
         self.next_offset = 0
         self.boundary: int | None = None
@@ -160,7 +182,7 @@ class PartitionLane:
                     and not _own_buckets(sink)):
                 sink.rows.clear()
             self._seen[layer] = version
-            versions.append(int(handle.applied_batch()))
+            versions.append(offset_of(int(handle.applied_batch())))
         return min(versions), max(versions)
 
     def _remember_versions(self) -> None:
@@ -174,7 +196,7 @@ class PartitionLane:
         self.committed = self.next_offset = low
         self.boundary = high if high > low else None
         self._pending.clear()
-        self._seek_attempts.clear()
+        self._awaiting = None
         if self.boundary:
             log.warning("lane %s: layers at offsets %s..%s after a crash; replaying exactly "
                         "that range first", self.name, low, high)
@@ -183,24 +205,48 @@ class PartitionLane:
     # -- consuming -------------------------------------------------------------------------
 
     def admit(self, records: Sequence[KafkaRecord]) -> int | None:
-        """Add consumed records to the pending batch; returns an offset to seek to, if any."""
+        """Add consumed records to the pending batch; returns an offset to seek to, if any.
+
+        A record above the expected offset means the consumer skipped records (a commit past
+        unapplied ones): the lane asks for a seek back and drops what arrives above the
+        expected offset until the consumer delivers it. A gap is accepted only when
+        `verify_gap` confirms, by fetching that offset directly, that it does not exist
+        (compaction, transaction markers); never on a guess.
+        """
         for record in records:
             if record.offset < self.next_offset:
                 continue  # a replay: already applied or already pending
             if record.offset > self.next_offset:
-                tries = self._seek_attempts.get(self.next_offset, 0)
-                if tries < 2:
-                    self._seek_attempts[self.next_offset] = tries + 1
-                    log.warning("lane %s: gap, got offset %s, expected %s; seeking back",
-                                self.name, record.offset, self.next_offset)
-                    return self.next_offset
+                if (self._awaiting == self.next_offset
+                        and time.monotonic() - self._awaiting_since < 5.0):
+                    return None  # fetched before our seek: drop, the re-read is coming
+                first = self._real_gap(record.offset)
+                if first is None:
+                    return self._seek_back(record.offset)
                 log.warning("lane %s: offsets %s..%s do not exist (compaction or "
                             "transaction markers); going on", self.name, self.next_offset,
-                            record.offset - 1)
+                            first - 1)
+                if record.offset > first:
+                    return self._seek_back(record.offset)
             self._pending.append(record)
             self.next_offset = record.offset + 1
-            self._seek_attempts.clear()
+            self._awaiting = None
         return None
+
+    def _seek_back(self, got: int) -> int | None:
+        """Ask for a seek back; `admit` drops stale records for 5 s before asking again."""
+        now = time.monotonic()
+        log.warning("lane %s: gap, got offset %s, expected %s; seeking back", self.name, got,
+                    self.next_offset)
+        self._awaiting, self._awaiting_since = self.next_offset, now
+        return self.next_offset
+
+    def _real_gap(self, got: int) -> int | None:
+        """The first existing offset when `next_offset` truly does not exist, else None."""
+        if self.verify_gap is None:
+            return None
+        first = self.verify_gap(self.spec.topic, self.partition, self.next_offset)
+        return first if first is not None and first > self.next_offset else None
 
     @property
     def has_pending(self) -> bool:
@@ -242,7 +288,7 @@ class PartitionLane:
     def _commit(self, chunk: list[KafkaRecord], outcome: LaneOutcome) -> bool:
         """Commit one batch; False when another worker moved the lane (caller re-syncs)."""
         started = time.perf_counter()
-        batch_id = chunk[-1].offset + 1
+        end = chunk[-1].offset + 1  # the next offset after this batch
         origin = f"kafka:{self.spec.topic}/{self.partition}@"
         raw = [RawRecord(self.spec.topic,
                          None if r.key is None else r.key.decode("utf-8", "replace"),
@@ -250,30 +296,31 @@ class PartitionLane:
                          f"{origin}{r.offset}") for r in chunk]
         decoded = self._decode(raw)
         outcome.timed("decode", time.perf_counter() - started)
-        scope = kafka_partition(self.partition) if self.partition_buckets else nullcontext()
-        with scope:
-            # Buckets that follow the partition are this lane's alone: no lock, no conflict.
-            if all(_own_buckets(self._sink(layer)) for layer in self.layers):
-                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
-            with _table_lock(self.spec.table):
-                return self._commit_locked(chunk, batch_id, decoded, outcome, started)
+        # Buckets that follow the partition are this lane's alone: no lock, no conflict.
+        if all(_own_buckets(self._sink(layer)) for layer in self.layers):
+            return self._commit_locked(chunk, end, decoded, outcome, started)
+        with _table_lock(self.spec.table):
+            return self._commit_locked(chunk, end, decoded, outcome, started)
 
-    def _commit_locked(self, chunk: list[KafkaRecord], batch_id: int, decoded: Any,
+    def _commit_locked(self, chunk: list[KafkaRecord], end: int, decoded: Any,
                        outcome: LaneOutcome, started: float) -> bool:
+        batch_id = batch_id_of(end, self.partition)
         letters = list(decoded.dead_letters)
         tables: list[MilestonedTable] = []
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             low, high = self.lake_offsets()
             outcome.timed("refresh", time.perf_counter() - mark)
-            if low != self.committed or high not in (self.committed, batch_id):
+            if low != self.committed or high not in (self.committed, end):
                 log.warning("lane %s: the lake moved to offsets %s..%s under us (expected %s);"
                             " dropping batch %s", self.name, low, high, self.committed,
-                            batch_id)
+                            end)
                 return False
             mark = time.perf_counter()
+            self._pin_buckets(())  # existing tables: current_versions needs the partition
             tables = self._milestone(decoded.changes, batch_id)
             outcome.timed("milestone", time.perf_counter() - mark)
+            self._pin_buckets(tables)  # a new table: its layout is chosen here
             mark = time.perf_counter()
             try:
                 if letters:
@@ -294,9 +341,9 @@ class PartitionLane:
             outcome.timed("commit", time.perf_counter() - mark)
             break
         if tables:
-            self.committed = batch_id
+            self.committed = end
             self._remember_versions()
-        if self.boundary is not None and batch_id >= self.boundary:
+        if self.boundary is not None and end >= self.boundary:
             self.boundary = None
         if self.outputs is not None:
             if letters:
@@ -309,6 +356,23 @@ class PartitionLane:
         outcome.commit_seconds.append(time.perf_counter() - started)
         log.info("lane %s: batch %s committed (%s records)", self.name, batch_id, len(chunk))
         return True
+
+    def _pin_buckets(self, tables: Sequence[MilestonedTable]) -> None:
+        """Give this lane's live/forensic writers the table's bucketing with this partition
+        pinned; a new table gets buckets that follow the partition (if enabled)."""
+        for layer in (Layer.LIVE, Layer.FORENSIC):  # both: lookups read either
+            sink = self._sink(layer)
+            bucketing = sink.bucketing or Bucketing.from_json(sink.handle.description)
+            if (bucketing is None and tables and self.partition_buckets
+                    and layer in self.layers):
+                sample = tables[0].live_upserts if layer is Layer.LIVE else \
+                    tables[0].forensic_inserts
+                extra = {"range_size": self.lake.range_size} if self.lake.range_size else {}
+                bucketing = Bucketing.for_keys(sample.schema, tables[0].key_columns, **extra)
+                bucketing = bucketing.by_partition(self.partition)
+            if bucketing is not None and bucketing.kind == "partition":
+                bucketing = bucketing.by_partition(self.partition)
+            sink.bucketing = bucketing
 
     def _milestone(self, changes: Mapping[str, Any], batch_id: int) -> list[MilestonedTable]:
         from stream_processors.milestoning.core import milestone

@@ -32,3 +32,16 @@ def test_produce_and_consume_from_an_offset(kafka, topic_factory):
 
 def test_topic_factory_names_are_unique(topic_factory):
     assert topic_factory("x") != topic_factory("x")
+
+
+def test_gap_verifier_fetches_the_offset_directly(kafka, topic_factory):
+    from stream_processors.distributed.gaps import kafka_gap_verifier
+
+    topic = topic_factory("gaps")
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    for i in range(3):
+        producer.produce(topic, value=f"v{i}".encode(), partition=0)
+    producer.flush(10)
+    verify = kafka_gap_verifier(kafka.bootstrap, timeout_s=3)
+    assert verify(topic, 0, 1) == 1  # it exists: the consumer must seek back
+    assert verify(topic, 0, 3) is None  # nothing there (yet)

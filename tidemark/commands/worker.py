@@ -49,6 +49,7 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
 
     from sinks.lake import Lake
     from stream_processors.distributed.app import build_app, gated_sources
+    from stream_processors.distributed.gaps import kafka_gap_verifier
     from stream_processors.distributed.outputs import KafkaOutputs, ensure_topics
     from stream_processors.distributed.topics import (
         dead_letter_topic,
@@ -80,7 +81,7 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     outputs = KafkaOutputs(bootstrap=settings.bootstrap, pipeline=settings.pipeline,
                            live_prefix=settings.live_prefix)
     app = build_app(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
-                    gated=gated)
+                    gated=gated, verify_gap=kafka_gap_verifier(settings.bootstrap))
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
