@@ -457,3 +457,32 @@ def test_current_may_hold_more_keys_than_the_batch():
     )
     assert rows_of(result.forensic_closes) == [{"id": 7, VALID_TO: ts(40), BATCH_OUT: 2}]
     assert rows_of(result.forensic_inserts, ("id", "name")) == [{"id": 7, "name": "x"}]
+
+
+def test_a_change_stamped_before_the_snapshot_row_it_follows_never_overlaps():
+    """Debezium stamps snapshot rows with their read time; a change streamed after the
+    snapshot point can carry an earlier commit time. Intervals must still not overlap."""
+    lake = MemoryLake()
+    run(lake, [{**ALICE, "op": "r", "pos": 1, "ts": 10}], batch_id=1)
+    run(lake, [{**ALICE, "name": "Alicia", "op": "u", "pos": 2, "ts": 7}], batch_id=2)
+    run(lake, [{**ALICE, "name": "Ali", "op": "u", "pos": 3, "ts": 12}], batch_id=3)
+    assert lake.history((1,), ("name",)) == [
+        ("Alice", ts(10), ts(10), 1, 2),
+        ("Alicia", ts(10), ts(12), 2, 3),
+        ("Ali", ts(12), None, 3, None),
+    ]
+    # Within one batch too, and the live row keeps the change's own source time.
+    lake = MemoryLake()
+    result = run(
+        lake,
+        [
+            {**ALICE, "op": "r", "pos": 1, "ts": 10},
+            {**ALICE, "name": "Alicia", "op": "u", "pos": 2, "ts": 7},
+        ],
+        batch_id=1,
+    )
+    assert lake.history((1,), ("name",)) == [
+        ("Alice", ts(10), ts(10), 1, 1),
+        ("Alicia", ts(10), None, 1, None),
+    ]
+    assert rows_of(result.live_upserts, ("id", SOURCE_TS)) == [{"id": 1, SOURCE_TS: ts(7)}]

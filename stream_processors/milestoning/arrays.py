@@ -1,7 +1,8 @@
 """Small vectorised building blocks over Arrow arrays: shifts, null-aware equality, ranges.
 
-The core never loops over rows in Python; everything it does is phrased with these helpers
-and `pyarrow.compute` kernels, which run in C++ over whole columns.
+The core does not loop over rows in Python; everything it does is phrased with these helpers
+and `pyarrow.compute` kernels, which run in C++ over whole columns (the rare exceptions check
+vectorised first and walk only when a row needs it).
 """
 
 from __future__ import annotations
@@ -117,3 +118,30 @@ def ends_of_runs(starts: pa.BooleanArray) -> pa.BooleanArray:
     if n == 0:
         return starts
     return pc.fill_null(shift_up(starts), True)
+
+
+def running_max_per_run(values: pa.Array, starts: pa.BooleanArray) -> pa.Array:
+    """Each value raised to the largest value before it in its run (runs begin at `starts`).
+
+    Source order and source time almost always agree, so the vectorised check returns the
+    input untouched; only a run that goes back in time is walked in Python.
+    """
+    if len(values) < 2:
+        return values
+    previous = shift_down(values)
+    goes_back = pc.and_(pc.invert(starts), pc.fill_null(pc.less(values, previous), False))
+    if not pc.any(goes_back).as_py():
+        return values
+    items = values.to_pylist()
+    first = starts.to_pylist()
+    highest = None
+    for index, value in enumerate(items):
+        if first[index]:
+            highest = value
+        elif value is None:
+            continue
+        elif highest is not None and value < highest:
+            items[index] = highest
+        else:
+            highest = value
+    return pa.array(items, type=values.type)

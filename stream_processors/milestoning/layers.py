@@ -78,7 +78,10 @@ def forensic(
     Every row that is not a no-op is a boundary: a current version, a new version or a
     delete. Each version is valid until the next boundary of its key (the next change's
     `_tm_source_ts`), or open (NULL) when nothing follows. Deletes end a version but are not
-    versions themselves.
+    versions themselves. A change whose source time precedes its key's previous boundary
+    (Debezium stamps snapshot rows with the time they were read, which can be later than a
+    change streamed after the snapshot point) starts when the previous version started, so
+    intervals never overlap.
 
     Returns:
         (inserts: source columns + `_tm_valid_from`, `_tm_valid_to`, `_tm_batch_in`,
@@ -86,6 +89,7 @@ def forensic(
          closes: key columns + `_tm_valid_to`, `_tm_batch_out`).
     """
     chain = timeline.filter(pc.invert(unchanged))
+    chain = chain.with_column(TS, arrays.running_max_per_run(chain.column(TS), chain.starts))
     ts = chain.column(TS)
     last = arrays.ends_of_runs(chain.starts)
     valid_to = pc.if_else(last, pa.scalar(None, UTC_US), arrays.shift_up(ts))
