@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -81,16 +82,21 @@ def execute(url: str, *statements: str) -> None:
 def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float) -> dict:
     """Poll until `expected` data change events arrived; returns the timing."""
     decode = decoder() if consumer == "arrow" else None
-    cpu_before = cpu_seconds()
+    cpu_before, python_before = cpu_seconds(), time.thread_time()
     seen = total = 0
     first = None
     deadline = time.monotonic() + timeout
+    last_data = time.monotonic()
     while seen < expected:
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: {seen}/{expected} events")
         batch = engine.poll(1.0)
+        if first is not None and time.monotonic() - last_data > 30:
+            print(f"  no new events for 30 s: stopping at {seen}/{expected}", flush=True)
+            break
         if not batch:
             continue
+        last_data = time.monotonic()
         if first is None:
             first = time.perf_counter()
         total += len(batch)
@@ -106,9 +112,15 @@ def drain(engine, expected: int, consumer: str, tables: set[str], timeout: float
         engine.acknowledge(batch[-1])
     elapsed = time.perf_counter() - (first or time.perf_counter())
     cpu = cpu_seconds() - cpu_before
+    python_cpu = time.thread_time() - python_before
+    if seen < expected:
+        elapsed -= 30  # the idle wait at the end
     return {
+        "complete": seen >= expected,
         "process_cpu_seconds": round(cpu, 2),
         "cpu_us_per_event": round(cpu / seen * 1e6) if seen else None,
+        # the consuming thread: split, RawRecords, decoding, acknowledge (JVM threads excluded)
+        "consumer_thread_cpu_us_per_event": round(python_cpu / seen * 1e6) if seen else None,
         "events": seen,
         "records": total,
         "seconds": round(elapsed, 3),
@@ -128,10 +140,13 @@ def wait_streaming(engine, timeout: float = 120) -> None:
     raise SystemExit("engine never reached streaming")
 
 
-def run_load(url: str, state: Path, name: str, tables: list[str], load: list[str],
-             expected: int, consumers: list[str], heap: str, timeout: float) -> dict:
-    """Arm a slot, write the load with the engine stopped, then drain it once per consumer."""
-    results: dict = {"expected_events": expected}
+def run_load(url: str, state: Path, name: str, tables: list[str], load: Callable[[], int],
+             consumers: list[str], heap: str, timeout: float) -> dict:
+    """Arm a slot, write the load with the engine stopped, then drain it once per consumer.
+
+    `load()` writes the changes and returns how many change events they make.
+    """
+    results: dict = {}
     for consumer in consumers:
         if consumer == "arrow" and decoder() is None:
             results[consumer] = "skipped: connectors.decode.decode_records not on this branch"
@@ -143,7 +158,7 @@ def run_load(url: str, state: Path, name: str, tables: list[str], load: list[str
         engine.close()
         results.setdefault("_armed", []).append(pipeline)
     began = time.perf_counter()
-    execute(url, *load)
+    expected = results["expected_events"] = load()
     results["load_seconds"] = round(time.perf_counter() - began, 2)
     for consumer in consumers:
         if isinstance(results.get(consumer), str):
@@ -160,15 +175,42 @@ def run_load(url: str, state: Path, name: str, tables: list[str], load: list[str
     return results
 
 
+def simulator_load(cluster: LocalCluster, state: Path, args: argparse.Namespace,
+                   consumers: list[str]) -> dict:
+    """The simulator's mixed OLTP load (profile `customers`, own database), if it exists."""
+    try:
+        from simulator.runner import Simulator
+    except ImportError:
+        return {"skipped": "simulator not on this branch"}
+    execute(cluster.url("postgres"), "CREATE DATABASE sim")
+    url = cluster.url("sim")
+    sim = Simulator(url, profile="customers", max_changes=args.simulator_changes, seed=7,
+                    workers=2)
+    sim.setup()
+    tables = [f"public.{table.name}" for table in sim.profile.tables]
+    print(f"simulator load: {args.simulator_changes} changes on {tables}", flush=True)
+
+    def load() -> int:
+        summary = sim.run()
+        return summary.total
+
+    result = run_load(url, state, "sim", tables, load, consumers, args.heap, args.timeout)
+    result["load"] = "simulator profile customers, 2 workers, default mix and tx size"
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the insert load")
     parser.add_argument("--mixed-tx", type=int, default=20_000,
                         help="transactions in the mixed load (10 events each)")
     parser.add_argument("--snapshot-rows", type=int, default=200_000)
+    parser.add_argument("--simulator-changes", type=int, default=100_000,
+                        help="changes from the simulator's mixed load (0: skip)")
     parser.add_argument("--consumers", default="raw,json,arrow")
     parser.add_argument("--heap", default="512m")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--out", default=str(RESULTS), help="where the JSON goes")
     args = parser.parse_args()
     consumers = args.consumers.split(",")
 
@@ -199,38 +241,57 @@ def main() -> None:
             MIXED_PROCEDURE,
         )
         print(f"insert load: {args.rows} rows", flush=True)
+        inserts = [
+            f"INSERT INTO rows_in SELECT g, 'name ' || g, (g % 100000) / 100.0, now(), g % 2 = 0"
+            f" FROM generate_series({s}, {s + 9999}) g" for s in range(1, args.rows + 1, 10_000)
+        ]
         out["insert"] = run_load(
             url, state, "insert", ["public.rows_in"],
-            [f"INSERT INTO rows_in SELECT g, 'name ' || g, (g % 100000) / 100.0, now(), g % 2 = 0"
-             f" FROM generate_series({s}, {s + 9999}) g" for s in range(1, args.rows + 1, 10_000)],
-            args.rows, consumers, args.heap, args.timeout,
+            lambda: execute(url, *inserts) or args.rows, consumers, args.heap, args.timeout,
         )
         jvm = started_jvm()
         out["jvm"] = {"start_seconds": round(jvm.start_seconds, 3), "version": jvm.runtime.version,
                       "source": jvm.runtime.source, "heap": jvm.heap} if jvm else None
-        print(f"mixed load: {args.mixed_tx} transactions", flush=True)
-        out["mixed"] = run_load(
-            url, state, "mixed", ["public.orders", "public.customers"],
-            [f"CALL bench_mixed({args.mixed_tx})"],
-            args.mixed_tx * 10 - 4, consumers, args.heap, args.timeout,  # tx 1 has no prior rows
-        )
-        out["mixed"]["load"] = "SQL procedure: per tx 5 inserts, 3+1 updates, 1 delete"
-        print(f"snapshot: {args.snapshot_rows} rows", flush=True)
-        engine = open_postgres_engine(pipeline="snapshot", source="b", dsn=url,
-                                      tables=["public.snap"], state=state, heap=args.heap)
-        try:
-            out["snapshot"] = drain(engine, args.snapshot_rows, "raw", {"b.public.snap"},
-                                    args.timeout)
-        finally:
-            engine.close()
-        print(f"  snapshot raw {out['snapshot']}", flush=True)
+        if args.mixed_tx > 0:
+            print(f"mixed load: {args.mixed_tx} transactions", flush=True)
+            out["mixed"] = mixed_load(url, state, args, consumers)
+        if args.simulator_changes:
+            out["simulator"] = simulator_load(cluster, state, args, consumers)
+        if args.snapshot_rows > 0:
+            out["snapshot"] = snapshot_load(url, state, args)
         out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         cluster.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    results = Path(args.out)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+
+
+def mixed_load(url: str, state: Path, args: argparse.Namespace, consumers: list[str]) -> dict:
+    """The SQL procedure's mixed load on orders and customers."""
+    result = run_load(
+        url, state, "mixed", ["public.orders", "public.customers"],
+        # tx 1 has no earlier rows to update or delete: 4 events fewer
+        lambda: execute(url, f"CALL bench_mixed({args.mixed_tx})") or args.mixed_tx * 10 - 4,
+        consumers, args.heap, args.timeout,
+    )
+    result["load"] = "SQL procedure: per tx 5 inserts, 3+1 updates, 1 delete"
+    return result
+
+
+def snapshot_load(url: str, state: Path, args: argparse.Namespace) -> dict:
+    """The initial snapshot of `snap` (op r), raw records."""
+    print(f"snapshot: {args.snapshot_rows} rows", flush=True)
+    engine = open_postgres_engine(pipeline="snapshot", source="b", dsn=url,
+                                  tables=["public.snap"], state=state, heap=args.heap)
+    try:
+        result = drain(engine, args.snapshot_rows, "raw", {"b.public.snap"}, args.timeout)
+    finally:
+        engine.close()
+    print(f"  snapshot raw {result}", flush=True)
+    return result
 
 
 if __name__ == "__main__":

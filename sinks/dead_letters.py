@@ -57,6 +57,10 @@ class DeadLetterTable:
         handle.refresh()  # the other stage's handle may have written since
         return handle
 
+    def handles(self) -> list[DeltaHandle]:
+        """The open handles (one per stage used so far), for maintenance."""
+        return list(self._handles.values())[:1]  # one table; either handle names it
+
     def append(self, letters: Sequence[DeadLetter], *, batch_id: int, stage: Stage) -> int:
         """Write `letters`; returns how many were written (0 for a replayed batch)."""
         if not letters:

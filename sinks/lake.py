@@ -28,7 +28,7 @@ from sinks.delta.forensic import ForensicSink
 from sinks.delta.live import LiveSink
 from sinks.delta.table import table_uri
 from sinks.errors import SinkSchemaMismatch
-from sinks.maintenance import Maintenance
+from sinks.maintenance import Kind, Maintenance
 from stream_processors.milestoning.columns import (
     BATCH,
     BATCH_IN,
@@ -134,12 +134,17 @@ class Lake:
             self._sinks[(table, layer)] = sink
         return self._sinks[(table, layer)]
 
-    def _maintained(self) -> list[tuple[str, Layer]]:
-        return [
-            (sink.handle.uri, layer)
+    def _maintained(self) -> list[tuple[str, Kind]]:
+        """What the maintenance thread compacts: every append-only table and history."""
+        targets: list[tuple[str, Kind]] = [
+            (sink.handle.uri, "forensic" if layer is Layer.FORENSIC else "append")
             for (_, layer), sink in list(self._sinks.items())
-            if sink.handle.dt is not None
+            if layer is not Layer.LIVE and sink.handle.dt is not None
         ]
+        for handle in (self.batch_log.handle, *self.dead_letters.handles()):
+            if handle.dt is not None:
+                targets.append((handle.uri, "append"))
+        return targets
 
     def applied_position(self, table: str) -> str | None:
         """The highest position committed to every existing layer of `table` (None if none)."""

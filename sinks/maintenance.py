@@ -15,22 +15,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from stream_processors.milestoning.columns import BUCKET, CURRENT, Layer
+from stream_processors.milestoning.columns import BUCKET, CURRENT
 
 log = logging.getLogger(__name__)
 
-Targets = Callable[[], list[tuple[str, Layer]]]
+Kind = Literal["append", "forensic"]
+"""`append`: an unpartitioned append-only table (changelog, batch log, dead letters);
+`forensic`: only the history partitions (`_tm_current=false`) are compacted."""
+Targets = Callable[[], list[tuple[str, Kind]]]
 
 
 def compact(
     uri: str,
-    layer: Layer,
+    kind: Kind,
     *,
     storage_options: Mapping[str, str] | None = None,
     target_size: int = 4 * 1024 * 1024,
@@ -46,7 +50,7 @@ def compact(
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
     actions = pa.table(dt.get_add_actions(flatten=True))
     small = actions.filter(pc.less(actions.column("size_bytes"), target_size))
-    if layer is not Layer.FORENSIC:
+    if kind == "append":
         if small.num_rows < min_files:
             return 0
         filters = None
@@ -129,12 +133,9 @@ class Maintenance:
     def round(self) -> None:
         """One pass over every target; failures are logged and retried next round."""
         do_vacuum = (self.rounds + 1) % self.vacuum_every == 0
-        for uri, layer in self.targets():
+        for uri, kind in self.targets():
             try:
-                if layer is not Layer.LIVE:
-                    self.files_compacted += compact(
-                        uri, layer, storage_options=self.storage_options
-                    )
+                self.files_compacted += compact(uri, kind, storage_options=self.storage_options)
                 if do_vacuum:
                     vacuum(
                         uri,
@@ -145,6 +146,8 @@ class Maintenance:
                 log.info("maintenance of %s lost to a writer, retrying later: %s", uri, exc)
             except DeltaError as exc:
                 log.warning("maintenance of %s failed: %s", uri, exc)
+            except Exception:  # keep the thread alive; compaction is retried next round
+                log.exception("maintenance of %s failed unexpectedly", uri)
         with self._done:
             self.rounds += 1
             self._done.notify_all()

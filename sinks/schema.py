@@ -67,7 +67,12 @@ def align(data: pa.Table, schema: pa.Schema | None, *, uri: str) -> tuple[pa.Tab
         SinkSchemaMismatch: a column changed to a type the table cannot take.
     """
     if schema is None:
-        return data, False
+        # Delta reads every column back as nullable; match it now so a batch can be
+        # concatenated with rows read back later (pyarrow refuses differing nullability).
+        relaxed = pa.schema(
+            [f.with_nullable(True) for f in data.schema], metadata=data.schema.metadata
+        )
+        return (data if relaxed == data.schema else data.cast(relaxed)), False
     names = set(data.column_names)
     columns: list[pa.ChunkedArray | pa.Array] = []
     fields: list[pa.Field] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg2
 import pytest
 
 from connectors.debezium.records import RawRecord
+from connectors.errors import SourceError
 from tests.fixtures.debezium import changes, payload
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
@@ -116,7 +119,11 @@ def test_offsets_advance_only_on_acknowledgement(fresh_database, capture_factory
     state = tmp_path / "state"
     first = capture_factory(url, ["public.t"], pipeline="acks", state=state)
     first.collect(lambda rs: len(changes(rs)) >= 50, ack=False)
+    with pytest.raises(SourceError, match="cannot acknowledge a record from `kafka:t/0@1`"):
+        first.engine.acknowledge(RawRecord("src.public.t", None, None, "kafka:t/0@1"))
     first.engine.close()
+    with pytest.raises(SourceError, match="is closed"):
+        first.engine.acknowledge(first.records[-1])
 
     # nothing acknowledged: the snapshot is delivered again
     second = capture_factory(url, ["public.t"], pipeline="acks", state=state)
@@ -160,11 +167,39 @@ def test_table_added_later_is_snapshotted_while_streaming(
     assert [(p["op"], p["after"]["id"]) for p in changes(second.records, "old")] == [("c", 21)]
 
 
-def test_idle_database_gets_heartbeats(fresh_database, capture_factory):
-    url = fresh_database()
+def grew_by_one(count: int):
+    return lambda records: len(records) > count
+
+
+def slot_flushed(url: str, slot: str) -> int:
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots"
+            " WHERE slot_name = %s",
+            (slot,),
+        )
+        value = int(cur.fetchone()[0])
+    conn.close()
+    return value
+
+
+def test_idle_database_slot_advances_with_acknowledged_heartbeats(fresh_database, capture_factory):
+    url, busy = fresh_database(), fresh_database()
     run(url, "CREATE TABLE public.quiet (id int PRIMARY KEY)")
     cap = capture_factory(url, ["public.quiet"], heartbeat_ms=300)
+    slot = f"tidemark_{cap.pipeline}_src"
+    cap.collect(lambda rs: any(r.destination.startswith("__debezium-heartbeat") for r in rs))
+    before = slot_flushed(url, slot)
+    # WAL written elsewhere in the cluster: the captured database stays idle
+    run(busy, "CREATE TABLE noise (id int)", "INSERT INTO noise SELECT generate_series(1, 5000)")
+    seen = len(cap.records)
     cap.collect(
-        lambda rs: sum(r.destination == "__debezium-heartbeat.src" for r in rs) >= 2, timeout=30
+        lambda rs: sum(r.destination.startswith("__debezium-heartbeat") for r in rs[seen:]) >= 3,
+        timeout=30,
     )
-    assert cap.engine.offsets_file.exists()
+    deadline = time.monotonic() + 20
+    while slot_flushed(url, slot) <= before and time.monotonic() < deadline:
+        cap.collect(grew_by_one(len(cap.records)), timeout=10)
+    assert slot_flushed(url, slot) > before
+    assert changes(cap.records) == []

@@ -226,3 +226,26 @@ def test_decoded_batches_feed_the_milestoning_core():
     nokey = milestone(batch.changes["src.public.nokey"], None, batch_id=1,
                       ingested_at=datetime.now(UTC))
     assert nokey.live_upserts.num_rows == 0
+
+
+def test_decoded_chunks_go_through_the_batcher_whole():
+    """Engine-sized chunks of real records: the batcher releases every event, whole txs."""
+    from stream_processors.batching import Batcher
+
+    decoder = Decoder("postgres")
+    now = [0.0]
+    batcher = Batcher(max_events=3, max_latency_ms=10, clock=lambda: now[0])
+    released = []
+    for start in range(0, len(ROUNDTRIP), 4):  # split anywhere, even inside transactions
+        batcher.add(decoder.decode(ROUNDTRIP[start : start + 4]), source="rt")
+        now[0] += 1
+        while (batch := batcher.poll()) is not None:
+            released.append(batch)
+    total = sum(t.events.num_rows for t in Decoder("postgres").decode(ROUNDTRIP).changes.values())
+    assert sum(b.event_count for b in released) == total
+    # a transaction never spans two batches
+    seen: dict[str, int] = {}
+    for batch in released:
+        for changes in batch.changes.values():
+            for tx in set(changes.events.column("_tm_tx_id").to_pylist()) - {None}:
+                assert seen.setdefault(tx, batch.batch_id) == batch.batch_id

@@ -201,13 +201,13 @@ def captured(postgres, tmp_path_factory):
     if os.environ.get("DUMP_RECORDS"):  # to refresh tests/data/debezium/ by hand
         with open(os.environ["DUMP_RECORDS"], "w") as fh:
             fh.writelines(json.dumps(dataclasses.asdict(r)) + "\n" for r in records)
-    batch = Decoder("postgres").decode(records)
-    yield batch, url, conn
+    batch = Decoder("postgres", target="arrow").decode(records)
+    yield batch, url, conn, records
     conn.close()
 
 
 def test_every_type_round_trips_exactly(captured):
-    batch, _, conn = captured
+    batch, _, conn, _ = captured
     assert batch.dead_letters == []
     events = batch.changes["rt.public.alltypes"].events
     last = {}
@@ -226,7 +226,7 @@ def test_every_type_round_trips_exactly(captured):
 
 
 def test_arrow_types_are_exact(captured):
-    batch, _, _ = captured
+    batch, _, _, _ = captured
     schema = batch.changes["rt.public.alltypes"].events.schema
     expect = {
         "i2": "int16", "i4": "int32", "i8": "int64", "n10_2": "decimal128(10, 2)",
@@ -242,7 +242,7 @@ def test_arrow_types_are_exact(captured):
 
 
 def test_infinities_and_nan_follow_the_documented_mapping(captured):
-    batch, _, _ = captured
+    batch, _, _, _ = captured
     table = batch.changes["rt.public.alltypes"].events
     ids = table.column("id").to_pylist()
     at = {id_: i for i, id_ in enumerate(ids)}
@@ -260,7 +260,7 @@ def test_infinities_and_nan_follow_the_documented_mapping(captured):
 
 
 def test_toast_placeholders_are_flagged_not_written(captured):
-    batch, _, _ = captured
+    batch, _, _, _ = captured
     rows = batch.changes["rt.public.toasty"].events.to_pylist()
     insert, update = rows
     assert insert["_tm_unchanged"] is None and len(insert["big"]) == 6000
@@ -270,7 +270,7 @@ def test_toast_placeholders_are_flagged_not_written(captured):
 
 
 def test_transactions_and_positions(captured):
-    batch, _, _ = captured
+    batch, _, _, _ = captured
     events = batch.changes["rt.public.alltypes"].events
     positions = events.column("_tm_position").to_pylist()
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
@@ -288,3 +288,30 @@ def test_transactions_and_positions(captured):
     assert deleted["id"] == 3 and deleted["_tm_op"] == "d"
     assert batch.tombstones == 0  # the production settings turn delete tombstones off
     assert batch.last_position == max(positions[-1], end.position)
+
+
+def test_delta_target_round_trips_through_a_delta_table(captured, tmp_path):
+    """The default target: every column lands in a real Delta table with its value intact."""
+    from deltalake import DeltaTable, write_deltalake
+
+    _, _, conn, records = captured
+    events = Decoder("postgres").decode(records).changes["rt.public.alltypes"].events
+    write_deltalake(str(tmp_path / "alltypes"), events)
+    back = DeltaTable(str(tmp_path / "alltypes")).to_pyarrow_table()
+    rows = {r["id"]: r for r in _finite_rows(back) if r["_tm_op"] in ("c", "r")}
+    with conn.cursor() as cur:
+        cur.execute(SELECT, ([2, 4],))
+        expected = {row[0]: _as_decoded(row) for row in cur.fetchall()}
+    for id_, want in expected.items():
+        got = rows[id_]
+        assert got["tm"] == want["tm"].isoformat(timespec="microseconds")
+        assert got["ttz"] == want["ttz"].isoformat(timespec="microseconds")
+        assert (got["iv"]["months"], got["iv"]["days"], got["iv"]["nanoseconds"]) == want["iv"]
+        assert Decimal(got["n50"]) == want["n50"] and got["n38"] == want["n38"]
+        assert got["tstz"] == want["tstz"] and got["ts"] == want["ts"]
+        assert got["an"] == want["an"] and got["by"] == want["by"]
+    # +/-infinity become the ends of the Delta range (delta-rs cannot write the extremes)
+    ends = {r["id"]: (r["d"], r["ts"], r["tstz"]) for r in back.to_pylist() if r["id"] in (6, 7)}
+    assert ends[6][0] == dt.date(9999, 12, 31) and ends[7][0] == dt.date(1, 1, 1)
+    assert ends[6][1] == dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    assert ends[7][2] == dt.datetime(1, 1, 1, tzinfo=dt.UTC)

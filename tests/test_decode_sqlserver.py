@@ -68,7 +68,8 @@ def test_order_is_commit_lsn_then_change_lsn_then_serial_whatever_the_arrival_or
 
 
 def test_sqlserver_types_are_exact():
-    typed = Decoder("sqlserver").decode(_records("typed")).changes["server1.dbo.typed"].events
+    typed = Decoder("sqlserver", target="arrow").decode(_records("typed")).changes[
+        "server1.dbo.typed"].events
     schema = {f.name: str(f.type) for f in typed.schema}
     assert {k: schema[k] for k in ("price", "small_price", "amount", "guid", "blob", "at_time",
                                    "at_time3", "legacy", "at_micro", "at_nano", "at_zone",
@@ -147,3 +148,16 @@ def test_base64_fixture_sanity():
     """The fixture's money value is the documented unscaled big-endian encoding."""
     price = json.loads(DATA["typed"][0]["value"])["payload"]["after"]["price"]
     assert int.from_bytes(base64.b64decode(price), "big", signed=True) == 2**63 - 1
+
+
+def test_delta_target_stores_every_sqlserver_type(tmp_path):
+    """The default target writes to a real Delta table; time(7) keeps its 100 ns as text."""
+    from deltalake import DeltaTable, write_deltalake
+
+    events = Decoder("sqlserver").decode(_records("typed")).changes["server1.dbo.typed"].events
+    write_deltalake(str(tmp_path / "typed"), events)
+    back = DeltaTable(str(tmp_path / "typed")).to_pyarrow_table()
+    row = next(r for r in back.to_pylist() if r["id"] == 1)
+    assert row["at_time"] == "23:59:59.999999900" and row["at_time3"] == "12:00:00.123000"
+    assert row["at_nano"].isoformat() == "2024-01-02T03:04:05.123456"  # µs in the lake
+    assert row["price"] == Decimal("922337203685477.5807")

@@ -154,3 +154,26 @@ def test_postgres_statements_parse_too():
     for name in PROFILE_NAMES:
         for sql in schema_statements(POSTGRES, get_profile(name)):
             sqlglot.parse_one(sql, read="postgres", error_level=sqlglot.ErrorLevel.RAISE)
+
+
+def test_sqlserver_urls_and_error_classes():
+    from simulator.connect import parse_url
+
+    target = parse_url("mssql://sa:p%40ss@db.example:14330/shop?driver=ODBC+Driver+17+for+SQL+Server")
+    assert target.dialect is SQLSERVER and target.port == 14330 and target.database == "shop"
+    assert target.options["driver"] == "ODBC Driver 17 for SQL Server"
+    assert "p@ss" not in repr(target) and parse_url("mssql://sa:x@h/db").port == 1433
+    # pyodbc errors carry (SQLSTATE, message with the native error number); message texts as
+    # SQL Server words them
+    deadlock = Exception("40001", "[40001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
+                         "Transaction (Process ID 52) was deadlocked on lock resources with "
+                         "another process and has been chosen as the deadlock victim. Rerun the "
+                         "transaction. (1205) (SQLExecDirectW)")
+    fk = Exception("23000", "[23000] ... The INSERT statement conflicted with the FOREIGN KEY "
+                   "constraint \"fk_addresses_customer_id\". (547) (SQLExecDirectW)")
+    link = Exception("08S01", "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: "
+                     "Error code 0x68 (104) (SQLExecDirectW)")
+    assert SQLSERVER.classify(deadlock) == "retry"
+    assert SQLSERVER.classify(fk) == "retry"
+    assert SQLSERVER.classify(link) == "connection"
+    assert SQLSERVER.classify(ValueError("bug")) == "other"

@@ -43,6 +43,7 @@ def test_tail_prints_json_lines_then_drops_its_slot(fresh_database, tmp_path):
         time.sleep(0.3)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
+    assert "tail: 1 source(s), Java 1" in err.decode()  # says which Java runs Debezium
     lines = [json.loads(line) for line in (first + out).decode().splitlines()]
     assert len(lines) == 3
     assert lines[0] == {

@@ -7,6 +7,7 @@ and the lake receive the few typed values they use (STYLE §3).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from stream_processors.embedded.runner import (
     EmbeddedRunner,
     Engine,
     RunnerSettings,
+    RunStats,
     SourceSpec,
 )
 from stream_processors.milestoning.errors import UsageError
@@ -30,6 +32,29 @@ def start_jvm_for(config: PipelineConfig, state: Path) -> None:
     from connectors.debezium.jvm import start_jvm
 
     start_jvm(log_dir=state / "debezium", heap=config.debezium.jvm_heap)
+
+
+def detach_from_jvm() -> None:
+    """Detach the calling thread from the JVM, if it is attached.
+
+    A Python thread that called into Java stays attached after it ends, and the JVM's
+    shutdown at interpreter exit then waits for it forever. Call at the end of any thread
+    that ran the runner.
+    """
+    try:
+        import jpype
+    except ImportError:
+        return
+    if jpype.isJVMStarted() and jpype.java.lang.Thread.isAttached():
+        jpype.java.lang.Thread.detach()
+
+
+def run_until(runner: EmbeddedRunner, stop: threading.Event) -> RunStats:
+    """`runner.run(stop)` for a thread of its own: detaches from the JVM when it ends."""
+    try:
+        return runner.run(stop)
+    finally:
+        detach_from_jvm()
 
 
 def open_lake(config: PipelineConfig) -> Lake:

@@ -243,16 +243,17 @@ def _invariant_findings(
     return tuple(f for check in checks if (f := check()) is not None)
 
 
-def _slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None]:
-    """(active, confirmed_flush_lsn) of the pipeline's replication slot."""
+def _slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None, int | None]:
+    """(active, confirmed flush LSN, LSN sent by its WAL sender) of the pipeline's slot."""
     found = snapshot.fetch(
-        "SELECT active, (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots "
-        "WHERE slot_name = %s",
+        "SELECT s.active, (s.confirmed_flush_lsn - '0/0')::bigint, (r.sent_lsn - '0/0')::bigint"
+        " FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid"
+        " WHERE s.slot_name = %s",
         (slot,),
     )
     if not found:
-        return False, None
-    return bool(found[0][0]), found[0][1]
+        return False, None, None
+    return bool(found[0][0]), found[0][1], found[0][2]
 
 
 def _slot_name(pipeline: str, source: str) -> str:
@@ -274,7 +275,9 @@ def verify_source(
     """Verify one Postgres source against the lake at one consistent position.
 
     Waits (up to `timeout` s) for the lake to reach the snapshot's position while the
-    pipeline's slot is active; an idle pipeline is compared at once.
+    pipeline's slot is active: until the batch log passed it, or the slot's confirmed flush
+    did, or its WAL sender has sent past it and the batch log has not moved for a few batch
+    latencies (an idle source). A stopped pipeline is compared at once.
     """
     if source.kind != "postgres":
         raise UsageError(
@@ -285,10 +288,26 @@ def verify_source(
     with consistent_snapshot(source.dsn) as snapshot:
         cutoff = f"{snapshot.lsn:016x}"
         slot = _slot_name(config.pipeline, source.name)
+        quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
         reached = lake_position(config.lake, config.storage_options)
+        changed_at = time.monotonic()
+        inactive_since: float | None = None
         while reached is None or reached < cutoff:
-            active, flushed = _slot_state(snapshot, slot)
-            if not active or (flushed is not None and flushed >= snapshot.lsn):
+            active, flushed, sent = _slot_state(snapshot, slot)
+            if not active:
+                inactive_since = inactive_since or time.monotonic()
+                if time.monotonic() - inactive_since >= 3.0:  # not a reconnect: stopped
+                    logger.info("slot %s is inactive: comparing the lake as it is", slot)
+                    break
+            else:
+                inactive_since = None
+            if flushed is not None and flushed >= snapshot.lsn:
+                logger.info("slot %s confirmed %s: the lake has it", slot, cutoff)
+                break
+            if sent is not None and sent >= snapshot.lsn and (
+                time.monotonic() - changed_at >= quiet_s
+            ):
+                logger.info("everything up to %s was sent and the lake is quiet", cutoff)
                 break
             if time.monotonic() - started > timeout:
                 logger.warning("lake did not reach %s within %.0f s", cutoff, timeout)
@@ -296,7 +315,9 @@ def verify_source(
             if on_wait is not None:
                 on_wait(reached, cutoff)
             time.sleep(0.5)
-            reached = lake_position(config.lake, config.storage_options)
+            now = lake_position(config.lake, config.storage_options)
+            if now != reached:
+                reached, changed_at = now, time.monotonic()
         waited = time.monotonic() - started
         checks = tuple(
             check_table(

@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -96,6 +96,8 @@ class EmbeddedEngine:
         queue_chunks: engine batches held in memory before the engine blocks (backpressure).
         max_batch: Debezium's `max.batch.size`.
         extra: more engine properties, overriding ours (from `debezium.properties` in config).
+        hidden: destinations captured for Tidemark's own use (signal and heartbeat tables):
+            never returned by `poll()`, but acknowledged with the records around them.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class EmbeddedEngine:
         queue_chunks: int = 4,
         max_batch: int = 4096,
         extra: Mapping[str, str] | None = None,
+        hidden: Sequence[str] = (),
     ) -> None:
         self.name = properties.get("name", "tidemark")
         self.offsets_dir = Path(offsets_dir)
@@ -119,6 +122,7 @@ class EmbeddedEngine:
         self._properties = engine_properties(
             properties, offsets_file=self.offsets_file, max_batch=max_batch, extra=extra
         )
+        self._hidden = frozenset(hidden)
         self._bridge: Any = None
         self._lock = threading.Lock()
         self._closed = False
@@ -197,8 +201,11 @@ class EmbeddedEngine:
         parts.pop()
         records = []
         append = records.append
+        hidden = self._hidden
         for index, part in enumerate(parts):
             destination, key, value = part.split(_FIELD, 2)
+            if destination in hidden:
+                continue
             append(
                 RawRecord(
                     destination,
@@ -218,6 +225,11 @@ class EmbeddedEngine:
         Raises:
             SourceError: `upto` did not come from this engine's `poll()`.
         """
+        if self._closed:
+            raise SourceError(
+                f"engine `{self.name}` is closed; `{upto.origin}` was not acknowledged",
+                hint="acknowledge before close(); the records will be delivered again",
+            )
         match = _ORIGIN.match(upto.origin)
         if match is None or self._bridge is None:
             raise SourceError(

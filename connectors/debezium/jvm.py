@@ -66,10 +66,11 @@ _lock = threading.Lock()
 
 
 def _major(version: str) -> int:
-    head = version.split(".")[0]
-    if head == "1":  # 1.8.0_xxx
-        return int(version.split(".")[1])
-    return int(re.match(r"\d+", head).group()) if re.match(r"\d+", head) else 0
+    """17 for `17.0.15`, 8 for `1.8.0_392`, 0 when unreadable."""
+    numbers = re.findall(r"\d+", version)
+    if not numbers:
+        return 0
+    return int(numbers[1]) if numbers[0] == "1" and len(numbers) > 1 else int(numbers[0])
 
 
 def _libjvm(home: Path) -> Path | None:
@@ -253,6 +254,16 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
             runtime.version, runtime.source, runtime.home, _started.start_seconds, heap, log_file,
         )
         return _started
+
+
+def describe_java(runtime: JavaRuntime | None = None) -> str:
+    """One line for users: which Java runs Debezium (`Java 17.0.15 (system, /usr/lib/jvm/...)`).
+
+    Raises:
+        SourceConfigError: no Java 17+ was found (when `runtime` is not given).
+    """
+    runtime = runtime or (_started.runtime if _started else find_java())
+    return f"Java {runtime.version} ({runtime.source}, {runtime.home})"
 
 
 def started_jvm() -> StartedJvm | None:

@@ -6,6 +6,9 @@ type mapping, the position encoding, TOAST placeholders and transaction markers.
 """
 
 from connectors.decode.decoder import DecodedBatch, Decoder, TxMarker, decode_records
+from connectors.decode.jsonl import decoded_events
 from connectors.decode.settings import TYPE_SETTINGS
 
-__all__ = ["TYPE_SETTINGS", "DecodedBatch", "Decoder", "TxMarker", "decode_records"]
+__all__ = [
+    "TYPE_SETTINGS", "DecodedBatch", "Decoder", "TxMarker", "decode_records", "decoded_events",
+]

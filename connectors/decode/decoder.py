@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from connectors.debezium.records import RawRecord
 from connectors.decode.position import PositionState, postgres_position, sqlserver_position
+from connectors.decode.storable import delta_storable
 from connectors.decode.tables import TableLayout, TableRows
 from stream_processors.milestoning.dead_letter import DeadLetter
 from stream_processors.milestoning.model import TableChanges
@@ -24,6 +25,7 @@ from stream_processors.milestoning.model import TableChanges
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["postgres", "sqlserver"]
+Target = Literal["delta", "arrow"]
 HEARTBEAT_PREFIX = "__debezium-heartbeat"
 _SCHEMA_HEAD = '{"schema":'
 _PAYLOAD_SEP = ',"payload":'
@@ -75,10 +77,14 @@ class Decoder:
 
     Keep one per pipeline (source): the position state makes snapshot positions increase
     across batches. Call `resume_from()` with the last applied position after a restart.
+    `target="arrow"` keeps the exact Arrow types of docs/decoding.md; the default `"delta"`
+    converts the few a Delta table cannot hold (time, interval, duration, decimal256,
+    nanosecond timestamps; `connectors/decode/storable.py`).
     """
 
     source_kind: SourceKind
     key_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    target: Target = "delta"
     _layouts: dict[tuple[str, str], TableLayout | _Marker] = field(default_factory=dict)
     _states: dict[str, PositionState] = field(default_factory=dict)
     _last: dict[str, tuple[str, TableLayout | _Marker]] = field(default_factory=dict)
@@ -225,6 +231,8 @@ class Decoder:
                     dead.append(self._dead(record, reason, table=layout.table, position=position))
                 built = rows.build()
             if built.num_rows:
+                if self.target == "delta":
+                    built = delta_storable(built)
                 tables.setdefault(layout.table, []).append(built)
                 keys[layout.table] = layout.key_columns
         changes: dict[str, TableChanges] = {}
@@ -279,16 +287,16 @@ _DEFAULT: dict[SourceKind, Decoder] = {}
 
 def decode_records(
     records: Sequence[RawRecord], *, source_kind: SourceKind,
-    key_columns: Mapping[str, tuple[str, ...]] | None = None,
+    key_columns: Mapping[str, tuple[str, ...]] | None = None, target: Target = "delta",
 ) -> DecodedBatch:
     """Decode with a process-wide `Decoder` per source kind (the contracts.md function).
 
     Long-running pipelines should hold their own `Decoder` (see its docstring); this
-    function keeps one per (source kind, key override) so schema caches and snapshot
-    counters persist between calls.
+    function keeps one per (source kind, key override, target) so schema caches and
+    snapshot counters persist between calls.
     """
     keys = dict(key_columns or {})
     decoder = _DEFAULT.get(source_kind)
-    if decoder is None or decoder.key_columns != keys:
-        decoder = _DEFAULT[source_kind] = Decoder(source_kind, keys)
+    if decoder is None or decoder.key_columns != keys or decoder.target != target:
+        decoder = _DEFAULT[source_kind] = Decoder(source_kind, keys, target)
     return decoder.decode(records)

@@ -64,8 +64,8 @@ class TableLayout:
         schema = pa.schema(
             [
                 *image,
-                pa.field(tm.OP, pa.string(), nullable=False),
-                pa.field(tm.POSITION, pa.string(), nullable=False),
+                pa.field(tm.OP, pa.string()),
+                pa.field(tm.POSITION, pa.string()),
                 pa.field(tm.TX_ID, pa.string()),
                 pa.field(tm.SOURCE_TS, pa.timestamp("us", tz="UTC")),
                 pa.field(tm.BEFORE, pa.struct(image)),

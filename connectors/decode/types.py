@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -269,8 +270,6 @@ def _struct(fields: list[tuple[str, ColumnType]]) -> ColumnType:
 
 
 def _as_text(values: Sequence[Any]) -> pa.Array:
-    import orjson
-
     return pa.array(
         [None if v is None else v if v.__class__ is str else orjson.dumps(v).decode()
          for v in values],

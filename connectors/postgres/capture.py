@@ -78,6 +78,7 @@ def open_postgres_engine(
     slot: str | None = None,
     publication: str | None = None,
     signals: bool = True,
+    heartbeat_writes: bool = True,
 ) -> EmbeddedEngine:
     """Prepare the source and start its engine (call `close()` when done, even on error).
 
@@ -89,11 +90,13 @@ def open_postgres_engine(
         state: the state directory (offsets under `debezium/<pipeline>/<source>/`).
         heap: JVM heap (first engine in the process only).
         heartbeat_ms: Debezium heartbeat interval (keeps an idle slot from holding WAL).
-        signal_schema: schema for the signal table `<slot>_signal`.
+        signal_schema: schema for the signal table `<slot>_signal` (captured, not delivered).
         extra: extra Debezium properties (override ours).
         slot: replication slot; default `tidemark_<pipeline>_<source>`.
         publication: publication; default the slot name.
         signals: make a signal table so tables added later get an incremental snapshot.
+        heartbeat_writes: on each heartbeat, write a logical message into the captured
+            database so the slot advances while the captured tables are idle.
 
     Raises:
         SourceUnavailable: the database cannot be reached.
@@ -123,6 +126,7 @@ def open_postgres_engine(
         publication=publication,
         heartbeat_ms=heartbeat_ms,
         signal_table=signal_table,
+        heartbeat_writes=heartbeat_writes,
     )
     engine = EmbeddedEngine(
         props,
@@ -132,6 +136,7 @@ def open_postgres_engine(
         queue_chunks=queue_chunks,
         max_batch=max_batch,
         extra=extra,
+        hidden=[f"{source}.message", *([f"{source}.{signal_table}"] if signal_table else [])],
     )
     engine.start()
     _remember_tables(directory, tables)

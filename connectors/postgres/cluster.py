@@ -30,6 +30,7 @@ SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
     "unix_socket_directories": "''",
     "wal_level": "logical",
+    "track_commit_timestamp": "on",  # the ledger and Debezium then agree on commit times
     "max_replication_slots": "20",
     "max_wal_senders": "20",
     "max_connections": "200",

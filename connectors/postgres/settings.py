@@ -16,6 +16,7 @@ from connectors.errors import SourceConfigError
 from tidemark.secrets import mask
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+HEARTBEAT_PREFIX = "tidemark-heartbeat"
 _IDENTIFIER = re.compile(r"[^a-z0-9_]+")
 
 
@@ -69,6 +70,7 @@ def connector_settings(
     publication: str,
     heartbeat_ms: int = 10_000,
     signal_table: str | None = None,
+    heartbeat_writes: bool = True,
 ) -> dict[str, str]:
     """The Debezium Postgres connector properties for one source.
 
@@ -81,6 +83,10 @@ def connector_settings(
         publication: publication (created for exactly these tables if missing).
         heartbeat_ms: heartbeat interval, so an idle database's slot does not hold WAL.
         signal_table: `schema.table` of the signal table for incremental snapshots.
+        heartbeat_writes: on each heartbeat also write a logical message into the captured
+            database. Heartbeats alone do not move the slot of a database whose captured
+            tables are idle (pgoutput sends nothing for it); the message does. Its records
+            arrive on `<name>.message` (the embedded engine hides them).
     """
     conn = parse_postgres_dsn(dsn)
     captured = [*tables, *([signal_table] if signal_table else [])]
@@ -105,6 +111,13 @@ def connector_settings(
         "status.update.interval.ms": "1000",
         **TYPE_SETTINGS,  # exact decimals, times, intervals: what the decoder expects
     }
+    if heartbeat_writes:
+        # A non-transactional logical message: WAL in the captured database, so the slot can
+        # advance, without BEGIN/END markers (a heartbeat table write would add a transaction).
+        settings["heartbeat.action.query"] = (
+            f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', '')"
+        )
+        settings["message.prefix.include.list"] = HEARTBEAT_PREFIX
     if signal_table:
         settings["signal.data.collection"] = signal_table
         settings["signal.enabled.channels"] = "source"

@@ -103,7 +103,8 @@ def checkout(tx: Tx) -> None:
     if tx.remaining < 3:
         return
     r, p = tx.rng, tx.pools
-    items = tx.lock("items", tx.pick("items", r.randint(1, 5)), ("unit_price",))
+    # reference rows: any item sells (a "recent" skew would make a few items hot spots)
+    items = tx.lock("items", tx.pick("items", r.randint(1, 5), "uniform"), ("unit_price",))
     items = items[: tx.remaining - 2]
     if not items:
         return
@@ -153,7 +154,8 @@ def reprice(tx: Tx) -> None:
     """Reference data changes too: an item's price or availability."""
     r = tx.rng
     tx.update("items", ("unit_price", "is_active"),
-              [(i, money(r, 0.49, 899), r.random() > 0.03) for i in tx.pick("items", 1)])
+              [(i, money(r, 0.49, 899), r.random() > 0.03)
+               for i in tx.pick("items", 1, "uniform")])
 
 
 def extend_voucher(tx: Tx) -> None:

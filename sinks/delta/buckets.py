@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from sinks.delta.table import DeltaHandle
 from stream_processors.milestoning.columns import BUCKET
 
-DEFAULT_CACHE_ROWS = 1_000_000
+DEFAULT_CACHE_ROWS = 500_000
 
 
 def split_by_bucket(table: pa.Table) -> dict[int, pa.Table]:

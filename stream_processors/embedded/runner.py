@@ -13,6 +13,7 @@ queues make Debezium wait rather than memory grow.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,9 +27,10 @@ import pyarrow.compute as pc
 
 from connectors.debezium.records import RawRecord
 from stream_processors.batching import Batcher, PipelineBatch
-from stream_processors.milestoning.columns import OP, SOURCE_TS, TX_ID, Layer, Op
+from stream_processors.milestoning.columns import OP, POSITION, SOURCE_TS, TX_ID, Layer, Op
 from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.errors import TransientError
+from stream_processors.milestoning.dead_letter import DeadLetter
+from stream_processors.milestoning.errors import TerminalError, TransientError
 from stream_processors.milestoning.model import MilestonedTable, TableChanges
 
 logger = logging.getLogger(__name__)
@@ -225,7 +227,11 @@ class EmbeddedRunner:
                     self._reopen(source)
                 assert source.engine is not None
                 return source.engine.poll(self.settings.poll_timeout_s)
-            except TransientError as exc:
+            except (TransientError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "InterruptedException" not in str(exc):
+                    raise
+                # An interrupted poll (the JVM interrupted the calling thread) is retried
+                # like a lost connection: reopen and replay from the acknowledged offset.
                 self.stats.retries += 1
                 logger.warning("source %s: %s; retrying in %.1f s", source.spec.name, exc, backoff)
                 self._close(source)
@@ -313,24 +319,71 @@ class EmbeddedRunner:
         if batch.dead_letters:
             self.lake.write_dead_letters(list(batch.dead_letters), batch_id=batch.batch_id)
         tables = []
+        letters: list[DeadLetter] = []
         for name, changes in batch.changes.items():
+            changes = _drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
             current = self.lake.current_versions(name, keys)
-            result = milestone(
-                changes,
-                current,
-                batch_id=batch.batch_id,
-                ingested_at=started,
-                applied_position=self.lake.applied_position(name),
-            )
+            try:
+                result = milestone(
+                    changes,
+                    current,
+                    batch_id=batch.batch_id,
+                    ingested_at=started,
+                    applied_position=self.lake.applied_position(name),
+                )
+            except TerminalError as exc:  # e.g. a column type the lake's cannot take
+                logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
+                             batch.batch_id, name, exc.message, changes.events.num_rows)
+                letters += _rows_as_dead_letters(
+                    name, changes.key_columns, changes.events, exc.message
+                )
+                continue
             tables.append(_nullable(result))
-        return self.lake.commit_batch(
-            batch.batch_id,
-            tables,
-            source_positions=batch.positions,
-            started_at=started,
-            layers=self.settings.layers,
-        )
+        return self._commit_isolating(batch, tables, started, letters)
+
+    def _commit_isolating(
+        self,
+        batch: PipelineBatch,
+        tables: list[MilestonedTable],
+        started: datetime,
+        letters: list[DeadLetter],
+    ) -> Any:
+        """Commit; a table the lake refuses for good (a terminal error naming it, such as a
+        column type that cannot widen) goes to the dead letters and the rest is committed
+        (DESIGN §3.3, guarantee 5). Layers already written are skipped on the retry."""
+        refused: set[str] = set()
+        while True:
+            try:
+                result = self.lake.commit_batch(
+                    batch.batch_id,
+                    [t for t in tables if t.table not in refused],
+                    source_positions=batch.positions,
+                    started_at=started,
+                    layers=self.settings.layers,
+                )
+                if letters:
+                    self._dead_letters(letters, batch.batch_id)
+                return result
+            except TerminalError as exc:
+                table = _refused_table(exc, tables)
+                if table is None or table in refused:
+                    raise
+                refused.add(table)
+                failed = next(t for t in tables if t.table == table)
+                logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
+                             batch.batch_id, table, exc.message, failed.changelog.num_rows)
+                letters += _rows_as_dead_letters(
+                    table, failed.key_columns, failed.changelog, exc.message
+                )
+
+    def _dead_letters(self, letters: list[DeadLetter], batch_id: int) -> None:
+        store = getattr(self.lake, "dead_letters", None)
+        if store is not None and hasattr(store, "append"):
+            store.append(letters, batch_id=batch_id, stage="apply")  # sinks.lake.Lake
+        else:
+            self.lake.write_dead_letters(letters, batch_id=batch_id)
+        self.stats.dead_letters += len(letters)
 
     def _acknowledge(self, batch: PipelineBatch) -> None:
         """Acknowledge, per source, the newest polled chunk the batch fully covers."""
@@ -432,3 +485,56 @@ def _nullable(result: MilestonedTable) -> MilestonedTable:
         forensic_inserts=_relax(result.forensic_inserts),
         forensic_closes=_relax(result.forensic_closes),
     )
+
+
+def _refused_table(exc: TerminalError, tables: Sequence[MilestonedTable]) -> str | None:
+    """The batch table a terminal lake error is about, if it names one."""
+    named = str(getattr(exc, "table", None) or "")
+    for t in tables:
+        if named and (named == t.table or named.rstrip("/").endswith("/" + t.table)):
+            return t.table
+        if f"`{t.table}`" in exc.message:
+            return t.table
+    return None
+
+
+def _rows_as_dead_letters(
+    table: str, key_columns: Sequence[str], events: pa.Table, reason: str
+) -> list[DeadLetter]:
+    """One dead letter per event of a table that cannot be applied."""
+    return [
+        DeadLetter(
+            table=table,
+            raw_key=json.dumps({k: row.get(k) for k in key_columns}, default=str),
+            raw_value=json.dumps(row, default=str, ensure_ascii=False),
+            reason=reason,
+            origin="runner.apply",
+            position=row.get(POSITION),
+        )
+        for row in events.to_pylist()
+    ]
+
+
+def _drop_redelivered(changes: TableChanges, batch_id: int) -> TableChanges:
+    """Keep one event per `_tm_position`.
+
+    When Debezium reconnects by itself (the source restarted) it re-delivers from the last
+    flushed offset; events not yet committed can then reach the batcher twice and land in one
+    batch. A position names one event, so the copies are dropped here (across batches the
+    core drops them as replays).
+    """
+    events = changes.events
+    if POSITION not in events.column_names:
+        return changes
+    positions = events.column(POSITION)
+    if len(pc.unique(positions)) == events.num_rows:
+        return changes
+    seen: set[str] = set()
+    keep = []
+    for index, position in enumerate(positions.to_pylist()):
+        if position not in seen:
+            seen.add(position)
+            keep.append(index)
+    logger.warning("batch %d, table %s: dropped %d re-delivered event(s)",
+                   batch_id, changes.table, events.num_rows - len(keep))
+    return TableChanges(changes.table, changes.key_columns, events.take(keep))

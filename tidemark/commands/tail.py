@@ -13,6 +13,7 @@ import click
 import orjson
 
 from connectors.debezium.engine import EmbeddedEngine
+from connectors.debezium.jvm import describe_java
 from connectors.debezium.tail import tail_events
 from connectors.postgres.capture import engine_dir, open_postgres_engine
 from connectors.postgres.settings import replication_name
@@ -79,8 +80,10 @@ def tail(
                 slot=slot,
                 publication=replication_name(config.pipeline, source.name),
                 signals=False,
+                heartbeat_writes=False,
             )
             engines.append((engine, source.dsn, slot))
+        click.echo(f"tail: {len(engines)} source(s), {describe_java()}; Ctrl+C stops", err=True)
         out = sys.stdout.buffer
         for event in tail_events([e for e, _, _ in engines], raw=raw, markers=markers,
                                  max_events=max_events, idle_timeout=idle_timeout):

@@ -12,7 +12,7 @@ import click
 
 from stream_processors.milestoning.errors import TidemarkError
 from tidemark.commands.run import install_stop_handlers
-from tidemark.pipeline import build_runner, start_jvm_for
+from tidemark.pipeline import build_runner, run_until, start_jvm_for
 from tidemark.progress import ProgressState, plain_line, refresh_rows, render
 from tidemark.state import state_dir
 from tidemark.status import table_status
@@ -56,7 +56,7 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
     pipeline_stop = threading.Event()
     simulator_stop = threading.Event()
     threads = Threads()
-    threads.start("pipeline", runner.run, pipeline_stop)
+    threads.start("pipeline", run_until, runner, pipeline_stop)
     progress.phase = "capturing the initial state"
     click.echo("starting the pipeline (the first run snapshots the tables)...", err=True)
     wait_idle(runner, abort=stop)

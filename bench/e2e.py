@@ -1,0 +1,392 @@
+"""End to end: simulator-style OLTP load -> Postgres -> pipeline -> Delta, with baselines.
+
+Per live-table size (`--sizes`, default 100k; 1M and 10M take long on 2 cores):
+  1. a table of N rows; each consumer arms its own slot (tidemark and dlt snapshot the N rows
+     into their lakes first, so their live tables hold N rows; the capture ceiling skips it);
+  2. one backlog of E events is written (transactions of 10: 8 updates of random keys, one
+     insert, one delete), the same events for every consumer;
+  3. each consumer drains that backlog in its own process (so its peak RSS is its own):
+       capture   bench/capture.py's no-op consumer (poll + acknowledge): the ceiling
+       tidemark  the embedded runner: decode, batch, milestone, commit 3 Delta layers
+       dlt       the same embedded engine feeding dlt, Delta destination, merge disposition
+     and reports sustained events/s from its first event to its last commit;
+  4. latency: tidemark runs while a writer commits a steady 1,000 events/s for
+     `--latency-seconds`; p50/p99 of (lake commit time - source commit time) per event.
+
+    python bench/e2e.py --sizes 100000,1000000 --events 100000
+Writes bench/results/e2e.json and bench/results/e2e.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+CONSUMERS = ("capture", "tidemark", "dlt")
+TABLE = "public.items"
+
+PROCEDURE = """
+CREATE OR REPLACE PROCEDURE bench_backlog(n int, size bigint, first_new bigint)
+LANGUAGE plpgsql AS $$
+DECLARE k bigint;
+BEGIN
+  FOR i IN 1..n LOOP
+    -- 8 distinct existing keys, spread over the table (7919 is prime)
+    UPDATE items SET amount = amount + 1, status = 's' || i, updated = now()
+      WHERE id IN (SELECT 1 + ((i::bigint * 8 + j) * 7919) % size FROM generate_series(1, 8) j);
+    k := first_new + i;
+    INSERT INTO items VALUES (k, k % 1000, 1.00, 'new', now());
+    DELETE FROM items WHERE id = k - 1 AND k - 1 > first_new;
+    COMMIT;
+  END LOOP;
+END $$;
+"""
+
+
+def execute(url: str, *statements: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.close()
+
+
+def peak_rss_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+# -- children: one consumer per process ---------------------------------------------------------
+def child(args: argparse.Namespace) -> dict:
+    if args.consumer == "capture":
+        return capture_child(args)
+    if args.consumer == "tidemark":
+        return tidemark_child(args)
+    return dlt_child(args)
+
+
+def _engine(args: argparse.Namespace, *, snapshot: bool, extra: dict | None = None):
+    from connectors.postgres.capture import open_postgres_engine
+
+    props = {"snapshot.mode": "initial" if snapshot else "no_data", **(extra or {})}
+    return open_postgres_engine(
+        pipeline=args.pipeline, source="b", dsn=args.url, tables=[TABLE], state=Path(args.state),
+        heartbeat_ms=500, extra=props, signals=False,
+    )
+
+
+def capture_child(args: argparse.Namespace) -> dict:
+    from bench.capture import drain, wait_streaming
+
+    engine = _engine(args, snapshot=False)
+    try:
+        if args.phase == "arm":
+            wait_streaming(engine)
+            return {}
+        result = drain(engine, args.events, "raw", {f"b.{TABLE}"}, args.timeout)
+    finally:
+        engine.close()
+    return {**result, "peak_rss_mb": peak_rss_mb()}
+
+
+def _tidemark_config(args: argparse.Namespace):
+    from tidemark.config import parse_config
+
+    return parse_config({
+        "pipeline": args.pipeline, "lake": args.lake,
+        "sources": [{"name": "b", "kind": "postgres", "dsn": args.url, "tables": [TABLE]}],
+        "batching": {"max_events": args.max_events, "max_latency_ms": args.max_latency_ms},
+        "debezium": {"heartbeat_ms": 500},
+    })
+
+
+def tidemark_child(args: argparse.Namespace) -> dict:
+    from tidemark.pipeline import build_runner, run_until
+
+    config = _tidemark_config(args)
+    done = threading.Event()
+    stop = threading.Event()
+    seen = {"events": 0, "first": None, "last": None}
+    latencies: list[float] = []
+    target = args.size if args.phase == "arm" else args.events
+
+    def on_batch(report) -> None:
+        seen["events"] += report.events
+        seen["last"] = time.perf_counter()
+        if args.phase == "latency" and report.source_ts is not None:
+            committed = report.committed_at.timestamp()
+            latencies.extend(committed - ts.timestamp() for ts in report.source_ts.to_pylist())
+        if seen["events"] >= target and args.phase != "latency":
+            done.set()
+
+    runner, lake = build_runner(config, state=Path(args.state), on_batch=on_batch,
+                                keep_source_ts=args.phase == "latency")
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_until(runner, stop)
+        except BaseException as exc:
+            failure.append(exc)
+            done.set()
+            raise
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    if args.phase == "latency":
+        while not runner.heartbeats:
+            time.sleep(0.1)
+        written = steady_writer(args.url, rate=args.rate, seconds=args.latency_seconds,
+                                first_new=args.first_new)
+        deadline = time.monotonic() + 60
+        while seen["events"] < written and time.monotonic() < deadline:
+            time.sleep(0.2)
+    else:
+        while not done.is_set():
+            if seen["first"] is None and (runner.pending_events or seen["events"]):
+                seen["first"] = time.perf_counter()
+            done.wait(0.05)
+    stop.set()
+    thread.join(120)
+    lake.close()
+    if failure:
+        raise SystemExit(f"tidemark failed: {failure[0]!r}")
+    out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb()}
+    if args.phase == "drain":
+        elapsed = seen["last"] - seen["first"]
+        out.update(seconds=round(elapsed, 3), events_per_s=round(args.events / elapsed))
+    if args.phase == "latency":
+        latencies.sort()
+        pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)  # noqa: E731
+        out.update(rate=args.rate, seconds=args.latency_seconds, written=written,
+                   p50_s=pick(0.50), p99_s=pick(0.99), max_s=round(latencies[-1], 3))
+    return out
+
+
+def steady_writer(url: str, *, rate: float, seconds: float, first_new: int) -> int:
+    """Commit transactions of 10 inserts at `rate` events/s; returns the events written."""
+    conn = psycopg2.connect(url)
+    tx_per_s = rate / 10
+    began = time.monotonic()
+    n = 0
+    with conn.cursor() as cur:
+        while time.monotonic() - began < seconds:
+            base = first_new + n * 10
+            cur.execute("INSERT INTO items SELECT g, g %% 1000, 2.00, 'steady', now() "
+                        "FROM generate_series(%s, %s) g", (base, base + 9))
+            conn.commit()
+            n += 1
+            lag = began + n / tx_per_s - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+    conn.close()
+    return n * 10
+
+
+def dlt_child(args: argparse.Namespace) -> dict:
+    """The peer: the same embedded engine, dlt loading into Delta with merge."""
+    import dlt
+    import orjson
+
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
+    pipeline = dlt.pipeline(
+        pipeline_name=args.pipeline, pipelines_dir=str(Path(args.state) / "dlt"),
+        destination=dlt.destinations.filesystem(bucket_url=f"file://{args.lake}"),
+        dataset_name="peer",
+    )
+    engine = _engine(args, snapshot=True, extra={"decimal.handling.mode": "string"})
+    target = args.size if args.phase == "arm" else args.events
+    seen, first, last = 0, None, None
+    deadline = time.monotonic() + args.timeout
+    try:
+        while seen < target and time.monotonic() < deadline:
+            batch = engine.poll(1.0)
+            if not batch:
+                continue
+            first = first or time.perf_counter()
+            rows = []
+            for record in batch:
+                if record.destination != f"b.{TABLE}" or record.value is None:
+                    continue
+                payload = orjson.loads(record.value)["payload"]
+                image = payload["before"] if payload["op"] == "d" else payload["after"]
+                rows.append({**image, "deleted": payload["op"] == "d"})
+            if rows:
+                resource_ = dlt.resource(
+                    rows, name="items", write_disposition="merge", primary_key="id",
+                    columns={"deleted": {"hard_delete": True}}, table_format="delta",
+                )
+                pipeline.run(resource_)
+                seen += len(rows)
+                last = time.perf_counter()
+            engine.acknowledge(batch[-1])
+    finally:
+        engine.close()
+    out = {"events": seen, "peak_rss_mb": peak_rss_mb()}
+    if args.phase == "drain" and first and last:
+        out.update(seconds=round(last - first, 3), events_per_s=round(seen / (last - first)))
+    return out
+
+
+# -- the parent ---------------------------------------------------------------------------------
+def spawn(consumer: str, phase: str, common: list[str], timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--consumer", consumer, "--phase", phase, *common]
+    began = time.monotonic()
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-6:]}
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["process_seconds"] = round(time.monotonic() - began, 1)
+    return out
+
+
+def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Namespace) -> dict:
+    db = f"e2e_{size}"
+    execute(url_base, f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}")
+    url = cluster.url(db)
+    began = time.monotonic()
+    execute(url,
+            "CREATE TABLE items (id bigint PRIMARY KEY, account int, amount numeric(12,2),"
+            " status text, updated timestamptz)",
+            f"INSERT INTO items SELECT g, g % 1000, (g % 10000) / 100.0, 'open', now()"
+            f" FROM generate_series(1, {size}) g",
+            PROCEDURE)
+    transactions = args.events // 10
+    expected = transactions * 10 - 1  # the first transaction has nothing to delete
+    out: dict = {"size": size, "events": expected,
+                 "load_table_seconds": round(time.monotonic() - began, 1)}
+    consumers = [c for c in args.consumers.split(",") if c in CONSUMERS]
+
+    def common(consumer: str) -> list[str]:
+        return ["--url", url, "--state", str(root / f"state-{size}"),
+                "--pipeline", f"{consumer}_{size}", "--lake", str(root / f"lake-{consumer}-{size}"),
+                "--size", str(size), "--events", str(expected),
+                "--max-events", str(args.max_events), "--max-latency-ms", str(args.max_latency_ms),
+                "--timeout", str(args.timeout), "--rate", str(args.rate),
+                "--latency-seconds", str(args.latency_seconds), "--first-new", str(10 * size)]
+
+    for consumer in consumers:
+        print(f"[{size}] arming {consumer}", flush=True)
+        out.setdefault("arm", {})[consumer] = spawn(consumer, "arm", common(consumer), args.timeout)
+    began = time.monotonic()
+    execute(url, f"CALL bench_backlog({transactions}, {size}, {size})")
+    out["backlog_seconds"] = round(time.monotonic() - began, 1)
+    for consumer in consumers:
+        print(f"[{size}] draining {consumer}", flush=True)
+        out[consumer] = spawn(consumer, "drain", common(consumer), args.timeout)
+        print(f"  {out[consumer]}", flush=True)
+    if "tidemark" in consumers and args.latency_seconds > 0:
+        print(f"[{size}] latency at {args.rate:.0f} events/s", flush=True)
+        out["latency"] = spawn("tidemark", "latency", common("tidemark"), args.timeout)
+        print(f"  {out['latency']}", flush=True)
+    cap, tm, peer = (out.get(c, {}).get("events_per_s") for c in CONSUMERS)
+    out["ratios"] = {
+        "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
+        "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
+    }
+    return out
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["size"] for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for consumer in CONSUMERS:
+        values = [r.get(consumer, {}).get("events_per_s") for r in results]
+        if any(values):
+            left.plot(sizes, [v or 0 for v in values], marker="o", label=consumer)
+    left.set(xscale="log", xlabel="live table rows", ylabel="events/s (sustained)",
+             title="throughput end to end")
+    left.legend()
+    for key, label in (("p50_s", "p50"), ("p99_s", "p99")):
+        values = [r.get("latency", {}).get(key) for r in results]
+        if any(v is not None for v in values):
+            right.plot(sizes, [v or 0 for v in values], marker="o", label=label)
+    right.set(xscale="log", xlabel="live table rows", ylabel="seconds",
+              title="commit-to-queryable latency at 1,000 events/s")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000", help="live table rows, comma-separated")
+    parser.add_argument("--events", type=int, default=100_000, help="backlog events")
+    parser.add_argument("--consumers", default=",".join(CONSUMERS))
+    parser.add_argument("--max-events", type=int, default=50_000)
+    parser.add_argument("--max-latency-ms", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="latency run events/s")
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=3600)
+    # child-only options
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("--consumer", "--phase", "--url", "--state", "--pipeline", "--lake"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--first-new", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        try:
+            result = child(args)
+            code = 0
+        except BaseException as exc:  # report it; the parent records the error
+            import traceback
+
+            traceback.print_exc()
+            result, code = {"error": repr(exc)}, 1
+        print(json.dumps(result), flush=True)
+        sys.stderr.flush()
+        os._exit(code)  # do not wait for the JVM's shutdown (its hooks are not ours to debug)
+
+    from connectors.postgres.cluster import LocalCluster
+
+    root = Path(tempfile.mkdtemp(prefix="tidemark-bench-e2e-"))
+    root.chmod(0o755)
+    cluster = LocalCluster(root / "pg")
+    url = cluster.start()
+    out: dict = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_average_at_start": os.getloadavg()},
+        "options": {k: v for k, v in vars(args).items() if k in
+                    ("sizes", "events", "consumers", "max_events", "max_latency_ms", "rate",
+                     "latency_seconds")},
+        "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
+        "results": [],
+    }
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            out["results"].append(run_size(url, cluster, root, size, args))
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
+    finally:
+        out["machine"]["load_average_at_end"] = os.getloadavg()
+        cluster.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+    (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
+    plot(out["results"], RESULTS / "e2e.png")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

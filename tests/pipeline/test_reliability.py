@@ -1,0 +1,173 @@
+"""The reliability suite (DESIGN §3.3): kill -9 at random moments, source restarts, a
+poison event and a column added mid-run, each followed by `verify` and, for the kills, a
+ledger check that the lake holds every committed change exactly once.
+
+The default run is the short form (3 kills); `-m soak` runs the long form (12 kills).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from connectors.postgres.cluster import LocalCluster
+from connectors.postgres.settings import replication_name
+from simulator.errors import SimulatorError
+from simulator.runner import Simulator
+from tests.pipeline.reliability import (
+    TABLES,
+    Pipeline,
+    SimulatorThread,
+    lake_changes,
+    ledger_changes,
+    wait_streaming,
+    write_config,
+)
+from tidemark.config import load_config
+from tidemark.status import pipeline_status
+from tidemark.verify import verify_source
+
+pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel")
+    root.chmod(0o755)
+    cluster = LocalCluster(root / "cluster")
+    url = cluster.start()
+    yield cluster, url
+    cluster.stop(mode="immediate")
+
+
+def _database(cluster_url: tuple, name: str) -> str:
+    cluster, url = cluster_url
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return cluster.url(name)
+
+
+def _verify(config_path: Path, timeout: float = 120):
+    config = load_config(config_path)
+    report = verify_source(config, config.sources[0], timeout=timeout)
+    problems = [t for t in report.tables if not t.ok]
+    assert report.ok, problems
+    return report
+
+
+def _kill_story(cluster, tmp_path: Path, kills: int, name: str) -> None:
+    url = _database(cluster, name)
+    Simulator(url, profile="bank").setup()
+    lake, ledger = tmp_path / "lake", tmp_path / "ledger.jsonl"
+    config = write_config(tmp_path / "p.yaml", url=url, lake=lake, tables=TABLES, name=name)
+    slot = replication_name(name, "bank")
+    with Pipeline(config, tmp_path / "state", tmp_path / "run.log") as pipeline:
+        pipeline.start()
+        wait_streaming(url, slot, pipeline=pipeline)
+        simulator = SimulatorThread(url, ledger, rate=300)
+        simulator.start()
+        rng = random.Random(kills)
+        for _ in range(kills):
+            time.sleep(rng.uniform(1.5, 5.0))  # the pipeline may be starting, idle, committing
+            pipeline.kill()
+            pipeline.start()
+        time.sleep(3)
+        simulator.finish()
+        wait_streaming(url, slot, pipeline=pipeline)
+        _verify(config)
+        assert pipeline.terminate() == 0, pipeline.log.read_text()[-3000:]
+    expected = ledger_changes(ledger)
+    got = lake_changes(lake, TABLES)
+    assert sum(expected.values()) > 500
+    missing = expected - got
+    extra = got - expected
+    assert not missing and not extra, (list(missing.items())[:5], list(extra.items())[:5])
+    assert pipeline.starts == kills + 1
+
+
+def test_kill_9_three_times_loses_and_duplicates_nothing(cluster, tmp_path) -> None:
+    _kill_story(cluster, tmp_path, kills=3, name="kill3")
+
+
+@pytest.mark.soak
+def test_kill_9_twelve_times_loses_and_duplicates_nothing(cluster, tmp_path) -> None:
+    _kill_story(cluster, tmp_path, kills=12, name="kill12")
+
+
+def _bank_with_poison(cluster, tmp_path: Path, name: str) -> tuple[str, Path, Path, str]:
+    url = _database(cluster, name)
+    Simulator(url, profile="bank").setup()
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE public.poison (id int PRIMARY KEY, n int)")
+        cur.execute("INSERT INTO public.poison SELECT g, g FROM generate_series(1, 3) g")
+    lake = tmp_path / "lake"
+    config = write_config(tmp_path / "p.yaml", url=url, lake=lake,
+                          tables=[*TABLES, "public.poison"], name=name)
+    checked = write_config(tmp_path / "checked.yaml", url=url, lake=lake, tables=TABLES,
+                           name=name)
+    return url, config, checked, replication_name(name, "bank")
+
+
+def test_poison_event_and_new_column(cluster, tmp_path) -> None:
+    """Mid-run a captured table's column changes type so its events cannot be applied (dead
+    letters, the other tables go on), and a column is added to another (the lake grows)."""
+    url, config, checked, slot = _bank_with_poison(cluster, tmp_path, "faults")
+    with Pipeline(config, tmp_path / "state", tmp_path / "run.log") as pipeline:
+        pipeline.start()
+        wait_streaming(url, slot, pipeline=pipeline)
+        simulator = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
+        simulator.start()
+        time.sleep(4)
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("ALTER TABLE public.poison ALTER COLUMN n TYPE text USING 'x' || n")
+            cur.execute("UPDATE public.poison SET n = 'poison' WHERE id = 1")
+            cur.execute("ALTER TABLE public.customers ADD COLUMN nickname text")
+            cur.execute("UPDATE public.customers SET nickname = 'nick-' || id WHERE id % 3 = 0")
+        time.sleep(4)
+        simulator.finish()
+        assert pipeline.alive(), pipeline.log.read_text()[-3000:]
+        report = _verify(checked)
+        customers = next(t for t in report.tables if t.table == "bank.public.customers")
+        assert not any("nickname" in note for note in customers.notes)  # the lake has it
+        status = pipeline_status(load_config(config))
+        letters = {t.table: t.dead_letters for s in status for t in s.tables}
+        assert letters["bank.public.poison"] >= 1
+        assert pipeline.terminate() == 0
+
+
+def test_source_restart(cluster, tmp_path) -> None:
+    """The source restarts mid-run: the pipeline retries with backoff and goes on, and the
+    lake still equals the source with every event once."""
+    pg, _ = cluster
+    url, _, checked, slot = _bank_with_poison(cluster, tmp_path, "restart")
+    with Pipeline(checked, tmp_path / "state", tmp_path / "run.log") as pipeline:
+        pipeline.start()
+        wait_streaming(url, slot, pipeline=pipeline)
+        before = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
+        before.start()
+        time.sleep(4)
+        restarted = datetime.now()
+        pg.restart()  # Debezium retries (or the runner reopens the engine with backoff)
+        before.finish(tolerate=SimulatorError)  # it may give up while the server is down
+        simulator = SimulatorThread(url, tmp_path / "ledger.jsonl", rate=200)
+        simulator.start()
+        time.sleep(6)
+        simulator.finish()
+        assert pipeline.alive(), pipeline.log.read_text()[-3000:]
+        wait_streaming(url, slot, pipeline=pipeline)
+        _verify(checked)
+        assert pipeline.terminate() == 0
+        committed_after = [
+            line for line in pipeline.log.read_text().splitlines()
+            if " committed: " in line
+            and datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") > restarted
+        ]
+        assert len(committed_after) >= 2  # the same process went on after the restart
