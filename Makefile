@@ -23,4 +23,5 @@ lint: bootstrap ## ruff
 	@.venv/bin/ruff check .
 
 bench: bootstrap ## every benchmark; JSON reports land in bench/results/
-	@for b in bench/*.py; do $(PY) $$b || exit 1; done
+	@$(PY) -m pip install -q -e ".[dev,bench]"
+	@for b in simulator decode core capture sinks distributed e2e; do $(PY) bench/$$b.py || exit 1; done
