@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -178,6 +179,28 @@ class Lake:
     def last_batch_id(self) -> int:
         """The last batch recorded in the batch log, 0 when empty."""
         return self.batch_log.last_batch_id()
+
+    def highest_batch_id(self) -> int:
+        """The highest batch id the batch log or any table layer holds (0 when none).
+
+        A process killed inside `commit_batch` can leave batch N in some layers but not in
+        the batch log. The next process re-forms its batches from what the source delivers
+        again, so its batch N may hold other events (a later cut); a layer that holds the
+        old N would skip the new one by its txn and lose the difference. New batches
+        therefore take ids above this (replayed events are then dropped per layer by
+        position). Local lakes are listed on disk; object stores use the opened layers.
+        """
+        highest = self.last_batch_id()
+        if "://" not in self.root:
+            for layer in Layer:
+                folder = os.path.join(os.path.abspath(self.root), layer.value)
+                names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+                for name in names:
+                    if os.path.isdir(os.path.join(folder, name, "_delta_log")):
+                        self.sink(name, layer)
+        for sink in list(self._sinks.values()):
+            highest = max(highest, sink.handle.applied_batch())
+        return highest
 
     def write_dead_letters(self, letters: Sequence[DeadLetter], *, batch_id: int) -> None:
         """Store the decoder's dead letters of one batch (idempotent per batch)."""

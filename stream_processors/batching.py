@@ -132,6 +132,11 @@ class Batcher:
         self._size_streak = 0
 
     @property
+    def next_batch_id(self) -> int:
+        """The id the next batch will get."""
+        return self._next_id
+
+    @property
     def pending_events(self) -> int:
         """Events held, complete or not."""
         return sum(c.event_count for c in self._chunks)

@@ -177,8 +177,14 @@ class EmbeddedRunner:
         return Batcher(
             max_events=self.settings.max_events,
             max_latency_ms=self.settings.max_latency_ms,
-            first_batch_id=self.lake.last_batch_id() + 1,
+            first_batch_id=self._highest_batch_id() + 1,
         )
+
+    def _highest_batch_id(self) -> int:
+        """Never reuse a batch id a killed process left in some layers (`Lake.highest_batch_id`):
+        the replayed batch may hold other events, and those layers would skip all of it."""
+        highest = getattr(self.lake, "highest_batch_id", None)
+        return int(highest()) if highest is not None else self.lake.last_batch_id()
 
     @property
     def pending_events(self) -> int:

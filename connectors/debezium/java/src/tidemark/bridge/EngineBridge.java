@@ -35,6 +35,19 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     public static final char RECORD = '\u001e';
 
     /**
+     * Postgres offsets of a COMMIT (a transaction's END marker, or a heartbeat after it) are
+     * stored without {@code lsn_proc}. There {@code lsn_proc} is the commit's end LSN, i.e.
+     * where the next WAL record starts. On restart Debezium's WalPositionLocator looks for a
+     * replicated message with exactly that LSN and resumes after it; when that record is a
+     * change of a transaction still in flight at the commit, the match skips that change and
+     * every earlier change of its transaction (lost for good). Without {@code lsn_proc}
+     * Debezium skips the search and streams from {@code lsn} (the same commit LSN): Postgres
+     * then sends every transaction committed after it whole.
+     */
+    static final String PG_MESSAGE_TYPE = "messageType";
+    static final String PG_LSN_PROC = "lsn_proc";
+
+    /**
      * One engine batch: its sequence number and joined text, plus each record's source
      * partition and offset (small maps) so that the records themselves, and their JSON, can be
      * garbage-collected once Python has the text. One record per partition is kept as the
@@ -214,7 +227,12 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
                 }
                 done.add(partition);
                 DebeziumEngine.Offsets offsets = c.buildOffsets();
-                for (Map.Entry<String, ?> entry : chunk.offsets[i].entrySet()) {
+                Map<String, ?> offset = chunk.offsets[i];
+                boolean atCommit = "COMMIT".equals(String.valueOf(offset.get(PG_MESSAGE_TYPE)));
+                for (Map.Entry<String, ?> entry : offset.entrySet()) {
+                    if (atCommit && PG_LSN_PROC.equals(entry.getKey())) {
+                        continue; // see PG_LSN_PROC
+                    }
                     offsets.set(entry.getKey(), entry.getValue());
                 }
                 c.markProcessed(chunk.carrier(partition), offsets);
