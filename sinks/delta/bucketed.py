@@ -8,8 +8,6 @@ removed and rewritten, so the cost follows the batch's key spread, not the table
 
 from __future__ import annotations
 
-import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
@@ -17,16 +15,14 @@ import pyarrow as pa
 
 from sinks.base import CommitResult
 from sinks.delta.buckets import DEFAULT_CACHE_ROWS, BucketRows, key_filter
+from sinks.delta.retry import commit_with_retries, table_version
 from sinks.delta.table import DeltaHandle
-from sinks.errors import SinkCommitConflict, SinkError
+from sinks.errors import SinkError
 from sinks.layout import Bucketing
 from sinks.schema import align
 from stream_processors.milestoning.columns import BUCKET, CURRENT, Layer
 from stream_processors.milestoning.model import MilestonedTable
 
-log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 6
 PHYSICAL = (BUCKET, CURRENT)
 
 
@@ -95,32 +91,20 @@ class BucketedSink(ABC):
         if self._staged is None:
             raise SinkError("commit without write", table=self.handle.uri)
         batch, batch_id = self._staged
-        started = time.perf_counter()
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if batch_id <= self.handle.applied_batch():
-                self._staged = None
-                return CommitResult(self.layer, batch_id, 0, True, self._version(), 0.0)
-            base = self._version()
-            try:
-                rows = self._commit_once(batch, batch_id)
-            except SinkCommitConflict:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                log.warning(
-                    "conflict on %s, batch %s, attempt %s", self.handle.uri, batch_id, attempt
-                )
-                self.handle.refresh()
-                if not self.handle.only_maintenance_since(base):
-                    self.rows.clear()  # someone changed rows: re-read what we touch
-                time.sleep(0.05 * 2**attempt)
-                continue
-            self._staged = None
-            elapsed = time.perf_counter() - started
-            return CommitResult(self.layer, batch_id, rows, False, self._version(), elapsed)
-        raise AssertionError("unreachable")
 
-    def _version(self) -> int | None:
-        return None if self.handle.dt is None else self.handle.dt.version()
+        def forget_rows_if_others_wrote(base: int | None) -> None:
+            if not self.handle.only_maintenance_since(base):
+                self.rows.clear()  # someone changed rows: re-read what we touch
+
+        result = commit_with_retries(
+            self.handle,
+            layer=self.layer,
+            batch_id=batch_id,
+            attempt=lambda: self._commit_once(batch, batch_id),
+            on_conflict=forget_rows_if_others_wrote,
+        )
+        self._staged = None  # kept on failure, so the caller may retry the same batch
+        return result
 
     def _commit_once(self, batch: MilestonedTable, batch_id: int) -> int:
         keys = batch.key_columns
@@ -144,7 +128,7 @@ class BucketedSink(ABC):
         )
         pieces = [*content.values(), extra]
         data = pa.concat_tables(pieces) if pieces else fitted.slice(0, 0)
-        before = self._version()
+        before = table_version(self.handle)
         if self.handle.dt is None:
             self.handle.configuration = self.configuration(keys)
         if self.handle.dt is None or not buckets:
@@ -164,7 +148,7 @@ class BucketedSink(ABC):
                 predicate=self.predicate(buckets, batch_id),
                 evolves=evolves,
             )
-        after = self._version()
+        after = table_version(self.handle)
         if before is not None and after is not None and after != before + 1:
             # Another writer committed in between (delta-rs rebased us): only the buckets
             # we just wrote are known to be exact.

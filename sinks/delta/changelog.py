@@ -7,22 +7,17 @@ a new batch id still lands once.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sinks.base import CommitResult
+from sinks.delta.retry import commit_with_retries
 from sinks.delta.table import DeltaHandle
-from sinks.errors import SinkCommitConflict, SinkError
+from sinks.errors import SinkError
 from stream_processors.milestoning.columns import POSITION, Layer
 from stream_processors.milestoning.model import MilestonedTable
-
-log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 6
 
 
 class ChangelogSink:
@@ -47,35 +42,23 @@ class ChangelogSink:
         if self._staged is None:
             raise SinkError("commit without write", table=self.handle.uri)
         batch, batch_id = self._staged
-        started = time.perf_counter()
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if batch_id <= self.handle.applied_batch():
-                self._staged = None
-                return CommitResult(self.layer, batch_id, 0, True, self._version(), 0.0)
+
+        def append_new_events() -> int:
             rows = batch.changelog
             applied = self.handle.applied_position()
             if applied is not None and rows.num_rows:
                 rows = rows.filter(pc.greater(rows.column(POSITION), pa.scalar(applied)))
             data, evolves = self.handle.fit(rows)
-            try:
-                self.handle.commit(
-                    data, batch_id=batch_id, position=batch.last_position, evolves=evolves
-                )
-            except SinkCommitConflict:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                self.handle.refresh()
-                time.sleep(0.05 * 2**attempt)
-                continue
-            self._staged = None
-            elapsed = time.perf_counter() - started
-            return CommitResult(
-                self.layer, batch_id, data.num_rows, False, self._version(), elapsed
+            self.handle.commit(
+                data, batch_id=batch_id, position=batch.last_position, evolves=evolves
             )
-        raise AssertionError("unreachable")
+            return data.num_rows
 
-    def _version(self) -> int | None:
-        return None if self.handle.dt is None else self.handle.dt.version()
+        result = commit_with_retries(
+            self.handle, layer=self.layer, batch_id=batch_id, attempt=append_new_events
+        )
+        self._staged = None  # kept on failure, so the caller may retry the same batch
+        return result
 
     def close(self) -> None:
         self._staged = None
