@@ -12,18 +12,14 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from connectors.kafka_connect import SourceSpec
+
 SourceKind = Literal["postgres", "sqlserver"]
 
 
-class SourceLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def dsn(self) -> str: ...
-    @property
-    def tables(self) -> tuple[str, ...]: ...
+class SourceLike(SourceSpec, Protocol):
+    """A `sources[]` entry as the worker needs it: what rendering needs, plus key overrides."""
+
     @property
     def keys(self) -> Mapping[str, tuple[str, ...]]: ...
 
