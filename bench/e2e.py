@@ -202,7 +202,6 @@ def steady_writer(url: str, *, rate: float, seconds: float, first_new: int) -> i
 def dlt_child(args: argparse.Namespace) -> dict:
     """The peer: the same embedded engine, dlt loading into Delta with merge."""
     import dlt
-    import orjson
 
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
     pipeline = dlt.pipeline(
@@ -224,7 +223,7 @@ def dlt_child(args: argparse.Namespace) -> dict:
             for record in batch:
                 if record.destination != f"b.{TABLE}" or record.value is None:
                     continue
-                payload = orjson.loads(record.value)["payload"]
+                payload = record.payload()
                 image = payload["before"] if payload["op"] == "d" else payload["after"]
                 rows.append({**image, "deleted": payload["op"] == "d"})
             if rows:

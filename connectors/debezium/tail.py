@@ -12,8 +12,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
-
 from connectors.debezium.engine import EmbeddedEngine
 from connectors.debezium.records import RawRecord
 from connectors.decode import Decoder
@@ -38,7 +36,7 @@ def raw_event(record: RawRecord, *, markers: bool = False) -> dict[str, Any] | N
     """One record as a tail line, or None for heartbeats, tombstones and (by default) markers."""
     if record.value is None or record.destination.startswith("__debezium-heartbeat"):
         return None
-    payload = orjson.loads(record.value)["payload"]
+    payload = record.payload()
     if record.destination.endswith(".transaction"):
         if not markers:
             return None
@@ -49,7 +47,7 @@ def raw_event(record: RawRecord, *, markers: bool = False) -> dict[str, Any] | N
         }
     source = payload.get("source") or {}
     lsn = source.get("lsn")
-    key = orjson.loads(record.key)["payload"] if record.key else None
+    key = record.key_payload()
     return {
         "op": payload.get("op"),
         "table": lake_table(record.destination),
@@ -63,7 +61,7 @@ def raw_event(record: RawRecord, *, markers: bool = False) -> dict[str, Any] | N
 
 
 def _marker(record: RawRecord) -> dict[str, Any]:
-    payload = orjson.loads(record.value or "{}")["payload"]
+    payload = record.payload()
     return {
         "marker": payload["status"],
         "tx": payload["id"].split(":")[0],

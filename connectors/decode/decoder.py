@@ -1,7 +1,8 @@
 """Debezium JSON records -> per-table Arrow change batches (DESIGN §3.1).
 
 The envelope schema is parsed once per (destination, schema text) and cached; for the
-records after that only the `payload` part of the JSON is parsed. Anything that cannot
+records after that only the payload is parsed (records come enveloped from Kafka Connect
+topics, bare with the schema beside them from the embedded engine). Anything that cannot
 be decoded becomes a `DeadLetter`; it never stops the rest of the batch.
 """
 
@@ -85,7 +86,7 @@ class Decoder:
     source_kind: SourceKind
     key_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     target: Target = "delta"
-    _layouts: dict[tuple[str, str], TableLayout | _Marker] = field(default_factory=dict)
+    _layouts: dict[tuple[str, str | None], TableLayout | _Marker] = field(default_factory=dict)
     _states: dict[str, PositionState] = field(default_factory=dict)
     _last: dict[str, tuple[str, TableLayout | _Marker]] = field(default_factory=dict)
 
@@ -123,10 +124,18 @@ class Decoder:
              markers: list[TxMarker]) -> None:
         value = record.value
         assert value is not None
-        # Fast path: the same schema as this destination's last record, checked in place
-        # (no copy of the schema text), then only the payload is parsed.
         last = self._last.get(record.destination)
-        if (
+        schema_text = record.value_schema
+        if schema_text is not None:  # a bare payload with its schema beside it
+            payload = orjson.loads(value)
+            if last is not None and last[0] is schema_text:
+                layout = last[1]
+            else:
+                layout = self._cached_layout(record, schema_text, payload)
+                self._last[record.destination] = (schema_text, layout)
+        # An envelope with the same schema as this destination's last record, checked in
+        # place (no copy of the schema text): only the payload is parsed.
+        elif (
             last is not None
             and value.startswith(last[0], _HEAD_LEN)
             and value.startswith(_PAYLOAD_SEP, _HEAD_LEN + len(last[0]))
@@ -136,11 +145,7 @@ class Decoder:
             payload = orjson.loads(value[_HEAD_LEN + len(last[0]) + len(_PAYLOAD_SEP) : -1])
         else:
             schema_text, payload = _split(value)
-            cache_key = (record.destination, schema_text)
-            layout = self._layouts.get(cache_key)
-            if layout is None:
-                layout = self._layout(record, schema_text, payload)
-                self._layouts[cache_key] = layout
+            layout = self._cached_layout(record, schema_text, payload)
             if schema_text is not None and value.startswith(_SCHEMA_HEAD):
                 self._last[record.destination] = (schema_text, layout)
         if isinstance(layout, _Marker):
@@ -182,6 +187,14 @@ class Decoder:
                 state.tx_last_position[tx_id] = position
         rows.add(row, before, op, position, tx_id, ts, record)
 
+    def _cached_layout(self, record: RawRecord, schema_text: str | None,
+                       payload: dict[str, Any]) -> TableLayout | _Marker:
+        cache_key = (record.destination, schema_text)
+        layout = self._layouts.get(cache_key)
+        if layout is None:
+            layout = self._layouts[cache_key] = self._layout(record, schema_text, payload)
+        return layout
+
     def _layout(self, record: RawRecord, schema_text: str | None,
                 payload: dict[str, Any]) -> TableLayout | _Marker:
         if "status" in payload and "op" not in payload:
@@ -194,7 +207,7 @@ class Decoder:
         table = f"{source['name']}.{source['schema']}.{source['table']}"
         keys = self.key_columns.get(table)
         if keys is None:
-            keys = _key_fields(record.key)
+            keys = _key_fields(record)
         zoned_unit = "us" if self.source_kind == "postgres" else "ns"
         return TableLayout.from_envelope(
             table, orjson.loads(schema_text), tuple(keys), zoned_unit=zoned_unit
@@ -248,9 +261,10 @@ class Decoder:
 
     def _dead(self, record: RawRecord, reason: str, *, table: str | None = None,
               position: str | None = None) -> DeadLetter:
+        raw_key, raw_value = record.enveloped()
         return DeadLetter(
             table=table or _table_from_destination(record.destination, self.source_kind),
-            raw_key=record.key, raw_value=record.value, reason=reason.splitlines()[0],
+            raw_key=raw_key, raw_value=raw_value, reason=reason.splitlines()[0],
             origin=record.origin or record.destination, position=position,
         )
 
@@ -268,10 +282,13 @@ def _split(value: str) -> tuple[str | None, dict[str, Any]]:
     raise ValueError("not a Debezium JSON envelope (no `payload`)")
 
 
-def _key_fields(key: str | None) -> list[str]:
-    if key is None:
+def _key_fields(record: RawRecord) -> list[str]:
+    if record.key is None:
         return []
-    schema = orjson.loads(key).get("schema") or {}
+    if record.key_schema is not None:
+        schema = orjson.loads(record.key_schema)
+    else:
+        schema = orjson.loads(record.key).get("schema") or {}
     return [f["field"] for f in schema.get("fields") or ()]
 
 

@@ -32,9 +32,10 @@ def publish(bootstrap: str, records: Iterable[RawRecord], *, skip_heartbeats: bo
     for record in records:
         if skip_heartbeats and record.destination.startswith("__debezium-heartbeat"):
             continue
+        key, value = record.enveloped()
         producer.produce(record.destination,
-                         key=None if record.key is None else record.key.encode(),
-                         value=None if record.value is None else record.value.encode())
+                         key=None if key is None else key.encode(),
+                         value=None if value is None else value.encode())
         count += 1
         if count % 5000 == 0:
             producer.poll(0)

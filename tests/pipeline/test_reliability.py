@@ -170,4 +170,6 @@ def test_source_restart(cluster, tmp_path) -> None:
             if " committed: " in line
             and datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") > restarted
         ]
-        assert len(committed_after) >= 2  # the same process went on after the restart
+        # the same process went on after the restart (after a long reconnect backoff, what
+        # was written meanwhile may arrive as a single batch)
+        assert committed_after
