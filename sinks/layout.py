@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -40,6 +40,9 @@ class Bucketing:
     size: int
     inner: Literal["range", "hash"] | None = None
     partition: int | None = field(default=None, compare=False)
+    partition_of: Callable[[pa.Table, Sequence[str]], pa.Array] | None = field(
+        default=None, compare=False)
+    """Per-row Kafka partition of `keys` (one commit holding several partitions' rows)."""
 
     @classmethod
     def for_keys(
@@ -64,11 +67,22 @@ class Bucketing:
         is not stored in the table: each writer pins its own (`kind` is stored).
         """
         if self.kind == "partition":
-            return replace(self, partition=partition)
+            return replace(self, partition=partition, partition_of=None)
         return Bucketing("partition", self.size, self.kind, partition)
+
+    def by_partitions(self, partition_of: Callable[[pa.Table, Sequence[str]], pa.Array]
+                      ) -> Bucketing:
+        """Like `by_partition`, each row in the buckets of its own partition, told by
+        `partition_of(keys, key_columns)` (int64 per row)."""
+        inner = self.inner if self.kind == "partition" else self.kind
+        return Bucketing("partition", self.size, inner, None, partition_of)
 
     def assign(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Array:
         """The bucket (int64) of each row of `keys`."""
+        if self.kind == "partition" and self.partition_of is not None and self.inner:
+            inner = Bucketing(self.inner, self.size).assign(keys, key_columns)
+            parts = pc.cast(self.partition_of(keys, key_columns), pa.int64())
+            return pc.add(inner, pc.multiply(parts, pa.scalar(PARTITION_STRIDE, pa.int64())))
         if self.kind == "partition":
             if self.partition is None or self.inner is None:
                 raise ValueError("a table bucketed by Kafka partition is written only by the "

@@ -61,6 +61,9 @@ class DeltaHandle:
         self.configuration = dict(configuration or {})
         self.dt: DeltaTable | None = None
         self._position: str | None = None
+        self.extra_transactions: dict[str, int] = {}
+        """More (app id, version) txn actions for the next commits: one commit that applies
+        several writers' batches (the distributed runtime's partitions) records each."""
 
     def open(self) -> None:
         """Load the table if it exists (it is created by the first commit)."""
@@ -154,7 +157,12 @@ class DeltaHandle:
         if position is not None:
             metadata[POSITION_KEY] = position
         props = CommitProperties(
-            app_transactions=[Transaction(self.app_id, batch_id)], custom_metadata=metadata
+            app_transactions=[
+                Transaction(self.app_id, batch_id),
+                *(Transaction(app, version) for app, version in self.extra_transactions.items()
+                  if app != self.app_id),
+            ],
+            custom_metadata=metadata,
         )
         with delta_errors(self.uri, batch_id=batch_id):
             if self.dt is None:

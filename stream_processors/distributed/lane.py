@@ -26,7 +26,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -119,15 +120,22 @@ class PartitionLane:
         verify_gap: `(topic, partition, offset) -> first existing offset` (`gaps.py`);
             without it a gap is never accepted (the lane keeps asking to seek back).
         decode: the decoder (`connectors.decode.decode_records`), injectable for tests.
+        lane_app: this lane's app id prefix in a lake shared by the topic's lanes
+            (`group.py`); None when `lake` is the lane's own (its app id is the prefix).
     """
 
     def __init__(self, spec: SourceTopic, partition: int, *, lake: Any,
                  layers: frozenset[Layer], outputs: Outputs | None = None,
                  gate: TxGate | None = None, partition_buckets: bool = True,
                  verify_gap: Callable[[str, int, int], int | None] | None = None,
-                 decode: Callable[..., Any] | None = None) -> None:
+                 decode: Callable[..., Any] | None = None, lane_app: str | None = None
+                 ) -> None:
         if decode is None:
             decode = lane_decoder(spec)
+        # `lane_app`: the lane's txn app id prefix when `lake` is shared by the lanes of a
+        # topic (the worker's group commits); None: the lake is the lane's own.
+        self.lane_app = lane_app or lake.app_id
+        self._owns_lake = lane_app is None
         self.spec = spec
         self.partition = partition
         self.name = f"{spec.topic}/{partition}"
@@ -149,6 +157,15 @@ class PartitionLane:
         self.sync()
 
     # -- lake state ------------------------------------------------------------------------
+
+    def app_for(self, layer: Layer) -> str:
+        """The Delta txn app id that records this lane's offset in one layer."""
+        return f"{self.lane_app}:{self.spec.table}:{layer.value}"
+
+    def applied(self, layer: Layer) -> int:
+        """The batch id (txn version) this lane last committed to `layer` (0: none)."""
+        dt = self._sink(layer).handle.dt
+        return 0 if dt is None else int(dt.transaction_version(self.app_for(layer)) or 0)
 
     def _sink(self, layer: Layer) -> Any:
         sink = self.lake.sink(self.spec.table, layer)
@@ -182,7 +199,7 @@ class PartitionLane:
                     and not _own_buckets(sink)):
                 sink.rows.clear()
             self._seen[layer] = version
-            versions.append(offset_of(int(handle.applied_batch())))
+            versions.append(offset_of(self.applied(layer)))
         return min(versions), max(versions)
 
     def _remember_versions(self) -> None:
@@ -326,11 +343,12 @@ class PartitionLane:
                 if letters:
                     self.lake.write_dead_letters(letters, batch_id=batch_id)
                 if tables:
-                    self.lake.commit_batch(
-                        batch_id, tables,
-                        source_positions={t.table: t.last_position for t in tables},
-                        started_at=datetime.now(UTC),
-                        layers={t.table: self.layers for t in tables})
+                    with recording(self.lake, self.spec.table, self.layers, [(self, end)]):
+                            self.lake.commit_batch(
+                            batch_id, tables,
+                            source_positions={t.table: t.last_position for t in tables},
+                            started_at=datetime.now(UTC),
+                            layers={t.table: self.layers for t in tables})
             except Exception as exc:
                 if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
                     raise
@@ -391,7 +409,41 @@ class PartitionLane:
         return out
 
     def close(self) -> None:
-        self.lake.close()
+        if self._owns_lake:
+            self.lake.close()
+
+
+@contextmanager
+def recording(lake: Any, table: str, layers: frozenset[Layer],
+              lanes: Sequence[tuple[PartitionLane, int]]) -> Iterator[None]:
+    """Commits of `table` in this block record each lane's offset in every layer.
+
+    The first lane's app id is the commit's own (the sinks skip a batch that it already
+    holds; the batch log and dead letters use it too); the others ride along as extra txn
+    actions of the same Delta commit, so one commit per layer carries the next offset of
+    every partition it contains.
+    """
+    first = lanes[0][0]
+    saved: list[tuple[Any, str, Any]] = []
+
+    def swap(obj: Any, attr: str, value: Any) -> None:
+        saved.append((obj, attr, getattr(obj, attr)))
+        setattr(obj, attr, value)
+
+    for layer in layers:
+        handle = lake.sink(table, layer).handle
+        swap(handle, "app_id", first.app_for(layer))
+        swap(handle, "extra_transactions", {
+            lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]})
+    if first.lane_app != lake.app_id:  # a shared lake: its batch log and dead letters too
+        for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
+            swap(handle, "app_id", handle.app_id.replace(lake.app_id, first.lane_app, 1))
+        swap(lake.dead_letters, "app_id", first.lane_app)
+    try:
+        yield
+    finally:
+        for obj, attr, value in reversed(saved):
+            setattr(obj, attr, value)
 
 
 def _nullable(table: MilestonedTable) -> MilestonedTable:
