@@ -340,11 +340,11 @@ class PartitionLane:
             self._pin_buckets(tables)  # a new table: its layout is chosen here
             mark = time.perf_counter()
             try:
-                if letters:
-                    self.lake.write_dead_letters(letters, batch_id=batch_id)
-                if tables:
-                    with recording(self.lake, self.spec.table, self.layers, [(self, end)]):
-                            self.lake.commit_batch(
+                with recording(self.lake, self.spec.table, self.layers, [(self, end)]):
+                    if letters:
+                        self.lake.write_dead_letters(letters, batch_id=batch_id)
+                    if tables:
+                        self.lake.commit_batch(
                             batch_id, tables,
                             source_positions={t.table: t.last_position for t in tables},
                             started_at=datetime.now(UTC),
@@ -435,6 +435,7 @@ def recording(lake: Any, table: str, layers: frozenset[Layer],
         swap(handle, "app_id", first.app_for(layer))
         swap(handle, "extra_transactions", {
             lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]})
+    letters = dict(lake.dead_letters._handles)
     if first.lane_app != lake.app_id:  # a shared lake: its batch log and dead letters too
         for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
             swap(handle, "app_id", handle.app_id.replace(lake.app_id, first.lane_app, 1))
@@ -444,6 +445,8 @@ def recording(lake: Any, table: str, layers: frozenset[Layer],
     finally:
         for obj, attr, value in reversed(saved):
             setattr(obj, attr, value)
+        if first.lane_app != lake.app_id:
+            lake.dead_letters._handles = letters  # drop handles opened under the lane's id
 
 
 def _nullable(table: MilestonedTable) -> MilestonedTable:
