@@ -306,12 +306,7 @@ class PartitionLane:
         """Commit one batch; False when another worker moved the lane (caller re-syncs)."""
         started = time.perf_counter()
         end = chunk[-1].offset + 1  # the next offset after this batch
-        origin = f"kafka:{self.spec.topic}/{self.partition}@"
-        raw = [RawRecord(self.spec.topic,
-                         None if r.key is None else r.key.decode("utf-8", "replace"),
-                         None if r.value is None else r.value.decode("utf-8", "replace"),
-                         f"{origin}{r.offset}") for r in chunk]
-        decoded = self._decode(raw)
+        decoded = self._decode(raw_records(self.spec.topic, self.partition, chunk))
         outcome.timed("decode", time.perf_counter() - started)
         # Buckets that follow the partition are this lane's alone: no lock, no conflict.
         if all(_own_buckets(self._sink(layer)) for layer in self.layers):
@@ -413,6 +408,15 @@ class PartitionLane:
             self.lake.close()
 
 
+def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> list[RawRecord]:
+    """Kafka records as the decoder takes them (enveloped JSON text, origin = offset)."""
+    origin = f"kafka:{topic}/{partition}@"
+    return [RawRecord(topic,
+                      None if r.key is None else r.key.decode("utf-8", "replace"),
+                      None if r.value is None else r.value.decode("utf-8", "replace"),
+                      f"{origin}{r.offset}") for r in chunk]
+
+
 @contextmanager
 def recording(lake: Any, table: str, layers: frozenset[Layer],
               lanes: Sequence[tuple[PartitionLane, int]]) -> Iterator[None]:
@@ -433,6 +437,9 @@ def recording(lake: Any, table: str, layers: frozenset[Layer],
     for layer in layers:
         handle = lake.sink(table, layer).handle
         swap(handle, "app_id", first.app_for(layer))
+        # Positions of several partitions interleave: the changelog's table-wide "drop at or
+        # below the last position" must not apply (the lanes' offsets drop replays).
+        swap(handle, "_position", None)
         swap(handle, "extra_transactions", {
             lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]})
     letters = dict(lake.dead_letters._handles)
