@@ -111,7 +111,9 @@ class BucketedSink(ABC):
         if self.handle.dt is None:
             # Another worker may have created the table since we opened: adopt its layout.
             self.handle.refresh()
-            self.bucketing = Bucketing.from_json(self.handle.description) or self.bucketing
+            stored = Bucketing.from_json(self.handle.description)
+            if stored is not None and stored != self.bucketing:  # equal: keep our pins
+                self.bucketing = stored
         new_rows, touched = self.stage(batch, batch_id)
         bucketing = self.ensure_bucketing(new_rows.schema, keys)
         new_rows = with_bucket(new_rows, bucketing, keys)

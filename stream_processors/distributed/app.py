@@ -1,13 +1,15 @@
-"""The Faust app: one agent per source topic, batches with `stream.take_events`, lanes commit.
+"""The Faust app: one agent per source topic, whole fetches in bulk, one commit per layer.
 
 Faust gives the consumer group (partition assignment, rebalances, heartbeats) and the agents;
-exactly-once comes from the lanes (`lane.py`), not from Faust's offset commits: on
-assignment each partition's lane reads its offset back from the lake and the consumer seeks
-there; every batch re-checks it. Faust's `exactly_once` guarantee is not used (it needs Kafka
-transactions, and the lake already deduplicates).
+records reach each agent a fetch at a time (`bulk.py`: Faust's per-message path was the
+bottleneck), and each batch of all the worker's partitions of a topic is one Delta commit
+per layer (`group.py`). Exactly-once comes from the lanes (`lane.py`), not from Faust's
+offset commits: on assignment each partition's lane reads its offset back from the lake and
+the consumer seeks there; every batch re-checks it. Faust's `exactly_once` guarantee is not
+used (it needs Kafka transactions, and the lake already deduplicates).
 
 Decoding, milestoning and Delta commits block, so they run in a thread pool; the event loop
-stays free for heartbeats. Partitions of one topic in one take run in parallel.
+stays free for heartbeats. Topics run in parallel; a topic's batches one at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream_processors.distributed.lane import KafkaRecord, LaneOutcome, PartitionLane
+from stream_processors.distributed.bulk import install, take
+from stream_processors.distributed.group import TopicGroup
+from stream_processors.distributed.lane import (
+    KafkaRecord,
+    LaneOutcome,
+    PartitionLane,
+    lane_decoder,
+)
 from stream_processors.distributed.topics import SourceTopic, transaction_topic
 from stream_processors.milestoning.columns import Layer
 
@@ -107,7 +116,8 @@ class WorkerStats:
 
 
 class LaneRegistry:
-    """The lanes of the partitions this worker holds, created on assignment."""
+    """The lanes of the partitions this worker holds (created on assignment), and per topic
+    the lake, decoder and `TopicGroup` they share."""
 
     def __init__(self, settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
                  outputs: Any = None, gate: Any = None,
@@ -121,32 +131,54 @@ class LaneRegistry:
         self.outputs = outputs
         self.gate = gate
         self.lanes: dict[tuple[str, int], PartitionLane] = {}
+        self.groups: dict[str, TopicGroup] = {}
         self._lock = threading.Lock()
+
+    def group(self, topic: str) -> TopicGroup:
+        with self._lock:
+            return self._group(topic)
+
+    def _group(self, topic: str) -> TopicGroup:
+        group = self.groups.get(topic)
+        if group is None:
+            spec = self.by_topic[topic]
+            group = self.groups[topic] = TopicGroup(
+                spec, lake=self.lake_factory(f"{self.settings.app_id}:{topic}"),
+                layers=self.settings.layers[spec.table], decode=lane_decoder(spec),
+                outputs=self.outputs, partition_buckets=self.settings.partition_buckets)
+        return group
 
     def get(self, topic: str, partition: int) -> PartitionLane:
         with self._lock:
             lane = self.lanes.get((topic, partition))
             if lane is None:
                 spec = self.by_topic[topic]
-                lake = self.lake_factory(f"{self.settings.app_id}:{topic}:{partition}")
-                lane = PartitionLane(spec, partition, lake=lake,
+                group = self._group(topic)
+                group.forget_rows()  # the partition may have been written elsewhere
+                lane = PartitionLane(spec, partition, lake=group.lake,
                                      layers=self.settings.layers[spec.table],
                                      outputs=self.outputs,
                                      gate=self.gate if spec.source in self.gated else None,
                                      partition_buckets=self.settings.partition_buckets,
-                                     verify_gap=self.verify_gap)
+                                     verify_gap=self.verify_gap, decode=group.decode,
+                                     lane_app=f"{self.settings.app_id}:{topic}:{partition}")
                 self.lanes[(topic, partition)] = lane
             return lane
 
     def drop(self, topic: str, partition: int) -> None:
         with self._lock:
             lane = self.lanes.pop((topic, partition), None)
+            group = self.groups.get(topic)
         if lane is not None:
             lane.close()
+        if group is not None:
+            group.forget_rows()
 
     def close(self) -> None:
         for key in list(self.lanes):
             self.drop(*key)
+        for group in self.groups.values():
+            group.lake.close()
 
 
 def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
@@ -170,6 +202,7 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         stream_buffer_maxsize=max(settings.max_events * 2, 4096),
         broker_max_poll_records=min(settings.max_events, 10_000),
         **web)
+    consumer = install(app)
     registry = LaneRegistry(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
                             gated=gated, verify_gap=verify_gap)
     stats = WorkerStats()
@@ -181,27 +214,35 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
             stats.assigned = sorted(f"{t}/{p}" for t, p in registry.lanes)
             stats.write(settings.stats_path)
 
-    async def run_lane(topic: str, partition: int, records: Sequence[KafkaRecord]) -> None:
+    async def run_group(topic: str, work: Mapping[int, Sequence[KafkaRecord]]) -> None:
         loop = asyncio.get_running_loop()
-        lane = await loop.run_in_executor(pool, registry.get, topic, partition)
-        outcome = await loop.run_in_executor(pool, lane.apply, records)
+        assigned = consumer.assignment()
+        lanes = {}
+        for partition, records in work.items():
+            if TP(topic, partition) in assigned:  # else revoked since the fetch
+                lane = await loop.run_in_executor(pool, registry.get, topic, partition)
+                lanes[lane] = records
+        if not lanes:
+            return
+        group = registry.group(topic)
+        outcome = await loop.run_in_executor(pool, group.apply, lanes)
         stats.add(outcome)
-        if outcome.seek_to is not None:
+        for partition, offset in outcome.seeks.items():
             stats.seeks += 1
-            await app.consumer.seek(TP(topic, partition), outcome.seek_to)
+            consumer.request_seek(TP(topic, partition), offset)
 
     def make_agent(spec: SourceTopic) -> Callable[[Any], Any]:
+        inbox = consumer.inbox(spec.topic)
+
         async def agent(stream: Any) -> None:
-            async for events in stream.take_events(settings.max_events,
-                                                   within=settings.max_latency_s):
-                by_partition: dict[int, list[KafkaRecord]] = defaultdict(list)
-                for event in events:
-                    msg = event.message
-                    by_partition[msg.partition].append(
-                        KafkaRecord(msg.offset, msg.key, msg.value))
-                await asyncio.gather(*(
-                    run_lane(spec.topic, p, sorted(recs, key=lambda r: r.offset))
-                    for p, recs in by_partition.items()))
+            # The stream itself stays empty: `BulkConsumer` hands this topic's records to
+            # `inbox` a fetch at a time instead of message by message.
+            while True:
+                work = await take(inbox, max_events=settings.max_events,
+                                  within=settings.max_latency_s)
+                for records in work.values():
+                    records.sort(key=lambda r: r.offset)
+                await run_group(spec.topic, work)
                 write_stats()
 
         return agent
@@ -222,11 +263,11 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         loop = asyncio.get_running_loop()
         for tp in assigned:
             if tp.topic in registry.by_topic:
-                # Read the lane's offset from the lake now. No seek here: Faust seeks to its
-                # committed offsets after this signal anyway, and seeking inside the
-                # rebalance races aiokafka's fetcher. The lane drops what is below its
-                # offset and seeks back from the agent when Faust starts above it.
+                # Read the lane's offset from the lake now; the bulk consumer seeks there
+                # before its next fetch (after the rebalance, not inside it). The lane
+                # drops what is below its offset and asks to seek back if above it.
                 lane = await loop.run_in_executor(pool, registry.get, tp.topic, tp.partition)
+                consumer.request_seek(tp, lane.next_offset)
                 log.info("assigned %s/%s: the lake holds offsets below %s",
                          tp.topic, tp.partition, lane.next_offset)
         write_stats()
@@ -234,9 +275,12 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
     @app.timer(interval=max(settings.max_latency_s, 0.5))
     async def flush_held() -> None:
         """Lanes holding records for a transaction END re-check without new records."""
+        held: dict[str, dict[int, Sequence[KafkaRecord]]] = defaultdict(dict)
         for (topic, partition), lane in list(registry.lanes.items()):
             if lane.has_pending:
-                await run_lane(topic, partition, [])
+                held[topic][partition] = []
+        for topic, work in held.items():
+            await run_group(topic, work)
 
     @app.on_after_configured.connect
     def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - logging only
