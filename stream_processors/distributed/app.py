@@ -92,6 +92,7 @@ class WorkerStats:
     seeks: int = 0
     commit_seconds: list[float] = field(default_factory=list)
     first_commit: float | None = None
+    first_fetch: float | None = None
     last_commit: float | None = None
     assigned: list[str] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
@@ -231,6 +232,10 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
             stats.seeks += 1
             consumer.request_seek(TP(topic, partition), offset)
 
+    def first_fetched() -> None:
+        if stats.first_fetch is None:
+            stats.first_fetch = time.time()
+
     def make_agent(spec: SourceTopic) -> Callable[[Any], Any]:
         inbox = consumer.inbox(spec.topic)
 
@@ -239,7 +244,7 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
             # `inbox` a fetch at a time instead of message by message.
             while True:
                 work = await take(inbox, max_events=settings.max_events,
-                                  within=settings.max_latency_s)
+                                  within=settings.max_latency_s, on_first=first_fetched)
                 for records in work.values():
                     records.sort(key=lambda r: r.offset)
                 await run_group(spec.topic, work)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer
@@ -107,11 +107,13 @@ def install(app: Any) -> BulkConsumer:
     return consumer
 
 
-async def take(inbox: asyncio.Queue[Chunk], *, max_events: int, within: float
-               ) -> dict[int, list[KafkaRecord]]:
+async def take(inbox: asyncio.Queue[Chunk], *, max_events: int, within: float,
+               on_first: Callable[[], None] | None = None) -> dict[int, list[KafkaRecord]]:
     """Up to about `max_events` records (whole fetches) within `within` seconds of the first:
-    `stream.take`'s contract, a fetch at a time."""
+    `stream.take`'s contract, a fetch at a time. `on_first` is called when the first arrives."""
     partition, records = await inbox.get()
+    if on_first is not None:
+        on_first()
     out: dict[int, list[KafkaRecord]] = {partition: records}
     count = len(records)
     loop = asyncio.get_running_loop()
