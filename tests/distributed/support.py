@@ -33,9 +33,14 @@ def publish(bootstrap: str, records: Iterable[RawRecord], *, skip_heartbeats: bo
         if skip_heartbeats and record.destination.startswith("__debezium-heartbeat"):
             continue
         key, value = record.enveloped()
-        producer.produce(record.destination,
-                         key=None if key is None else key.encode(),
-                         value=None if value is None else value.encode())
+        while True:
+            try:
+                producer.produce(record.destination,
+                                 key=None if key is None else key.encode(),
+                                 value=None if value is None else value.encode())
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.5)
         count += 1
         if count % 5000 == 0:
             producer.poll(0)
