@@ -2,7 +2,10 @@
 
 One run, side by side on the same events:
   - baseline: a raw confluent-kafka consumer reading every record (no decode, no lake);
-  - `tidemark worker` x1 and x2 (one consumer group, a fresh lake each), Faust + lanes.
+  - the embedded runtime (same decoder, core and sinks) replaying the same records;
+  - `tidemark worker` x1 and x2 (one consumer group, a fresh lake each): Faust for the group,
+    whole fetches to the agents (`bulk.py`), one Delta commit per layer per batch
+    (`group.py`).
 Events are real Debezium envelopes: the embedded engine captures churn on a local Postgres
 and they are published to a Tansu broker the way Kafka Connect does (murmur2 partitioning).
 
@@ -205,7 +208,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-events", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--max-latency-ms", type=int, default=2000)
+    parser.add_argument("--max-latency-ms", type=int, default=500,
+                        help="batching wait; the last, partial batch of a run waits this long")
     parser.add_argument("--bucket-by", default="partition,key",
                         help="live/forensic layouts to compare (see docs/distributed.md)")
     args = parser.parse_args()
@@ -255,6 +259,7 @@ def main() -> None:
                   f"lake rows equal the embedded runtime's: {run['lake_matches_embedded']}")
         result = {
             "benchmark": "distributed", "at": datetime.now(UTC).isoformat(),
+            "command": "python bench/distributed.py " + " ".join(sys.argv[1:]),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "load_avg_1m": os.getloadavg()[0]},
             "events": total, "partitions": args.partitions, "max_events": args.max_events,
