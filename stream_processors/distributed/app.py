@@ -202,6 +202,7 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 1.0),
         stream_buffer_maxsize=max(settings.max_events * 2, 4096),
         broker_max_poll_records=min(settings.max_events, 10_000),
+        consumer_max_fetch_size=8 * 1024 * 1024,  # per partition: ~2,500 envelopes a fetch
         **web)
     consumer = install(app)
     registry = LaneRegistry(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
@@ -237,7 +238,7 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
             stats.first_fetch = time.time()
 
     def make_agent(spec: SourceTopic) -> Callable[[Any], Any]:
-        inbox = consumer.inbox(spec.topic)
+        inbox = consumer.inbox(spec.topic, max_records=2 * settings.max_events)
 
         async def agent(stream: Any) -> None:
             # The stream itself stays empty: `BulkConsumer` hands this topic's records to

@@ -31,18 +31,50 @@ Chunk = tuple[int, list[KafkaRecord]]
 """One partition's records of one fetch: (partition, records in offset order)."""
 
 
+class Inbox:
+    """A topic's fetched chunks, bounded by records (a fetch brings a few hundred records
+    per partition, so a bound in chunks would starve a batch of 20,000)."""
+
+    def __init__(self, max_records: int) -> None:
+        self.max_records = max_records
+        self.records = 0
+        self.queue: asyncio.Queue[Chunk] = asyncio.Queue()
+        self.space = asyncio.Event()
+        self.space.set()
+
+    async def put(self, chunk: Chunk) -> None:
+        """Add a chunk; waits while the inbox holds `max_records` or more."""
+        while self.records >= self.max_records:
+            self.space.clear()
+            await self.space.wait()
+        self.records += len(chunk[1])
+        self.queue.put_nowait(chunk)
+
+    def _taken(self, chunk: Chunk) -> Chunk:
+        self.records -= len(chunk[1])
+        if self.records < self.max_records:
+            self.space.set()
+        return chunk
+
+    async def get(self) -> Chunk:
+        return self._taken(await self.queue.get())
+
+    def get_nowait(self) -> Chunk:
+        return self._taken(self.queue.get_nowait())
+
+
 class BulkConsumer(Consumer):
     """Faust's aiokafka consumer whose drain loop hands whole fetches to topic inboxes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.inboxes: dict[str, asyncio.Queue[Chunk]] = {}
+        self.inboxes: dict[str, Inbox] = {}
         self.seeks: dict[TP, int] = {}
 
-    def inbox(self, topic: str, *, maxsize: int = 16) -> asyncio.Queue[Chunk]:
-        """The queue of `topic`'s fetched chunks (bounded: a full inbox pauses fetching)."""
+    def inbox(self, topic: str, *, max_records: int = 40_000) -> Inbox:
+        """`topic`'s fetched chunks (bounded: a full inbox pauses fetching)."""
         if topic not in self.inboxes:
-            self.inboxes[topic] = asyncio.Queue(maxsize=maxsize)
+            self.inboxes[topic] = Inbox(max_records)
         return self.inboxes[topic]
 
     def request_seek(self, tp: TP, offset: int) -> None:
@@ -107,7 +139,7 @@ def install(app: Any) -> BulkConsumer:
     return consumer
 
 
-async def take(inbox: asyncio.Queue[Chunk], *, max_events: int, within: float,
+async def take(inbox: Inbox, *, max_events: int, within: float,
                on_first: Callable[[], None] | None = None) -> dict[int, list[KafkaRecord]]:
     """Up to about `max_events` records (whole fetches) within `within` seconds of the first:
     `stream.take`'s contract, a fetch at a time. `on_first` is called when the first arrives."""
