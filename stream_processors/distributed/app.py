@@ -260,6 +260,11 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
+        # Finish the in-flight batch before giving partitions up (Faust waits for this
+        # handler; it does not know about batches taken in bulk).
+        loop = asyncio.get_running_loop()
+        for topic in {tp.topic for tp in revoked} & set(registry.groups):
+            await loop.run_in_executor(pool, registry.groups[topic].wait_idle)
         for tp in revoked:
             registry.drop(tp.topic, tp.partition)
         write_stats()

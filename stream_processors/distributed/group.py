@@ -106,6 +106,11 @@ class TopicGroup:
                 if hasattr(sink, "rows"):
                     sink.rows.clear()
 
+    def wait_idle(self) -> None:
+        """Return once no batch of this topic is being applied."""
+        with self._lock:
+            pass
+
     def apply(self, work: Mapping[PartitionLane, Sequence[KafkaRecord]]) -> GroupOutcome:
         """Admit each lane's records and commit what may be committed (blocking)."""
         with self._lock:

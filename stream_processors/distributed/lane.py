@@ -1,7 +1,8 @@
 """One Kafka topic-partition applied to the lake exactly once, without trusting Kafka commits.
 
 A *lane* is one partition of one table's topic. It owns its own Delta transaction app ids
-(`<pipeline app id>:<topic>:<partition>:<table>:<layer>`, via its own `Lake`), and a batch's
+(`<pipeline app id>:<topic>:<partition>:<table>:<layer>`, in its own `Lake` or in one shared
+by the topic's lanes, whose batches then commit together: `group.py`), and a batch's
 id encodes the Kafka offset after its last record (`next_offset << 12 | partition`). So every
 Delta commit records the offsets it contains, and `transaction_version(app id)` of a layer
 gives the next offset to read:
