@@ -151,6 +151,11 @@ class BucketedSink(ABC):
                 evolves=evolves,
             )
         after = table_version(self.handle)
+        if before is None and after != 0:
+            # We meant to create the table, but another writer did first and our rows were
+            # appended beside its: a bucket we wrote may hold their rows in other files.
+            self.rows.clear()
+            return data.num_rows
         if before is not None and after is not None and after != before + 1:
             # Another writer committed in between (delta-rs rebased us): only the buckets
             # we just wrote are known to be exact.

@@ -120,3 +120,24 @@ def test_a_crash_between_layers_of_a_group_commit_is_completed_per_partition(tmp
     assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
     forensic = read_layer(tmp_path, "forensic", SPEC.table)
     assert forensic.num_rows == 16
+
+
+def test_two_workers_creating_a_key_bucketed_table_at_once_lose_no_rows(tmp_path, records):
+    """Worker A looked (no table yet), worker B created it, A's first commit was appended
+    beside B's rows in the same key bucket: A must not trust its cache of that bucket."""
+    group_a, lanes_a = _group(tmp_path, partitions=(0,), by_partition=False)
+    group_b, lanes_b = _group(tmp_path, partitions=(1,), by_partition=False)
+    halves = _halves(records)
+    handles = [group_a.lake.sink(SPEC.table, layer).handle for layer in ALL]
+    assert all(h.dt is None for h in handles)
+    assert group_b.apply({lanes_b[1]: halves[1][:6]}).events == 6  # B creates the table
+    originals = [h.refresh for h in handles]
+    for handle in handles:  # A does not see it yet: it looked just before B committed
+        handle.refresh = lambda: None
+    assert group_a.apply({lanes_a[0]: halves[0][:6]}).events == 6
+    for handle, original in zip(handles, originals, strict=True):
+        handle.refresh = original
+    assert group_a.apply({lanes_a[0]: halves[0][6:]}).events == 6  # A's updates
+    live = read_layer(tmp_path, "live", SPEC.table)
+    assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
+    assert set(live.column("_tm_bucket").to_pylist()) == {0}  # one shared key bucket
