@@ -99,7 +99,8 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
               help="Consumer group session timeout in seconds (a dead worker's partitions "
                    "move after this long).")
 @click.option("--threads", type=int, default=4, show_default=True,
-              help="Threads that decode and commit partitions in parallel.")
+              help="Threads that decode and commit (one batch per topic at a time; topics "
+                   "in parallel).")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
               help="Write progress counters (JSON) to this file.")
 @click.option("--no-tx-gate", is_flag=True,
