@@ -46,6 +46,7 @@ from stream_processors.distributed.lane import (
     offset_of,
     raw_records,
     recording,
+    refresh_logs,
 )
 from stream_processors.distributed.topics import SourceTopic
 from stream_processors.milestoning.columns import POSITION, Layer
@@ -224,6 +225,7 @@ class TopicGroup:
                             self.spec.topic, batch_id, attempt)
                 time.sleep(0.05 * attempt)
                 self._refresh()
+                refresh_logs(self.lake)
                 continue
             outcome.timed("commit", time.perf_counter() - mark)
             break

@@ -351,6 +351,7 @@ class PartitionLane:
                 log.warning("lane %s: batch %s conflicted (attempt %s); retrying",
                             self.name, batch_id, attempt)
                 time.sleep(0.05 * attempt)
+                refresh_logs(self.lake)
                 continue
             outcome.timed("commit", time.perf_counter() - mark)
             break
@@ -407,6 +408,14 @@ class PartitionLane:
     def close(self) -> None:
         if self._owns_lake:
             self.lake.close()
+
+
+def refresh_logs(lake: Any) -> None:
+    """Catch the batch log and dead letters up with other writers before a retry: the
+    layers' commit loop refreshes their handles, nothing refreshes these (two workers that
+    both create `_tidemark/batches` kept losing with "Metadata changed since last commit")."""
+    for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
+        handle.refresh()
 
 
 def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> list[RawRecord]:
