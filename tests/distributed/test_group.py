@@ -141,3 +141,4 @@ def test_two_workers_creating_a_key_bucketed_table_at_once_lose_no_rows(tmp_path
     live = read_layer(tmp_path, "live", SPEC.table)
     assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
     assert set(live.column("_tm_bucket").to_pylist()) == {0}  # one shared key bucket
+
