@@ -194,6 +194,12 @@ def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: s
         "workers": n, "bucket_by": bucket_by, "events": sum(s["events"] for s in stats),
         "batches": sum(s["batches"] for s in stats), "seconds": round(elapsed, 2),
         "events_per_s": round(total / elapsed),
+        # each worker from its own first record to its last commit, summed: what the group
+        # sustains once every worker runs (the figure above also counts the group join,
+        # during which a second worker's partitions wait)
+        "events_per_s_sum_of_workers": round(sum(
+            s["events"] / (s["last_commit"] - s["first_fetch"]) for s in stats
+            if s.get("first_fetch") and s.get("last_commit"))),
         "commit_latency_p50_s": round(statistics.median(latencies), 3),
         "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
         "per_worker_events": [s["events"] for s in stats],
