@@ -199,13 +199,15 @@ class TopicGroup:
     def _commit_locked(self, lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]],
                        batch_id: int, changes: Mapping[str, TableChanges], letters: list[Any],
                        partitions: pa.Table, outcome: GroupOutcome) -> list[MilestonedTable]:
-        tables: list[MilestonedTable] = []
+        # Milestoned once: a retry must not milestone again, since the layers that did
+        # commit would make the batch's own events look like replays. Other workers cannot
+        # change the versions it read (their keys are in other partitions).
+        mark = time.perf_counter()
+        self._pin_buckets(partitions, ())
+        tables = self._milestone(changes, batch_id)
+        self._pin_buckets(partitions, tables)
+        outcome.timed("milestone", time.perf_counter() - mark)
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
-            mark = time.perf_counter()
-            self._pin_buckets(partitions, ())
-            tables = self._milestone(changes, batch_id)
-            self._pin_buckets(partitions, tables)
-            outcome.timed("milestone", time.perf_counter() - mark)
             mark = time.perf_counter()
             try:
                 with recording(self.lake, self.spec.table, self.layers,

@@ -320,6 +320,7 @@ class PartitionLane:
         batch_id = batch_id_of(end, self.partition)
         letters = list(decoded.dead_letters)
         tables: list[MilestonedTable] = []
+        milestoned: list[MilestonedTable] | None = None
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             low, high = self.lake_offsets()
@@ -329,11 +330,14 @@ class PartitionLane:
                             " dropping batch %s", self.name, low, high, self.committed,
                             end)
                 return False
-            mark = time.perf_counter()
-            self._pin_buckets(())  # existing tables: current_versions needs the partition
-            tables = self._milestone(decoded.changes, batch_id)
-            outcome.timed("milestone", time.perf_counter() - mark)
-            self._pin_buckets(tables)  # a new table: its layout is chosen here
+            if milestoned is None:  # once: on a retry, layers that did commit would make
+                # the batch's own events look like replays
+                mark = time.perf_counter()
+                self._pin_buckets(())  # existing tables: current_versions needs the partition
+                milestoned = self._milestone(decoded.changes, batch_id)
+                outcome.timed("milestone", time.perf_counter() - mark)
+                self._pin_buckets(milestoned)  # a new table: its layout is chosen here
+            tables = milestoned
             mark = time.perf_counter()
             try:
                 with recording(self.lake, self.spec.table, self.layers, [(self, end)]):

@@ -142,3 +142,30 @@ def test_two_workers_creating_a_key_bucketed_table_at_once_lose_no_rows(tmp_path
     assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
     assert set(live.column("_tm_bucket").to_pylist()) == {0}  # one shared key bucket
 
+
+
+def test_a_conflict_after_the_layers_committed_is_retried_without_dropping_events(
+        tmp_path, records):
+    """The batch log lost a race after every layer committed: the retry skips the layers
+    (their txns hold the batch), writes the log, and counts every event once."""
+    from sinks.errors import SinkCommitConflict
+
+    group, lanes = _group(tmp_path)
+    halves = _halves(records)
+    append = group.lake.batch_log.append
+    failures = []
+
+    def lose_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise SinkCommitConflict("lost to a concurrent writer", table="batches")
+        return append(*args, **kwargs)
+
+    group.lake.batch_log.append = lose_once
+    out = group.apply({lanes[0]: halves[0][:6], lanes[1]: halves[1][:6]})
+    assert failures and out.events == 12 and out.batches == 1 and not out.seeks
+    assert len(group.lake.batch_log.read()) == 1
+    for layer in ("changelog", "live", "forensic"):
+        assert _versions(tmp_path, layer) == 0  # each layer committed once
+    assert group.apply({lanes[0]: halves[0][6:], lanes[1]: halves[1][6:]}).events == 12
+    assert len(_changelog(tmp_path)) == 24 == len(set(_changelog(tmp_path)))
