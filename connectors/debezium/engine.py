@@ -250,6 +250,11 @@ class EmbeddedEngine:
         return int(self._bridge.acknowledge(int(match.group(1)), int(match.group(2)) + 1))
 
     @property
+    def backlogged(self) -> bool:
+        """True when more engine batches are already waiting to be polled."""
+        return self._bridge is not None and int(self._bridge.backlog()) > 0
+
+    @property
     def finished(self) -> bool:
         """True once the engine thread has ended (closed, failed or a one-off snapshot)."""
         return self._bridge is not None and bool(self._bridge.isFinished())

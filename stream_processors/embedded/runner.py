@@ -41,6 +41,8 @@ class Engine(Protocol):
 
     def poll(self, timeout: float = 1.0) -> list[RawRecord]: ...
     def acknowledge(self, upto: RawRecord) -> int: ...
+    @property
+    def backlogged(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -222,8 +224,12 @@ class EmbeddedRunner:
                 self._feed(source, records)
             elif self.idle_since is None:
                 self.idle_since = time.monotonic()
-            self._commit_due(stop)
-        self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending)
+            # In a backlog (the engine holds more already) batches close on size only:
+            # each commit has a fixed cost, and the events are late anyway.
+            backlog = source.engine is not None and source.engine.backlogged
+            self._commit_due(stop, latency=not backlog)
+        self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending,
+                         latency=not any(s.engine and s.engine.backlogged for s in self._sources))
 
     def _poll(self, source: _Open, stop: threading.Event) -> list[RawRecord]:
         backoff = self.settings.backoff_initial_s
@@ -281,8 +287,10 @@ class EmbeddedRunner:
         if self._batcher.pending_events == 0 and not decoded.dead_letters:
             self._acknowledge_idle(source)
 
-    def _commit_due(self, stop: threading.Event, *, force: bool = False) -> None:
-        while (batch := self._batcher.poll(force=force)) is not None:
+    def _commit_due(
+        self, stop: threading.Event, *, force: bool = False, latency: bool = True
+    ) -> None:
+        while (batch := self._batcher.poll(force=force, latency=latency)) is not None:
             self._commit(batch, stop)
             force = force and self._batcher.pending_events >= self.max_pending
 
