@@ -184,7 +184,11 @@ def tidemark_child(args: argparse.Namespace) -> dict:
     lake.close()
     if failure:
         raise SystemExit(f"tidemark failed: {failure[0]!r}")
-    out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb()}
+    import pyarrow as pa
+
+    out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb(),
+           "arrow_peak_mb": round(pa.default_memory_pool().max_memory() / 2**20),
+           "arrow_pool": pa.default_memory_pool().backend_name}
     if args.phase == "drain":
         elapsed = seen["last"] - seen["first"]
         out.update(seconds=round(elapsed, 3), events_per_s=round(args.events / elapsed))
