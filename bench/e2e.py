@@ -3,8 +3,11 @@
 Per live-table size (`--sizes`, default 100k; 1M and 10M take long on 2 cores):
   1. a table of N rows; each consumer arms its own slot (tidemark and dlt snapshot the N rows
      into their lakes first, so their live tables hold N rows; the capture ceiling skips it);
-  2. one backlog of E events is written (transactions of 10: 8 updates of random keys, one
-     insert, one delete), the same events for every consumer;
+  2. per key distribution (`--keys`), one backlog of E events is written (transactions of
+     10: 8 updates, one insert, one delete), the same events for every consumer. `recent`:
+     updates hit keys an exponential distance (mean 1,000) back from the newest row, the
+     simulator's default skew (real OLTP); `uniform`: keys spread over the whole table, the
+     worst case for any copy-on-write lake (every batch touches every file);
   3. each consumer drains that backlog in its own process (so its peak RSS is its own):
        capture   bench/capture.py's no-op consumer (poll + acknowledge): the ceiling
        tidemark  the embedded runner: decode, batch, milestone, commit 3 Delta layers
@@ -13,7 +16,7 @@ Per live-table size (`--sizes`, default 100k; 1M and 10M take long on 2 cores):
   4. latency: tidemark runs while a writer commits a steady 1,000 events/s for
      `--latency-seconds`; p50/p99 of (lake commit time - source commit time) per event.
 
-    python bench/e2e.py --sizes 100000,1000000 --events 100000
+    python bench/e2e.py --sizes 100000,1000000 --events 300000
 Writes bench/results/e2e.json and bench/results/e2e.png.
 """
 
@@ -42,19 +45,33 @@ CONSUMERS = ("capture", "tidemark", "dlt")
 TABLE = "public.items"
 
 PROCEDURE = """
-CREATE OR REPLACE PROCEDURE bench_backlog(n int, size bigint, first_new bigint)
+CREATE TABLE IF NOT EXISTS bench_backlogs (keys text, events bigint);
+CREATE OR REPLACE PROCEDURE bench_backlog(n int, size bigint, first_new bigint, keys text)
 LANGUAGE plpgsql AS $$
-DECLARE k bigint;
+DECLARE k bigint; c bigint; total bigint := 0;
 BEGIN
   FOR i IN 1..n LOOP
-    -- 8 distinct existing keys, spread over the table (7919 is prime)
-    UPDATE items SET amount = amount + 1, status = 's' || i, updated = now()
-      WHERE id IN (SELECT 1 + ((i::bigint * 8 + j) * 7919) % size FROM generate_series(1, 8) j);
+    IF keys = 'uniform' THEN
+      -- 8 keys spread over the whole table (7919 is prime)
+      UPDATE items SET amount = amount + 1, status = 's' || i, updated = now()
+        WHERE id IN (SELECT 1 + ((i::bigint * 8 + j) * 7919) % size FROM generate_series(1, 8) j);
+    ELSE
+      -- the simulator's `recent` skew: an exponential distance (mean 1,000) back from the
+      -- newest preloaded row, from a fixed hash so every run writes the same events
+      UPDATE items SET amount = amount + 1, status = 's' || i, updated = now()
+        WHERE id IN (SELECT greatest(1, size - floor(-ln(
+          (((i::bigint * 8 + j) * 2654435761) % 1000003 + 1) / 1000004.0) * 1000)::bigint)
+          FROM generate_series(1, 8) j);
+    END IF;
+    GET DIAGNOSTICS c = ROW_COUNT;
     k := first_new + i;
     INSERT INTO items VALUES (k, k % 1000, 1.00, 'new', now());
     DELETE FROM items WHERE id = k - 1 AND k - 1 > first_new;
+    total := total + c + 1 + (CASE WHEN k - 1 > first_new THEN 1 ELSE 0 END);
     COMMIT;
   END LOOP;
+  INSERT INTO bench_backlogs VALUES (keys, total);
+  COMMIT;
 END $$;
 """
 
@@ -167,7 +184,11 @@ def tidemark_child(args: argparse.Namespace) -> dict:
     lake.close()
     if failure:
         raise SystemExit(f"tidemark failed: {failure[0]!r}")
-    out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb()}
+    import pyarrow as pa
+
+    out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb(),
+           "arrow_peak_mb": round(pa.default_memory_pool().max_memory() / 2**20),
+           "arrow_pool": pa.default_memory_pool().backend_name}
     if args.phase == "drain":
         elapsed = seen["last"] - seen["first"]
         out.update(seconds=round(elapsed, 3), events_per_s=round(args.events / elapsed))
@@ -211,6 +232,10 @@ def dlt_child(args: argparse.Namespace) -> dict:
     )
     engine = _engine(args, snapshot=True, extra={"decimal.handling.mode": "string"})
     target = args.size if args.phase == "arm" else args.events
+    # Arming loads the snapshot by appending in large runs (the rows are distinct inserts),
+    # so big tables arm in minutes; the measured drain merges every engine batch.
+    arming = args.phase == "arm"
+    held: dict[int, dict] = {}  # the last image per key: a merge takes one source row per key
     seen, first, last = 0, None, None
     deadline = time.monotonic() + args.timeout
     try:
@@ -219,22 +244,25 @@ def dlt_child(args: argparse.Namespace) -> dict:
             if not batch:
                 continue
             first = first or time.perf_counter()
-            rows = []
+            rows = 0
             for record in batch:
                 if record.destination != f"b.{TABLE}" or record.value is None:
                     continue
                 payload = record.payload()
                 image = payload["before"] if payload["op"] == "d" else payload["after"]
-                rows.append({**image, "deleted": payload["op"] == "d"})
-            if rows:
+                held[image["id"]] = {**image, "deleted": payload["op"] == "d"}
+                rows += 1
+            seen += rows
+            if held and (not arming or len(held) >= 200_000 or seen >= target):
                 resource_ = dlt.resource(
-                    rows, name="items", write_disposition="merge", primary_key="id",
+                    list(held.values()), name="items",
+                    write_disposition="append" if arming else "merge", primary_key="id",
                     columns={"deleted": {"hard_delete": True}}, table_format="delta",
                 )
                 pipeline.run(resource_)
-                seen += len(rows)
+                held = {}
                 last = time.perf_counter()
-            engine.acknowledge(batch[-1])
+                engine.acknowledge(batch[-1])
     finally:
         engine.close()
     out = {"events": seen, "peak_rss_mb": peak_rss_mb()}
@@ -244,10 +272,16 @@ def dlt_child(args: argparse.Namespace) -> dict:
 
 
 # -- the parent ---------------------------------------------------------------------------------
-def spawn(consumer: str, phase: str, common: list[str], timeout: float) -> dict:
+def spawn(consumer: str, phase: str, common: list[str], timeout: float,
+          logs: str | None = None, tag: str = "") -> dict:
+    """Run one child; its stderr goes to `logs/<consumer>-<phase><tag>-<size>.log` if set."""
     cmd = [sys.executable, __file__, "--child", "--consumer", consumer, "--phase", phase, *common]
     began = time.monotonic()
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if logs:
+        size = common[common.index("--size") + 1]
+        Path(logs).mkdir(parents=True, exist_ok=True)
+        (Path(logs) / f"{consumer}-{phase}{tag}-{size}.log").write_text(result.stderr)
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-6:]}
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -256,6 +290,8 @@ def spawn(consumer: str, phase: str, common: list[str], timeout: float) -> dict:
 
 
 def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Namespace) -> dict:
+    """Arm every consumer on a table of `size` rows, then per key distribution write one
+    backlog and let each consumer drain it; finally the latency run."""
     db = f"e2e_{size}"
     execute(url_base, f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}")
     url = cluster.url(db)
@@ -267,39 +303,55 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
             f" FROM generate_series(1, {size}) g",
             PROCEDURE)
     transactions = args.events // 10
-    expected = transactions * 10 - 1  # the first transaction has nothing to delete
-    out: dict = {"size": size, "events": expected,
-                 "load_table_seconds": round(time.monotonic() - began, 1)}
+    distributions = args.keys.split(",")
+    out: dict = {"size": size, "load_table_seconds": round(time.monotonic() - began, 1)}
     consumers = [c for c in args.consumers.split(",") if c in CONSUMERS]
 
-    def common(consumer: str) -> list[str]:
+    def common(consumer: str, *, events: int = 0, first_new: int = 0) -> list[str]:
         return ["--url", url, "--state", str(root / f"state-{size}"),
                 "--pipeline", f"{consumer}_{size}", "--lake", str(root / f"lake-{consumer}-{size}"),
-                "--size", str(size), "--events", str(expected),
+                "--size", str(size), "--events", str(events),
                 "--max-events", str(args.max_events), "--max-latency-ms", str(args.max_latency_ms),
                 "--timeout", str(args.timeout), "--rate", str(args.rate),
-                "--latency-seconds", str(args.latency_seconds), "--first-new", str(10 * size)]
+                "--latency-seconds", str(args.latency_seconds), "--first-new", str(first_new)]
 
     for consumer in consumers:
         print(f"[{size}] arming {consumer}", flush=True)
-        out.setdefault("arm", {})[consumer] = spawn(consumer, "arm", common(consumer), args.timeout)
-    began = time.monotonic()
-    execute(url, f"CALL bench_backlog({transactions}, {size}, {size})")
-    out["backlog_seconds"] = round(time.monotonic() - began, 1)
-    for consumer in consumers:
-        print(f"[{size}] draining {consumer}", flush=True)
-        out[consumer] = spawn(consumer, "drain", common(consumer), args.timeout)
-        print(f"  {out[consumer]}", flush=True)
+        out.setdefault("arm", {})[consumer] = spawn(consumer, "arm", common(consumer),
+                                                    args.timeout, args.logs)
+    for index, keys in enumerate(distributions):
+        began = time.monotonic()
+        first_new = size + index * (transactions + 1)
+        execute(url, f"CALL bench_backlog({transactions}, {size}, {first_new}, '{keys}')")
+        run = out[keys] = {"backlog_seconds": round(time.monotonic() - began, 1),
+                           "events": query_one(url, "SELECT events FROM bench_backlogs"
+                                                    f" WHERE keys = '{keys}'")}
+        for consumer in consumers:
+            print(f"[{size} {keys}] draining {consumer}", flush=True)
+            run[consumer] = spawn(consumer, "drain", common(consumer, events=run["events"]),
+                                  args.timeout, args.logs, tag=keys)
+            print(f"  {run[consumer]}", flush=True)
+        cap, tm, peer = (run.get(c, {}).get("events_per_s") for c in CONSUMERS)
+        run["ratios"] = {
+            "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
+            "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
+        }
     if "tidemark" in consumers and args.latency_seconds > 0:
         print(f"[{size}] latency at {args.rate:.0f} events/s", flush=True)
-        out["latency"] = spawn("tidemark", "latency", common("tidemark"), args.timeout)
+        first_new = size + len(distributions) * (transactions + 1)
+        out["latency"] = spawn("tidemark", "latency", common("tidemark", first_new=first_new),
+                               args.timeout, args.logs)
         print(f"  {out['latency']}", flush=True)
-    cap, tm, peer = (out.get(c, {}).get("events_per_s") for c in CONSUMERS)
-    out["ratios"] = {
-        "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
-        "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
-    }
     return out
+
+
+def query_one(url: str, sql: str) -> int:
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        value = cur.fetchone()[0]
+    conn.close()
+    return int(value)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -310,10 +362,12 @@ def plot(results: list[dict], path: Path) -> None:
 
     sizes = [r["size"] for r in results]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for consumer in CONSUMERS:
-        values = [r.get(consumer, {}).get("events_per_s") for r in results]
-        if any(values):
-            left.plot(sizes, [v or 0 for v in values], marker="o", label=consumer)
+    for keys, style in (("recent", "-"), ("uniform", "--")):
+        for consumer in CONSUMERS:
+            values = [r.get(keys, {}).get(consumer, {}).get("events_per_s") for r in results]
+            if any(values):
+                left.plot(sizes, [v or 0 for v in values], style, marker="o",
+                          label=f"{consumer} ({keys} keys)")
     left.set(xscale="log", xlabel="live table rows", ylabel="events/s (sustained)",
              title="throughput end to end")
     left.legend()
@@ -332,12 +386,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="live table rows, comma-separated")
     parser.add_argument("--events", type=int, default=100_000, help="backlog events")
+    parser.add_argument("--keys", default="recent,uniform",
+                        help="update key distributions, one backlog each: recent (the"
+                             " simulator's default skew), uniform (worst case)")
     parser.add_argument("--consumers", default=",".join(CONSUMERS))
     parser.add_argument("--max-events", type=int, default=50_000)
     parser.add_argument("--max-latency-ms", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run events/s")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--logs", help="a directory for the children's logs")
+    parser.add_argument("--out", default=str(RESULTS / "e2e.json"),
+                        help="the JSON report (the plot goes beside it as .png)")
     # child-only options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--consumer", "--phase", "--url", "--state", "--pipeline", "--lake"):
@@ -346,6 +406,10 @@ def main() -> None:
     parser.add_argument("--first-new", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        import logging
+
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
             result = child(args)
             code = 0
@@ -360,6 +424,7 @@ def main() -> None:
 
     from connectors.postgres.cluster import LocalCluster
 
+    report = Path(args.out)
     root = Path(tempfile.mkdtemp(prefix="tidemark-bench-e2e-"))
     root.chmod(0o755)
     cluster = LocalCluster(root / "pg")
@@ -368,7 +433,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_at_start": os.getloadavg()},
         "options": {k: v for k, v in vars(args).items() if k in
-                    ("sizes", "events", "consumers", "max_events", "max_latency_ms", "rate",
+                    ("sizes", "events", "keys", "consumers", "max_events", "max_latency_ms", "rate",
                      "latency_seconds")},
         "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
         "results": [],
@@ -376,14 +441,14 @@ def main() -> None:
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             out["results"].append(run_size(url, cluster, root, size, args))
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(out, indent=2) + "\n")
     finally:
         out["machine"]["load_average_at_end"] = os.getloadavg()
         cluster.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
-    (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
-    plot(out["results"], RESULTS / "e2e.png")
+    report.write_text(json.dumps(out, indent=2) + "\n")
+    plot(out["results"], report.with_suffix(".png"))
     print(json.dumps(out, indent=2))
 
 

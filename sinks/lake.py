@@ -23,7 +23,7 @@ import pyarrow as pa
 from sinks.base import CommitResult
 from sinks.batch_log import BatchLog, TableCounts
 from sinks.dead_letters import DeadLetterTable
-from sinks.delta.buckets import DEFAULT_CACHE_ROWS
+from sinks.delta.buckets import DEFAULT_CACHE_BYTES
 from sinks.delta.changelog import ChangelogSink
 from sinks.delta.forensic import ForensicSink
 from sinks.delta.live import LiveSink
@@ -81,7 +81,7 @@ class Lake:
         app_id: the pipeline's id; Delta txn app ids derive from it.
         storage_options: delta-rs storage options (endpoint, credentials, ...).
         maintenance: run background compaction/vacuum (see `sinks.maintenance`).
-        cache_rows: per-layer bound of the in-memory bucket cache.
+        cache_bytes: per-layer bound of the in-memory bucket cache, in bytes.
         range_size: keys per bucket for tables with one integer key (fixed at creation).
         parallelism: tables committed at once (and changelog beside live within a table).
     """
@@ -93,14 +93,14 @@ class Lake:
         app_id: str,
         storage_options: Mapping[str, str] | None = None,
         maintenance: bool = False,
-        cache_rows: int = DEFAULT_CACHE_ROWS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         range_size: int | None = None,
         parallelism: int = 2,
     ) -> None:
         self.root = root
         self.app_id = app_id
         self.storage_options = dict(storage_options or {})
-        self.cache_rows = cache_rows
+        self.cache_bytes = cache_bytes
         self.range_size = range_size
         self._sinks: dict[tuple[str, Layer], LayerSink] = {}
         self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="tm-table")
@@ -128,7 +128,7 @@ class Lake:
                     uri,
                     app_id=app,
                     storage_options=self.storage_options,
-                    cache_rows=self.cache_rows,
+                    cache_bytes=self.cache_bytes,
                     range_size=self.range_size,
                 )
             sink.open()

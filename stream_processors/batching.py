@@ -172,11 +172,13 @@ class Batcher:
         if tables:
             self._chunks.append(_Chunk(source, self._clock(), tables))
 
-    def poll(self, *, force: bool = False) -> PipelineBatch | None:
+    def poll(self, *, force: bool = False, latency: bool = True) -> PipelineBatch | None:
         """The next batch if one is due (or `force`), else None.
 
         Only complete transactions go out; the rest stays for a later poll. A transaction
-        larger than the effective size goes out whole in a batch of its own.
+        larger than the effective size goes out whole in a batch of its own. `latency=False`
+        closes on size only: the runtime passes it while the source already holds more
+        events, since a batch closed early then only adds commits to a backlog.
         """
         held = self.pending_events
         if held == 0:
@@ -186,7 +188,7 @@ class Batcher:
             closed_by: ClosedBy = "force"
         elif held >= self.effective_max:
             closed_by = "size"
-        elif age >= self.max_latency:
+        elif latency and age >= self.max_latency:
             closed_by = "latency"
         else:
             return None
@@ -194,7 +196,7 @@ class Batcher:
         if count == 0:
             return None
         if closed_by == "size" and ready < self.effective_max:
-            if age < self.max_latency:
+            if not latency or age < self.max_latency:
                 return None  # what is full is mostly an open transaction: wait for its END
             closed_by = "latency"
         batch = self._take(cuts, closed_by)

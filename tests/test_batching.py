@@ -30,6 +30,22 @@ def test_closes_on_size_at_a_transaction_boundary():
     assert batch.positions == {"s": p(5)}
 
 
+def test_in_a_backlog_only_size_closes_a_batch():
+    clock = Clock()
+    b = Batcher(max_events=4, max_latency_ms=1000, clock=clock)
+    b.add(chunk(*tx("t1", 1, 2), markers=[Marker("BEGIN", "t1"), Marker("END", "t1")]), source="s")
+    clock.now += 5.0
+    assert b.poll(latency=False) is None  # late, but the source holds more: keep taking
+    b.add(chunk(*tx("t2", 3, 4), markers=[Marker("BEGIN", "t2"), Marker("END", "t2")]), source="s")
+    batch = b.poll(latency=False)
+    assert batch is not None and batch.closed_by == "size" and ids(batch) == [1, 2, 3, 4]
+    b.add(chunk(*tx("t3", 5), markers=[Marker("BEGIN", "t3"), Marker("END", "t3")]), source="s")
+    clock.now += 5.0
+    assert b.poll(latency=False) is None
+    batch = b.poll()  # caught up: latency closes it
+    assert batch.closed_by == "latency" and ids(batch) == [5]
+
+
 def test_never_splits_a_transaction_whose_end_has_not_arrived():
     clock = Clock()
     b = Batcher(max_events=2, max_latency_ms=500, clock=clock)

@@ -110,7 +110,7 @@ def test_data_files_without_commit_are_ignored_and_replay_completes(lake_root):
 
 
 def test_current_versions_match_forensic_open_rows(lake_root):
-    lake = Lake(lake_root(), app_id="crash", cache_rows=10)  # force reads from storage
+    lake = Lake(lake_root(), app_id="crash", cache_bytes=1)  # force reads from storage
     cw.run(lake, cw.workload(3))
     open_rows = [r for r in snapshot(lake)["forensic"] if r["_tm_valid_to"] is None]
     keys = pa.table({"id": pa.array([r["id"] for r in open_rows] + [10**9], pa.int64())})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import re
 import threading
 import weakref
@@ -126,6 +127,13 @@ class EmbeddedEngine:
         )
         self._hidden = frozenset(hidden)
         self._bridge: Any = None
+        # Batches already taken across from the JVM by the prefetch thread (or its error).
+        self._ready: queue.Queue[list[RawRecord] | BaseException] = queue.Queue(
+            max(2, queue_chunks)
+        )
+        self._prefetch: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
         # destination -> (key schema, value schema), as the bridge last announced them
         self._schemas: dict[str, tuple[str | None, str | None]] = {}
         self._lock = threading.Lock()
@@ -157,6 +165,10 @@ class EmbeddedEngine:
                 hint=f"see {self.jvm.log_file}",
             ) from exc
         self._bridge.start()
+        self._prefetch = threading.Thread(
+            target=self._prefetch_loop, name=f"tidemark-prefetch-{self.name}", daemon=True
+        )
+        self._prefetch.start()
         _live.add(self)
         log.info("engine %s started; offsets in %s", self.name, self.offsets_file)
         return self
@@ -168,7 +180,10 @@ class EmbeddedEngine:
                 self._closed = True
                 return
             self._closed = True
+        self._stopping.set()
         stopped = bool(self._bridge.close(int(timeout_s * 1000)))
+        if self._prefetch is not None:
+            self._prefetch.join(timeout=5)
         _live.discard(self)
         if not stopped:
             log.warning("engine %s did not stop within %.0fs", self.name, timeout_s)
@@ -196,10 +211,54 @@ class EmbeddedEngine:
         """
         if self._bridge is None:
             raise SourceError(f"engine `{self.name}` is not started", hint="call start() first")
-        chunk = self._bridge.poll(int(timeout * 1000))
-        if chunk is None:
-            self._raise_if_failed()
+        if self._error is not None:
+            raise self._error
+        try:
+            item = self._ready.get(timeout=timeout)
+        except queue.Empty:
             return []
+        if isinstance(item, BaseException):
+            self._error = item
+            raise item
+        return item
+
+    def _prefetch_loop(self) -> None:
+        """Takes batches across from the JVM as soon as Debezium hands them over.
+
+        Why a thread: while the caller commits a batch, the next ones cross over and are split
+        here instead of piling up in Debezium's queues, where they would keep the JVM's
+        garbage collector busy copying them; the crossing then overlaps the caller's commit.
+        """
+        import jpype
+
+        try:
+            while not self._stopping.is_set():
+                chunk = self._bridge.poll(200)
+                if chunk is not None:
+                    records = self._records(chunk)
+                    if records:
+                        self._put(records)
+                elif self.finished:
+                    try:
+                        self._raise_if_failed()
+                    except SourceError as exc:
+                        self._put(exc)
+                        return
+        except BaseException as exc:  # handed to poll(): never lost on this thread
+            self._put(exc)
+        finally:
+            if jpype.isJVMStarted():
+                jpype.java.lang.Thread.detach()
+
+    def _put(self, item: list[RawRecord] | BaseException) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._ready.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue  # backpressure: the caller is behind, Debezium waits
+
+    def _records(self, chunk: Any) -> list[RawRecord]:
         seq = int(chunk.seq)
         parts = str(chunk.payload).split(_RECORD)
         parts.pop()
@@ -248,6 +307,13 @@ class EmbeddedEngine:
                 hint="acknowledge records returned by this engine's poll()",
             )
         return int(self._bridge.acknowledge(int(match.group(1)), int(match.group(2)) + 1))
+
+    @property
+    def backlogged(self) -> bool:
+        """True when more engine batches are already waiting to be polled."""
+        if self._bridge is None:
+            return False
+        return not self._ready.empty() or int(self._bridge.backlog()) > 0
 
     @property
     def finished(self) -> bool:

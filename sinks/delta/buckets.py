@@ -2,7 +2,7 @@
 
 Live and forensic rewrite whole buckets, so each commit knows the exact new content of the
 buckets it touched; keeping it means the next batch (and `current_versions`) reads nothing
-from storage for hot buckets. The cache is an LRU bounded by rows, so memory stays flat
+from storage for hot buckets. The cache is an LRU bounded by bytes, so memory stays flat
 however big the table grows.
 """
 
@@ -17,7 +17,9 @@ import pyarrow.compute as pc
 from sinks.delta.table import DeltaHandle
 from stream_processors.milestoning.columns import BUCKET
 
-DEFAULT_CACHE_ROWS = 500_000
+# Per layer and table: 1M rows of a narrow table fit, so a table of that size with keys
+# spread evenly (every batch touches every bucket) is rewritten without reading it back.
+DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
 def split_by_bucket(table: pa.Table) -> dict[int, pa.Table]:
@@ -55,7 +57,7 @@ class BucketRows:
     Args:
         handle: the layer's Delta table.
         scope: extra partition filters for what is cached (forensic: `_tm_current = true`).
-        max_rows: cache bound in rows.
+        max_bytes: cache bound in bytes (Arrow buffer sizes).
     """
 
     def __init__(
@@ -63,13 +65,13 @@ class BucketRows:
         handle: DeltaHandle,
         *,
         scope: Sequence[tuple[str, str, str]] = (),
-        max_rows: int = DEFAULT_CACHE_ROWS,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.handle = handle
         self.scope = list(scope)
-        self.max_rows = max_rows
+        self.max_bytes = max_bytes
         self._cache: OrderedDict[int, pa.Table] = OrderedDict()
-        self._rows = 0
+        self._bytes = 0
 
     def get(self, buckets: Iterable[int]) -> dict[int, pa.Table]:
         """The rows of each bucket (empty table for an empty bucket); misses read together."""
@@ -95,17 +97,17 @@ class BucketRows:
         """Remember the committed content of `bucket`, evicting the least recently used."""
         self.drop([bucket])
         self._cache[bucket] = rows
-        self._rows += rows.num_rows
-        while self._rows > self.max_rows and len(self._cache) > 1:
+        self._bytes += rows.nbytes
+        while self._bytes > self.max_bytes and len(self._cache) > 1:
             _, evicted = self._cache.popitem(last=False)
-            self._rows -= evicted.num_rows
+            self._bytes -= evicted.nbytes
 
     def drop(self, buckets: Iterable[int]) -> None:
         for bucket in buckets:
             evicted = self._cache.pop(bucket, None)
             if evicted is not None:
-                self._rows -= evicted.num_rows
+                self._bytes -= evicted.nbytes
 
     def clear(self) -> None:
         self._cache.clear()
-        self._rows = 0
+        self._bytes = 0

@@ -13,12 +13,11 @@ queues make Debezium wait rather than memory grow.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,11 +26,18 @@ import pyarrow.compute as pc
 
 from connectors.debezium.records import RawRecord
 from stream_processors.batching import Batcher, PipelineBatch
-from stream_processors.milestoning.columns import OP, POSITION, SOURCE_TS, TX_ID, Layer, Op
+from stream_processors.embedded.shaping import (
+    all_nullable,
+    drop_redelivered,
+    refused_table,
+    rows_as_dead_letters,
+    snapshot_rows_without_tx,
+)
+from stream_processors.milestoning.columns import SOURCE_TS, Layer
 from stream_processors.milestoning.core import milestone
 from stream_processors.milestoning.dead_letter import DeadLetter
 from stream_processors.milestoning.errors import TerminalError, TransientError
-from stream_processors.milestoning.model import MilestonedTable, TableChanges
+from stream_processors.milestoning.model import MilestonedTable
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ class Engine(Protocol):
 
     def poll(self, timeout: float = 1.0) -> list[RawRecord]: ...
     def acknowledge(self, upto: RawRecord) -> int: ...
+    @property
+    def backlogged(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -222,8 +230,12 @@ class EmbeddedRunner:
                 self._feed(source, records)
             elif self.idle_since is None:
                 self.idle_since = time.monotonic()
-            self._commit_due(stop)
-        self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending)
+            # In a backlog (the engine holds more already) batches close on size only:
+            # each commit has a fixed cost, and the events are late anyway.
+            backlog = source.engine is not None and source.engine.backlogged
+            self._commit_due(stop, latency=not backlog)
+        self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending,
+                         latency=not any(s.engine and s.engine.backlogged for s in self._sources))
 
     def _poll(self, source: _Open, stop: threading.Event) -> list[RawRecord]:
         backoff = self.settings.backoff_initial_s
@@ -271,7 +283,7 @@ class EmbeddedRunner:
     def _feed(self, source: _Open, records: list[RawRecord]) -> None:
         raw = source.spec.decoder.decode(records)
         self.heartbeats += int(getattr(raw, "heartbeats", 0) or 0)
-        decoded = _snapshot_rows_without_tx(raw)
+        decoded = snapshot_rows_without_tx(raw)
         if decoded.last_position is not None:
             source.last_position = decoded.last_position
         source.chunks.append(_Chunk(records[-1], source.last_position))
@@ -281,8 +293,10 @@ class EmbeddedRunner:
         if self._batcher.pending_events == 0 and not decoded.dead_letters:
             self._acknowledge_idle(source)
 
-    def _commit_due(self, stop: threading.Event, *, force: bool = False) -> None:
-        while (batch := self._batcher.poll(force=force)) is not None:
+    def _commit_due(
+        self, stop: threading.Event, *, force: bool = False, latency: bool = True
+    ) -> None:
+        while (batch := self._batcher.poll(force=force, latency=latency)) is not None:
             self._commit(batch, stop)
             force = force and self._batcher.pending_events >= self.max_pending
 
@@ -327,7 +341,7 @@ class EmbeddedRunner:
         tables = []
         letters: list[DeadLetter] = []
         for name, changes in batch.changes.items():
-            changes = _drop_redelivered(changes, batch.batch_id)
+            changes = drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
             current = self.lake.current_versions(name, keys)
             try:
@@ -341,11 +355,11 @@ class EmbeddedRunner:
             except TerminalError as exc:  # e.g. a column type the lake's cannot take
                 logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
                              batch.batch_id, name, exc.message, changes.events.num_rows)
-                letters += _rows_as_dead_letters(
+                letters += rows_as_dead_letters(
                     name, changes.key_columns, changes.events, exc.message
                 )
                 continue
-            tables.append(_nullable(result))
+            tables.append(all_nullable(result))
         return self._commit_isolating(batch, tables, started, letters)
 
     def _commit_isolating(
@@ -372,14 +386,14 @@ class EmbeddedRunner:
                     self._dead_letters(letters, batch.batch_id)
                 return result
             except TerminalError as exc:
-                table = _refused_table(exc, tables)
+                table = refused_table(exc, tables)
                 if table is None or table in refused:
                     raise
                 refused.add(table)
                 failed = next(t for t in tables if t.table == table)
                 logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
                              batch.batch_id, table, exc.message, failed.changelog.num_rows)
-                letters += _rows_as_dead_letters(
+                letters += rows_as_dead_letters(
                     table, failed.key_columns, failed.changelog, exc.message
                 )
 
@@ -434,113 +448,3 @@ class EmbeddedRunner:
             max_source_ts=highest,
             source_ts=every.combine_chunks() if self.keep_source_ts and every is not None else None,
         )
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    """A decoded chunk with its changes replaced (same fields the batcher reads)."""
-
-    changes: dict[str, TableChanges]
-    transactions: Sequence[Any]
-    dead_letters: Sequence[Any]
-    last_position: str | None
-
-
-def _snapshot_rows_without_tx(decoded: Any) -> Any:
-    """Snapshot rows (op r) get a NULL `_tm_tx_id`.
-
-    Debezium stamps them with the snapshot transaction's id but sends no END marker for it,
-    while the batcher completes a transaction only on its END (or, for rows without an id,
-    at once). Without this the snapshot would be held forever.
-    """
-    changes: dict[str, TableChanges] = {}
-    touched = False
-    for name, table in decoded.changes.items():
-        events = table.events
-        if TX_ID in events.column_names and OP in events.column_names:
-            is_read = pc.fill_null(pc.equal(events.column(OP), Op.READ.value), False)
-            if pc.any(is_read).as_py():
-                tx = pc.if_else(is_read, pa.scalar(None, events.schema.field(TX_ID).type),
-                                events.column(TX_ID))
-                events = events.set_column(events.schema.get_field_index(TX_ID), TX_ID, tx)
-                touched = True
-        changes[name] = TableChanges(table.table, table.key_columns, events)
-    if not touched:
-        return decoded
-    return _Decoded(changes, decoded.transactions, decoded.dead_letters, decoded.last_position)
-
-
-def _relax(table: pa.Table) -> pa.Table:
-    fields = [f.with_nullable(True) for f in table.schema]
-    if all(a.nullable for a in table.schema):
-        return table
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
-
-
-def _nullable(result: MilestonedTable) -> MilestonedTable:
-    """Every output column nullable, as the lake's tables are.
-
-    The core marks some `_tm_` columns NOT NULL; the sinks concatenate new rows with rows
-    read back from Delta (all nullable) and pyarrow refuses to mix the two.
-    """
-    return replace(
-        result,
-        changelog=_relax(result.changelog),
-        live_upserts=_relax(result.live_upserts),
-        live_deletes=_relax(result.live_deletes),
-        forensic_inserts=_relax(result.forensic_inserts),
-        forensic_closes=_relax(result.forensic_closes),
-    )
-
-
-def _refused_table(exc: TerminalError, tables: Sequence[MilestonedTable]) -> str | None:
-    """The batch table a terminal lake error is about, if it names one."""
-    named = str(getattr(exc, "table", None) or "")
-    for t in tables:
-        if named and (named == t.table or named.rstrip("/").endswith("/" + t.table)):
-            return t.table
-        if f"`{t.table}`" in exc.message:
-            return t.table
-    return None
-
-
-def _rows_as_dead_letters(
-    table: str, key_columns: Sequence[str], events: pa.Table, reason: str
-) -> list[DeadLetter]:
-    """One dead letter per event of a table that cannot be applied."""
-    return [
-        DeadLetter(
-            table=table,
-            raw_key=json.dumps({k: row.get(k) for k in key_columns}, default=str),
-            raw_value=json.dumps(row, default=str, ensure_ascii=False),
-            reason=reason,
-            origin="runner.apply",
-            position=row.get(POSITION),
-        )
-        for row in events.to_pylist()
-    ]
-
-
-def _drop_redelivered(changes: TableChanges, batch_id: int) -> TableChanges:
-    """Keep one event per `_tm_position`.
-
-    When Debezium reconnects by itself (the source restarted) it re-delivers from the last
-    flushed offset; events not yet committed can then reach the batcher twice and land in one
-    batch. A position names one event, so the copies are dropped here (across batches the
-    core drops them as replays).
-    """
-    events = changes.events
-    if POSITION not in events.column_names:
-        return changes
-    positions = events.column(POSITION)
-    if len(pc.unique(positions)) == events.num_rows:
-        return changes
-    seen: set[str] = set()
-    keep = []
-    for index, position in enumerate(positions.to_pylist()):
-        if position not in seen:
-            seen.add(position)
-            keep.append(index)
-    logger.warning("batch %d, table %s: dropped %d re-delivered event(s)",
-                   batch_id, changes.table, events.num_rows - len(keep))
-    return TableChanges(changes.table, changes.key_columns, events.take(keep))

@@ -165,11 +165,11 @@ def test_redelivered_events_in_one_batch_are_dropped() -> None:
     """Debezium re-delivers after reconnecting by itself: one event per position survives."""
     import pyarrow as pa
 
-    from stream_processors.embedded.runner import _drop_redelivered
+    from stream_processors.embedded.shaping import drop_redelivered
     from stream_processors.milestoning.model import TableChanges
 
     events = pa.table({"id": [1, 1, 2, 2], "_tm_position": ["a", "a", "b", "c"]})
-    kept = _drop_redelivered(TableChanges("s.p.t", ("id",), events), batch_id=1)
+    kept = drop_redelivered(TableChanges("s.p.t", ("id",), events), batch_id=1)
     assert kept.events.to_pylist() == [
         {"id": 1, "_tm_position": "a"}, {"id": 2, "_tm_position": "b"},
         {"id": 2, "_tm_position": "c"},

@@ -235,6 +235,11 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
         return true;
     }
 
+    /** Chunks waiting to be polled. */
+    public int backlog() {
+        return ready.size();
+    }
+
     /** The next chunk, or null after timeoutMs. */
     public Chunk poll(long timeoutMs) throws InterruptedException {
         return ready.poll(timeoutMs, TimeUnit.MILLISECONDS);
