@@ -113,6 +113,11 @@ class ReplayEngine:
             time.sleep(min(timeout, 0.05))
         return out
 
+    @property
+    def backlogged(self) -> bool:
+        """More records are waiting (the runner batches on while this is true)."""
+        return self.at < len(self.records)
+
     def acknowledge(self, upto) -> int:
         return 0
 
