@@ -92,7 +92,10 @@ class Decoder:
 
     def state(self, source: str) -> PositionState:
         """The position state of one source (Debezium `topic.prefix`)."""
-        return self._states.setdefault(source, PositionState())
+        state = self._states.get(source)
+        if state is None:
+            state = self._states[source] = PositionState()
+        return state
 
     def resume_from(self, source: str, position: str | None) -> None:
         """Seed positions after a restart with the highest position already applied."""
