@@ -27,7 +27,14 @@ def _cli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Complet
     )
 
 
-def test_up_then_verify_status_query_and_resume(tmp_path: Path) -> None:
+@pytest.fixture
+def stops_its_database(tmp_path: Path):
+    """`up` leaves its local Postgres running (verify and status need it): stop it after."""
+    yield
+    _cli(tmp_path, "db", "stop")
+
+
+def test_up_then_verify_status_query_and_resume(tmp_path: Path, stops_its_database) -> None:
     tmp_path.chmod(0o755)
     lake = str(tmp_path / "lake")
     first = _cli(tmp_path, "up", "--duration", "15", "--rate", "300", "--lake", lake)
