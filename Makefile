@@ -24,4 +24,4 @@ lint: bootstrap ## ruff
 
 bench: bootstrap ## every benchmark; JSON reports land in bench/results/
 	@$(PY) -m pip install -q -e ".[dev,bench]"
-	@for b in simulator decode core capture sinks distributed e2e; do $(PY) bench/$$b.py || exit 1; done
+	@for b in simulator decode core capture sinks faust_ceiling distributed e2e; do $(PY) bench/$$b.py || exit 1; done
