@@ -292,6 +292,8 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
                 held[topic][partition] = []
         for topic, work in held.items():
             await run_group(topic, work)
+        if held:
+            write_stats()  # a batch committed here counts like one from the agent
 
     @app.on_after_configured.connect
     def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - logging only
