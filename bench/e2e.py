@@ -40,6 +40,8 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.capture import execute  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 CONSUMERS = ("capture", "tidemark", "dlt")
 TABLE = "public.items"
@@ -74,15 +76,6 @@ BEGIN
   COMMIT;
 END $$;
 """
-
-
-def execute(url: str, *statements: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.close()
 
 
 def peak_rss_mb() -> int:

@@ -30,6 +30,7 @@ from sinks.delta.live import LiveSink
 from sinks.delta.table import table_uri
 from sinks.errors import SinkSchemaMismatch
 from sinks.maintenance import Kind, Maintenance
+from sinks.schema import all_nullable
 from stream_processors.milestoning.columns import (
     BATCH,
     BATCH_IN,
@@ -228,7 +229,7 @@ class Lake:
         counts: list[TableCounts] = []
         letters: list[DeadLetter] = []
         jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
-        for batch in tables:
+        for batch in map(all_nullable, tables):
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
                 self._preflight(batch, wanted)

@@ -10,12 +10,14 @@ Rules (issue 4, part 4):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sinks.errors import SinkSchemaMismatch
+from stream_processors.milestoning.model import MilestonedTable
 
 _FAMILIES: tuple[Callable[[pa.DataType], bool], ...] = (
     pa.types.is_integer,
@@ -88,3 +90,26 @@ def align(data: pa.Table, schema: pa.Schema | None, *, uri: str) -> tuple[pa.Tab
         columns.append(data.column(field.name))
         fields.append(field.with_nullable(True))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields)), bool(added)
+
+
+def _relax(table: pa.Table) -> pa.Table:
+    fields = [f.with_nullable(True) for f in table.schema]
+    if all(a.nullable for a in table.schema):
+        return table
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def all_nullable(result: MilestonedTable) -> MilestonedTable:
+    """Every output column nullable, as the lake's tables are.
+
+    The core marks some `_tm_` columns NOT NULL; the sinks concatenate new rows with rows
+    read back from Delta (all nullable) and pyarrow refuses to mix the two.
+    """
+    return dataclasses.replace(
+        result,
+        changelog=_relax(result.changelog),
+        live_upserts=_relax(result.live_upserts),
+        live_deletes=_relax(result.live_deletes),
+        forensic_inserts=_relax(result.forensic_inserts),
+        forensic_closes=_relax(result.forensic_closes),
+    )

@@ -27,26 +27,27 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from sinks.layout import Bucketing
-from stream_processors.distributed.lane import (
+from stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
+    batch_id_of,
+    is_conflict,
+    milestone_tables,
+    offset_of,
+    pin_bucketing,
+    refresh_logs,
+    write_batch,
+)
+from stream_processors.distributed.lane import (
     KafkaRecord,
     LaneOutcome,
     PartitionLane,
-    _is_conflict,
-    _nullable,
     _own_buckets,
     _table_lock,
-    batch_id_of,
-    offset_of,
     raw_records,
-    recording,
-    refresh_logs,
 )
 from stream_processors.distributed.topics import SourceTopic
 from stream_processors.milestoning.columns import POSITION, Layer
@@ -204,24 +205,16 @@ class TopicGroup:
         # change the versions it read (their keys are in other partitions).
         mark = time.perf_counter()
         self._pin_buckets(partitions, ())
-        tables = self._milestone(changes, batch_id)
+        tables = milestone_tables(self.lake, changes, batch_id)
         self._pin_buckets(partitions, tables)
         outcome.timed("milestone", time.perf_counter() - mark)
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             try:
-                with recording(self.lake, self.spec.table, self.layers,
-                               [(lane, end) for lane, _, end in lanes]):
-                    if letters:
-                        self.lake.write_dead_letters(letters, batch_id=batch_id)
-                    if tables:
-                        self.lake.commit_batch(
-                            batch_id, tables,
-                            source_positions={t.table: t.last_position for t in tables},
-                            started_at=datetime.now(UTC),
-                            layers={t.table: self.layers for t in tables})
+                write_batch(self.lake, self.spec.table, self.layers,
+                            [(lane, end) for lane, _, end in lanes], batch_id, tables, letters)
             except Exception as exc:
-                if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
+                if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
                     raise
                 log.warning("topic %s: batch %s conflicted (attempt %s); retrying",
                             self.spec.topic, batch_id, attempt)
@@ -269,39 +262,11 @@ class TopicGroup:
         return changes, letters, partitions
 
     def _pin_buckets(self, partitions: pa.Table, tables: Sequence[MilestonedTable]) -> None:
-        """Give the live/forensic writers the table's bucketing, each row in the buckets
-        of its own partition; a new table gets buckets that follow the partition."""
+        """Each row in the buckets of its own partition (a new table's buckets follow them)."""
         lookup = _partition_lookup(partitions)
-        for layer in (Layer.LIVE, Layer.FORENSIC):  # both: lookups read either
-            sink = self.lake.sink(self.spec.table, layer)
-            bucketing = sink.bucketing or Bucketing.from_json(sink.handle.description)
-            if (bucketing is None and tables and self.partition_buckets
-                    and layer in self.layers):
-                sample = tables[0].live_upserts if layer is Layer.LIVE else \
-                    tables[0].forensic_inserts
-                extra = {"range_size": self.lake.range_size} if self.lake.range_size else {}
-                bucketing = Bucketing.for_keys(sample.schema, tables[0].key_columns, **extra)
-                bucketing = bucketing.by_partitions(lookup)
-            if bucketing is not None and bucketing.kind == "partition":
-                bucketing = bucketing.by_partitions(lookup)
-            sink.bucketing = bucketing
-
-    def _milestone(self, changes: Mapping[str, TableChanges], batch_id: int
-                   ) -> list[MilestonedTable]:
-        from stream_processors.milestoning.core import milestone
-
-        out = []
-        now = datetime.now(UTC)
-        for table, change in changes.items():
-            events = change.events
-            if events.num_rows == 0:
-                continue
-            keys = events.select(list(change.key_columns)).group_by(
-                list(change.key_columns)).aggregate([])
-            current = self.lake.current_versions(table, keys)
-            out.append(_nullable(milestone(change, current, batch_id=batch_id,
-                                           ingested_at=now)))
-        return out
+        pin_bucketing(self.lake, lambda layer: self.lake.sink(self.spec.table, layer),
+                      self.layers, tables, partition_buckets=self.partition_buckets,
+                      pin=lambda b: b.by_partitions(lookup))
 
 
 def _partition_lookup(partitions: pa.Table) -> Callable[[pa.Table, Sequence[str]], pa.Array]:

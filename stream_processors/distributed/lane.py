@@ -23,44 +23,29 @@ primary key, so a key lives in one partition). Conflicts on shared files are ret
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import pyarrow as pa
-
 from connectors.debezium.records import RawRecord
-from sinks.layout import Bucketing
+from stream_processors.distributed.commits import (
+    MAX_CONFLICT_RETRIES,
+    batch_id_of,
+    is_conflict,
+    milestone_tables,
+    offset_of,
+    pin_bucketing,
+    refresh_logs,
+    write_batch,
+)
 from stream_processors.distributed.topics import SourceTopic
 from stream_processors.milestoning.columns import Layer
 from stream_processors.milestoning.model import MilestonedTable
 
 log = logging.getLogger(__name__)
-
-MAX_CONFLICT_RETRIES = 5
-PARTITION_BITS = 12
-"""Batch ids are `next_offset << 12 | partition`: ordered like the offsets within a lane and
-unique across the partitions of a table (the forensic layer's replay cleanup matches rows by
-batch id, and lanes sharing buckets must never match each other's)."""
-
-
-def batch_id_of(next_offset: int, partition: int) -> int:
-    """The Delta txn version / `_tm_batch` of the batch that ends before `next_offset`."""
-    if not 0 <= partition < 1 << PARTITION_BITS:
-        raise ValueError(f"partition {partition} exceeds {1 << PARTITION_BITS} partitions")
-    return next_offset << PARTITION_BITS | partition
-
-
-def offset_of(batch_id: int) -> int:
-    """The next offset to read, from a lane's txn version (0 when nothing is applied)."""
-    return batch_id >> PARTITION_BITS
-
 
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
@@ -334,23 +319,16 @@ class PartitionLane:
                 # the batch's own events look like replays
                 mark = time.perf_counter()
                 self._pin_buckets(())  # existing tables: current_versions needs the partition
-                milestoned = self._milestone(decoded.changes, batch_id)
+                milestoned = milestone_tables(self.lake, decoded.changes, batch_id)
                 outcome.timed("milestone", time.perf_counter() - mark)
                 self._pin_buckets(milestoned)  # a new table: its layout is chosen here
             tables = milestoned
             mark = time.perf_counter()
             try:
-                with recording(self.lake, self.spec.table, self.layers, [(self, end)]):
-                    if letters:
-                        self.lake.write_dead_letters(letters, batch_id=batch_id)
-                    if tables:
-                        self.lake.commit_batch(
-                            batch_id, tables,
-                            source_positions={t.table: t.last_position for t in tables},
-                            started_at=datetime.now(UTC),
-                            layers={t.table: self.layers for t in tables})
+                write_batch(self.lake, self.spec.table, self.layers, [(self, end)], batch_id,
+                            tables, letters)
             except Exception as exc:
-                if not _is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
+                if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
                     raise
                 log.warning("lane %s: batch %s conflicted (attempt %s); retrying",
                             self.name, batch_id, attempt)
@@ -377,49 +355,14 @@ class PartitionLane:
         return True
 
     def _pin_buckets(self, tables: Sequence[MilestonedTable]) -> None:
-        """Give this lane's live/forensic writers the table's bucketing with this partition
-        pinned; a new table gets buckets that follow the partition (if enabled)."""
-        for layer in (Layer.LIVE, Layer.FORENSIC):  # both: lookups read either
-            sink = self._sink(layer)
-            bucketing = sink.bucketing or Bucketing.from_json(sink.handle.description)
-            if (bucketing is None and tables and self.partition_buckets
-                    and layer in self.layers):
-                sample = tables[0].live_upserts if layer is Layer.LIVE else \
-                    tables[0].forensic_inserts
-                extra = {"range_size": self.lake.range_size} if self.lake.range_size else {}
-                bucketing = Bucketing.for_keys(sample.schema, tables[0].key_columns, **extra)
-                bucketing = bucketing.by_partition(self.partition)
-            if bucketing is not None and bucketing.kind == "partition":
-                bucketing = bucketing.by_partition(self.partition)
-            sink.bucketing = bucketing
-
-    def _milestone(self, changes: Mapping[str, Any], batch_id: int) -> list[MilestonedTable]:
-        from stream_processors.milestoning.core import milestone
-
-        out = []
-        now = datetime.now(UTC)
-        for table, change in changes.items():
-            events: pa.Table = change.events
-            if events.num_rows == 0:
-                continue
-            keys = events.select(list(change.key_columns)).group_by(
-                list(change.key_columns)).aggregate([])
-            current = self.lake.current_versions(table, keys)
-            out.append(_nullable(milestone(change, current, batch_id=batch_id,
-                                           ingested_at=now)))
-        return out
+        """This partition pinned in the table's bucketing (a new table's buckets follow it)."""
+        pin_bucketing(self.lake, self._sink, self.layers, tables,
+                      partition_buckets=self.partition_buckets,
+                      pin=lambda b: b.by_partition(self.partition))
 
     def close(self) -> None:
         if self._owns_lake:
             self.lake.close()
-
-
-def refresh_logs(lake: Any) -> None:
-    """Catch the batch log and dead letters up with other writers before a retry: the
-    layers' commit loop refreshes their handles, nothing refreshes these (two workers that
-    both create `_tidemark/batches` kept losing with "Metadata changed since last commit")."""
-    for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
-        handle.refresh()
 
 
 def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> list[RawRecord]:
@@ -429,66 +372,6 @@ def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> lis
                       None if r.key is None else r.key.decode("utf-8", "replace"),
                       None if r.value is None else r.value.decode("utf-8", "replace"),
                       f"{origin}{r.offset}") for r in chunk]
-
-
-@contextmanager
-def recording(lake: Any, table: str, layers: frozenset[Layer],
-              lanes: Sequence[tuple[PartitionLane, int]]) -> Iterator[None]:
-    """Commits of `table` in this block record each lane's offset in every layer.
-
-    The first lane's app id is the commit's own (the sinks skip a batch that it already
-    holds; the batch log and dead letters use it too); the others ride along as extra txn
-    actions of the same Delta commit, so one commit per layer carries the next offset of
-    every partition it contains.
-    """
-    first = lanes[0][0]
-    saved: list[tuple[Any, str, Any]] = []
-
-    def swap(obj: Any, attr: str, value: Any) -> None:
-        saved.append((obj, attr, getattr(obj, attr)))
-        setattr(obj, attr, value)
-
-    for layer in layers:
-        handle = lake.sink(table, layer).handle
-        swap(handle, "app_id", first.app_for(layer))
-        # Positions of several partitions interleave: the changelog's table-wide "drop at or
-        # below the last position" must not apply (the lanes' offsets drop replays).
-        swap(handle, "_position", None)
-        swap(handle, "extra_transactions", {
-            lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]})
-    letters = dict(lake.dead_letters._handles)
-    if first.lane_app != lake.app_id:  # a shared lake: its batch log and dead letters too
-        for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
-            swap(handle, "app_id", handle.app_id.replace(lake.app_id, first.lane_app, 1))
-        swap(lake.dead_letters, "app_id", first.lane_app)
-    try:
-        yield
-    finally:
-        for obj, attr, value in reversed(saved):
-            setattr(obj, attr, value)
-        if first.lane_app != lake.app_id:
-            lake.dead_letters._handles = letters  # drop handles opened under the lane's id
-
-
-def _nullable(table: MilestonedTable) -> MilestonedTable:
-    """The same tables with every top-level field nullable.
-
-    The core marks some `_tm_` fields non-null while Delta reads them back as nullable; the
-    sinks' bucket rewrite concatenates both and pyarrow refuses differing nullability.
-    (Workaround here; the fix belongs in sinks/delta: concat with promote_options.)
-    """
-
-    def relax(t: pa.Table) -> pa.Table:
-        if all(f.nullable for f in t.schema):
-            return t
-        return t.cast(pa.schema([f.with_nullable(True) for f in t.schema],
-                                metadata=t.schema.metadata))
-
-    return dataclasses.replace(
-        table, changelog=relax(table.changelog), live_upserts=relax(table.live_upserts),
-        live_deletes=relax(table.live_deletes),
-        forensic_inserts=relax(table.forensic_inserts),
-        forensic_closes=relax(table.forensic_closes))
 
 
 def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
@@ -526,8 +409,3 @@ def _table_lock(table: str) -> threading.Lock:
     on the table's shared files (and retry); decoding still runs in parallel."""
     with _TABLE_LOCKS_GUARD:
         return _TABLE_LOCKS.setdefault(table, threading.Lock())
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    """A concurrent-writer conflict (retry the batch), told apart without importing sinks."""
-    return type(exc).__name__ in {"SinkCommitConflict", "CommitFailedError"}

@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 from connectors.debezium.records import RawRecord
 from stream_processors.batching import Batcher, PipelineBatch
 from stream_processors.embedded.shaping import (
-    all_nullable,
     drop_redelivered,
     refused_table,
     rows_as_dead_letters,
@@ -359,7 +358,7 @@ class EmbeddedRunner:
                     name, changes.key_columns, changes.events, exc.message
                 )
                 continue
-            tables.append(all_nullable(result))
+            tables.append(result)
         return self._commit_isolating(batch, tables, started, letters)
 
     def _commit_isolating(

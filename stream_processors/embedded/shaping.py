@@ -2,8 +2,7 @@
 
 Pure functions over Arrow tables, kept apart from the loop (`runner.py`) so each can be read
 and tested on its own: snapshot rows leave no transaction open, re-delivered events are
-dropped, the core's output is made nullable like the lake's tables, and the events of a
-table the lake refuses become dead letters.
+dropped, and the events of a table the lake refuses become dead letters.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -57,29 +56,6 @@ def snapshot_rows_without_tx(decoded: Any) -> Any:
     if not touched:
         return decoded
     return _Decoded(changes, decoded.transactions, decoded.dead_letters, decoded.last_position)
-
-
-def _relax(table: pa.Table) -> pa.Table:
-    fields = [f.with_nullable(True) for f in table.schema]
-    if all(a.nullable for a in table.schema):
-        return table
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
-
-
-def all_nullable(result: MilestonedTable) -> MilestonedTable:
-    """Every output column nullable, as the lake's tables are.
-
-    The core marks some `_tm_` columns NOT NULL; the sinks concatenate new rows with rows
-    read back from Delta (all nullable) and pyarrow refuses to mix the two.
-    """
-    return replace(
-        result,
-        changelog=_relax(result.changelog),
-        live_upserts=_relax(result.live_upserts),
-        live_deletes=_relax(result.live_deletes),
-        forensic_inserts=_relax(result.forensic_inserts),
-        forensic_closes=_relax(result.forensic_closes),
-    )
 
 
 def refused_table(exc: TerminalError, tables: Sequence[MilestonedTable]) -> str | None:
