@@ -76,3 +76,29 @@ def test_restart_after_a_commit_keeps_the_transaction_in_flight_whole(
     in_flight.close()
     committed.close()
     setup.close()
+
+
+def test_a_torn_offsets_file_does_not_snapshot_again(fresh_database, capture_factory, tmp_path):
+    """Kafka's file offset store truncates `offsets.dat` before rewriting it: a kill -9 in
+    between leaves it empty. The engine restores the copy kept after each acknowledgement,
+    so it resumes streaming instead of snapshotting every table again."""
+    url = fresh_database()
+    setup = psycopg2.connect(url)
+    setup.autocommit = True
+    with setup.cursor() as cur:
+        cur.execute("CREATE TABLE public.t (id int PRIMARY KEY)")
+        cur.execute("INSERT INTO t SELECT g FROM generate_series(1, 20) g")
+    state = tmp_path / "state"
+    first = capture_factory(url, ["public.t"], pipeline="torn", state=state)
+    first.collect(lambda rs: len(changes(rs, "t")) == 20
+                  and any(r.destination.startswith("__debezium-heartbeat") for r in rs))
+    assert {c["op"] for c in changes(first.records, "t")} == {"r"}
+    first.engine.close()
+    first.engine.offsets_file.write_bytes(b"")  # what the kill left
+
+    second = capture_factory(url, ["public.t"], pipeline="torn", state=state)
+    second.collect(lambda rs: any(r.destination.startswith("__debezium-heartbeat") for r in rs))
+    with setup.cursor() as cur:
+        cur.execute("INSERT INTO t VALUES (21)")
+    second.collect(lambda rs: len(changes(rs, "t")) >= 1)
+    assert [(c["op"], c["after"]["id"]) for c in changes(second.records, "t")] == [("c", 21)]

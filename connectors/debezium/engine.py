@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import re
+import shutil
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -118,6 +120,7 @@ class EmbeddedEngine:
         self.name = properties.get("name", "tidemark")
         self.offsets_dir = Path(offsets_dir)
         self.offsets_file = self.offsets_dir / "offsets.dat"
+        self.offsets_kept = self.offsets_dir / "offsets.acknowledged"
         self._log_dir = Path(log_dir)
         self._heap = heap
         self._queue_chunks = queue_chunks
@@ -148,6 +151,11 @@ class EmbeddedEngine:
             SourceConfigError: no Java, or Debezium rejected the properties.
         """
         self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        if self.offsets_kept.exists():
+            # Kafka's FileOffsetBackingStore truncates offsets.dat before rewriting it: a kill
+            # -9 in between leaves it empty and Debezium would snapshot everything again.
+            # The copy kept after each acknowledgement is whole (replace() is atomic).
+            shutil.copyfile(self.offsets_kept, self.offsets_file)
         self.jvm = start_jvm(log_dir=self._log_dir, heap=self._heap)
         import jpype
 
@@ -306,7 +314,22 @@ class EmbeddedEngine:
                 f"cannot acknowledge a record from `{upto.origin}` on engine `{self.name}`",
                 hint="acknowledge records returned by this engine's poll()",
             )
-        return int(self._bridge.acknowledge(int(match.group(1)), int(match.group(2)) + 1))
+        acknowledged = int(self._bridge.acknowledge(int(match.group(1)), int(match.group(2)) + 1))
+        if acknowledged:
+            self._keep_offsets()
+        return acknowledged
+
+    def _keep_offsets(self) -> None:
+        """A whole copy of the offsets just flushed, replaced atomically (see `start`)."""
+        partial = self.offsets_kept.with_suffix(".partial")
+        data = self.offsets_file.read_bytes()
+        if not data:
+            return  # never replace a whole copy with an empty one
+        with open(partial, "wb") as copy:
+            copy.write(data)
+            copy.flush()
+            os.fsync(copy.fileno())
+        partial.replace(self.offsets_kept)
 
     @property
     def backlogged(self) -> bool:
