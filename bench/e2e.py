@@ -9,7 +9,8 @@ Per live-table size (`--sizes`, default 100k; 1M and 10M take long on 2 cores):
      simulator's default skew (real OLTP); `uniform`: keys spread over the whole table, the
      worst case for any copy-on-write lake (every batch touches every file);
   3. each consumer drains that backlog in its own process (so its peak RSS is its own):
-       capture   bench/capture.py's no-op consumer (poll + acknowledge): the ceiling
+       capture   bench/capture.py's no-op consumer of events decoded into Arrow: the capture
+                 issue's benchmark, "the ceiling the whole pipeline is measured against"
        tidemark  the embedded runner: decode, batch, milestone, commit 3 Delta layers
        dlt       the same embedded engine feeding dlt, Delta destination, merge disposition
      and reports sustained events/s from its first event to its last commit;
@@ -44,6 +45,8 @@ from bench.capture import execute  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CONSUMERS = ("capture", "tidemark", "dlt")
+# on request only: the capture consumer without decoding (how much of the ceiling is decode)
+REFERENCE = ("capture_raw",)
 TABLE = "public.items"
 
 PROCEDURE = """
@@ -84,7 +87,7 @@ def peak_rss_mb() -> int:
 
 # -- children: one consumer per process ---------------------------------------------------------
 def child(args: argparse.Namespace) -> dict:
-    if args.consumer == "capture":
+    if args.consumer.startswith("capture"):
         return capture_child(args)
     if args.consumer == "tidemark":
         return tidemark_child(args)
@@ -109,7 +112,8 @@ def capture_child(args: argparse.Namespace) -> dict:
         if args.phase == "arm":
             wait_streaming(engine)
             return {}
-        result = drain(engine, args.events, "raw", {f"b.{TABLE}"}, args.timeout)
+        decoded = "raw" if args.consumer == "capture_raw" else "arrow"
+        result = drain(engine, args.events, decoded, {f"b.{TABLE}"}, args.timeout)
     finally:
         engine.close()
     return {**result, "peak_rss_mb": peak_rss_mb()}
@@ -298,7 +302,7 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
     transactions = args.events // 10
     distributions = args.keys.split(",")
     out: dict = {"size": size, "load_table_seconds": round(time.monotonic() - began, 1)}
-    consumers = [c for c in args.consumers.split(",") if c in CONSUMERS]
+    consumers = [c for c in args.consumers.split(",") if c in CONSUMERS + REFERENCE]
 
     def common(consumer: str, *, events: int = 0, first_new: int = 0) -> list[str]:
         return ["--url", url, "--state", str(root / f"state-{size}"),
@@ -329,6 +333,9 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
             "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
             "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
         }
+        raw = run.get("capture_raw", {}).get("events_per_s")
+        if raw and tm:
+            run["ratios"]["tidemark_vs_capture_raw"] = round(tm / raw, 3)
     if "tidemark" in consumers and args.latency_seconds > 0:
         print(f"[{size}] latency at {args.rate:.0f} events/s", flush=True)
         first_new = size + len(distributions) * (transactions + 1)
@@ -382,7 +389,8 @@ def main() -> None:
     parser.add_argument("--keys", default="recent,uniform",
                         help="update key distributions, one backlog each: recent (the"
                              " simulator's default skew), uniform (worst case)")
-    parser.add_argument("--consumers", default=",".join(CONSUMERS))
+    parser.add_argument("--consumers", default=",".join(CONSUMERS),
+                        help=f"any of {', '.join(CONSUMERS + REFERENCE)}")
     parser.add_argument("--max-events", type=int, default=50_000)
     parser.add_argument("--max-latency-ms", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run events/s")
