@@ -129,6 +129,9 @@ class EmbeddedEngine:
             properties, offsets_file=self.offsets_file, max_batch=max_batch, extra=extra
         )
         self._hidden = frozenset(hidden)
+        # chunk seq -> (index of its last record poll() returned, records in the chunk), for
+        # chunks that end in hidden records: acknowledging that record covers them too.
+        self._hidden_tails: dict[int, tuple[int, int]] = {}
         self._bridge: Any = None
         # Batches already taken across from the JVM by the prefetch thread (or its error).
         self._ready: queue.Queue[list[RawRecord] | BaseException] = queue.Queue(
@@ -292,6 +295,8 @@ class EmbeddedEngine:
                     value_schema,
                 )
             )
+        if records and len(parts) > int(records[-1].origin.rsplit(":", 1)[1]) + 1:
+            self._hidden_tails[seq] = (int(records[-1].origin.rsplit(":", 1)[1]), len(parts))
         return records
 
     def acknowledge(self, upto: RawRecord) -> int:
@@ -314,7 +319,12 @@ class EmbeddedEngine:
                 f"cannot acknowledge a record from `{upto.origin}` on engine `{self.name}`",
                 hint="acknowledge records returned by this engine's poll()",
             )
-        acknowledged = int(self._bridge.acknowledge(int(match.group(1)), int(match.group(2)) + 1))
+        seq, index = int(match.group(1)), int(match.group(2))
+        last, size = self._hidden_tails.get(seq, (index, index + 1))
+        count = size if index == last else index + 1
+        acknowledged = int(self._bridge.acknowledge(seq, count))
+        for done in [s for s in list(self._hidden_tails) if s <= seq]:
+            self._hidden_tails.pop(done, None)
         if acknowledged:
             self._keep_offsets()
         return acknowledged
@@ -322,6 +332,8 @@ class EmbeddedEngine:
     def _keep_offsets(self) -> None:
         """A whole copy of the offsets just flushed, replaced atomically (see `start`)."""
         partial = self.offsets_kept.with_suffix(".partial")
+        if not self.offsets_file.exists():
+            return  # nothing stored yet (the bridge keeps offsets at COMMITs and chunk ends)
         data = self.offsets_file.read_bytes()
         if not data:
             return  # never replace a whole copy with an empty one
