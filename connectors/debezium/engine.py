@@ -278,6 +278,7 @@ class EmbeddedEngine:
         records = []
         append = records.append
         hidden = self._hidden
+        shown = -1  # index of the last record returned
         for index, part in enumerate(parts):
             destination, key, value = part.split(_FIELD, 2)
             if index in announced:
@@ -285,6 +286,7 @@ class EmbeddedEngine:
             if destination in hidden:
                 continue
             key_schema, value_schema = schemas.get(destination, _NO_SCHEMAS)
+            shown = index
             append(
                 RawRecord(
                     destination,
@@ -295,8 +297,8 @@ class EmbeddedEngine:
                     value_schema,
                 )
             )
-        if records and len(parts) > int(records[-1].origin.rsplit(":", 1)[1]) + 1:
-            self._hidden_tails[seq] = (int(records[-1].origin.rsplit(":", 1)[1]), len(parts))
+        if 0 <= shown < len(parts) - 1:
+            self._hidden_tails[seq] = (shown, len(parts))
         return records
 
     def acknowledge(self, upto: RawRecord) -> int:
