@@ -190,6 +190,25 @@ def test_an_update_that_changes_nothing_makes_no_version_and_closes_nothing():
     ]
 
 
+def test_a_create_that_repeats_the_open_version_is_a_no_op():
+    """A create of a key that is open with the same values (a replay or a snapshot overlap;
+    the source cannot insert a key twice) makes no version; after a delete it re-opens."""
+    lake = MemoryLake()
+    run(lake, [{**ALICE, "op": "c"}], batch_id=1)
+    result = run(lake, [{**ALICE, "op": "c", "pos": 5, "ts": 5}], batch_id=2)
+    assert result.forensic_inserts.num_rows == 0
+    assert result.forensic_closes.num_rows == 0
+    run(
+        lake,
+        [{**ALICE, "op": "d", "pos": 6, "ts": 6}, {**ALICE, "op": "c", "pos": 7, "ts": 7}],
+        batch_id=3,
+    )
+    assert lake.history((1,), ("name",)) == [
+        ("Alice", ts(1), ts(6), 1, 3),
+        ("Alice", ts(7), None, 3, None),
+    ]
+
+
 def test_toast_placeholders_take_the_previous_versions_value():
     lake = MemoryLake()
     run(lake, [{**ALICE, "op": "c"}], batch_id=1)

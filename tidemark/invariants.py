@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from connectors.decode.position import PG_WIDTH
 from stream_processors.milestoning.columns import OP, POSITION, VALID_FROM, VALID_TO
 from tidemark.canonical import Column, decode_key, duckdb_rows, ident
 
@@ -116,6 +117,16 @@ def changelog_implies_versions(
     duplicates = scalar(con, f"SELECT count(*) - count(DISTINCT {POSITION}) FROM cl")
     if duplicates:
         return f"the changelog holds {duplicates} event(s) more than once"
+    # A streamed Postgres change is identified by its own LSN (and seq) alone; the commit
+    # part of its position comes from Debezium's `sequence`, so a source change stored twice
+    # under two positions would pass the check above.
+    respelled = scalar(
+        con,
+        f"""SELECT count(*) - count(DISTINCT substr({POSITION}, 17)) FROM cl
+            WHERE length({POSITION}) = {PG_WIDTH} AND substr({POSITION}, 17, 16) <> '{"0" * 16}'""",
+    )
+    if respelled:
+        return f"the changelog holds {respelled} source change(s) twice, under different positions"
     hashed = duckdb_rows("cl", columns, keys, lake_types).replace(
         " FROM cl", f", {OP} AS op, {POSITION} AS p FROM cl"
     )

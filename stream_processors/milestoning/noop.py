@@ -1,7 +1,7 @@
-"""Updates that change nothing: they make no forensic version and close nothing.
+"""Changes that change nothing: they make no forensic version and close nothing.
 
-An update (or a snapshot read) whose every source column equals the key's previous version
-is a no-op, whether that previous version came earlier in the batch or is the open version
+An update, snapshot read or create whose every source column equals the key's previous
+version is a no-op (a create can only repeat an open version when it is replayed), whether that previous version came earlier in the batch or is the open version
 in the lake. Compared after TOAST carry-forward, so a placeholder counts as "unchanged".
 """
 
@@ -14,14 +14,14 @@ from stream_processors.milestoning import arrays
 from stream_processors.milestoning.columns import OP, Op
 from stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
-_REPEATABLE = pa.array([Op.UPDATE.value, Op.READ.value])
+_REPEATABLE = pa.array([Op.UPDATE.value, Op.READ.value, Op.CREATE.value])
 
 
 def unchanged_rows(timeline: Timeline) -> pa.BooleanArray:
     """True for event rows that repeat the previous version of their key exactly.
 
-    Creates are never no-ops (a create after a delete re-opens the key even with the same
-    values), and neither is anything that follows a delete.
+    Nothing that follows a delete is a no-op: a create after a delete re-opens the key, even
+    with the same values.
     """
     op = timeline.column(OP)
     is_current = timeline.column(IS_CURRENT)

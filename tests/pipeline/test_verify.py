@@ -128,6 +128,22 @@ def test_invariants_catch_two_open_versions_and_duplicates(fresh_database, tmp_p
     assert not check.ok
 
 
+def test_a_source_change_stored_twice_under_two_positions_is_found(
+    fresh_database, tmp_path
+) -> None:
+    """A replayed create whose position came out higher (its commit part differs) is the same
+    source change: same LSN, new commit part. Live still matches; verify must not."""
+    url = fresh_database()
+    _source(url, story())
+    changes = story()
+    first = Change("c", changes[2].row, pos(0x200, 0x1F0), changes[2].ts)
+    again = Change("c", changes[2].row, pos(0x250, 0x1F0), changes[2].ts)
+    build(tmp_path / "lake", "shop.public.customers", [*changes[:2], first, again, *changes[3:]])
+    (check,) = _verify(url, tmp_path / "lake").tables
+    assert not check.ok
+    assert any("twice, under different positions" in f for f in check.findings), check.findings
+
+
 TYPES_DDL = """CREATE TABLE public.kinds (
     id int PRIMARY KEY, n numeric, n2 numeric(10,3), f float8, r real, b boolean,
     ts timestamptz, tsn timestamp, d date, t time, u uuid, j jsonb, by bytea, c char(5),
