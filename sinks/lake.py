@@ -23,7 +23,7 @@ import pyarrow as pa
 from sinks.base import CommitResult
 from sinks.batch_log import BatchLog, TableCounts
 from sinks.dead_letters import DeadLetterTable
-from sinks.delta.buckets import DEFAULT_CACHE_BYTES
+from sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
 from sinks.delta.changelog import ChangelogSink
 from sinks.delta.forensic import ForensicSink
 from sinks.delta.live import LiveSink
@@ -82,7 +82,8 @@ class Lake:
         app_id: the pipeline's id; Delta txn app ids derive from it.
         storage_options: delta-rs storage options (endpoint, credentials, ...).
         maintenance: run background compaction/vacuum (see `sinks.maintenance`).
-        cache_bytes: per-layer bound of the in-memory bucket cache, in bytes.
+        cache_bytes: bound of the in-memory bucket cache shared by every live and forensic
+            layer, in bytes.
         range_size: keys per bucket for tables with one integer key (fixed at creation).
         parallelism: tables committed at once (and changelog beside live within a table).
     """
@@ -101,7 +102,7 @@ class Lake:
         self.root = root
         self.app_id = app_id
         self.storage_options = dict(storage_options or {})
-        self.cache_bytes = cache_bytes
+        self.cache = BucketCache(cache_bytes)
         self.range_size = range_size
         self._sinks: dict[tuple[str, Layer], LayerSink] = {}
         self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="tm-table")
@@ -129,7 +130,7 @@ class Lake:
                     uri,
                     app_id=app,
                     storage_options=self.storage_options,
-                    cache_bytes=self.cache_bytes,
+                    cache=self.cache,
                     range_size=self.range_size,
                 )
             sink.open()

@@ -118,6 +118,11 @@ class PipelineConfig(_Frozen):
     storage_options: dict[str, str] = Field(
         default_factory=dict, description="delta-rs storage options (e.g. AWS_ENDPOINT_URL)."
     )
+    lake_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory for recently written live and forensic buckets, shared by all tables.",
+    )
     sources: tuple[SourceConfig, ...] = Field(min_length=1, description="Producer databases.")
     layers: dict[str, tuple[Layer, ...]] = Field(
         default_factory=dict,

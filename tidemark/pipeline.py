@@ -59,7 +59,12 @@ def run_until(runner: EmbeddedRunner, stop: threading.Event) -> RunStats:
 
 def open_lake(config: PipelineConfig) -> Lake:
     """The pipeline's lake facade."""
-    return Lake(config.lake, app_id=config.app_id, storage_options=config.storage_options)
+    return Lake(
+        config.lake,
+        app_id=config.app_id,
+        storage_options=config.storage_options,
+        cache_bytes=config.lake_cache_mb * 2**20,
+    )
 
 
 def lake_source_position(lake: Lake, source: str) -> str | None:

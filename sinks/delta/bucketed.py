@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 
 from sinks.base import CommitResult
-from sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketRows, key_filter
+from sinks.delta.buckets import BucketCache, BucketRows, key_filter
 from sinks.delta.retry import commit_with_retries, table_version
 from sinks.delta.table import DeltaHandle
 from sinks.errors import SinkError
@@ -51,7 +51,7 @@ class BucketedSink(ABC):
         *,
         app_id: str,
         storage_options: Mapping[str, str] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache: BucketCache | None = None,
         range_size: int | None = None,
     ) -> None:
         self.handle = DeltaHandle(
@@ -60,7 +60,7 @@ class BucketedSink(ABC):
             storage_options=storage_options,
             partition_by=self.partition_by,
         )
-        self.rows = BucketRows(self.handle, scope=self.scope, max_bytes=cache_bytes)
+        self.rows = BucketRows(self.handle, scope=self.scope, cache=cache)
         self.range_size = range_size
         self.bucketing: Bucketing | None = None
         self._staged: tuple[MilestonedTable, int] | None = None

@@ -2,12 +2,13 @@
 
 Live and forensic rewrite whole buckets, so each commit knows the exact new content of the
 buckets it touched; keeping it means the next batch (and `current_versions`) reads nothing
-from storage for hot buckets. The cache is an LRU bounded by bytes, so memory stays flat
-however big the table grows.
+from storage for hot buckets. One LRU bounded by bytes serves every live and forensic layer
+of a lake, so memory stays flat however big the tables grow and however many there are.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -17,9 +18,70 @@ import pyarrow.compute as pc
 from sinks.delta.table import DeltaHandle
 from stream_processors.milestoning.columns import BUCKET
 
-# Per layer and table: 1M rows of a narrow table fit, so a table of that size with keys
-# spread evenly (every batch touches every bucket) is rewritten without reading it back.
+# Shared by all layers of a lake: about 1M rows of a narrow table's live and forensic layers,
+# so a hot set that size (or a table that size with keys spread evenly) is rewritten without
+# reading it back. docs/pipeline.md ("Memory") has the whole budget.
 DEFAULT_CACHE_BYTES = 256 * 2**20
+
+
+class BucketCache:
+    """The rows of recently written or read buckets, least recently used evicted first.
+
+    Keys are (layer, bucket) with a layer token from `layer()`. Layers of different tables
+    commit on different threads, hence the lock.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()
+        self._buckets: dict[int, set[int]] = {}
+        self._bytes = 0
+        self._layers = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def layer(self) -> int:
+        """A token for one more layer's entries."""
+        with self._lock:
+            self._layers += 1
+            self._buckets[self._layers] = set()
+            return self._layers
+
+    def get(self, layer: int, bucket: int) -> pa.Table | None:
+        with self._lock:
+            rows = self._entries.get((layer, bucket))
+            if rows is not None:
+                self._entries.move_to_end((layer, bucket))
+            return rows
+
+    def put(self, layer: int, bucket: int, rows: pa.Table) -> None:
+        with self._lock:
+            self._pop(layer, bucket)
+            self._entries[(layer, bucket)] = rows
+            self._buckets[layer].add(bucket)
+            self._bytes += rows.nbytes
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                (old_layer, old_bucket), _ = next(iter(self._entries.items()))
+                self._pop(old_layer, old_bucket)
+
+    def drop(self, layer: int, buckets: Iterable[int]) -> None:
+        with self._lock:
+            for bucket in buckets:
+                self._pop(layer, bucket)
+
+    def clear(self, layer: int) -> None:
+        with self._lock:
+            for bucket in list(self._buckets.get(layer, ())):
+                self._pop(layer, bucket)
+
+    def _pop(self, layer: int, bucket: int) -> None:
+        rows = self._entries.pop((layer, bucket), None)
+        if rows is not None:
+            self._bytes -= rows.nbytes
+            self._buckets[layer].discard(bucket)
 
 
 def split_by_bucket(table: pa.Table) -> dict[int, pa.Table]:
@@ -52,12 +114,12 @@ def key_filter(
 
 
 class BucketRows:
-    """Reads a layer's rows by bucket through an LRU cache.
+    """Reads a layer's rows by bucket through the lake's bucket cache.
 
     Args:
         handle: the layer's Delta table.
         scope: extra partition filters for what is cached (forensic: `_tm_current = true`).
-        max_bytes: cache bound in bytes (Arrow buffer sizes).
+        cache: the cache shared with the lake's other layers (default: one of its own).
     """
 
     def __init__(
@@ -65,23 +127,21 @@ class BucketRows:
         handle: DeltaHandle,
         *,
         scope: Sequence[tuple[str, str, str]] = (),
-        max_bytes: int = DEFAULT_CACHE_BYTES,
+        cache: BucketCache | None = None,
     ) -> None:
         self.handle = handle
         self.scope = list(scope)
-        self.max_bytes = max_bytes
-        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
-        self._bytes = 0
+        self.cache = cache if cache is not None else BucketCache()
+        self._layer = self.cache.layer()
 
     def get(self, buckets: Iterable[int]) -> dict[int, pa.Table]:
         """The rows of each bucket (empty table for an empty bucket); misses read together."""
-        wanted = sorted(set(buckets))
         found: dict[int, pa.Table] = {}
         missing: list[int] = []
-        for bucket in wanted:
-            if bucket in self._cache:
-                self._cache.move_to_end(bucket)
-                found[bucket] = self._cache[bucket]
+        for bucket in sorted(set(buckets)):
+            rows = self.cache.get(self._layer, bucket)
+            if rows is not None:
+                found[bucket] = rows
             else:
                 missing.append(bucket)
         if missing and self.handle.dt is not None:
@@ -94,20 +154,11 @@ class BucketRows:
         return found
 
     def put(self, bucket: int, rows: pa.Table) -> None:
-        """Remember the committed content of `bucket`, evicting the least recently used."""
-        self.drop([bucket])
-        self._cache[bucket] = rows
-        self._bytes += rows.nbytes
-        while self._bytes > self.max_bytes and len(self._cache) > 1:
-            _, evicted = self._cache.popitem(last=False)
-            self._bytes -= evicted.nbytes
+        """Remember the committed content of `bucket`."""
+        self.cache.put(self._layer, bucket, rows)
 
     def drop(self, buckets: Iterable[int]) -> None:
-        for bucket in buckets:
-            evicted = self._cache.pop(bucket, None)
-            if evicted is not None:
-                self._bytes -= evicted.nbytes
+        self.cache.drop(self._layer, buckets)
 
     def clear(self) -> None:
-        self._cache.clear()
-        self._bytes = 0
+        self.cache.clear(self._layer)
