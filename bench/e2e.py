@@ -41,6 +41,7 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.capture import HEAP as CEILING_HEAP  # noqa: E402
 from bench.capture import execute  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -95,12 +96,14 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def _engine(args: argparse.Namespace, *, snapshot: bool, extra: dict | None = None):
+    """The engine of the ceiling and the peer, with `bench/capture.py`'s heap (the capture
+    issue's benchmark): a smaller one lowers the ceiling. Tidemark runs with its default."""
     from connectors.postgres.capture import open_postgres_engine
 
     props = {"snapshot.mode": "initial" if snapshot else "no_data", **(extra or {})}
     return open_postgres_engine(
         pipeline=args.pipeline, source="b", dsn=args.url, tables=[TABLE], state=Path(args.state),
-        heartbeat_ms=500, extra=props, signals=False,
+        heartbeat_ms=500, extra=props, signals=False, heap=CEILING_HEAP,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -117,6 +118,27 @@ def test_engine_bad_host_surfaces_through_the_completion_callback(tmp_path):
         poll_until_error(engine)
     assert time.monotonic() - began < 15
     assert "secret-pw" not in str(err.value)
+
+
+def test_heap_too_small_for_the_rows_says_which_setting_to_raise(fresh_database, tmp_path):
+    """80 rows of 1.9 MB each through a 32 MB heap: the engine stops with a hint, no hang."""
+    url = fresh_database()
+    run(
+        url,
+        "CREATE TABLE public.wide (id int PRIMARY KEY, t text)",
+        "ALTER TABLE public.wide ALTER COLUMN t SET STORAGE EXTERNAL",
+        "INSERT INTO public.wide SELECT g, repeat(md5(g::text), 60000)"
+        " FROM generate_series(1, 80) g",
+    )
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.narrow_heap_child", url, "public.wide",
+         str(tmp_path / "state"), "32m"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert child.returncode == 3, child.stderr[-2000:]
+    kind, message, hint = child.stdout.strip().splitlines()[-1].split("|")
+    assert kind == "SourceError" and "OutOfMemoryError" in message
+    assert "raise `debezium.jvm_heap` (now 32m)" in hint
 
 
 def test_missing_java_says_how_to_install(monkeypatch, tmp_path):

@@ -32,7 +32,7 @@ def test_example_file_loads_with_defaults():
     assert config.pipeline == "demo"
     assert config.sources[0].dsn == DSN
     assert config.batching.max_events == 50_000
-    assert config.debezium.jvm_heap == "512m"
+    assert config.debezium.jvm_heap == "256m"
     assert config.kafka is None
     assert config.layers_for("shop.public.customers") == frozenset(Layer)
     assert config.lake_tables_of(config.sources[0]) == ["shop.public.customers",

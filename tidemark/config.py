@@ -102,7 +102,7 @@ class DebeziumConfig(_Frozen):
     """Embedded engine settings."""
 
     jvm_heap: Annotated[str, Field(pattern=r"^\d+[mMgG]$")] = Field(
-        default="512m", description="JVM maximum heap (-Xmx), e.g. 512m or 2g."
+        default="256m", description="JVM maximum heap (-Xmx), e.g. 256m or 1g."
     )
     heartbeat_ms: int = Field(default=10_000, gt=0, description="Heartbeat interval.")
     properties: dict[str, str] = Field(

@@ -383,6 +383,11 @@ class EmbeddedEngine:
             raise SourceUnavailable(message, hint=f"check the database host and port; {where}")
         if _CONFIG.search(text):
             raise SourceConfigError(message, hint=f"fix the source setup; {where}")
+        if "OutOfMemoryError" in text:
+            heap = self.jvm.heap if self.jvm else DEFAULT_HEAP
+            raise SourceError(
+                message, hint=f"raise `debezium.jvm_heap` (now {heap}) for rows this wide; {where}"
+            )
         raise SourceError(message, hint=where)
 
 

@@ -26,7 +26,9 @@ from connectors.errors import SourceConfigError
 log = logging.getLogger(__name__)
 
 MIN_MAJOR = 17
-DEFAULT_HEAP = "512m"
+# ParallelGC grows the heap to its maximum under a snapshot's allocation rate, so this is
+# what the JVM costs; 256m loses ~3% of end-to-end throughput against 512m (docs/capture.md).
+DEFAULT_HEAP = "256m"
 BRIDGE_JAR = Path(__file__).parent / "java" / "tidemark-bridge.jar"
 # A lazier CommonEventMeter (see java/patch/): written against Debezium 3.6, so it is loaded
 # ahead of Debezium's jars only when those are 3.6.x. TIDEMARK_DEBEZIUM_PATCH=0 turns it off.

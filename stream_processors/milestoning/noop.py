@@ -1,8 +1,9 @@
 """Changes that change nothing: they make no forensic version and close nothing.
 
 An update, snapshot read or create whose every source column equals the key's previous
-version is a no-op (a create can only repeat an open version when it is replayed), whether that previous version came earlier in the batch or is the open version
-in the lake. Compared after TOAST carry-forward, so a placeholder counts as "unchanged".
+version is a no-op, whether that previous version came earlier in the batch or is the open
+version in the lake (a create can only repeat an open version when it is replayed). Compared
+after TOAST carry-forward, so a placeholder counts as "unchanged".
 """
 
 from __future__ import annotations
