@@ -130,6 +130,7 @@ def _tidemark_config(args: argparse.Namespace):
         "sources": [{"name": "b", "kind": "postgres", "dsn": args.url, "tables": [TABLE]}],
         "batching": {"max_events": args.max_events, "max_latency_ms": args.max_latency_ms},
         "debezium": {"heartbeat_ms": 500},
+        **({"lake_cache_mb": args.lake_cache_mb} if args.lake_cache_mb is not None else {}),
     })
 
 
@@ -312,6 +313,7 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
                 "--pipeline", f"{consumer}_{size}", "--lake", str(root / f"lake-{consumer}-{size}"),
                 "--size", str(size), "--events", str(events),
                 "--max-events", str(args.max_events), "--max-latency-ms", str(args.max_latency_ms),
+                *(["--lake-cache-mb", str(args.lake_cache_mb)] if args.lake_cache_mb else []),
                 "--timeout", str(args.timeout), "--rate", str(args.rate),
                 "--latency-seconds", str(args.latency_seconds), "--first-new", str(first_new)]
 
@@ -396,6 +398,7 @@ def main() -> None:
                         help=f"any of {', '.join(CONSUMERS + REFERENCE)}")
     parser.add_argument("--max-events", type=int, default=50_000)
     parser.add_argument("--max-latency-ms", type=int, default=1000)
+    parser.add_argument("--lake-cache-mb", type=int, help="tidemark's bucket cache, MiB")
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run events/s")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=3600)
@@ -438,7 +441,7 @@ def main() -> None:
                     "load_average_at_start": os.getloadavg()},
         "options": {k: v for k, v in vars(args).items() if k in
                     ("sizes", "events", "keys", "consumers", "max_events", "max_latency_ms", "rate",
-                     "latency_seconds")},
+                     "latency_seconds", "lake_cache_mb")},
         "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
         "results": [],
     }
