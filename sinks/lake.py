@@ -149,27 +149,36 @@ class Lake:
                 targets.append((handle.uri, "append"))
         return targets
 
-    def applied_position(self, table: str) -> str | None:
-        """The highest position committed to every existing layer of `table` (None if none)."""
+    def applied_position(
+        self, table: str, layers: frozenset[Layer] = ALL_LAYERS
+    ) -> str | None:
+        """The highest position committed to every one of `layers` of `table` (the layers it
+        is kept in); None while any of them holds nothing, e.g. when a process was killed
+        after the changelog's first commit but before live and forensic existed."""
         positions = []
-        for layer in Layer:
+        for layer in layers:
             handle = self.sink(table, layer).handle
-            if handle.dt is not None:
-                positions.append(handle.applied_position())
+            positions.append(handle.applied_position() if handle.dt is not None else None)
         if not positions or None in positions:
             return None
         return min(p for p in positions if p is not None)
 
-    def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None:
+    def current_versions(
+        self, table: str, keys: pa.Table, layers: frozenset[Layer] = ALL_LAYERS
+    ) -> pa.Table | None:
         """The open forensic versions of `keys` (key columns = the columns of `keys`).
 
-        A table kept without a forensic layer answers from live, renamed to the forensic
-        columns (`_tm_valid_from`, `_tm_batch_in`), so the core can still drop replays.
+        A table kept without a forensic layer (`layers`) answers from live, renamed to the
+        forensic columns (`_tm_valid_from`, `_tm_batch_in`), so the core can still drop
+        replays. A forensic layer not created yet holds nothing: the replay of a first batch
+        that died before it must reach it, even where live already holds the rows.
         """
         forensic = self.sink(table, Layer.FORENSIC)
         assert isinstance(forensic, ForensicSink)
         if forensic.handle.dt is not None:
             return forensic.lookup(keys, keys.column_names)
+        if Layer.FORENSIC in layers:
+            return None
         live = self.sink(table, Layer.LIVE)
         assert isinstance(live, LiveSink)
         rows = live.lookup(keys, keys.column_names)

@@ -54,7 +54,8 @@ def test_live_only_table_answers_current_versions(lake_root):
     live_only = {TABLE: frozenset({Layer.LIVE})}
     mt = d.milestone([event("c", pos(1), ts(1), id=1, v="a")], batch_id=1)
     lake.commit_batch(1, [mt], source_positions={}, started_at=datetime.now(UTC), layers=live_only)
-    current = lake.current_versions(TABLE, pa.table({"id": pa.array([1], pa.int64())}))
+    keys = pa.table({"id": pa.array([1], pa.int64())})
+    current = lake.current_versions(TABLE, keys, live_only[TABLE])
     assert current.column("_tm_position").to_pylist() == [pos(1)]
     assert current.column("_tm_valid_from").to_pylist() == [ts(1)]
     assert not DeltaTable.is_deltatable(table_uri(lake.root, "forensic", TABLE))

@@ -113,8 +113,8 @@ def write_batch(lake: Any, table: str, layers: frozenset[Layer],
                 layers={t.table: layers for t in tables})
 
 
-def milestone_tables(lake: Any, changes: Mapping[str, TableChanges],
-                     batch_id: int) -> list[MilestonedTable]:
+def milestone_tables(lake: Any, changes: Mapping[str, TableChanges], batch_id: int,
+                     layers: frozenset[Layer]) -> list[MilestonedTable]:
     """The core over each table's events, against the open versions the lake holds."""
     out = []
     now = datetime.now(UTC)
@@ -124,7 +124,7 @@ def milestone_tables(lake: Any, changes: Mapping[str, TableChanges],
             continue
         keys = events.select(list(change.key_columns)).group_by(
             list(change.key_columns)).aggregate([])
-        current = lake.current_versions(table, keys)
+        current = lake.current_versions(table, keys, layers)
         out.append(milestone(change, current, batch_id=batch_id, ingested_at=now))
     return out
 

@@ -205,7 +205,7 @@ class TopicGroup:
         # change the versions it read (their keys are in other partitions).
         mark = time.perf_counter()
         self._pin_buckets(partitions, ())
-        tables = milestone_tables(self.lake, changes, batch_id)
+        tables = milestone_tables(self.lake, changes, batch_id, self.layers)
         self._pin_buckets(partitions, tables)
         outcome.timed("milestone", time.perf_counter() - mark)
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):

@@ -319,7 +319,7 @@ class PartitionLane:
                 # the batch's own events look like replays
                 mark = time.perf_counter()
                 self._pin_buckets(())  # existing tables: current_versions needs the partition
-                milestoned = milestone_tables(self.lake, decoded.changes, batch_id)
+                milestoned = milestone_tables(self.lake, decoded.changes, batch_id, self.layers)
                 outcome.timed("milestone", time.perf_counter() - mark)
                 self._pin_buckets(milestoned)  # a new table: its layout is chosen here
             tables = milestoned

@@ -61,8 +61,10 @@ class Decoder(Protocol):
 class LakeWriter(Protocol):
     """What the runner needs from the sinks (`sinks.lake.Lake`)."""
 
-    def applied_position(self, table: str) -> str | None: ...
-    def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None: ...
+    def applied_position(self, table: str, layers: frozenset[Layer]) -> str | None: ...
+    def current_versions(
+        self, table: str, keys: pa.Table, layers: frozenset[Layer]
+    ) -> pa.Table | None: ...
     def commit_batch(
         self,
         batch_id: int,
@@ -342,14 +344,15 @@ class EmbeddedRunner:
         for name, changes in batch.changes.items():
             changes = drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
-            current = self.lake.current_versions(name, keys)
+            layers = (self.settings.layers or {}).get(name, frozenset(Layer))
+            current = self.lake.current_versions(name, keys, layers)
             try:
                 result = milestone(
                     changes,
                     current,
                     batch_id=batch.batch_id,
                     ingested_at=started,
-                    applied_position=self.lake.applied_position(name),
+                    applied_position=self.lake.applied_position(name, layers),
                 )
             except TerminalError as exc:  # e.g. a column type the lake's cannot take
                 logger.error("batch %d, table %s: %s; its %d events go to the dead letters",

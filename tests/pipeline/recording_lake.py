@@ -37,10 +37,12 @@ class RecordingLake:
     _applied: dict[str, str] = field(default_factory=dict)
     _schemas: dict[str, pa.Schema] = field(default_factory=dict)
 
-    def applied_position(self, table: str) -> str | None:
+    def applied_position(self, table: str, layers: frozenset = frozenset()) -> str | None:
         return self._applied.get(table)
 
-    def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None:
+    def current_versions(
+        self, table: str, keys: pa.Table, layers: frozenset = frozenset()
+    ) -> pa.Table | None:
         rows = self._open.get(table, {})
         names = keys.column_names
         wanted = {tuple(r[n] for n in names) for r in keys.to_pylist()}

@@ -80,3 +80,36 @@ def test_a_replayed_batch_never_reuses_the_id_of_a_half_committed_one(lake_root)
     rows = sorted((r["id"], r["v"]) for r in live.select(["id", "v"]).to_pylist())
     assert rows == [(1, "v3"), (2, "v4")]
     assert batch_id == 3  # above the half-committed 2
+
+
+def test_a_first_batch_killed_before_forensic_existed_is_completed_by_the_replay(lake_root):
+    """Forensic (committed last) did not exist yet when the process died: the replay still
+    fills it (the lake's watermark counts a layer that does not exist yet as holding nothing,
+    not as absent; it used to drop the replay for every layer)."""
+    root = lake_root()
+    first = Lake(root, app_id="p")
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    first.sink(cw.TABLE, c.Layer.FORENSIC).commit = killed
+    try:
+        _commit(first, _next_id(first), [_event(1, 1), _event(2, 2), _event(1, 3)])
+    except Killed:
+        pass
+    assert first.sink(cw.TABLE, c.Layer.LIVE).handle.dt is not None
+    assert first.sink(cw.TABLE, c.Layer.FORENSIC).handle.dt is None
+
+    again = Lake(root, app_id="p")
+    assert again.applied_position(cw.TABLE) is None
+    _commit(again, _next_id(again), [_event(1, 1), _event(2, 2), _event(1, 3)])
+    live = again.sink(cw.TABLE, c.Layer.LIVE).handle.dt.to_pyarrow_table()
+    assert sorted((r["id"], r["v"]) for r in live.select(["id", "v"]).to_pylist()) == [
+        (1, "v3"), (2, "v2")
+    ]
+    forensic = again.sink(cw.TABLE, c.Layer.FORENSIC).handle.dt.to_pyarrow_table()
+    assert sorted(forensic.column(c.POSITION).to_pylist()) == [
+        f"{p:040x}" for p in (1, 2, 3)
+    ]
+    changelog = again.sink(cw.TABLE, c.Layer.CHANGELOG).handle.dt.to_pyarrow_table()
+    assert changelog.num_rows == 3

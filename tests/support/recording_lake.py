@@ -30,10 +30,12 @@ class RecordingLake:
         self._open: dict[str, dict[tuple, dict]] = {}
         self._positions: dict[str, str] = {}
 
-    def applied_position(self, table: str) -> str | None:
+    def applied_position(self, table: str, layers: frozenset = frozenset()) -> str | None:
         return self._positions.get(table)
 
-    def current_versions(self, table: str, keys: pa.Table) -> pa.Table | None:
+    def current_versions(
+        self, table: str, keys: pa.Table, layers: frozenset = frozenset()
+    ) -> pa.Table | None:
         rows = self._open.get(table, {})
         names = keys.column_names
         found = [
