@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -280,7 +280,11 @@ class Lake:
         late = [s for s in sinks if s.layer is Layer.FORENSIC]
         if len(early) == 2:
             side = self._side.submit(early[0].commit)
-            results = [early[1].commit(), side.result()]
+            try:
+                results = [early[1].commit()]
+            finally:
+                wait([side])  # a failure never leaves the other commit running behind it
+            results.append(side.result())
         else:
             results = [s.commit() for s in early]
         return results + [s.commit() for s in late]

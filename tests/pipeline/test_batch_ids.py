@@ -113,3 +113,21 @@ def test_a_first_batch_killed_before_forensic_existed_is_completed_by_the_replay
     ]
     changelog = again.sink(cw.TABLE, c.Layer.CHANGELOG).handle.dt.to_pyarrow_table()
     assert changelog.num_rows == 3
+
+
+def test_a_failed_live_commit_waits_for_the_changelog_beside_it(lake_root):
+    """Changelog and live commit side by side; when live fails, commit_batch returns only
+    after the changelog's commit has finished (nothing keeps writing behind a failure)."""
+    lake = Lake(lake_root(), app_id="p")
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    lake.sink(cw.TABLE, c.Layer.LIVE).commit = killed
+    try:
+        _commit(lake, _next_id(lake), [_event(1, 1), _event(2, 2)])
+    except Killed:
+        pass
+    changelog = lake.sink(cw.TABLE, c.Layer.CHANGELOG).handle
+    assert changelog.dt is not None and changelog.dt.to_pyarrow_table().num_rows == 2
+    assert lake.sink(cw.TABLE, c.Layer.FORENSIC).handle.dt is None
