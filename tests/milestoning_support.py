@@ -25,6 +25,7 @@ from stream_processors.milestoning.columns import (
     VALID_FROM,
     VALID_TO,
 )
+from stream_processors.milestoning.core import milestone
 from stream_processors.milestoning.model import MilestonedTable, TableChanges
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -182,3 +183,22 @@ class MemoryLake:
 
 
 D = Decimal
+INGESTED = datetime(2026, 3, 2, tzinfo=UTC)
+ALICE = {"id": 1, "name": "Alice", "amount": D("10.00"), "note": "long text 1"}
+BOB = {"id": 2, "name": "Bob", "amount": D("20.50"), "note": "long text 2"}
+CARO = {"id": 3, "name": "Carö 🐙", "amount": D("-0.01"), "note": None}
+
+
+def run(lake: MemoryLake, rows: list[dict], batch_id: int, *, keys=("id",), **kw):
+    """One load: build events, look up current for their keys, milestone, apply."""
+    table = events(rows)
+    batch_keys = {tuple(r[k] for k in keys) for r in rows}
+    result = milestone(
+        changes(table, keys),
+        lake.current(batch_keys),
+        batch_id=batch_id,
+        ingested_at=INGESTED,
+        **kw,
+    )
+    lake.apply(result)
+    return result

@@ -325,8 +325,8 @@ class EmbeddedEngine:
         last, size = self._hidden_tails.get(seq, (index, index + 1))
         count = size if index == last else index + 1
         acknowledged = int(self._bridge.acknowledge(seq, count))
-        for done in [s for s in list(self._hidden_tails) if s <= seq]:
-            self._hidden_tails.pop(done, None)
+        for done in [s for s in self._hidden_tails if s <= seq]:
+            del self._hidden_tails[done]
         if acknowledged:
             self._keep_offsets()
         return acknowledged
