@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 
 from sinks.base import CommitResult
-from sinks.delta.buckets import BucketCache, BucketRows, key_filter
+from sinks.delta.buckets import BucketCache, BucketRows, key_filter, split_by_bucket
+from sinks.delta.files import FileWriter
 from sinks.delta.retry import commit_with_retries, table_version
 from sinks.delta.table import DeltaHandle
 from sinks.errors import SinkError
@@ -24,6 +25,8 @@ from stream_processors.milestoning.columns import BUCKET, CURRENT, Layer
 from stream_processors.milestoning.model import MilestonedTable
 
 PHYSICAL = (BUCKET, CURRENT)
+GROUP_BUCKETS = 8
+"""Buckets rebuilt and written together: a range bucket holds up to 16,384 keys."""
 
 
 def with_bucket(table: pa.Table, bucketing: Bucketing, key_columns: Sequence[str]) -> pa.Table:
@@ -44,6 +47,9 @@ class BucketedSink(ABC):
     layer: Layer
     partition_by: tuple[str, ...] = (BUCKET,)
     scope: tuple[tuple[str, str, str], ...] = ()
+    """Partition filters of the rows a commit replaces (forensic: the open versions)."""
+    history_values: tuple[tuple[str, str], ...] = ()
+    """Partition values of the rows a commit appends beside them (forensic: history)."""
 
     def __init__(
         self,
@@ -64,6 +70,10 @@ class BucketedSink(ABC):
         self.range_size = range_size
         self.bucketing: Bucketing | None = None
         self._staged: tuple[MilestonedTable, int] | None = None
+
+    @property
+    def scope_values(self) -> dict[str, str]:
+        return {column: value for column, _, value in self.scope}
 
     def configuration(self, key_columns: Sequence[str]) -> dict[str, str]:
         """Delta table properties set when the table is created."""
@@ -120,6 +130,8 @@ class BucketedSink(ABC):
         touched = with_bucket(touched, bucketing, keys)
         fitted, evolves = self.handle.fit(new_rows)
         buckets = sorted(set(touched.column(BUCKET).to_pylist()))
+        if self.handle.dt is not None and buckets and not evolves:
+            return self._replace_buckets(buckets, fitted, touched, batch, batch_id)
         current = self.rows.get(buckets)
         empty = fitted.slice(0, 0)
         content, extra = self.rebuild(
@@ -163,6 +175,59 @@ class BucketedSink(ABC):
         for bucket, rows in content.items():
             self.rows.put(bucket, rows)
         return data.num_rows
+
+    def _replace_buckets(
+        self,
+        buckets: list[int],
+        new_rows: pa.Table,
+        touched: pa.Table,
+        batch: MilestonedTable,
+        batch_id: int,
+    ) -> int:
+        """Rebuild and write the touched buckets a group at a time, then commit the files.
+
+        Memory holds one group plus what the cache may keep, however many buckets the
+        batch touches: keys spread evenly over a big table touch all of them.
+        """
+        assert self.handle.dt is not None
+        writer = FileWriter(self.handle.dt, self.partition_by)
+        added, hit = split_by_bucket(new_rows), split_by_bucket(touched)
+        no_rows, no_keys = new_rows.slice(0, 0), touched.slice(0, 0)
+        cache = self.rows.cache
+        keep: dict[int, pa.Table] = {}  # new content the cache takes after the commit
+        kept_bytes = 0
+        before = table_version(self.handle)
+        for start in range(0, len(buckets), GROUP_BUCKETS):
+            group = buckets[start : start + GROUP_BUCKETS]
+            current = self.rows.get(group, remember=False)
+            self.rows.drop(group)  # replaced below; readers meanwhile go to storage
+            content, extra = self.rebuild(
+                {b: conform(current.pop(b, no_rows), new_rows.schema) for b in group},
+                pa.concat_tables([added.get(b, no_rows) for b in group]),
+                pa.concat_tables([hit.get(b, no_keys) for b in group]),
+                batch,
+            )
+            for bucket, rows in content.items():
+                writer.write(rows, {**self.scope_values, BUCKET: str(bucket)})
+                if cache.nbytes + kept_bytes + rows.nbytes <= cache.max_bytes:
+                    keep[bucket] = rows
+                    kept_bytes += rows.nbytes
+            for bucket, rows in split_by_bucket(extra).items():
+                writer.write(rows, {**dict(self.history_values), BUCKET: str(bucket)})
+            writer.wait()  # one group in memory at a time
+        self.handle.replace_files(
+            writer.wait(),
+            partitions=[(BUCKET, "in", [str(b) for b in buckets]), *self.scope],
+            batch_id=batch_id,
+            position=batch.last_position,
+        )
+        after = table_version(self.handle)
+        if before is not None and after is not None and after != before + 1:
+            self.rows.clear()  # another writer committed in between: see `_commit_once`
+            return writer.rows_written
+        for bucket, rows in keep.items():
+            self.rows.put(bucket, rows)
+        return writer.rows_written
 
     def lookup(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Table | None:
         """The stored (live) or open (forensic) rows of `keys`, None if the table is absent.

@@ -134,8 +134,9 @@ class BucketRows:
         self.cache = cache if cache is not None else BucketCache()
         self._layer = self.cache.layer()
 
-    def get(self, buckets: Iterable[int]) -> dict[int, pa.Table]:
-        """The rows of each bucket (empty table for an empty bucket); misses read together."""
+    def get(self, buckets: Iterable[int], *, remember: bool = True) -> dict[int, pa.Table]:
+        """The rows of each bucket (empty table for an empty bucket); misses read together
+        and cached unless `remember` is False (the caller is about to replace them)."""
         found: dict[int, pa.Table] = {}
         missing: list[int] = []
         for bucket in sorted(set(buckets)):
@@ -150,7 +151,8 @@ class BucketRows:
             parts = split_by_bucket(rows)
             for bucket in missing:
                 found[bucket] = parts.get(bucket, rows.slice(0, 0))
-                self.put(bucket, found[bucket])
+                if remember:
+                    self.put(bucket, found[bucket])
         return found
 
     def put(self, bucket: int, rows: pa.Table) -> None:

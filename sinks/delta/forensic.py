@@ -40,6 +40,7 @@ class ForensicSink(BucketedSink):
     layer = Layer.FORENSIC
     partition_by = (CURRENT, BUCKET)
     scope = ((CURRENT, "=", "true"),)
+    history_values = ((CURRENT, "false"),)
 
     def configuration(self, key_columns: Sequence[str]) -> dict[str, str]:
         # Statistics on `_tm_batch_out` let the commit predicate skip every history file;

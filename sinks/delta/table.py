@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.transaction import AddAction
 
 from sinks.errors import delta_errors
 from sinks.schema import align
@@ -151,19 +152,7 @@ class DeltaHandle:
             SinkCommitConflict: a concurrent writer won; retry the batch.
             SinkError: any other storage failure.
         """
-        metadata = {BATCH_KEY: str(batch_id), APP_KEY: self.app_id}
-        if self._position is not None and (position is None or position < self._position):
-            position = self._position  # a replay never moves the position back
-        if position is not None:
-            metadata[POSITION_KEY] = position
-        props = CommitProperties(
-            app_transactions=[
-                Transaction(self.app_id, batch_id),
-                *(Transaction(app, version) for app, version in self.extra_transactions.items()
-                  if app != self.app_id),
-            ],
-            custom_metadata=metadata,
-        )
+        props, position = self._properties(batch_id, position)
         with delta_errors(self.uri, batch_id=batch_id):
             if self.dt is None:
                 write_deltalake(
@@ -189,6 +178,55 @@ class DeltaHandle:
         if position is not None:
             self._position = position
         log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
+
+    def replace_files(
+        self,
+        actions: list[AddAction],
+        *,
+        partitions: list[tuple[str, str, Any]],
+        batch_id: int,
+        position: str | None,
+    ) -> None:
+        """Commit files written beside the table (`FileWriter`) in place of every file in
+        `partitions` (delta-rs filters), with the same stamps as `commit`.
+
+        Raises:
+            SinkCommitConflict: a concurrent writer won; retry the batch.
+            SinkError: any other storage failure.
+        """
+        assert self.dt is not None
+        props, position = self._properties(batch_id, position)
+        with delta_errors(self.uri, batch_id=batch_id):
+            self.dt.create_write_transaction(
+                actions,
+                "overwrite",
+                self.dt.schema(),
+                partition_by=self.partition_by or None,
+                partition_filters=partitions,
+                commit_properties=props,
+            )
+            self.dt.update_incremental()  # unlike write_deltalake, this leaves dt behind
+        if position is not None:
+            self._position = position
+        log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
+
+    def _properties(self, batch_id: int, position: str | None
+                    ) -> tuple[CommitProperties, str | None]:
+        """The txn actions and metadata of a commit, and the position it records."""
+        metadata = {BATCH_KEY: str(batch_id), APP_KEY: self.app_id}
+        if self._position is not None and (position is None or position < self._position):
+            position = self._position  # a replay never moves the position back
+        if position is not None:
+            metadata[POSITION_KEY] = position
+        props = CommitProperties(
+            app_transactions=[
+                Transaction(self.app_id, batch_id),
+                *(Transaction(app, version) for app, version in self.extra_transactions.items()
+                  if app != self.app_id),
+            ],
+            custom_metadata=metadata,
+        )
+        return props, position
 
     def fit(self, data: pa.Table) -> tuple[pa.Table, bool]:
         """`schema.align` against this table (see there)."""

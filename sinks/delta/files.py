@@ -1,0 +1,177 @@
+"""Data files written by Tidemark itself, one Parquet file per partition, for a file commit.
+
+`write_deltalake(mode="overwrite", predicate=...)` takes the whole batch at once and, when
+the predicate is not on partition columns only (forensic's is not), reads back every file
+it replaces to keep the rows the predicate misses. A layer that rewrites many buckets (keys
+spread evenly over a big table) paid for that in time and memory. Writing the files
+ourselves lets a commit stream bucket by bucket and hold one group of buckets at a time.
+
+Each file gets the Delta statistics delta-rs would give it (row count, null counts,
+min/max), so data skipping keeps working. A min/max is left out whenever it could be
+wrong (long strings, NaN, types we do not format): a missing statistic only skips less.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction
+
+DEFAULT_INDEXED_COLUMNS = 32  # delta.dataSkippingNumIndexedCols
+_MAX_STRING_STAT = 32  # delta-rs truncates longer strings; we leave them out instead
+_MS = timedelta(milliseconds=1)
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidemark-files")
+
+
+def stats_columns(dt: DeltaTable, partition_by: Sequence[str]) -> list[str]:
+    """The columns a writer collects statistics for, as the table's properties say."""
+    config = dt.metadata().configuration
+    names = [f.name for f in dt.schema().fields if f.name not in partition_by]
+    listed = config.get("delta.dataSkippingStatsColumns")
+    if listed:
+        wanted = {name.strip().strip("`") for name in listed.split(",")}
+        return [name for name in names if name in wanted]
+    limit = int(config.get("delta.dataSkippingNumIndexedCols", DEFAULT_INDEXED_COLUMNS))
+    return names if limit < 0 else names[:limit]
+
+
+def _stat(value: Any, dtype: pa.DataType, *, upper: bool) -> Any:
+    """`value` as Delta writes it in min/max, or None to leave it out."""
+    if value is None:
+        return None
+    if pa.types.is_integer(dtype):
+        return int(value)
+    if pa.types.is_floating(dtype):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return value if len(value) <= _MAX_STRING_STAT else None
+    if pa.types.is_date(dtype) and isinstance(value, date):
+        return value.isoformat()
+    if pa.types.is_timestamp(dtype) and isinstance(value, datetime):
+        # Delta keeps milliseconds: round the min down and the max up, so no row escapes.
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        whole = value.replace(microsecond=value.microsecond // 1000 * 1000)
+        if upper and whole < value:
+            whole += _MS
+        return whole.strftime("%Y-%m-%dT%H:%M:%S.") + f"{whole.microsecond // 1000:03d}Z"
+    return None
+
+
+def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
+    """The `stats` JSON of an add action holding `rows`."""
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in columns:
+        if name not in rows.column_names:
+            continue
+        column = rows.column(name)
+        nulls[name] = column.null_count
+        dtype = column.type
+        if column.null_count == rows.num_rows or not (
+            pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+            or pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+            or pa.types.is_date(dtype) or pa.types.is_timestamp(dtype)
+        ):
+            continue
+        if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():
+            continue
+        bounds = pc.min_max(column).as_py()
+        low = _stat(bounds["min"], dtype, upper=False)
+        high = _stat(bounds["max"], dtype, upper=True)
+        if low is not None and high is not None:
+            minimum[name], maximum[name] = low, high
+    return json.dumps(
+        {"numRecords": rows.num_rows, "minValues": minimum, "maxValues": maximum,
+         "nullCount": nulls}
+    )
+
+
+def _filesystem(dt: DeltaTable) -> pafs.FileSystem:
+    """The table's location as a filesystem rooted there: native for a local path (writes
+    stay out of Python), delta-rs's object store (with the table's credentials) otherwise."""
+    uri = dt.table_uri
+    if uri.startswith("file://"):
+        return pafs.SubTreeFileSystem(unquote(uri.removeprefix("file://")), pafs.LocalFileSystem())
+    if "://" not in uri:
+        return pafs.SubTreeFileSystem(uri, pafs.LocalFileSystem())
+    return pafs.PyFileSystem(DeltaStorageHandler.from_table(dt._table))
+
+
+class FileWriter:
+    """Writes Parquet files into one Delta table's location and lists their add actions.
+
+    Files land under `<partition>=<value>/...` like delta-rs's own; until the add actions
+    are committed no reader sees them (an abandoned file is removed by a later vacuum).
+    """
+
+    def __init__(self, dt: DeltaTable, partition_by: Sequence[str]) -> None:
+        self.partition_by = list(partition_by)
+        self.schema = pa.schema(
+            [f for f in pa.schema(dt.schema().to_arrow()) if f.name not in self.partition_by]
+        )
+        self.stats = stats_columns(dt, self.partition_by)
+        self.fs = _filesystem(dt)
+        self._folders: set[str] = set()
+        # Dictionaries pay off for strings (a status, a currency); keys, amounts and times
+        # are mostly distinct, and encoding them twice costs more than it saves.
+        self._dictionary = [f.name for f in self.schema
+                            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        self.actions: list[AddAction] = []
+        self.rows_written = 0
+        self._pending: list[Future[AddAction]] = []
+        self._lock = threading.Lock()
+
+    def write(self, rows: pa.Table, partition: Mapping[str, str]) -> None:
+        """Start writing one file holding `rows` (partition columns dropped) in `partition`.
+
+        Files are encoded on a small shared pool (Parquet encoding releases the GIL), so a
+        layer's buckets use both cores; `wait` collects them.
+        """
+        if rows.num_rows == 0:
+            return
+        data = rows.select(self.schema.names).cast(self.schema)
+        folder = "/".join(f"{name}={partition[name]}" for name in self.partition_by)
+        if folder not in self._folders:
+            self.fs.create_dir(folder, recursive=True)
+            self._folders.add(folder)
+        path = "/".join([*([folder] if folder else []), f"part-{uuid.uuid4()}.snappy.parquet"])
+        values = {name: partition[name] for name in self.partition_by}
+        self._pending.append(_POOL.submit(self._write, data, path, values))
+
+    def wait(self) -> list[AddAction]:
+        """Every file started so far, written; their add actions (all files so far)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            self.actions.append(future.result())
+        return self.actions
+
+    def _write(self, data: pa.Table, path: str, partition: dict[str, str]) -> AddAction:
+        pq.write_table(data, path, filesystem=self.fs, compression="snappy",
+                       use_dictionary=self._dictionary)
+        size = self.fs.get_file_info(path).size
+        with self._lock:
+            self.rows_written += data.num_rows
+        return AddAction(
+            path=path,
+            size=int(size or 0),
+            partition_values=partition,
+            modification_time=int(time.time() * 1000),
+            data_change=True,
+            stats=file_stats(data, self.stats),
+        )

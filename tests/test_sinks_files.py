@@ -1,0 +1,90 @@
+"""Files Tidemark writes itself: a batch spread over many buckets streams them a group at a
+time and lands exactly like a reference, and every file carries statistics a reader can
+trust for skipping (bounds that hold every value, nothing it could get wrong)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from sinks.delta.bucketed import GROUP_BUCKETS
+from sinks.delta.files import file_stats
+from sinks.delta.table import table_uri
+from sinks.lake import Lake
+from stream_processors.milestoning import columns as c
+from tests.support.lakes import Driver
+from tests.support.milestones import event, pos, ts
+
+SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
+TABLE = "s.p.spread"
+RANGE = 4  # keys per bucket: 64 keys fill 16 buckets, more than one group
+
+
+def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = pa.table({
+        "n": pa.array([3, None, -7], pa.int64()),
+        "at": pa.array([t0 + timedelta(microseconds=1500), t0 + timedelta(microseconds=2001),
+                        None], pa.timestamp("us", tz="UTC")),
+        "short": ["b", "a", None],
+        "long": ["x" * 40, "y", "z"],
+        "f": pa.array([1.0, math.nan, 2.0]),
+        "none": pa.array([None, None, None], pa.int64()),
+        "flag": [True, False, True],
+    })
+    stats = json.loads(file_stats(rows, rows.column_names))
+    assert stats["numRecords"] == 3
+    assert stats["nullCount"] == {"n": 1, "at": 1, "short": 1, "long": 0, "f": 0, "none": 3,
+                                  "flag": 0}
+    # milliseconds: the min rounds down, the max rounds up, so both rows stay inside
+    assert stats["minValues"] == {"n": -7, "at": "2026-01-01T00:00:00.001Z", "short": "a"}
+    assert stats["maxValues"] == {"n": 3, "at": "2026-01-01T00:00:00.003Z", "short": "b"}
+
+
+def spread_events(first: int, n: int) -> list[dict]:
+    return [event("c", pos(first + i), ts(first + i), id=i, v=f"v{i}") for i in range(n)]
+
+
+def test_a_batch_over_many_buckets_lands_whole_with_trustworthy_stats(lake_root):
+    lake = Lake(lake_root(), app_id="spread", range_size=RANGE)
+    d = Driver(lake, TABLE, SCHEMA)
+    keys = 16 * RANGE
+    assert keys // RANGE > GROUP_BUCKETS
+    d.run(spread_events(1, keys))  # creates the tables
+    # every key updated, every third deleted, in one batch that touches all 16 buckets
+    n = 1000
+    batch = [event("u", pos(n + i), ts(n + i), id=i, v=f"w{i}") for i in range(keys)]
+    batch += [event("d", pos(2 * n + i), ts(2 * n + i), id=i) for i in range(0, keys, 3)]
+    d.run(batch)
+    d.run([event("u", pos(3 * n), ts(3 * n), id=1, v="last")])  # a hot bucket after
+
+    live = {r["id"]: r["v"] for r in d.read("live")}
+    expected = {i: f"w{i}" for i in range(keys) if i % 3}
+    expected[1] = "last"
+    assert live == expected
+    forensic = d.read("forensic")
+    assert len(forensic) == keys + keys + 1  # v, w (closed or deleted), last
+    open_rows = {r["id"]: r["v"] for r in forensic if r[c.VALID_TO] is None}
+    assert open_rows == expected
+    assert all(sum(r["id"] == i for r in forensic) == (3 if i == 1 else 2) for i in range(keys))
+
+    for layer in ("live", "forensic"):
+        uri = table_uri(lake.root, layer, TABLE)
+        actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True)).to_pylist()
+        for action in actions:
+            data = pq.read_table(f"{uri}/{action['path']}")
+            assert action["num_records"] == data.num_rows
+            bounded = [k[4:] for k in action if k.startswith("min.") and action[k] is not None]
+            assert "id" in bounded
+            if layer == "forensic":
+                assert c.BATCH_IN in bounded and c.VALID_FROM in bounded
+            for name in bounded:
+                values = [v for v in data.column(name).to_pylist() if v is not None]
+                assert action[f"min.{name}"] <= min(values)
+                assert max(values) <= action[f"max.{name}"]
+
