@@ -172,6 +172,15 @@ class Batcher:
         if tables:
             self._chunks.append(_Chunk(source, self._clock(), tables))
 
+    def due(self, *, force: bool = False, latency: bool = True) -> bool:
+        """Whether `poll` may return a batch now (it may still hold back an open transaction)."""
+        held = self.pending_events
+        if held == 0:
+            return False
+        if force or held >= self.effective_max:
+            return True
+        return latency and self._clock() - min(c.arrived for c in self._chunks) >= self.max_latency
+
     def poll(self, *, force: bool = False, latency: bool = True) -> PipelineBatch | None:
         """The next batch if one is due (or `force`), else None.
 

@@ -1,14 +1,17 @@
 """The embedded runtime's loop: engine -> decode -> batch -> milestone -> lake -> acknowledge.
 
 One thread polls every source's engine, decodes what it got, feeds the batcher, and whenever
-a batch is due: looks up the open versions of the batch's keys, runs the core per table,
-commits the batch to the lake and only then acknowledges the source offsets the batch
-covered (DESIGN §3.3). Failures are sorted by the error tree: a `TransientError` (source
-down, commit conflict) is retried with exponential backoff, a source that failed is reopened
-and replays from its last acknowledged offset (the core and the lake drop what was already
-applied), anything terminal stops the run. Backpressure: while the batcher holds more than
-`max_pending_events`, the loop stops polling and commits instead, so the engines' bounded
-queues make Debezium wait rather than memory grow.
+a batch is due hands it to a commit thread (`inflight.py`), which looks up the open versions
+of the batch's keys, runs the core per table and commits the batch to the lake, while the
+loop polls and decodes the next one. Only once the commit is done does the loop acknowledge
+the source offsets the batch covered (DESIGN §3.3); the next batch is cut only after that,
+so one batch is in flight at a time and batches commit in order. Failures are sorted by the
+error tree: a `TransientError` (source down, commit conflict) is retried with exponential
+backoff, a source that failed is reopened and replays from its last acknowledged offset (the
+core and the lake drop what was already applied), anything terminal stops the run.
+Backpressure: while the batcher holds more than `max_pending_events`, the loop stops polling
+and commits instead, so the engines' bounded queues make Debezium wait rather than memory
+grow.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pyarrow.compute as pc
 
 from connectors.debezium.records import RawRecord
 from stream_processors.batching import Batcher, PipelineBatch
+from stream_processors.embedded.inflight import InFlight
 from stream_processors.embedded.shaping import (
     drop_redelivered,
     refused_table,
@@ -180,6 +184,7 @@ class EmbeddedRunner:
         self._sources = [_Open(spec) for spec in sources]
         self._batcher = self._new_batcher()
         self.idle_since: float | None = None  # since when polls bring no change events
+        self._inflight: InFlight[PipelineBatch, tuple[Any, datetime, int]] = InFlight()
         self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
 
     def _new_batcher(self) -> Batcher:
@@ -216,6 +221,7 @@ class EmbeddedRunner:
                 self._step(stop)
             self._drain(stop)
         finally:
+            self._inflight.close()
             for source in self._sources:
                 self._close(source)
         return self.stats
@@ -253,6 +259,7 @@ class EmbeddedRunner:
                 # like a lost connection: reopen and replay from the acknowledged offset.
                 self.stats.retries += 1
                 logger.warning("source %s: %s; retrying in %.1f s", source.spec.name, exc, backoff)
+                self._settle(acknowledge=False)  # the engine is gone: the replay covers it
                 self._close(source)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
@@ -261,6 +268,7 @@ class EmbeddedRunner:
     def _reopen(self, source: _Open) -> None:
         """(Re)open an engine. After a failure everything not yet committed is replayed by
         the engine from its acknowledged offset, so what the batcher holds is dropped."""
+        self._settle(acknowledge=False)
         if self.stats.batches or self._batcher.pending_events or source.chunks:
             self.stats.reopened += 1
             self._batcher = self._new_batcher()
@@ -291,39 +299,63 @@ class EmbeddedRunner:
         if decoded.changes:
             self.idle_since = None
         self._batcher.add(decoded, source=source.spec.name)
-        if self._batcher.pending_events == 0 and not decoded.dead_letters:
+        if (self._batcher.pending_events == 0 and not decoded.dead_letters
+                and not self._inflight.busy):
             self._acknowledge_idle(source)
 
     def _commit_due(
         self, stop: threading.Event, *, force: bool = False, latency: bool = True
     ) -> None:
-        while (batch := self._batcher.poll(force=force, latency=latency)) is not None:
-            self._commit(batch, stop)
+        if self._inflight.finished:
+            self._settle()
+        while self._batcher.due(force=force, latency=latency):
+            # Cut the next batch only once the last one is acknowledged: acknowledging
+            # reads what the batcher still holds, and that must not include a cut batch.
+            self._settle()
+            batch = self._batcher.poll(force=force, latency=latency)
+            if batch is None:
+                return
+            self._start(batch, stop)
             force = force and self._batcher.pending_events >= self.max_pending
 
     def _drain(self, stop: threading.Event) -> None:
         """On stop: commit every complete transaction held (incomplete ones are replayed)."""
+        self._settle()
         while (batch := self._batcher.poll(force=True)) is not None:
-            self._commit(batch, stop, stopping=True)
+            self._start(batch, stop, stopping=True)
+            self._settle()
 
     # -- one batch -----------------------------------------------------------------------
-    def _commit(
-        self, batch: PipelineBatch, stop: threading.Event, *, stopping: bool = False
-    ) -> None:
+    def _start(self, batch: PipelineBatch, stop: threading.Event, *, stopping: bool = False
+               ) -> None:
+        self._inflight.start(batch, lambda: self._apply_retrying(batch, stop, stopping))
+
+    def _apply_retrying(
+        self, batch: PipelineBatch, stop: threading.Event, stopping: bool
+    ) -> tuple[Any, datetime, int]:
+        """On the commit thread: (the lake's result, when the batch started, retries)."""
         started = datetime.now(UTC)
         backoff = self.settings.backoff_initial_s
+        retries = 0
         while True:
             try:
-                result = self._apply(batch, started)
-                break
+                return self._apply(batch, started), started, retries
             except TransientError as exc:
                 if stop.is_set() and not stopping:
                     raise
-                self.stats.retries += 1
+                retries += 1
                 logger.warning("batch %d: %s; retrying in %.1f s", batch.batch_id, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
-        self._acknowledge(batch)
+
+    def _settle(self, *, acknowledge: bool = True) -> None:
+        """Wait for the batch in flight (raising its error), acknowledge and report it."""
+        if not self._inflight.busy:
+            return
+        batch, (result, started, retries) = self._inflight.take()
+        self.stats.retries += retries
+        if acknowledge:
+            self._acknowledge(batch)
         report = self._report(batch, started, result)
         self.stats.batches += 1
         self.stats.events += batch.event_count

@@ -161,6 +161,49 @@ def test_stop_commits_what_is_held(fresh_database, state) -> None:
     assert lake.batches[-1].batch_id == 1
 
 
+class _SlowFirstCommit(RecordingLake):
+    """Batch 1's commit lets the test make more changes, then waits until the runner has
+    decoded them: a loop that only polls between commits never gets there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runner: EmbeddedRunner | None = None
+        self.committing = threading.Event()
+        self.decoded_meanwhile = 0
+
+    def commit_batch(self, batch_id, tables, **kwargs):
+        if batch_id == 1:
+            assert self.runner is not None
+            self.committing.set()
+            deadline = time.monotonic() + 30
+            while self.runner.pending_events < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.decoded_meanwhile = self.runner.pending_events
+        return super().commit_batch(batch_id, tables, **kwargs)
+
+
+def test_the_next_batch_is_captured_while_a_commit_runs(fresh_database, state) -> None:
+    url = fresh_database()
+    _setup(url)
+    lake = _SlowFirstCommit()
+    runner = _runner(url, state, lake, max_events=1000, max_latency_ms=100)
+    lake.runner = runner
+
+    def more_changes_during_the_first_commit() -> None:
+        lake.committing.wait(60)
+        _transactions(url, [2, 2, 1])
+
+    changes = threading.Thread(target=more_changes_during_the_first_commit, daemon=True)
+    changes.start()
+    outcome = _run_until(runner, lambda: len(lake.changelog(TABLE)) >= 5 + 8)
+    changes.join(10)
+    assert "error" not in outcome, outcome
+    assert lake.decoded_meanwhile >= 6
+    assert [b.batch_id for b in lake.batches][:1] == [1]
+    positions = [e["_tm_position"] for e in lake.changelog(TABLE)]
+    assert len(positions) == len(set(positions)) == 5 + 8
+
+
 def test_redelivered_events_in_one_batch_are_dropped() -> None:
     """Debezium re-delivers after reconnecting by itself: one event per position survives."""
     import pyarrow as pa
