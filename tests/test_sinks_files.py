@@ -9,14 +9,16 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from sinks.delta.bucketed import GROUP_BUCKETS
-from sinks.delta.files import file_stats
+from sinks.delta.files import FileWriter, file_stats, table_filesystem
 from sinks.delta.table import table_uri
 from sinks.lake import Lake
 from stream_processors.milestoning import columns as c
+from stream_processors.milestoning.columns import Layer
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 
@@ -88,3 +90,25 @@ def test_a_batch_over_many_buckets_lands_whole_with_trustworthy_stats(lake_root)
                 assert action[f"min.{name}"] <= min(values)
                 assert max(values) <= action[f"max.{name}"]
 
+
+
+def test_files_written_through_the_object_store_land_too(lake_root):
+    """An object-store lake (S3 in the compose stack) writes through delta-rs's store rather
+    than the local filesystem: same files, same commit."""
+    lake = Lake(lake_root(), app_id="store", range_size=RANGE)
+    d = Driver(lake, TABLE, SCHEMA)
+    d.run(spread_events(1, 8))
+    uri = table_uri(lake.root, "live", TABLE)
+    dt = DeltaTable(uri)
+    writer = FileWriter(dt, ["_tm_bucket"], filesystem=table_filesystem(dt, native=False))
+    stored = pa.table(dt.to_pyarrow_table())
+    bucket0 = stored.filter(pc.less(stored.column("id"), 2)).sort_by("id")  # 2 of keys 0-3
+    bucket0 = bucket0.set_column(bucket0.schema.get_field_index("v"), "v", pa.array(["s0", "s1"]))
+    writer.write(bucket0, {"_tm_bucket": "0"})
+    handle = lake.sink(TABLE, Layer.LIVE).handle
+    handle.refresh()
+    handle.replace_files(writer.wait(), partitions=[("_tm_bucket", "in", ["0"])], batch_id=99,
+                         position=pos(51))
+    rows = {r["id"]: r["v"] for r in pa.table(DeltaTable(uri).to_pyarrow_table()).to_pylist()}
+    assert rows == {0: "s0", 1: "s1", 4: "v4", 5: "v5", 6: "v6", 7: "v7"}
+    assert DeltaTable(uri).transaction_version(handle.app_id) == 99

@@ -102,14 +102,14 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
     )
 
 
-def _filesystem(dt: DeltaTable) -> pafs.FileSystem:
+def table_filesystem(dt: DeltaTable, *, native: bool = True) -> pafs.FileSystem:
     """The table's location as a filesystem rooted there: native for a local path (writes
-    stay out of Python), delta-rs's object store (with the table's credentials) otherwise."""
+    stay out of Python), delta-rs's object store (with the table's credentials) otherwise or
+    when `native` is False."""
     uri = dt.table_uri
-    if uri.startswith("file://"):
-        return pafs.SubTreeFileSystem(unquote(uri.removeprefix("file://")), pafs.LocalFileSystem())
-    if "://" not in uri:
-        return pafs.SubTreeFileSystem(uri, pafs.LocalFileSystem())
+    local = uri.removeprefix("file://") if uri.startswith("file://") else None
+    if native and (local is not None or "://" not in uri):
+        return pafs.SubTreeFileSystem(unquote(local or uri), pafs.LocalFileSystem())
     return pafs.PyFileSystem(DeltaStorageHandler.from_table(dt._table))
 
 
@@ -120,13 +120,19 @@ class FileWriter:
     are committed no reader sees them (an abandoned file is removed by a later vacuum).
     """
 
-    def __init__(self, dt: DeltaTable, partition_by: Sequence[str]) -> None:
+    def __init__(
+        self,
+        dt: DeltaTable,
+        partition_by: Sequence[str],
+        *,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
         self.partition_by = list(partition_by)
         self.schema = pa.schema(
             [f for f in pa.schema(dt.schema().to_arrow()) if f.name not in self.partition_by]
         )
         self.stats = stats_columns(dt, self.partition_by)
-        self.fs = _filesystem(dt)
+        self.fs = filesystem or table_filesystem(dt)
         self._folders: set[str] = set()
         # Dictionaries pay off for strings (a status, a currency); keys, amounts and times
         # are mostly distinct, and encoding them twice costs more than it saves.

@@ -77,14 +77,29 @@ def _changelog_positions(lake) -> list[str]:
     return [] if changelog is None else changelog.column("_tm_position").to_pylist()
 
 
+def _open_ids(lake) -> list[int]:
+    forensic = read_layer(lake.root, "forensic", lake.table)
+    if forensic is None:
+        return []
+    return sorted(forensic.filter(pc.is_null(forensic.column("_tm_valid_to"))).column("id")
+                  .to_pylist())
+
+
+def _caught_up(lake, dsn: str, total_changes: int) -> bool:
+    """Every layer holds the source: forensic is written last, so a worker that died after
+    live may leave it behind until the survivor replays that range."""
+    rows = _source_rows(dsn)
+    return (len(_changelog_positions(lake)) >= total_changes and _live_rows(lake) == rows
+            and _open_ids(lake) == [r[0] for r in rows])
+
+
 def _check_exact(lake, dsn: str, total_changes: int) -> None:
     positions = _changelog_positions(lake)
     assert len(positions) == total_changes, "changelog must hold every event exactly once"
     assert len(set(positions)) == len(positions), "an event was applied twice"
     assert _live_rows(lake) == _source_rows(dsn)
     forensic = read_layer(lake.root, "forensic", lake.table)
-    current = forensic.filter(pc.is_null(forensic.column("_tm_valid_to")))
-    assert sorted(current.column("id").to_pylist()) == [r[0] for r in _source_rows(dsn)]
+    assert _open_ids(lake) == [r[0] for r in _source_rows(dsn)]
     versions = forensic.select(["id", "_tm_position"]).to_pylist()
     assert len({(v["id"], v["_tm_position"]) for v in versions}) == len(versions)
 
@@ -127,8 +142,7 @@ def test_one_worker_applies_every_event_exactly_once(pipeline, kafka, tmp_path):
     publish(kafka.bootstrap, records)
     worker = start_worker(config, tmp_path / "w", "w1")
     try:
-        wait_for(lambda: len(_changelog_positions(lake)) >= total and
-                 _live_rows(lake) == _source_rows(dsn),
+        wait_for(lambda: _caught_up(lake, dsn, total),
                  timeout=120, what="the lake to catch up", workers=[worker])
     finally:
         worker.stop()
@@ -149,8 +163,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(pipeline, kafk
     assert done_before < total, "the worker finished before it was killed: not mid-stream"
     second = start_worker(config, tmp_path / "w", "w2")
     try:
-        wait_for(lambda: len(_changelog_positions(lake)) >= total and
-                 _live_rows(lake) == _source_rows(dsn),
+        wait_for(lambda: _caught_up(lake, dsn, total),
                  timeout=120, what="the restarted worker to catch up", workers=[second])
     finally:
         second.stop()
@@ -177,8 +190,7 @@ def test_two_workers_split_partitions_and_one_takes_over_when_the_other_dies(
         w1.kill()
         wait_for(lambda: len(w2.read_stats().get("assigned", [])) == 4, timeout=90,
                  what="the survivor to take over every partition", workers=[w2])
-        wait_for(lambda: len(_changelog_positions(lake)) >= total and
-                 _live_rows(lake) == _source_rows(dsn),
+        wait_for(lambda: _caught_up(lake, dsn, total),
                  timeout=120, what="the survivor to catch up", workers=[w2])
     finally:
         for w in workers:
