@@ -38,11 +38,12 @@ def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
         "f": pa.array([1.0, math.nan, 2.0]),
         "none": pa.array([None, None, None], pa.int64()),
         "flag": [True, False, True],
+        "naive": pa.array([1, 2, 3], pa.timestamp("us")),
     })
     stats = json.loads(file_stats(rows, rows.column_names))
     assert stats["numRecords"] == 3
     assert stats["nullCount"] == {"n": 1, "at": 1, "short": 1, "long": 0, "f": 0, "none": 3,
-                                  "flag": 0}
+                                  "flag": 0, "naive": 0}
     # milliseconds: the min rounds down, the max rounds up, so both rows stay inside
     assert stats["minValues"] == {"n": -7, "at": "2026-01-01T00:00:00.001Z", "short": "a"}
     assert stats["maxValues"] == {"n": 3, "at": "2026-01-01T00:00:00.003Z", "short": "b"}

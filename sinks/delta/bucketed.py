@@ -221,9 +221,8 @@ class BucketedSink(ABC):
             batch_id=batch_id,
             position=batch.last_position,
         )
-        after = table_version(self.handle)
-        if before is not None and after is not None and after != before + 1:
-            self.rows.clear()  # another writer committed in between: see `_commit_once`
+        if not self.handle.only_maintenance_since(before, ours=batch_id):
+            self.rows.clear()  # another writer changed rows meanwhile: see `_commit_once`
             return writer.rows_written
         for bucket, rows in keep.items():
             self.rows.put(bucket, rows)

@@ -62,9 +62,10 @@ def _stat(value: Any, dtype: pa.DataType, *, upper: bool) -> Any:
         return value if len(value) <= _MAX_STRING_STAT else None
     if pa.types.is_date(dtype) and isinstance(value, date):
         return value.isoformat()
-    if pa.types.is_timestamp(dtype) and isinstance(value, datetime):
+    if pa.types.is_timestamp(dtype) and dtype.tz is not None and isinstance(value, datetime):
         # Delta keeps milliseconds: round the min down and the max up, so no row escapes.
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # (Timestamps without a zone are left out: their text has no "Z", and readers vary.)
+        value = value.astimezone(UTC)
         whole = value.replace(microsecond=value.microsecond // 1000 * 1000)
         if upper and whole < value:
             whole += _MS

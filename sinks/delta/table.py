@@ -108,8 +108,9 @@ class DeltaHandle:
                 return str(commit[POSITION_KEY]) or None
         return None
 
-    def only_maintenance_since(self, version: int | None) -> bool:
-        """True if every commit after `version` only compacted or vacuumed (no row changed)."""
+    def only_maintenance_since(self, version: int | None, *, ours: int | None = None) -> bool:
+        """True if every commit after `version` only compacted or vacuumed (no row changed),
+        besides our own commit of batch `ours`."""
         if self.dt is None or version is None:
             return False
         newer = self.dt.version() - version
@@ -117,7 +118,12 @@ class DeltaHandle:
             return True
         with delta_errors(self.uri):
             commits = self.dt.history(newer)
-        return all(c.get("operation") in _MAINTENANCE for c in commits)
+        return all(
+            c.get("operation") in _MAINTENANCE
+            or (ours is not None and c.get(APP_KEY) == self.app_id
+                and c.get(BATCH_KEY) == str(ours))
+            for c in commits
+        )
 
     def read(
         self,
