@@ -231,18 +231,27 @@ class BucketedSink(ABC):
     def lookup(self, keys: pa.Table, key_columns: Sequence[str]) -> pa.Table | None:
         """The stored (live) or open (forensic) rows of `keys`, None if the table is absent.
 
-        Reads only the buckets the keys fall in, through the cache.
+        Reads only the buckets the keys fall in, through the cache, a group at a time: keys
+        spread over a whole big table must not bring the whole table into memory at once.
         """
         if self.handle.dt is None or self.bucketing is None or keys.num_rows == 0:
             return None
         keyed = keys.select(list(key_columns))
-        buckets = self.bucketing.assign(keyed, key_columns).unique().to_pylist()
-        parts = [rows for rows in self.rows.get(buckets).values() if rows.num_rows]
-        if not parts:
+        by_bucket = split_by_bucket(
+            keyed.append_column(BUCKET, self.bucketing.assign(keyed, key_columns)))
+        buckets = sorted(by_bucket)
+        found = []
+        for start in range(0, len(buckets), GROUP_BUCKETS):
+            group = buckets[start : start + GROUP_BUCKETS]
+            parts = [rows for rows in self.rows.get(group).values() if rows.num_rows]
+            if parts:
+                rows = pa.concat_tables(parts, promote_options="permissive")
+                wanted = pa.concat_tables([by_bucket[b] for b in group]).select(keyed.column_names)
+                found.append(key_filter(rows, wanted, key_columns, keep=True))
+        if not found:
             return None
-        rows = pa.concat_tables(parts, promote_options="permissive")
-        found = key_filter(rows, keyed, key_columns, keep=True)
-        return found.drop_columns([c for c in PHYSICAL if c in found.column_names])
+        rows = pa.concat_tables(found, promote_options="permissive")
+        return rows.drop_columns([c for c in PHYSICAL if c in rows.column_names])
 
     @abstractmethod
     def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:

@@ -33,7 +33,7 @@ from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
 
 DEFAULT_INDEXED_COLUMNS = 32  # delta.dataSkippingNumIndexedCols
-_MAX_STRING_STAT = 32  # delta-rs truncates longer strings; we leave them out instead
+_MAX_STRING_STAT = 32  # writers truncate longer bounds (Spark at 32); we leave them out
 _MS = timedelta(milliseconds=1)
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidemark-files")
 
