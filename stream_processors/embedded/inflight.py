@@ -31,6 +31,11 @@ class InFlight(Generic[B, R]):
         return self._slot is not None
 
     @property
+    def batch(self) -> B | None:
+        """The batch in flight, if any."""
+        return None if self._slot is None else self._slot[0]
+
+    @property
     def finished(self) -> bool:
         return self._slot is not None and self._slot[1].done()
 

@@ -9,9 +9,9 @@ so one batch is in flight at a time and batches commit in order. Failures are so
 error tree: a `TransientError` (source down, commit conflict) is retried with exponential
 backoff, a source that failed is reopened and replays from its last acknowledged offset (the
 core and the lake drop what was already applied), anything terminal stops the run.
-Backpressure: while the batcher holds more than `max_pending_events`, the loop stops polling
-and commits instead, so the engines' bounded queues make Debezium wait rather than memory
-grow.
+Backpressure: while more than `max_pending_events` are held (the batch in flight included),
+the loop stops polling and commits instead, so the engines' bounded queues make Debezium
+wait rather than memory grow.
 """
 
 from __future__ import annotations
@@ -188,9 +188,12 @@ class EmbeddedRunner:
         self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
 
     def _new_batcher(self) -> Batcher:
+        # Under backlog a batch grows to half the events that may be held, so one batch can
+        # commit while the next one fills, and together they stay within `max_pending`.
         return Batcher(
             max_events=self.settings.max_events,
             max_latency_ms=self.settings.max_latency_ms,
+            max_events_cap=self.max_pending // 2,
             first_batch_id=self._highest_batch_id() + 1,
         )
 
@@ -202,8 +205,9 @@ class EmbeddedRunner:
 
     @property
     def pending_events(self) -> int:
-        """Events received but not committed yet."""
-        return self._batcher.pending_events
+        """Events received but not committed yet (held, or in the batch being committed)."""
+        batch = self._inflight.batch
+        return self._batcher.pending_events + (batch.event_count if batch is not None else 0)
 
     @property
     def max_pending(self) -> int:
@@ -230,7 +234,7 @@ class EmbeddedRunner:
         for source in self._sources:
             if stop.is_set():
                 return
-            if self._batcher.pending_events >= self.max_pending:
+            if self.pending_events >= self.max_pending:
                 break  # backpressure: commit before taking more
             records = self._poll(source, stop)
             if records:
@@ -241,7 +245,7 @@ class EmbeddedRunner:
             # each commit has a fixed cost, and the events are late anyway.
             backlog = source.engine is not None and source.engine.backlogged
             self._commit_due(stop, latency=not backlog)
-        self._commit_due(stop, force=self._batcher.pending_events >= self.max_pending,
+        self._commit_due(stop, force=self.pending_events >= self.max_pending,
                          latency=not any(s.engine and s.engine.backlogged for s in self._sources))
 
     def _poll(self, source: _Open, stop: threading.Event) -> list[RawRecord]:
@@ -316,7 +320,7 @@ class EmbeddedRunner:
             if batch is None:
                 return
             self._start(batch, stop)
-            force = force and self._batcher.pending_events >= self.max_pending
+            force = force and self.pending_events >= self.max_pending
 
     def _drain(self, stop: threading.Event) -> None:
         """On stop: commit every complete transaction held (incomplete ones are replayed)."""
