@@ -35,6 +35,24 @@ def test_the_least_recently_used_bucket_goes_first_whatever_its_layer() -> None:
     assert cache.nbytes == one.nbytes
 
 
+def test_a_cached_slice_does_not_keep_its_parent_alive() -> None:
+    """The budget counts what an entry holds: a slice of a big table is copied out, so the
+    big table's buffers can go."""
+    big = pa.table({"id": pa.array(range(1_000_000), pa.int64()),
+                    "name": pa.array([f"n{i}" for i in range(1_000_000)])})
+    part = big.slice(500, 100)
+    assert part.get_total_buffer_size() > 100 * part.nbytes
+    cache = BucketCache(max_bytes=10 * part.nbytes)
+    layer = cache.layer()
+    cache.put(layer, 1, part)
+    kept = cache.get(layer, 1)
+    assert kept is not None and kept.equals(part)
+    assert kept.get_total_buffer_size() < 2 * part.nbytes + 1024
+    small = _rows(100)
+    cache.put(layer, 2, small)
+    assert cache.get(layer, 2) is small  # nothing to gain: kept as it is
+
+
 def test_tables_of_one_lake_share_the_budget(lake_root) -> None:
     budget = 64 * 2**10
     lake = Lake(lake_root(), app_id="cache", cache_bytes=budget)
