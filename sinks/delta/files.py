@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,15 @@ def stats_columns(dt: DeltaTable, partition_by: Sequence[str]) -> list[str]:
     return names if limit < 0 else names[:limit]
 
 
+def _bounded(dtype: pa.DataType) -> bool:
+    """Whether we write min/max for a column of `dtype` (`_stat` formats exactly these)."""
+    t = pa.types
+    return (t.is_integer(dtype) or t.is_floating(dtype) or t.is_string(dtype)
+            or t.is_large_string(dtype) or t.is_date(dtype)
+            # Timestamps without a zone are left out: their text has no "Z", readers vary.
+            or (t.is_timestamp(dtype) and dtype.tz is not None))
+
+
 def _stat(value: Any, dtype: pa.DataType, *, upper: bool) -> Any:
     """`value` as Delta writes it in min/max, or None to leave it out."""
     if value is None:
@@ -62,9 +70,8 @@ def _stat(value: Any, dtype: pa.DataType, *, upper: bool) -> Any:
         return value if len(value) <= _MAX_STRING_STAT else None
     if pa.types.is_date(dtype) and isinstance(value, date):
         return value.isoformat()
-    if pa.types.is_timestamp(dtype) and dtype.tz is not None and isinstance(value, datetime):
+    if pa.types.is_timestamp(dtype) and isinstance(value, datetime):
         # Delta keeps milliseconds: round the min down and the max up, so no row escapes.
-        # (Timestamps without a zone are left out: their text has no "Z", and readers vary.)
         value = value.astimezone(UTC)
         whole = value.replace(microsecond=value.microsecond // 1000 * 1000)
         if upper and whole < value:
@@ -84,11 +91,7 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
         column = rows.column(name)
         nulls[name] = column.null_count
         dtype = column.type
-        if column.null_count == rows.num_rows or not (
-            pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
-            or pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-            or pa.types.is_date(dtype) or pa.types.is_timestamp(dtype)
-        ):
+        if column.null_count == rows.num_rows or not _bounded(dtype):
             continue
         if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():
             continue
@@ -142,7 +145,6 @@ class FileWriter:
         self.actions: list[AddAction] = []
         self.rows_written = 0
         self._pending: list[Future[AddAction]] = []
-        self._lock = threading.Lock()
 
     def write(self, rows: pa.Table, partition: Mapping[str, str]) -> None:
         """Start writing one file holding `rows` (partition columns dropped) in `partition`.
@@ -160,6 +162,7 @@ class FileWriter:
         path = "/".join([*([folder] if folder else []), f"part-{uuid.uuid4()}.snappy.parquet"])
         values = {name: partition[name] for name in self.partition_by}
         self._pending.append(_POOL.submit(self._write, data, path, values))
+        self.rows_written += data.num_rows
 
     def wait(self) -> list[AddAction]:
         """Every file started so far, written; their add actions (all files so far)."""
@@ -172,8 +175,6 @@ class FileWriter:
         pq.write_table(data, path, filesystem=self.fs, compression="snappy",
                        use_dictionary=self._dictionary)
         size = self.fs.get_file_info(path).size
-        with self._lock:
-            self.rows_written += data.num_rows
         return AddAction(
             path=path,
             size=int(size or 0),

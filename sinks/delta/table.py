@@ -181,9 +181,7 @@ class DeltaHandle:
                     schema_mode="merge" if evolves else None,
                     commit_properties=props,
                 )
-        if position is not None:
-            self._position = position
-        log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
+        self._committed(batch_id, position)
 
     def replace_files(
         self,
@@ -212,8 +210,12 @@ class DeltaHandle:
                 commit_properties=props,
             )
             self.dt.update_incremental()  # unlike write_deltalake, this leaves dt behind
+        self._committed(batch_id, position)
+
+    def _committed(self, batch_id: int, position: str | None) -> None:
         if position is not None:
             self._position = position
+        assert self.dt is not None
         log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
 
     def _properties(self, batch_id: int, position: str | None
