@@ -19,7 +19,7 @@ RUN apt-get update \
  && apt-get purge -y gnupg && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY connectors ./connectors
 COPY stream_processors ./stream_processors
 COPY sinks ./sinks

@@ -30,9 +30,9 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.debezium.jvm import started_jvm
-from connectors.postgres.capture import open_postgres_engine
-from connectors.postgres.cluster import LocalCluster
+from tidemark.connectors.debezium.jvm import started_jvm
+from tidemark.connectors.postgres.capture import open_postgres_engine
+from tidemark.connectors.postgres.cluster import LocalCluster
 
 RESULTS = Path(__file__).parent / "results" / "capture.json"
 HEAP = "512m"  # the ceiling is measured with room to spare; the pipeline defaults to less
@@ -59,7 +59,7 @@ END $$;
 def decoder():
     """A fresh decoder's `decode`, or None when the decoder is not on this branch."""
     try:
-        from connectors.decode import Decoder
+        from tidemark.connectors.decode import Decoder
     except ImportError:
         return None
     return Decoder("postgres").decode
@@ -180,7 +180,7 @@ def simulator_load(cluster: LocalCluster, state: Path, args: argparse.Namespace,
                    consumers: list[str]) -> dict:
     """The simulator's mixed OLTP load (profile `customers`, own database), if it exists."""
     try:
-        from simulator.runner import Simulator
+        from tidemark.simulator.runner import Simulator
     except ImportError:
         return {"skipped": "simulator not on this branch"}
     execute(cluster.url("postgres"), "CREATE DATABASE sim")

@@ -30,8 +30,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.debezium.records import RawRecord
-from connectors.decode import Decoder
+from tidemark.connectors.decode import Decoder
+
+from tidemark.kernel.records import RawRecord
 
 
 def _f(kind: str, field: str, **extra: object) -> dict:

@@ -32,12 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import psycopg2  # noqa: E402
+import yaml  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from tidemark.connectors.kafka.broker import TansuBroker, create_topics  # noqa: E402
+from tidemark.connectors.kafka.produce import publish  # noqa: E402
+from tidemark.connectors.postgres.capture import open_postgres_engine  # noqa: E402
+from tidemark.connectors.postgres.cluster import LocalCluster  # noqa: E402
 
-from connectors.postgres.capture import open_postgres_engine  # noqa: E402
-from connectors.postgres.cluster import LocalCluster  # noqa: E402
-from tests.distributed.support import publish, start_worker, write_config  # noqa: E402
-from tests.fixtures.kafka import TansuBroker, create_topics  # noqa: E402
+from tidemark.stack.workers import start_worker  # noqa: E402
 
 WORK = Path(os.environ.get("BENCH_DIR", "/tmp/dist-bench"))
 RESULTS = ROOT / "bench" / "results" / "distributed.json"
@@ -130,9 +132,13 @@ def run_embedded(records: list, *, total: int, root: Path, max_events: int,
     """The embedded runtime (same decoder, core and sinks) on the same records."""
     import threading
 
-    from connectors.decode import Decoder
-    from sinks.lake import Lake
-    from stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings, SourceSpec
+    from tidemark.connectors.decode import Decoder
+    from tidemark.sinks.lake import Lake
+    from tidemark.stream_processors.embedded.runner import (
+        EmbeddedRunner,
+        RunnerSettings,
+        SourceSpec,
+    )
 
     stop = threading.Event()
     latencies: list[float] = []
@@ -174,7 +180,7 @@ def lake_summary(root: Path) -> dict:
 
 def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: str) -> dict:
     workers = [start_worker(config, workdir, f"w{i}", session_timeout=6.0,
-                            extra=["--bucket-by", bucket_by]) for i in range(n)]
+                            extra=["--bucket-by", bucket_by], cwd=ROOT) for i in range(n)]
     deadline = time.monotonic() + 900
     try:
         while True:
@@ -254,10 +260,14 @@ def main() -> None:
         plans = [(b, int(n)) for b in args.bucket_by.split(",") for n in args.workers.split(",")]
         for bucket_by, n in plans:
             tag = f"{bucket_by}-{n}"
-            config = write_config(WORK / f"pipeline-{tag}.yaml", pipeline=f"bench{n}",
-                                  lake=WORK / f"lake-{tag}", dsn=dsn, tables=["public.items"],
-                                  bootstrap=bootstrap, group=f"bench-{tag}",
-                                  max_events=args.max_events, max_latency_ms=args.max_latency_ms)
+            config = WORK / f"pipeline-{tag}.yaml"
+            config.write_text(yaml.safe_dump({
+                "pipeline": f"bench{n}", "lake": str(WORK / f"lake-{tag}"),
+                "sources": [{"name": "src", "kind": "postgres", "dsn": dsn,
+                             "tables": ["public.items"]}],
+                "batching": {"max_events": args.max_events,
+                             "max_latency_ms": args.max_latency_ms},
+                "kafka": {"bootstrap": bootstrap, "group": f"bench-{tag}"}}))
             run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{tag}",
                               bucket_by=bucket_by)
             run["lake"] = lake_summary(WORK / f"lake-{tag}")

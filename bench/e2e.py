@@ -98,7 +98,7 @@ def child(args: argparse.Namespace) -> dict:
 def _engine(args: argparse.Namespace, *, snapshot: bool, extra: dict | None = None):
     """The engine of the ceiling and the peer, with `bench/capture.py`'s heap (the capture
     issue's benchmark): a smaller one lowers the ceiling. Tidemark runs with its default."""
-    from connectors.postgres.capture import open_postgres_engine
+    from tidemark.connectors.postgres.capture import open_postgres_engine
 
     props = {"snapshot.mode": "initial" if snapshot else "no_data", **(extra or {})}
     return open_postgres_engine(
@@ -429,7 +429,7 @@ def main() -> None:
         sys.stderr.flush()
         os._exit(code)  # do not wait for the JVM's shutdown (its hooks are not ours to debug)
 
-    from connectors.postgres.cluster import LocalCluster
+    from tidemark.connectors.postgres.cluster import LocalCluster
 
     report = Path(args.out)
     root = Path(tempfile.mkdtemp(prefix="tidemark-bench-e2e-"))

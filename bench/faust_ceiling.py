@@ -72,7 +72,7 @@ def child(mode: str, bootstrap: str, topic: str, total: int) -> None:
             os._exit(0)
 
     if mode == "bulk":
-        from stream_processors.distributed.bulk import install, take
+        from tidemark.stream_processors.distributed.bulk import install, take
 
         inbox = install(app).inbox(topic)
 
@@ -101,8 +101,7 @@ def main() -> None:
         child(mode, bootstrap, topic, int(total))
         return
     from confluent_kafka import Producer
-
-    from tests.fixtures.kafka import TansuBroker, create_topics
+    from tidemark.connectors.kafka.broker import TansuBroker, create_topics
 
     WORK.mkdir(parents=True, exist_ok=True)
     broker = TansuBroker(WORK / "tansu.log")

@@ -28,8 +28,9 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.postgres.cluster import LocalCluster  # noqa: E402
-from simulator import Simulator  # noqa: E402
+from tidemark.connectors.postgres.cluster import LocalCluster  # noqa: E402
+from tidemark.simulator import Simulator  # noqa: E402
+
 from tidemark.state import postgres_dir  # noqa: E402
 
 

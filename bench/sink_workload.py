@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stream_processors.milestoning import columns as c
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel import columns as c
+from tidemark.kernel.model import MilestonedTable
 
 TABLE = "bench.public.orders"
 TS = pa.timestamp("us", tz="UTC")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_processors.milestoning.errors import TerminalError, TidemarkError, TransientError
+from tidemark.kernel.errors import TerminalError, TidemarkError, TransientError
 
 
 class SourceError(TidemarkError):

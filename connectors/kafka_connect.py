@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from connectors.errors import SourceConfigError, SourceError, SourceUnavailable
-from stream_processors.milestoning.errors import TransientError
+from tidemark.connectors.errors import SourceConfigError, SourceError, SourceUnavailable
+
+from tidemark.kernel.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
     name = connector_name(pipeline, source.name)
     tables = list(source.tables)
     if source.kind == "postgres":
-        from connectors.postgres.settings import connector_settings as pg_settings
+        from tidemark.connectors.postgres.settings import connector_settings as pg_settings
 
         ident = _ident("tidemark", pipeline, source.name, "connect")
         settings = pg_settings(name=source.name, dsn=source.dsn, tables=tables, slot=ident,
                                publication=ident, heartbeat_ms=heartbeat_ms)
     elif source.kind == "sqlserver":
-        from connectors.sqlserver.settings import connector_settings as mssql_settings
+        from tidemark.connectors.sqlserver.settings import connector_settings as mssql_settings
 
         settings = mssql_settings(name=source.name, dsn=source.dsn, tables=tables,
                                   heartbeat_ms=heartbeat_ms)
@@ -115,7 +116,7 @@ def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
               if k not in _ENGINE_ONLY_KEYS and not k.startswith(_ENGINE_ONLY_PREFIXES)}
     if source.kind == "postgres":
         # The decoder's exactness settings (decimals precise, intervals as ISO strings...).
-        from connectors.decode.settings import TYPE_SETTINGS
+        from tidemark.connectors.decode.settings import TYPE_SETTINGS
 
         for key, value in TYPE_SETTINGS.items():
             config.setdefault(key, value)

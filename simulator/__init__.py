@@ -4,6 +4,6 @@
 `run(stop_event, on_progress=...)`; `tidemark simulate` is the CLI on top.
 """
 
-from simulator.runner import Progress, Simulator, Summary
+from tidemark.simulator.runner import Progress, Simulator, Summary
 
 __all__ = ["Progress", "Simulator", "Summary"]

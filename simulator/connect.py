@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from simulator.dialects import POSTGRES, SQLSERVER, Dialect
-from simulator.errors import DatabaseUnavailable, SimulatorConfigError
+from tidemark.simulator.dialects import POSTGRES, SQLSERVER, Dialect
+from tidemark.simulator.errors import DatabaseUnavailable, SimulatorConfigError
 
 log = logging.getLogger(__name__)
 

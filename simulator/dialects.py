@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
-from simulator.schema import Column, Table
+from tidemark.simulator.schema import Column, Table
 
 LockMode = Literal["share", "update"]
 # retry: conflict, run the transaction again; connection: link lost, reconnect;

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from simulator.dialects import Dialect, LockMode
-from simulator.schema import Table
-from simulator.values import Pools
+from tidemark.simulator.dialects import Dialect, LockMode
+from tidemark.simulator.schema import Table
+from tidemark.simulator.values import Pools
 
 Op = Literal["c", "u", "d"]
 Skew = Literal["recent", "uniform"]

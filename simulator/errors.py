@@ -8,7 +8,7 @@ wrong place. `RetryableConflict` never escapes: the engine retries the whole tra
 
 from __future__ import annotations
 
-from stream_processors.milestoning.errors import (
+from tidemark.kernel.errors import (
     TerminalError,
     TidemarkError,
     TransientError,

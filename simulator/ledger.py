@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
-
-from simulator.engine import Change
+from tidemark.simulator.engine import Change
 
 
 def iso_utc(ts: datetime) -> str:

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.connect import connect, parse_url
-from simulator.engine import Budget, KeySpace, Skew
-from simulator.errors import SimulatorConfigError, first_line
-from simulator.ledger import Ledger
-from simulator.profiles import get_profile
-from simulator.profiles.base import Operation, OpKind
-from simulator.values import pools
-from simulator.worker import RateLimiter, Stats, Worker
+from tidemark.simulator.connect import connect, parse_url
+from tidemark.simulator.engine import Budget, KeySpace, Skew
+from tidemark.simulator.errors import SimulatorConfigError, first_line
+from tidemark.simulator.ledger import Ledger
+from tidemark.simulator.profiles import get_profile
+from tidemark.simulator.profiles.base import Operation, OpKind
+from tidemark.simulator.values import pools
+from tidemark.simulator.worker import RateLimiter, Stats, Worker
 
 log = logging.getLogger(__name__)
 DEFAULT_MIX: dict[OpKind, float] = {"insert": 0.5, "update": 0.35, "delete": 0.15}
@@ -126,7 +126,7 @@ class Simulator:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         """Create the profile's tables, indexes and reference data; a no-op when present."""
-        from simulator.setup import create_schema
+        from tidemark.simulator.setup import create_schema
 
         conn = connect(self.target)
         try:
@@ -146,7 +146,7 @@ class Simulator:
             on_progress: Callable[[Progress], None] | None = None,
             progress_interval: float = 0.5) -> Summary:
         """Generate changes until a limit is hit or `stop_event` is set; see the class doc."""
-        from simulator.setup import key_ranges
+        from tidemark.simulator.setup import key_ranges
 
         keys = KeySpace(self.skew)
         conn = connect(self.target)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from simulator.dialects import Dialect
-from simulator.errors import SimulatorConfigError, first_line
-from simulator.profiles.base import Profile
+from tidemark.simulator.dialects import Dialect
+from tidemark.simulator.errors import SimulatorConfigError, first_line
+from tidemark.simulator.profiles.base import Profile
 
 log = logging.getLogger(__name__)
 

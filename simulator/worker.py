@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from simulator.connect import Target, connect
-from simulator.engine import Budget, Change, KeySpace, Tx
-from simulator.errors import DatabaseRefused, DatabaseUnavailable, first_line
-from simulator.ledger import Ledger
-from simulator.profiles.base import Operation, Profile
-from simulator.values import Pools
+from tidemark.simulator.connect import Target, connect
+from tidemark.simulator.engine import Budget, Change, KeySpace, Tx
+from tidemark.simulator.errors import DatabaseRefused, DatabaseUnavailable, first_line
+from tidemark.simulator.ledger import Ledger
+from tidemark.simulator.profiles.base import Operation, Profile
+from tidemark.simulator.values import Pools
 
 log = logging.getLogger(__name__)
 RECONNECT_TIMEOUT = 60.0

@@ -2,7 +2,8 @@
 
 The runtime owns batching and acknowledges source offsets only after `commit` returns for
 every sink of the batch. A sink never touches offsets. Optional abilities (compaction) are
-separate small protocols, not no-op methods here.
+separate small protocols, not no-op methods here
+(compaction lives in `sinks/maintenance.py`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from stream_processors.milestoning.columns import Layer
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.columns import Layer
+from tidemark.kernel.model import MilestonedTable
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,4 @@ class TableSink(Protocol):
 
     def close(self) -> None:
         """Release caches; the sink can be opened again."""
-        ...
-
-
-@runtime_checkable
-class Compactable(Protocol):
-    """A sink whose small files can be compacted and old files vacuumed in the background."""
-
-    def compact(self) -> int:
-        """Rewrite small files; return the number of files removed."""
-        ...
-
-    def vacuum(self, *, retention_hours: int) -> int:
-        """Delete files no version within `retention_hours` needs; return how many."""
         ...

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
-
-from sinks.delta.table import DeltaHandle, table_uri
+from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
 SCHEMA = pa.schema(
     [

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pyarrow as pa
+from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
-from sinks.delta.table import DeltaHandle, table_uri
-from stream_processors.milestoning.dead_letter import DeadLetter
+from tidemark.kernel.dead_letter import DeadLetter
 
 Stage = Literal["decode", "apply"]
 

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 from deltalake import exceptions as dx
 
-from stream_processors.milestoning.errors import TerminalError, TidemarkError, TransientError
-from tidemark.secrets import mask
+from tidemark.kernel.errors import TerminalError, TidemarkError, TransientError
+from tidemark.kernel.secrets import mask
 
 
 class SinkError(TidemarkError):

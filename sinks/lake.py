@@ -1,4 +1,4 @@
-"""The `Lake` facade: the only sink API the runtimes call (contracts.md, "Sinks").
+"""The `Lake` facade: the only sink API the runtimes call (docs/sinks.md).
 
 One `commit_batch` writes every table's layers, each in its own Delta commit stamped with
 `Transaction(f"{app_id}:{table}:{layer}", batch_id)`, then the batch log. A replayed batch is
@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
+from tidemark.sinks.base import CommitResult
+from tidemark.sinks.batch_log import BatchLog, TableCounts
+from tidemark.sinks.dead_letters import DeadLetterTable
+from tidemark.sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
+from tidemark.sinks.delta.changelog import ChangelogSink
+from tidemark.sinks.delta.forensic import ForensicSink
+from tidemark.sinks.delta.live import LiveSink
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.errors import SinkSchemaMismatch
+from tidemark.sinks.maintenance import Kind, Maintenance
+from tidemark.sinks.schema import all_nullable
 
-from sinks.base import CommitResult
-from sinks.batch_log import BatchLog, TableCounts
-from sinks.dead_letters import DeadLetterTable
-from sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
-from sinks.delta.changelog import ChangelogSink
-from sinks.delta.forensic import ForensicSink
-from sinks.delta.live import LiveSink
-from sinks.delta.table import table_uri
-from sinks.errors import SinkSchemaMismatch
-from sinks.maintenance import Kind, Maintenance
-from sinks.schema import all_nullable
-from stream_processors.milestoning.columns import (
+from tidemark.kernel.columns import (
     BATCH,
     BATCH_IN,
     POSITION,
@@ -39,8 +39,8 @@ from stream_processors.milestoning.columns import (
     VALID_FROM,
     Layer,
 )
-from stream_processors.milestoning.dead_letter import DeadLetter
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.model import MilestonedTable
 
 log = logging.getLogger(__name__)
 

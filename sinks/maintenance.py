@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from stream_processors.milestoning.columns import BUCKET, CURRENT
+from tidemark.kernel.columns import BUCKET, CURRENT
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning import arrays
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from stream_processors.milestoning.columns import OP, POSITION, TX_ID
-from stream_processors.milestoning.model import TableChanges
+from tidemark.kernel.columns import OP, POSITION, TX_ID
+from tidemark.kernel.model import TableChanges
 
 
 class Clock:

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from connectors.postgres.capture import open_postgres_engine
+from tidemark.connectors.postgres.capture import open_postgres_engine
 
 
 def main() -> None:

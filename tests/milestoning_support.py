@@ -13,8 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+from tidemark.stream_processors.milestoning.core import milestone
 
-from stream_processors.milestoning.columns import (
+from tidemark.kernel.columns import (
     BATCH_IN,
     BATCH_OUT,
     OP,
@@ -25,8 +26,7 @@ from stream_processors.milestoning.columns import (
     VALID_FROM,
     VALID_TO,
 )
-from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.model import MilestonedTable, TableChanges
+from tidemark.kernel.model import MilestonedTable, TableChanges
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from connectors.errors import SourceError
-from connectors.postgres.capture import open_postgres_engine
+from tidemark.connectors.errors import SourceError
+from tidemark.connectors.postgres.capture import open_postgres_engine
 
 
 def main() -> None:

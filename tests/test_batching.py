@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from tidemark.stream_processors.batching import Batcher
 
-from stream_processors.batching import Batcher
 from tests.batching_support import Clock, Marker, chunk, ids, p, tx
 
 
@@ -193,7 +193,7 @@ def test_position_does_not_run_ahead_into_an_open_transaction():
 
 
 def test_plan_cut_falls_on_transaction_boundaries():
-    from stream_processors.transactions import plan_cut
+    from tidemark.stream_processors.transactions import plan_cut
 
     position = pa.array([p(i) for i in range(1, 8)])
     tx = pa.array(["a", "a", "b", "b", "b", None, "c"])

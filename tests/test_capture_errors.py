@@ -9,13 +9,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
-
-from connectors.debezium.engine import EmbeddedEngine
-from connectors.debezium.jvm import find_java
-from connectors.errors import SourceConfigError, SourceUnavailable
-from connectors.postgres.cluster import free_port
-from connectors.postgres.settings import connector_settings
-from connectors.postgres.setup import prepare_source
+from tidemark.connectors.debezium.engine import EmbeddedEngine
+from tidemark.connectors.debezium.jvm import find_java
+from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
+from tidemark.connectors.postgres.cluster import free_port
+from tidemark.connectors.postgres.settings import connector_settings
+from tidemark.connectors.postgres.setup import prepare_source
 
 pytestmark = [pytest.mark.postgres]
 

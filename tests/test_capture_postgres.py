@@ -7,10 +7,10 @@ import time
 
 import psycopg2
 import pytest
+from tidemark.connectors.errors import SourceError
 
-from connectors.debezium.records import RawRecord
-from connectors.errors import SourceError
 from tests.fixtures.debezium import changes, payload
+from tidemark.kernel.records import RawRecord
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from connectors.debezium.records import RawRecord
 from tests.fixtures.debezium import changes, payload
+from tidemark.kernel.records import RawRecord
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stream_processors.milestoning.columns import Layer
 from tidemark.config import load_config, parse_config
 from tidemark.errors import ConfigError
+from tidemark.kernel.columns import Layer
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "pipeline.yaml"
 DSN = "postgresql://app:s3cret@127.0.0.1:5432/shop"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
+from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 
-from connectors.decode import TYPE_SETTINGS, Decoder
 from tests.fixtures.debezium import changes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import orjson
+from tidemark.connectors.decode import Decoder
+from tidemark.connectors.decode.jsonl import decoded_events
 
-from connectors.debezium.records import RawRecord
-from connectors.decode import Decoder
-from connectors.decode.jsonl import decoded_events
+from tidemark.kernel.records import RawRecord
 
 DATA = Path(__file__).parent / "data/debezium"
 

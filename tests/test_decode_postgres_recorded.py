@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from tidemark.connectors.decode import Decoder, decode_records
+from tidemark.connectors.decode.decoder import _split
+from tidemark.connectors.decode.types import decimal_text, parse_interval
 
-from connectors.debezium.records import RawRecord
-from connectors.decode import Decoder, decode_records
-from connectors.decode.decoder import _split
-from connectors.decode.types import decimal_text, parse_interval
+from tidemark.kernel.records import RawRecord
 
 DATA = Path(__file__).parent / "data/debezium"
 
@@ -216,7 +216,7 @@ def test_decoded_batches_feed_the_milestoning_core():
     """The core carries the TOAST values forward from the decoder's flags."""
     from datetime import UTC, datetime
 
-    from stream_processors.milestoning.core import milestone
+    from tidemark.stream_processors.milestoning.core import milestone
 
     batch = Decoder("postgres").decode(TOAST)
     toasty = milestone(batch.changes["src.public.toasty"], None, batch_id=1,
@@ -230,7 +230,7 @@ def test_decoded_batches_feed_the_milestoning_core():
 
 def test_decoded_chunks_go_through_the_batcher_whole():
     """Engine-sized chunks of real records: the batcher releases every event, whole txs."""
-    from stream_processors.batching import Batcher
+    from tidemark.stream_processors.batching import Batcher
 
     decoder = Decoder("postgres")
     now = [0.0]

@@ -22,10 +22,9 @@ from decimal import Decimal
 import psycopg2
 import pyarrow as pa
 import pytest
-
-from connectors.decode import TYPE_SETTINGS, Decoder
-from connectors.decode.types import INFINITY_US, MINUS_INFINITY_US
-from connectors.postgres.capture import open_postgres_engine
+from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
+from tidemark.connectors.decode.types import INFINITY_US, MINUS_INFINITY_US
+from tidemark.connectors.postgres.capture import open_postgres_engine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 

@@ -8,9 +8,8 @@ from decimal import Decimal, localcontext
 import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
-
-from connectors.decode.position import PositionState, postgres_position, sqlserver_position
-from connectors.decode.types import column_type, decimal_text, parse_interval
+from tidemark.connectors.decode.position import PositionState, postgres_position, sqlserver_position
+from tidemark.connectors.decode.types import column_type, decimal_text, parse_interval
 
 LSN = st.integers(min_value=1, max_value=2**63 - 1)
 SQL_LSN = st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**16 - 1))

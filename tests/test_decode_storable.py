@@ -7,8 +7,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-
-from connectors.decode.storable import INTERVAL_STRUCT, delta_storable
+from tidemark.connectors.decode.storable import INTERVAL_STRUCT, delta_storable
 
 
 def test_every_unstorable_type_is_converted_and_written(tmp_path):

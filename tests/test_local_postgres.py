@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
+from tidemark.connectors.postgres.cluster import LocalCluster
 
-from connectors.postgres.cluster import LocalCluster
-from tidemark.secrets import mask
+from tidemark.kernel.secrets import mask
 
 pytestmark = pytest.mark.postgres
 

@@ -14,8 +14,11 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tidemark.stream_processors.milestoning.core import milestone
 
-from stream_processors.milestoning.columns import (
+from tests.milestoning_histories import Event, histories, replay, to_rows
+from tests.milestoning_support import SCHEMA, SOURCE, MemoryLake, changes, events, pos, ts
+from tidemark.kernel.columns import (
     BATCH_IN,
     BATCH_OUT,
     OP,
@@ -23,9 +26,6 @@ from stream_processors.milestoning.columns import (
     VALID_FROM,
     VALID_TO,
 )
-from stream_processors.milestoning.core import milestone
-from tests.milestoning_histories import Event, histories, replay, to_rows
-from tests.milestoning_support import SCHEMA, SOURCE, MemoryLake, changes, events, pos, ts
 
 INGESTED = datetime(2026, 3, 2, tzinfo=UTC)
 PROFILE = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,17 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
+from tidemark.stream_processors.milestoning.core import MilestoningError, milestone
 
-from stream_processors.milestoning.columns import (
-    BATCH,
-    BATCH_OUT,
-    INGESTED_AT,
-    OP,
-    POSITION,
-    SOURCE_TS,
-    VALID_TO,
-)
-from stream_processors.milestoning.core import MilestoningError, milestone
 from tests.milestoning_support import (
     ALICE,
     BOB,
@@ -34,6 +25,15 @@ from tests.milestoning_support import (
     rows_of,
     run,
     ts,
+)
+from tidemark.kernel.columns import (
+    BATCH,
+    BATCH_OUT,
+    INGESTED_AT,
+    OP,
+    POSITION,
+    SOURCE_TS,
+    VALID_TO,
 )
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from connectors.errors import SourceConfigError
-from connectors.postgres.settings import connector_settings, replication_name
+from tidemark.connectors.errors import SourceConfigError
+from tidemark.connectors.postgres.settings import connector_settings, replication_name
 
 
 def test_settings_name_slot_publication_and_exact_tables():

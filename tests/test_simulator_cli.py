@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from tidemark.connectors.postgres.cluster import free_port
 
-from connectors.postgres.cluster import free_port
 from tests.simulator_support import BALANCE_MISMATCHES, decoded_changes, query, read_ledger
 
 pytestmark = pytest.mark.postgres

@@ -13,9 +13,9 @@ from datetime import datetime
 
 import psycopg2
 import pytest
+from tidemark.connectors.postgres.cluster import LocalCluster
+from tidemark.simulator import Simulator
 
-from connectors.postgres.cluster import LocalCluster
-from simulator import Simulator
 from tests.simulator_support import (
     BALANCE_MISMATCHES,
     decoded_changes,

@@ -11,8 +11,8 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
+from tidemark.simulator import Simulator
 
-from simulator import Simulator
 from tests.simulator_support import (
     BALANCE_MISMATCHES,
     decoded_changes,

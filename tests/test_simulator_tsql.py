@@ -13,11 +13,10 @@ from __future__ import annotations
 import pytest
 import sqlglot
 from sqlglot import exp
-
-from simulator import Simulator
-from simulator.dialects import POSTGRES, SQLSERVER
-from simulator.profiles import PROFILES, get_profile
-from simulator.setup import schema_statements
+from tidemark.simulator import Simulator
+from tidemark.simulator.dialects import POSTGRES, SQLSERVER
+from tidemark.simulator.profiles import PROFILES, get_profile
+from tidemark.simulator.setup import schema_statements
 
 PROFILE_NAMES = list(PROFILES)
 
@@ -157,7 +156,7 @@ def test_postgres_statements_parse_too():
 
 
 def test_sqlserver_urls_and_error_classes():
-    from simulator.connect import parse_url
+    from tidemark.simulator.connect import parse_url
 
     target = parse_url("mssql://sa:p%40ss@db.example:14330/shop?driver=ODBC+Driver+17+for+SQL+Server")
     assert target.dialect is SQLSERVER and target.port == 14330 and target.database == "shop"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pyarrow as pa
+from tidemark.sinks.delta.buckets import BucketCache
+from tidemark.sinks.lake import Lake
 
-from sinks.delta.buckets import BucketCache
-from sinks.lake import Lake
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 

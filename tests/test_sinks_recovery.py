@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import Lake
 
-from sinks.delta.table import table_uri
-from sinks.lake import Lake
 from tests.support import crash_writer as cw
 from tests.support.lakes import Driver
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import Lake
 
-from sinks.delta.table import table_uri
-from sinks.lake import Lake
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 
@@ -73,7 +73,7 @@ def test_add_drop_widen_and_reject(lake_root):
 
 
 def test_decoder_dead_letters_are_idempotent(lake_root):
-    from stream_processors.milestoning.dead_letter import DeadLetter
+    from tidemark.kernel.dead_letter import DeadLetter
 
     lake = Lake(lake_root(), app_id="dl")
     letter = DeadLetter(

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.milestoning.core import milestone
 
-from sinks.lake import Lake
-from stream_processors.milestoning import columns as c
-from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.model import TableChanges
 from tests.support import crash_writer as cw
 from tests.support.lakes import Driver
+from tidemark.kernel import columns as c
+from tidemark.kernel.model import TableChanges
 
 EVENT_SCHEMA = pa.schema(
     [

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import sqlglot
 from sqlglot import exp
-
-from connectors.decode.settings import TYPE_SETTINGS
-from connectors.errors import SourceConfigError
-from connectors.sqlserver.settings import connector_settings, parse_sqlserver_dsn
+from tidemark.connectors.decode.settings import TYPE_SETTINGS
+from tidemark.connectors.errors import SourceConfigError
+from tidemark.connectors.sqlserver.settings import connector_settings, parse_sqlserver_dsn
 
 SQL = Path(__file__).parents[1] / "config/sqlserver/enable_cdc.sql"
 
@@ -113,7 +112,7 @@ def test_settings_come_from_the_pipeline_config(tmp_path):
 
 
 def test_schema_history_for_each_runtime():
-    from connectors.sqlserver.settings import schema_history_settings
+    from tidemark.connectors.sqlserver.settings import schema_history_settings
 
     embedded = schema_history_settings(file="/state/erp/schema-history.dat")
     assert embedded["schema.history.internal"].endswith("FileSchemaHistory")
@@ -135,7 +134,7 @@ def test_the_connector_classes_exist_in_the_bundled_debezium():
         name.removesuffix(".class").replace("/", ".")
         for jar in libs.glob("debezium-*.jar") for name in zipfile.ZipFile(jar).namelist()
     }
-    from connectors.sqlserver.settings import CONNECTOR_CLASS, schema_history_settings
+    from tidemark.connectors.sqlserver.settings import CONNECTOR_CLASS, schema_history_settings
 
     assert CONNECTOR_CLASS in classes
     assert schema_history_settings(file="x")["schema.history.internal"] in classes

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from stream_processors.milestoning.errors import TidemarkError
-from tidemark.secrets import mask
+from tidemark.kernel.errors import TidemarkError
+from tidemark.kernel.secrets import mask
 
 # name -> "module:attribute"; imported lazily so `tidemark --help` stays fast.
 # Each command lives in its own module under tidemark/commands/.
@@ -36,20 +36,14 @@ class LazyGroup(click.Group):
     """A click group that imports each command only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if self.get_command(ctx, name) is not None)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # a missing dependency inside it is a real error
-                raise
-            return None  # not built yet
-        command: click.Command = getattr(module, attr)
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
 
 

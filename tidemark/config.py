@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stream_processors.milestoning.columns import Layer
 from tidemark.errors import ConfigError
-from tidemark.secrets import mask
+from tidemark.kernel.columns import Layer
+from tidemark.kernel.secrets import mask
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
 _TABLE = re.compile(rf"^{_IDENT}\.{_IDENT}$")

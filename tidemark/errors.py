@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_processors.milestoning.errors import UsageError
+from tidemark.kernel.errors import UsageError
 
 
 class ConfigError(UsageError):

@@ -12,9 +12,9 @@ from typing import Any
 
 import duckdb
 
-from connectors.decode.position import PG_WIDTH
-from stream_processors.milestoning.columns import OP, POSITION, VALID_FROM, VALID_TO
 from tidemark.canonical import Column, decode_key, duckdb_rows, ident
+from tidemark.connectors.decode.position import PG_WIDTH
+from tidemark.kernel.columns import OP, POSITION, VALID_FROM, VALID_TO
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from connectors.decode import TYPE_SETTINGS, Decoder
-from sinks.lake import Lake
-from stream_processors.embedded.runner import (
+from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
+from tidemark.kernel.errors import UsageError
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.embedded.runner import (
     BatchReport,
     EmbeddedRunner,
     Engine,
@@ -21,15 +24,16 @@ from stream_processors.embedded.runner import (
     RunStats,
     SourceSpec,
 )
-from stream_processors.milestoning.errors import UsageError
-from tidemark.config import PipelineConfig, SourceConfig
+
+if TYPE_CHECKING:
+    from tidemark.connectors.debezium.engine import EmbeddedEngine
 
 logger = logging.getLogger(__name__)
 
 
 def start_jvm_for(config: PipelineConfig, state: Path) -> None:
     """Start the process's JVM as the engines will (so signal handlers can be set after it)."""
-    from connectors.debezium.jvm import start_jvm
+    from tidemark.connectors.debezium.jvm import start_jvm
 
     start_jvm(log_dir=state / "debezium", heap=config.debezium.jvm_heap)
 
@@ -80,6 +84,37 @@ def lake_source_position(lake: Lake, source: str) -> str | None:
     return best
 
 
+def open_source_engine(
+    config: PipelineConfig,
+    source: SourceConfig,
+    *,
+    state: Path,
+    pipeline: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    **options: Any,
+) -> EmbeddedEngine:
+    """Start the embedded engine of one Postgres source as every command does (run, up, tail).
+
+    Args:
+        pipeline: the name its slot and offsets derive from (default the config's).
+        extra: Debezium properties on top of the type settings and the config's own.
+        options: further `open_postgres_engine` arguments (slot, max_batch, ...).
+    """
+    from tidemark.connectors.postgres.capture import open_postgres_engine
+
+    return open_postgres_engine(
+        pipeline=pipeline or config.pipeline,
+        source=source.name,
+        dsn=source.dsn,
+        tables=source.tables,
+        state=state,
+        heap=config.debezium.jvm_heap,
+        heartbeat_ms=config.debezium.heartbeat_ms,
+        extra={**TYPE_SETTINGS, **config.debezium.properties, **(extra or {})},
+        **options,
+    )
+
+
 def _engine_factory(
     config: PipelineConfig, source: SourceConfig, state: Path, max_batch: int
 ) -> Callable[[], Engine]:
@@ -88,23 +123,7 @@ def _engine_factory(
             f"the embedded runtime captures Postgres sources; `{source.name}` is `{source.kind}`",
             hint="run SQL Server sources with the distributed runtime (`tidemark worker`)",
         )
-
-    def open_engine() -> Engine:
-        from connectors.postgres.capture import open_postgres_engine
-
-        return open_postgres_engine(
-            pipeline=config.pipeline,
-            source=source.name,
-            dsn=source.dsn,
-            tables=source.tables,
-            state=state,
-            heap=config.debezium.jvm_heap,
-            heartbeat_ms=config.debezium.heartbeat_ms,
-            extra={**TYPE_SETTINGS, **config.debezium.properties},
-            max_batch=max_batch,
-        )
-
-    return open_engine
+    return lambda: open_source_engine(config, source, state=state, max_batch=max_batch)
 
 
 def build_runner(

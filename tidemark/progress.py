@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from stream_processors.embedded.runner import BatchReport
+from tidemark.stream_processors.embedded.runner import BatchReport
 
 
 @dataclass

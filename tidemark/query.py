@@ -27,8 +27,8 @@ from typing import Literal
 import duckdb
 import pyarrow as pa
 
-from stream_processors.milestoning.columns import VALID_FROM, VALID_TO, Layer
-from stream_processors.milestoning.errors import UsageError
+from tidemark.kernel.columns import VALID_FROM, VALID_TO, Layer
+from tidemark.kernel.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

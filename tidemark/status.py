@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from stream_processors.milestoning.columns import SOURCE_TS, Layer
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.kernel.columns import SOURCE_TS, Layer
 
 logger = logging.getLogger(__name__)
 
@@ -142,14 +142,14 @@ def _slot_lag(source: SourceConfig, slot: str) -> tuple[bool | None, int | None,
 
 def pipeline_status(config: PipelineConfig, *, source_lag: bool = True) -> list[SourceStatus]:
     """Status of every source and table of a pipeline."""
-    from tidemark.verify import _slot_name
+    from tidemark.connectors.postgres.settings import replication_name
 
     letters = dead_letter_counts(config.lake, config.storage_options)
     now = datetime.now(UTC)
     out = []
     for source in config.sources:
         tables = [table_status(config, t, letters) for t in config.lake_tables_of(source)]
-        slot = _slot_name(config.pipeline, source.name)
+        slot = replication_name(config.pipeline, source.name)
         active, lag, error = (None, None, None)
         if source_lag and source.kind == "postgres":
             active, lag, error = _slot_lag(source, slot)

@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from connectors.postgres.cluster import LocalCluster
-from stream_processors.embedded.runner import EmbeddedRunner
 from tidemark.config import PipelineConfig, load_config
+from tidemark.connectors.postgres.cluster import LocalCluster
 from tidemark.state import postgres_dir, state_dir
+from tidemark.stream_processors.embedded.runner import EmbeddedRunner
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ def bootstrap(options: UpOptions) -> tuple[PipelineConfig, str]:
     Returns:
         The config and the source URL (with its password: never print it).
     """
-    from connectors.debezium.jvm import find_java
-    from simulator.profiles import get_profile
-    from simulator.runner import Simulator
+    from tidemark.connectors.debezium.jvm import find_java
+    from tidemark.simulator.profiles import get_profile
+    from tidemark.simulator.runner import Simulator
 
     find_java()  # fail early, with the install hint, before anything else starts
     url = LocalCluster(postgres_dir()).start()

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 import duckdb
 from deltalake import DeltaTable
 
-from connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
-from stream_processors.milestoning.columns import OP, POSITION, TX_ID, Layer
-from stream_processors.milestoning.errors import UsageError
 from tidemark import invariants
 from tidemark.canonical import Column, duckdb_rows, ident, kind_of, postgres_rows
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.connectors.postgres.settings import replication_name
+from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
 from tidemark.invariants import rows, scalar
+from tidemark.kernel.columns import OP, POSITION, TX_ID, Layer
+from tidemark.kernel.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -256,14 +257,6 @@ def _slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None, int | 
     return bool(found[0][0]), found[0][1], found[0][2]
 
 
-def _slot_name(pipeline: str, source: str) -> str:
-    try:
-        from connectors.postgres.settings import replication_name
-    except ImportError:  # capture not merged yet: the same rule
-        return f"tidemark_{pipeline}_{source}"[:63]
-    return replication_name(pipeline, source)
-
-
 def verify_source(
     config: PipelineConfig,
     source: SourceConfig,
@@ -287,7 +280,7 @@ def verify_source(
     started = time.monotonic()
     with consistent_snapshot(source.dsn) as snapshot:
         cutoff = f"{snapshot.lsn:016x}"
-        slot = _slot_name(config.pipeline, source.name)
+        slot = replication_name(config.pipeline, source.name)
         quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
         reached = lake_position(config.lake, config.storage_options)
         changed_at = time.monotonic()

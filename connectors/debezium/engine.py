@@ -28,10 +28,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from connectors.debezium.jvm import DEFAULT_HEAP, StartedJvm, start_jvm
-from connectors.debezium.records import RawRecord
-from connectors.errors import SourceConfigError, SourceError, SourceUnavailable
-from tidemark.secrets import mask
+from tidemark.connectors.debezium.jvm import DEFAULT_HEAP, StartedJvm, start_jvm
+from tidemark.connectors.errors import SourceConfigError, SourceError, SourceUnavailable
+
+from tidemark.kernel.records import RawRecord
+from tidemark.kernel.secrets import mask
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from connectors.errors import SourceConfigError
+from tidemark.connectors.errors import SourceConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from connectors.debezium.engine import EmbeddedEngine
-from connectors.debezium.records import RawRecord
-from connectors.decode import Decoder
-from connectors.decode.decoder import SourceKind
-from stream_processors.milestoning.columns import (
+from tidemark.connectors.debezium.engine import EmbeddedEngine
+from tidemark.connectors.decode import Decoder
+from tidemark.connectors.decode.decoder import SourceKind
+
+from tidemark.kernel.columns import (
     BEFORE,
     OP,
     POSITION,
@@ -24,6 +24,7 @@ from stream_processors.milestoning.columns import (
     TX_ID,
     UNCHANGED_TOAST,
 )
+from tidemark.kernel.records import RawRecord
 
 
 def lake_table(destination: str) -> str:

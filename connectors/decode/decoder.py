@@ -15,13 +15,13 @@ from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
+from tidemark.connectors.decode.position import PositionState, postgres_position, sqlserver_position
+from tidemark.connectors.decode.storable import delta_storable
+from tidemark.connectors.decode.tables import TableLayout, TableRows
 
-from connectors.debezium.records import RawRecord
-from connectors.decode.position import PositionState, postgres_position, sqlserver_position
-from connectors.decode.storable import delta_storable
-from connectors.decode.tables import TableLayout, TableRows
-from stream_processors.milestoning.dead_letter import DeadLetter
-from stream_processors.milestoning.model import TableChanges
+from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.model import TableChanges
+from tidemark.kernel.records import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class TxMarker:
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """The result of decoding one run of records; see contracts.md."""
+    """The result of decoding one run of records; see docs/decoding.md."""
 
     changes: dict[str, TableChanges]
     transactions: list[TxMarker]
@@ -309,7 +309,7 @@ def decode_records(
     records: Sequence[RawRecord], *, source_kind: SourceKind,
     key_columns: Mapping[str, tuple[str, ...]] | None = None, target: Target = "delta",
 ) -> DecodedBatch:
-    """Decode with a process-wide `Decoder` per source kind (the contracts.md function).
+    """Decode with a process-wide `Decoder` per source kind (the contract function).
 
     Long-running pipelines should hold their own `Decoder` (see its docstring); this
     function keeps one per (source kind, key override, target) so schema caches and

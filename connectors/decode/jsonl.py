@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tidemark.connectors.decode.decoder import DecodedBatch
 
-from connectors.decode.decoder import DecodedBatch
-from stream_processors.milestoning import columns as tm
+from tidemark.kernel import columns as tm
 
 _FLOAT_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _META = (tm.OP, tm.POSITION, tm.TX_ID, tm.SOURCE_TS, tm.BEFORE, tm.UNCHANGED_TOAST)

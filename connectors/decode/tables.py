@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from tidemark.connectors.decode.types import ColumnType, column_type
 
-from connectors.decode.types import ColumnType, column_type
-from stream_processors.milestoning import columns as tm
+from tidemark.kernel import columns as tm
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from connectors.errors import SourceConfigError
+from tidemark.connectors.errors import SourceConfigError
 
 _TOOLS = ("initdb", "pg_ctl", "postgres")
 MIN_MAJOR = 14

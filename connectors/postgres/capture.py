@@ -15,11 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from psycopg2 import sql
-
-from connectors.debezium.engine import EmbeddedEngine
-from connectors.debezium.jvm import DEFAULT_HEAP
-from connectors.postgres.settings import connector_settings, replication_name
-from connectors.postgres.setup import connect, prepare_source
+from tidemark.connectors.debezium.engine import EmbeddedEngine
+from tidemark.connectors.debezium.jvm import DEFAULT_HEAP
+from tidemark.connectors.postgres.settings import connector_settings, replication_name
+from tidemark.connectors.postgres.setup import connect, prepare_source
 
 log = logging.getLogger(__name__)
 

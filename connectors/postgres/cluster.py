@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from connectors.errors import SourceConfigError, SourceUnavailable
-from connectors.postgres.binaries import find_postgres_bin
+from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
+from tidemark.connectors.postgres.binaries import find_postgres_bin
 
 log = logging.getLogger(__name__)
 

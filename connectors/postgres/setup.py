@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import psycopg2
 from psycopg2 import sql
+from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
 
-from connectors.errors import SourceConfigError, SourceUnavailable
-from tidemark.secrets import mask
+from tidemark.kernel.secrets import mask
 
 log = logging.getLogger(__name__)
 

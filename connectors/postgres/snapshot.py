@@ -17,9 +17,9 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extras
+from tidemark.connectors.errors import SourceUnavailable
 
-from connectors.errors import SourceUnavailable
-from tidemark.secrets import mask
+from tidemark.kernel.secrets import mask
 
 logger = logging.getLogger(__name__)
 

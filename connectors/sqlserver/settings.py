@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from connectors.decode.settings import TYPE_SETTINGS
-from connectors.errors import SourceConfigError
-from tidemark.secrets import mask
+from tidemark.connectors.decode.settings import TYPE_SETTINGS
+from tidemark.connectors.errors import SourceConfigError
+
+from tidemark.kernel.secrets import mask
 
 CONNECTOR_CLASS = "io.debezium.connector.sqlserver.SqlServerConnector"
 DEFAULT_PORT = 1433

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from simulator.errors import SimulatorConfigError
-from simulator.profiles.base import Profile
+from tidemark.simulator.errors import SimulatorConfigError
+from tidemark.simulator.profiles.base import Profile
 
 PROFILES = ("customers", "bank", "retail")
 
@@ -16,5 +16,5 @@ def get_profile(name: str) -> Profile:
         raise SimulatorConfigError(
             f"unknown profile `{name}`", hint=f"choose one of: {', '.join(PROFILES)}"
         )
-    profile: Profile = importlib.import_module(f"simulator.profiles.{name}").PROFILE
+    profile: Profile = importlib.import_module(f"tidemark.simulator.profiles.{name}").PROFILE
     return profile

@@ -11,11 +11,11 @@ from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
 
-from simulator.engine import Tx
-from simulator.profiles.base import Operation, Profile
-from simulator.profiles.customers import customer_row
-from simulator.schema import Column, table
-from simulator.values import maybe, money
+from tidemark.simulator.engine import Tx
+from tidemark.simulator.profiles.base import Operation, Profile
+from tidemark.simulator.profiles.customers import customer_row
+from tidemark.simulator.schema import Column, table
+from tidemark.simulator.values import maybe, money
 
 CUSTOMERS = table(
     "customers",

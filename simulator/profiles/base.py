@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from simulator.engine import Tx
-from simulator.schema import Table
+from tidemark.simulator.engine import Tx
+from tidemark.simulator.schema import Table
 
 OpKind = Literal["insert", "update", "delete"]
 # (unique column, columns, rows) of one reference table

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from simulator.engine import Tx
-from simulator.profiles.base import Operation, Profile
-from simulator.schema import Column, table
-from simulator.values import email, maybe
+from tidemark.simulator.engine import Tx
+from tidemark.simulator.profiles.base import Operation, Profile
+from tidemark.simulator.schema import Column, table
+from tidemark.simulator.values import email, maybe
 
 CUSTOMERS = table(
     "customers",

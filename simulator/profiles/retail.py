@@ -11,10 +11,10 @@ import random
 from datetime import date, timedelta
 from decimal import Decimal
 
-from simulator.engine import Tx
-from simulator.profiles.base import Operation, Profile, Reference
-from simulator.schema import Column, table
-from simulator.values import email, maybe, money, pools
+from tidemark.simulator.engine import Tx
+from tidemark.simulator.profiles.base import Operation, Profile, Reference
+from tidemark.simulator.schema import Column, table
+from tidemark.simulator.values import email, maybe, money, pools
 
 STORES = table(
     "stores",

@@ -12,17 +12,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
+from tidemark.sinks.base import CommitResult
+from tidemark.sinks.delta.buckets import BucketCache, BucketRows, key_filter, split_by_bucket
+from tidemark.sinks.delta.files import FileWriter
+from tidemark.sinks.delta.retry import commit_with_retries, table_version
+from tidemark.sinks.delta.table import DeltaHandle
+from tidemark.sinks.errors import SinkError
+from tidemark.sinks.layout import Bucketing
+from tidemark.sinks.schema import align
 
-from sinks.base import CommitResult
-from sinks.delta.buckets import BucketCache, BucketRows, key_filter, split_by_bucket
-from sinks.delta.files import FileWriter
-from sinks.delta.retry import commit_with_retries, table_version
-from sinks.delta.table import DeltaHandle
-from sinks.errors import SinkError
-from sinks.layout import Bucketing
-from sinks.schema import align
-from stream_processors.milestoning.columns import BUCKET, CURRENT, Layer
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.columns import BUCKET, CURRENT, Layer
+from tidemark.kernel.model import MilestonedTable
 
 PHYSICAL = (BUCKET, CURRENT)
 GROUP_BUCKETS = 8

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tidemark.sinks.base import CommitResult
+from tidemark.sinks.delta.retry import commit_with_retries
+from tidemark.sinks.delta.table import DeltaHandle
+from tidemark.sinks.errors import SinkError
 
-from sinks.base import CommitResult
-from sinks.delta.retry import commit_with_retries
-from sinks.delta.table import DeltaHandle
-from sinks.errors import SinkError
-from stream_processors.milestoning.columns import POSITION, Layer
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.columns import POSITION, Layer
+from tidemark.kernel.model import MilestonedTable
 
 
 class ChangelogSink:

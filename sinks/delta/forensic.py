@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tidemark.sinks.delta.bucketed import BucketedSink, conform
+from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
+from tidemark.sinks.layout import in_list
 
-from sinks.delta.bucketed import BucketedSink, conform
-from sinks.delta.buckets import key_filter, split_by_bucket
-from sinks.layout import in_list
-from stream_processors.milestoning.columns import (
+from tidemark.kernel.columns import (
     BATCH_IN,
     BATCH_OUT,
     BUCKET,
@@ -29,7 +29,7 @@ from stream_processors.milestoning.columns import (
     VALID_TO,
     Layer,
 )
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.model import MilestonedTable
 
 _STATS = (VALID_FROM, VALID_TO, BATCH_IN, BATCH_OUT, POSITION, OP)
 

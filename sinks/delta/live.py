@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyarrow as pa
+from tidemark.sinks.delta.bucketed import BucketedSink
+from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
+from tidemark.sinks.layout import in_list
 
-from sinks.delta.bucketed import BucketedSink
-from sinks.delta.buckets import key_filter, split_by_bucket
-from sinks.layout import in_list
-from stream_processors.milestoning.columns import BUCKET, Layer
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.columns import BUCKET, Layer
+from tidemark.kernel.model import MilestonedTable
 
 
 class LiveSink(BucketedSink):

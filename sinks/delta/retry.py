@@ -7,10 +7,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from sinks.base import CommitResult
-from sinks.delta.table import DeltaHandle
-from sinks.errors import SinkCommitConflict
-from stream_processors.milestoning.columns import Layer
+from tidemark.sinks.base import CommitResult
+from tidemark.sinks.delta.table import DeltaHandle
+from tidemark.sinks.errors import SinkCommitConflict
+
+from tidemark.kernel.columns import Layer
 
 log = logging.getLogger(__name__)
 

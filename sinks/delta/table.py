@@ -16,9 +16,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction
-
-from sinks.errors import delta_errors
-from sinks.schema import align
+from tidemark.sinks.errors import delta_errors
+from tidemark.sinks.schema import align
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream_processors.distributed.bulk import install, take
-from stream_processors.distributed.group import TopicGroup
-from stream_processors.distributed.lane import (
+from tidemark.stream_processors.distributed.bulk import install, take
+from tidemark.stream_processors.distributed.group import TopicGroup
+from tidemark.stream_processors.distributed.lane import (
     KafkaRecord,
     LaneOutcome,
     PartitionLane,
     lane_decoder,
 )
-from stream_processors.distributed.topics import SourceTopic, transaction_topic
-from stream_processors.milestoning.columns import Layer
+from tidemark.stream_processors.distributed.topics import SourceTopic, transaction_topic
+
+from tidemark.kernel.columns import Layer
 
 log = logging.getLogger(__name__)
 

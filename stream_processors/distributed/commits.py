@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sinks.layout import Bucketing
-from stream_processors.milestoning.columns import Layer
-from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.model import MilestonedTable, TableChanges
+from tidemark.sinks.layout import Bucketing
+from tidemark.stream_processors.milestoning.core import milestone
+
+from tidemark.kernel.columns import Layer
+from tidemark.kernel.model import MilestonedTable, TableChanges
 
 log = logging.getLogger(__name__)
 

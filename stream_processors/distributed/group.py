@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-
-from stream_processors.distributed.commits import (
+from tidemark.stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
     batch_id_of,
     is_conflict,
@@ -41,7 +40,7 @@ from stream_processors.distributed.commits import (
     refresh_logs,
     write_batch,
 )
-from stream_processors.distributed.lane import (
+from tidemark.stream_processors.distributed.lane import (
     KafkaRecord,
     LaneOutcome,
     PartitionLane,
@@ -49,9 +48,10 @@ from stream_processors.distributed.lane import (
     _table_lock,
     raw_records,
 )
-from stream_processors.distributed.topics import SourceTopic
-from stream_processors.milestoning.columns import POSITION, Layer
-from stream_processors.milestoning.model import MilestonedTable, TableChanges
+from tidemark.stream_processors.distributed.topics import SourceTopic
+
+from tidemark.kernel.columns import POSITION, Layer
+from tidemark.kernel.model import MilestonedTable, TableChanges
 
 log = logging.getLogger(__name__)
 

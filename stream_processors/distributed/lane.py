@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connectors.debezium.records import RawRecord
-from stream_processors.distributed.commits import (
+from tidemark.connectors.decode.decoder import Decoder
+from tidemark.stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
     batch_id_of,
     is_conflict,
@@ -41,9 +41,11 @@ from stream_processors.distributed.commits import (
     refresh_logs,
     write_batch,
 )
-from stream_processors.distributed.topics import SourceTopic
-from stream_processors.milestoning.columns import Layer
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.stream_processors.distributed.topics import SourceTopic
+
+from tidemark.kernel.columns import Layer
+from tidemark.kernel.model import MilestonedTable
+from tidemark.kernel.records import RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -378,20 +380,9 @@ def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
     """A decoder of the lane's own: decoders keep per-source position state (snapshot
     counters), which must not be shared across lanes that run in parallel threads."""
     keys = {spec.table: spec.key_columns} if spec.key_columns else {}
-    try:
-        from connectors.decode.decoder import Decoder
-    except ImportError:  # only the contract function: serialize calls
-        from connectors.decode import decode_records
-
-        def decode(records: Sequence[RawRecord]) -> Any:
-            with _SHARED_DECODER:
-                return decode_records(records, source_kind=spec.kind, key_columns=keys)
-
-        return decode
     return Decoder(spec.kind, keys).decode
 
 
-_SHARED_DECODER = threading.Lock()
 _TABLE_LOCKS: dict[str, threading.Lock] = {}
 _TABLE_LOCKS_GUARD = threading.Lock()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from connectors.kafka_connect import SourceSpec
+from tidemark.connectors.kafka_connect import SourceSpec
 
 SourceKind = Literal["postgres", "sqlserver"]
 

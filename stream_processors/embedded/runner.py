@@ -26,21 +26,20 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from connectors.debezium.records import RawRecord
-from stream_processors.batching import Batcher, PipelineBatch
-from stream_processors.embedded.inflight import InFlight
-from stream_processors.embedded.shaping import (
+from tidemark.stream_processors.batching import Batcher, PipelineBatch
+from tidemark.stream_processors.embedded.inflight import InFlight
+from tidemark.stream_processors.embedded.shaping import (
     drop_redelivered,
     refused_table,
     rows_as_dead_letters,
-    snapshot_rows_without_tx,
 )
-from stream_processors.milestoning.columns import SOURCE_TS, Layer
-from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.dead_letter import DeadLetter
-from stream_processors.milestoning.errors import TerminalError, TransientError
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.stream_processors.milestoning.core import milestone
+
+from tidemark.kernel.columns import SOURCE_TS, Layer
+from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.errors import TerminalError, TransientError
+from tidemark.kernel.model import MilestonedTable
+from tidemark.kernel.records import RawRecord
 
 logger = logging.getLogger(__name__)
 
@@ -294,9 +293,8 @@ class EmbeddedRunner:
             source.engine = None
 
     def _feed(self, source: _Open, records: list[RawRecord]) -> None:
-        raw = source.spec.decoder.decode(records)
-        self.heartbeats += int(getattr(raw, "heartbeats", 0) or 0)
-        decoded = snapshot_rows_without_tx(raw)
+        decoded = source.spec.decoder.decode(records)
+        self.heartbeats += int(getattr(decoded, "heartbeats", 0) or 0)
         if decoded.last_position is not None:
             source.last_position = decoded.last_position
         source.chunks.append(_Chunk(records[-1], source.last_position))

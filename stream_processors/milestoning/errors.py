@@ -1,45 +1,8 @@
-"""The root of Tidemark's error tree.
-
-Every error a user can cause derives from `TidemarkError`: the CLI prints it as one
-line plus a hint and exits non-zero. Each class is marked `Transient` (retrying may
-succeed: a connection drop, a commit conflict) or `Terminal` (retrying cannot help:
-bad config, schema mismatch). Anything else that escapes is a bug and keeps its traceback.
-"""
+"""The core's own error: a batch it cannot milestone."""
 
 from __future__ import annotations
 
-
-class TidemarkError(Exception):
-    """Base of every error Tidemark raises on purpose.
-
-    Args:
-        message: one line: what failed, with the offending value in backticks.
-        hint: what the user should do about it.
-    """
-
-    exit_code: int = 1
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
-
-
-class TransientError(TidemarkError):
-    """Marker: the same operation may succeed if retried later."""
-
-
-class TerminalError(TidemarkError):
-    """Marker: retrying cannot help; a person has to change something."""
-
-
-class UsageError(TerminalError):
-    """A user mistake on the command line or in a file (exit code 2)."""
-
-    exit_code = 2
+from tidemark.kernel.errors import TerminalError
 
 
 class MilestoningError(TerminalError):

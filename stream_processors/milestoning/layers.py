@@ -10,9 +10,10 @@ from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, ORD, TS, UTC_US, Timeline
 
-from stream_processors.milestoning import arrays
-from stream_processors.milestoning.columns import (
+from tidemark.kernel.columns import (
     BATCH,
     BATCH_IN,
     BATCH_OUT,
@@ -24,7 +25,6 @@ from stream_processors.milestoning.columns import (
     VALID_TO,
     Op,
 )
-from stream_processors.milestoning.timeline import IS_CURRENT, ORD, TS, UTC_US, Timeline
 
 
 def _constant(value: object, n: int, type_: pa.DataType) -> pa.Array:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning.errors import MilestoningError
 
-from stream_processors.milestoning import arrays
-from stream_processors.milestoning.columns import (
+from tidemark.kernel.columns import (
     OP,
     POSITION,
     SOURCE_TS,
@@ -23,7 +24,6 @@ from stream_processors.milestoning.columns import (
     VALID_TO,
     is_metadata,
 )
-from stream_processors.milestoning.errors import MilestoningError
 
 # Working columns; the double underscore keeps them apart from any `_tm_` contract column.
 ORD = "__tm_ord"  # the event's row number in the batch (-1 for a current version)

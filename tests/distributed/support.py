@@ -3,84 +3,21 @@ Connect does, run `tidemark worker` processes, read the lake back."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import yaml
-from confluent_kafka import Producer
 from deltalake import DeltaTable
+from tidemark.connectors.kafka.produce import publish
 
-from connectors.debezium.records import RawRecord
+from tidemark.stack.workers import WorkerProcess
+from tidemark.stack.workers import start_worker as _start_worker
+
+__all__ = ["publish", "read_layer", "start_worker", "wait_for", "write_config"]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def publish(bootstrap: str, records: Iterable[RawRecord], *, skip_heartbeats: bool = True) -> int:
-    """Produce records like Kafka Connect: topic = destination, key = the JSON key, and
-    Java's default partitioner (murmur2 of the key bytes), so one key stays in one partition."""
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                         "enable.idempotence": True, "linger.ms": 10})
-    count = 0
-    for record in records:
-        if skip_heartbeats and record.destination.startswith("__debezium-heartbeat"):
-            continue
-        key, value = record.enveloped()
-        while True:
-            try:
-                producer.produce(record.destination,
-                                 key=None if key is None else key.encode(),
-                                 value=None if value is None else value.encode())
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                producer.poll(0.5)
-        count += 1
-        if count % 5000 == 0:
-            producer.poll(0)
-    assert producer.flush(30) == 0
-    return count
-
-
-@dataclass
-class WorkerProcess:
-    """One `tidemark worker` subprocess."""
-
-    process: subprocess.Popen
-    stats: Path
-    log: Path
-
-    def read_stats(self) -> dict:
-        try:
-            return json.loads(self.stats.read_text())
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def kill(self) -> None:
-        """kill -9: no shutdown hooks, no final commit."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except FileNotFoundError:
-            return ""
 
 
 def write_config(path: Path, *, pipeline: str, lake: Path, dsn: str, tables: Sequence[str],
@@ -102,14 +39,8 @@ def write_config(path: Path, *, pipeline: str, lake: Path, dsn: str, tables: Seq
 
 def start_worker(config: Path, workdir: Path, name: str, *, session_timeout: float = 6.0,
                  extra: Sequence[str] = ()) -> WorkerProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    stats, log = workdir / f"{name}.stats.json", workdir / f"{name}.log"
-    env = {**os.environ, "TIDEMARK_STATE": str(workdir / f"state-{name}")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tidemark", "-v", "worker", "--config", str(config),
-         "--session-timeout", str(session_timeout), "--stats", str(stats), *extra],
-        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    return WorkerProcess(process, stats, log)
+    return _start_worker(config, workdir, name, session_timeout=session_timeout, extra=extra,
+                         cwd=ROOT)
 
 
 def wait_for(condition, *, timeout: float, what: str, workers: Sequence[WorkerProcess] = ()):

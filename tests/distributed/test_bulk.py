@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from stream_processors.distributed.bulk import Inbox, take
-from stream_processors.distributed.lane import KafkaRecord
+from tidemark.stream_processors.distributed.bulk import Inbox, take
+from tidemark.stream_processors.distributed.lane import KafkaRecord
 
 
 def _records(first: int, n: int) -> list[KafkaRecord]:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
+from tidemark.connectors.decode.decoder import Decoder
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.distributed.group import TopicGroup
+from tidemark.stream_processors.distributed.lane import KafkaRecord, PartitionLane
 
-from connectors.decode.decoder import Decoder
-from sinks.lake import Lake
-from stream_processors.distributed.group import TopicGroup
-from stream_processors.distributed.lane import KafkaRecord, PartitionLane
-from stream_processors.milestoning.columns import Layer
 from tests.distributed.support import read_layer
 from tests.distributed.test_lane import SPEC, _changelog, _updates
 from tests.distributed.test_lane import records as records
+from tidemark.kernel.columns import Layer
 
 ALL = frozenset(Layer)
 APP = "tidemark:g"
@@ -148,7 +148,7 @@ def test_a_conflict_after_the_layers_committed_is_retried_without_dropping_event
         tmp_path, records):
     """The batch log lost a race after every layer committed: the retry skips the layers
     (their txns hold the batch), writes the log, and counts every event once."""
-    from sinks.errors import SinkCommitConflict
+    from tidemark.sinks.errors import SinkCommitConflict
 
     group, lanes = _group(tmp_path)
     halves = _halves(records)

@@ -5,9 +5,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
-
-from connectors.errors import SourceUnavailable
-from connectors.kafka_connect import (
+from tidemark.connectors.errors import SourceUnavailable
+from tidemark.connectors.kafka_connect import (
     ConnectBusy,
     ConnectError,
     ConnectorStatus,
@@ -18,7 +17,8 @@ from connectors.kafka_connect import (
     render_connectors,
     secrets_properties,
 )
-from connectors.postgres.cluster import free_port
+from tidemark.connectors.postgres.cluster import free_port
+
 from tests.distributed.fake_connect import RECORDED, FakeConnect
 
 

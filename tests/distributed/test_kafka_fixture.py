@@ -35,7 +35,7 @@ def test_topic_factory_names_are_unique(topic_factory):
 
 
 def test_gap_verifier_fetches_the_offset_directly(kafka, topic_factory):
-    from stream_processors.distributed.gaps import kafka_gap_verifier
+    from tidemark.stream_processors.distributed.gaps import kafka_gap_verifier
 
     topic = topic_factory("gaps")
     producer = Producer({"bootstrap.servers": kafka.bootstrap})

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.distributed.lane import KafkaRecord, PartitionLane
+from tidemark.stream_processors.distributed.topics import SourceTopic
 
-from sinks.lake import Lake
-from stream_processors.distributed.lane import KafkaRecord, PartitionLane
-from stream_processors.distributed.topics import SourceTopic
-from stream_processors.milestoning.columns import Layer
 from tests.distributed.support import read_layer
+from tidemark.kernel.columns import Layer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "debezium" / "postgres_toast_identity.jsonl"
 SPEC = SourceTopic("src.public.fullrow", "src.public.fullrow", "src", "postgres", None)

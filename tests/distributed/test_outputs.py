@@ -97,7 +97,7 @@ def _empty():
 
 
 def test_dead_letter_topic_name():
-    from stream_processors.distributed.topics import dead_letter_topic, live_topic
+    from tidemark.stream_processors.distributed.topics import dead_letter_topic, live_topic
 
     assert dead_letter_topic("demo") == "tidemark.demo.dead_letters"
     assert live_topic("cdc", "shop.public.customers") == "cdc.live.shop.public.customers"

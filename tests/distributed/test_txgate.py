@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from stream_processors.distributed.lane import KafkaRecord
-from stream_processors.distributed.txgate import TransactionGate, transaction_id, tx_key
+from tidemark.stream_processors.distributed.lane import KafkaRecord
+from tidemark.stream_processors.distributed.txgate import TransactionGate, transaction_id, tx_key
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "debezium" / "postgres_toast_identity.jsonl"
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from stream_processors.milestoning.errors import TransientError
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel.errors import TransientError
+from tidemark.kernel.model import MilestonedTable
 
 
 class Crash(Exception):

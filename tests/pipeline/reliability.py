@@ -16,8 +16,7 @@ from pathlib import Path
 
 import psycopg2
 import yaml
-
-from simulator.runner import Simulator
+from tidemark.simulator.runner import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ["public.customers", "public.accounts", "public.transactions"]

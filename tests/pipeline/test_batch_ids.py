@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.embedded.runner import EmbeddedRunner
+from tidemark.stream_processors.milestoning.core import milestone
 
-from sinks.lake import Lake
-from stream_processors.embedded.runner import EmbeddedRunner
-from stream_processors.milestoning import columns as c
-from stream_processors.milestoning.core import milestone
-from stream_processors.milestoning.model import TableChanges
 from tests.support import crash_writer as cw
 from tests.test_sinks_with_core import EVENT_SCHEMA
+from tidemark.kernel import columns as c
+from tidemark.kernel.model import TableChanges
 
 
 class Killed(Exception):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_processors.milestoning.errors import UsageError
 from tests.pipeline.handmade_lake import T0, build, story
+from tidemark.kernel.errors import UsageError
 from tidemark.query import connect, discover, format_result, run_query
 
 ROOT = Path(__file__).resolve().parents[2]

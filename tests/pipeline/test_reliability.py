@@ -14,11 +14,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from tidemark.connectors.postgres.cluster import LocalCluster
+from tidemark.connectors.postgres.settings import replication_name
+from tidemark.simulator.errors import SimulatorError
+from tidemark.simulator.runner import Simulator
 
-from connectors.postgres.cluster import LocalCluster
-from connectors.postgres.settings import replication_name
-from simulator.errors import SimulatorError
-from simulator.runner import Simulator
 from tests.pipeline.reliability import (
     TABLES,
     Pipeline,

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from tidemark.sinks.lake import Lake
 
-from sinks.lake import Lake
 from tests.support.milestones import event, milestone_rows, pos
 
 TABLE = "crash.public.items"

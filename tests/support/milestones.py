@@ -1,6 +1,6 @@
 """A small row-by-row reference milestoner, to drive the sinks before the core lands.
 
-It follows the contract in contracts.md ("Core"): every change is a version, an update equal
+It follows the core's contract (docs/milestoning.md): every change is a version, an update equal
 to the open version makes none, a delete closes the open version, replayed positions are
 ignored. Tests compare the sinks' Delta tables against what this produces.
 """
@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from stream_processors.milestoning import columns as c
-from stream_processors.milestoning.model import MilestonedTable
+from tidemark.kernel import columns as c
+from tidemark.kernel.model import MilestonedTable
 
 TS = pa.timestamp("us", tz="UTC")
 

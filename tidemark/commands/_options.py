@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from stream_processors.milestoning.errors import UsageError
 from tidemark.config import PipelineConfig, load_config
+from tidemark.kernel.errors import UsageError
 from tidemark.state import state_dir
 
 F = TypeVar("F", bound=Callable[..., Any])

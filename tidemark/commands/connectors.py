@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from connectors.kafka_connect import (
+from tidemark.connectors.kafka_connect import (
     SECRETS_FILE,
     KafkaConnect,
     SecretsProvider,

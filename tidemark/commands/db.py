@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from connectors.postgres.cluster import LocalCluster
-from tidemark.secrets import mask
+from tidemark.connectors.postgres.cluster import LocalCluster
+from tidemark.kernel.secrets import mask
 from tidemark.state import postgres_dir
 
 

@@ -14,9 +14,9 @@ from types import FrameType
 
 import click
 
-from simulator.errors import SimulatorConfigError
-from simulator.profiles import PROFILES
-from simulator.runner import Progress, Summary
+from tidemark.simulator.errors import SimulatorConfigError
+from tidemark.simulator.profiles import PROFILES
+from tidemark.simulator.runner import Progress, Summary
 
 _OPS = {"c": "insert", "u": "update", "d": "delete"}
 
@@ -40,7 +40,7 @@ def _parse_mix(text: str | None) -> dict[str, float] | None:
 
 
 def _default_url() -> str:
-    from connectors.postgres.cluster import LocalCluster
+    from tidemark.connectors.postgres.cluster import LocalCluster
     from tidemark.state import postgres_dir
 
     return LocalCluster(postgres_dir()).start()
@@ -94,7 +94,7 @@ def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
     Ctrl+C (or SIGTERM) finishes the transactions in flight and prints a summary; a second
     Ctrl+C quits at once.
     """
-    from simulator.runner import Simulator
+    from tidemark.simulator.runner import Simulator
 
     options = dict(profile=profile, workers=workers, rate=rate, max_changes=max_changes,
                    duration=duration, seed=seed, ledger=ledger, skew=skew,

@@ -17,7 +17,7 @@ def _short(position: str | None) -> str:
     if position is None:
         return "-"
     if len(position) == 40:
-        from connectors.postgres.snapshot import format_lsn
+        from tidemark.connectors.postgres.snapshot import format_lsn
 
         return format_lsn(int(position[:16], 16))
     return position

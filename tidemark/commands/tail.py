@@ -12,14 +12,15 @@ from pathlib import Path
 import click
 import orjson
 
-from connectors.debezium.engine import EmbeddedEngine
-from connectors.debezium.jvm import describe_java
-from connectors.debezium.tail import tail_events
-from connectors.postgres.capture import engine_dir, open_postgres_engine
-from connectors.postgres.settings import replication_name
-from connectors.postgres.setup import drop_slot
 from tidemark.config import load_config
+from tidemark.connectors.debezium.engine import EmbeddedEngine
+from tidemark.connectors.debezium.jvm import describe_java
+from tidemark.connectors.debezium.tail import tail_events
+from tidemark.connectors.postgres.capture import engine_dir
+from tidemark.connectors.postgres.settings import replication_name
+from tidemark.connectors.postgres.setup import drop_slot
 from tidemark.errors import ConfigError
+from tidemark.pipeline import open_source_engine
 from tidemark.state import state_dir
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,12 @@ def tail(
         for source in sources:
             slot = replication_name(pipeline, source.name)
             _forget(source.dsn, slot, state, pipeline, source.name)
-            engine = open_postgres_engine(
-                pipeline=pipeline,
-                source=source.name,
-                dsn=source.dsn,
-                tables=source.tables,
+            engine = open_source_engine(
+                config,
+                source,
                 state=state,
-                heap=config.debezium.jvm_heap,
-                heartbeat_ms=config.debezium.heartbeat_ms,
-                extra={**config.debezium.properties,
-                       "snapshot.mode": "initial" if snapshot else "no_data"},
+                pipeline=pipeline,
+                extra={"snapshot.mode": "initial" if snapshot else "no_data"},
                 slot=slot,
                 publication=replication_name(config.pipeline, source.name),
                 signals=False,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from stream_processors.milestoning.errors import TidemarkError
 from tidemark.commands.run import install_stop_handlers
+from tidemark.kernel.errors import TidemarkError
 from tidemark.pipeline import build_runner, run_until, start_jvm_for
 from tidemark.progress import ProgressState, plain_line, refresh_rows, render
 from tidemark.state import state_dir
@@ -36,7 +36,7 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
     what was written, and exits. Then try `tidemark verify`, `tidemark status` and
     `tidemark query "SELECT * FROM live.accounts LIMIT 5"`.
     """
-    from simulator.runner import Simulator
+    from tidemark.simulator.runner import Simulator
 
     options = UpOptions(profile=profile, lake=lake, rate=rate, workers=workers, duration=duration)
     interactive = sys.stdout.isatty()
@@ -92,7 +92,7 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
             threads.join("simulator")
             progress.phase = "catching up"
             if not threads.errors:
-                from connectors.postgres.settings import replication_name
+                from tidemark.connectors.postgres.settings import replication_name
 
                 slot = replication_name(config.pipeline, config.sources[0].name)
                 caught = wait_caught_up(runner, url=url, slot=slot, timeout=options.drain_timeout)

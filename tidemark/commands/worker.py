@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
-from stream_processors.distributed.app import WorkerSettings
-from stream_processors.distributed.errors import WorkerConfigError
-from stream_processors.distributed.topics import source_topics
 from tidemark.state import state_dir
+from tidemark.stream_processors.distributed.app import WorkerSettings
+from tidemark.stream_processors.distributed.errors import WorkerConfigError
+from tidemark.stream_processors.distributed.topics import source_topics
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,19 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     import faust
     from confluent_kafka.admin import AdminClient
 
-    from sinks.lake import Lake
-    from stream_processors.distributed.app import build_app, gated_sources
-    from stream_processors.distributed.gaps import kafka_gap_verifier
-    from stream_processors.distributed.outputs import KafkaOutputs, ensure_topics
-    from stream_processors.distributed.topics import (
+    from tidemark.sinks.lake import Lake
+    from tidemark.stream_processors.distributed.app import build_app, gated_sources
+    from tidemark.stream_processors.distributed.gaps import kafka_gap_verifier
+    from tidemark.stream_processors.distributed.outputs import KafkaOutputs, ensure_topics
+    from tidemark.stream_processors.distributed.topics import (
         dead_letter_topic,
         live_topic,
         transaction_topic,
     )
-    from stream_processors.distributed.txgate import TransactionGate, TransactionTopicReader
+    from tidemark.stream_processors.distributed.txgate import (
+        TransactionGate,
+        TransactionTopicReader,
+    )
 
     settings.datadir.mkdir(parents=True, exist_ok=True)
     existing = set(AdminClient({"bootstrap.servers": settings.bootstrap})

@@ -1,0 +1,1 @@
+"""Processes of the distributed runtime run natively on one machine (no Docker)."""
