@@ -141,8 +141,16 @@ def wait_streaming(engine, timeout: float = 120) -> None:
     raise SystemExit("engine never reached streaming")
 
 
-def run_load(url: str, state: Path, name: str, tables: list[str], load: Callable[[], int],
-             consumers: list[str], heap: str, timeout: float) -> dict:
+def run_load(
+    url: str,
+    state: Path,
+    name: str,
+    tables: list[str],
+    load: Callable[[], int],
+    consumers: list[str],
+    heap: str,
+    timeout: float,
+) -> dict:
     """Arm a slot, write the load with the engine stopped, then drain it once per consumer.
 
     `load()` writes the changes and returns how many change events they make.
@@ -153,8 +161,15 @@ def run_load(url: str, state: Path, name: str, tables: list[str], load: Callable
             results[consumer] = "skipped: connectors.decode.decode_records not on this branch"
             continue
         pipeline = f"{name}_{consumer}"
-        engine = open_postgres_engine(pipeline=pipeline, source="b", dsn=url, tables=tables,
-                                      state=state, heap=heap, heartbeat_ms=500)
+        engine = open_postgres_engine(
+            pipeline=pipeline,
+            source="b",
+            dsn=url,
+            tables=tables,
+            state=state,
+            heap=heap,
+            heartbeat_ms=500,
+        )
         wait_streaming(engine)
         engine.close()
         results.setdefault("_armed", []).append(pipeline)
@@ -164,8 +179,15 @@ def run_load(url: str, state: Path, name: str, tables: list[str], load: Callable
     for consumer in consumers:
         if isinstance(results.get(consumer), str):
             continue
-        engine = open_postgres_engine(pipeline=f"{name}_{consumer}", source="b", dsn=url,
-                                      tables=tables, state=state, heap=heap, heartbeat_ms=500)
+        engine = open_postgres_engine(
+            pipeline=f"{name}_{consumer}",
+            source="b",
+            dsn=url,
+            tables=tables,
+            state=state,
+            heap=heap,
+            heartbeat_ms=500,
+        )
         try:
             topics = {f"b.{t}" for t in tables}
             results[consumer] = drain(engine, expected, consumer, topics, timeout)
@@ -176,8 +198,9 @@ def run_load(url: str, state: Path, name: str, tables: list[str], load: Callable
     return results
 
 
-def simulator_load(cluster: LocalCluster, state: Path, args: argparse.Namespace,
-                   consumers: list[str]) -> dict:
+def simulator_load(
+    cluster: LocalCluster, state: Path, args: argparse.Namespace, consumers: list[str]
+) -> dict:
     """The simulator's mixed OLTP load (profile `customers`, own database), if it exists."""
     try:
         from tidemark.simulator.runner import Simulator
@@ -185,8 +208,7 @@ def simulator_load(cluster: LocalCluster, state: Path, args: argparse.Namespace,
         return {"skipped": "simulator not on this branch"}
     execute(cluster.url("postgres"), "CREATE DATABASE sim")
     url = cluster.url("sim")
-    sim = Simulator(url, profile="customers", max_changes=args.simulator_changes, seed=7,
-                    workers=2)
+    sim = Simulator(url, profile="customers", max_changes=args.simulator_changes, seed=7, workers=2)
     sim.setup()
     tables = [f"public.{table.name}" for table in sim.profile.tables]
     print(f"simulator load: {args.simulator_changes} changes on {tables}", flush=True)
@@ -203,11 +225,19 @@ def simulator_load(cluster: LocalCluster, state: Path, args: argparse.Namespace,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the insert load")
-    parser.add_argument("--mixed-tx", type=int, default=20_000,
-                        help="transactions in the mixed load (10 events each)")
+    parser.add_argument(
+        "--mixed-tx",
+        type=int,
+        default=20_000,
+        help="transactions in the mixed load (10 events each)",
+    )
     parser.add_argument("--snapshot-rows", type=int, default=200_000)
-    parser.add_argument("--simulator-changes", type=int, default=100_000,
-                        help="changes from the simulator's mixed load (0: skip)")
+    parser.add_argument(
+        "--simulator-changes",
+        type=int,
+        default=100_000,
+        help="changes from the simulator's mixed load (0: skip)",
+    )
     parser.add_argument("--consumers", default="raw,json,arrow")
     parser.add_argument("--heap", default=HEAP)
     parser.add_argument("--timeout", type=float, default=1800)
@@ -221,8 +251,11 @@ def main() -> None:
     url = cluster.start()
     state = root / "state"
     out: dict = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_at_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
         "debezium_patch": os.environ.get("TIDEMARK_DEBEZIUM_PATCH", "1") != "0",
         "options": vars(args),
     }
@@ -244,15 +277,30 @@ def main() -> None:
         print(f"insert load: {args.rows} rows", flush=True)
         inserts = [
             f"INSERT INTO rows_in SELECT g, 'name ' || g, (g % 100000) / 100.0, now(), g % 2 = 0"
-            f" FROM generate_series({s}, {s + 9999}) g" for s in range(1, args.rows + 1, 10_000)
+            f" FROM generate_series({s}, {s + 9999}) g"
+            for s in range(1, args.rows + 1, 10_000)
         ]
         out["insert"] = run_load(
-            url, state, "insert", ["public.rows_in"],
-            lambda: execute(url, *inserts) or args.rows, consumers, args.heap, args.timeout,
+            url,
+            state,
+            "insert",
+            ["public.rows_in"],
+            lambda: execute(url, *inserts) or args.rows,
+            consumers,
+            args.heap,
+            args.timeout,
         )
         jvm = started_jvm()
-        out["jvm"] = {"start_seconds": round(jvm.start_seconds, 3), "version": jvm.runtime.version,
-                      "source": jvm.runtime.source, "heap": jvm.heap} if jvm else None
+        out["jvm"] = (
+            {
+                "start_seconds": round(jvm.start_seconds, 3),
+                "version": jvm.runtime.version,
+                "source": jvm.runtime.source,
+                "heap": jvm.heap,
+            }
+            if jvm
+            else None
+        )
         if args.mixed_tx > 0:
             print(f"mixed load: {args.mixed_tx} transactions", flush=True)
             out["mixed"] = mixed_load(url, state, args, consumers)
@@ -273,10 +321,15 @@ def main() -> None:
 def mixed_load(url: str, state: Path, args: argparse.Namespace, consumers: list[str]) -> dict:
     """The SQL procedure's mixed load on orders and customers."""
     result = run_load(
-        url, state, "mixed", ["public.orders", "public.customers"],
+        url,
+        state,
+        "mixed",
+        ["public.orders", "public.customers"],
         # tx 1 has no earlier rows to update or delete: 4 events fewer
         lambda: execute(url, f"CALL bench_mixed({args.mixed_tx})") or args.mixed_tx * 10 - 4,
-        consumers, args.heap, args.timeout,
+        consumers,
+        args.heap,
+        args.timeout,
     )
     result["load"] = "SQL procedure: per tx 5 inserts, 3+1 updates, 1 delete"
     return result
@@ -285,8 +338,14 @@ def mixed_load(url: str, state: Path, args: argparse.Namespace, consumers: list[
 def snapshot_load(url: str, state: Path, args: argparse.Namespace) -> dict:
     """The initial snapshot of `snap` (op r), raw records."""
     print(f"snapshot: {args.snapshot_rows} rows", flush=True)
-    engine = open_postgres_engine(pipeline="snapshot", source="b", dsn=url,
-                                  tables=["public.snap"], state=state, heap=args.heap)
+    engine = open_postgres_engine(
+        pipeline="snapshot",
+        source="b",
+        dsn=url,
+        tables=["public.snap"],
+        state=state,
+        heap=args.heap,
+    )
     try:
         result = drain(engine, args.snapshot_rows, "raw", {"b.public.snap"}, args.timeout)
     finally:

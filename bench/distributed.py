@@ -52,11 +52,13 @@ def churn(dsn: str, events: int) -> int:
         while made < events:
             ids = list(range(next_id, next_id + 70))
             next_id += 70
-            cur.executemany("INSERT INTO items VALUES (%s,%s,%s,%s,%s)",
-                            [(i, f"item {i}", i % 9, decimal.Decimal(f"{i}.25"), None)
-                             for i in ids])
-            cur.execute("UPDATE items SET qty = qty + 1, note = 'x' WHERE id = ANY(%s)",
-                        (ids[:25],))
+            cur.executemany(
+                "INSERT INTO items VALUES (%s,%s,%s,%s,%s)",
+                [(i, f"item {i}", i % 9, decimal.Decimal(f"{i}.25"), None) for i in ids],
+            )
+            cur.execute(
+                "UPDATE items SET qty = qty + 1, note = 'x' WHERE id = ANY(%s)", (ids[:25],)
+            )
             cur.execute("DELETE FROM items WHERE id = ANY(%s)", (ids[25:30],))
             conn.commit()
             made += 100
@@ -65,10 +67,18 @@ def churn(dsn: str, events: int) -> int:
 
 def capture(dsn: str, expected: int, state: Path) -> list:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS items; CREATE TABLE items (id bigint PRIMARY KEY, "
-                    "name text, qty int, price numeric(12,2), note text)")
-    engine = open_postgres_engine(pipeline="bench", source="src", dsn=dsn,
-                                  tables=["public.items"], state=state, heartbeat_ms=1000)
+        cur.execute(
+            "DROP TABLE IF EXISTS items; CREATE TABLE items (id bigint PRIMARY KEY, "
+            "name text, qty int, price numeric(12,2), note text)"
+        )
+    engine = open_postgres_engine(
+        pipeline="bench",
+        source="src",
+        dsn=dsn,
+        tables=["public.items"],
+        state=state,
+        heartbeat_ms=1000,
+    )
     records: list = []
     seen = 0
     started = time.monotonic()
@@ -91,8 +101,9 @@ def capture(dsn: str, expected: int, state: Path) -> list:
 
 
 def raw_consume(bootstrap: str, topic: str, partitions: int, total: int) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-raw", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     got, started = 0, time.perf_counter()
     while got < total:
@@ -109,7 +120,7 @@ class ReplayEngine:
         self.records, self.chunk, self.at = records, chunk, 0
 
     def poll(self, timeout: float = 1.0) -> list:
-        out = self.records[self.at:self.at + self.chunk]
+        out = self.records[self.at : self.at + self.chunk]
         self.at += len(out)
         if not out:
             time.sleep(min(timeout, 0.05))
@@ -127,8 +138,9 @@ class ReplayEngine:
         pass
 
 
-def run_embedded(records: list, *, total: int, root: Path, max_events: int,
-                 max_latency_ms: int) -> dict:
+def run_embedded(
+    records: list, *, total: int, root: Path, max_events: int, max_latency_ms: int
+) -> dict:
     """The embedded runtime (same decoder, core and sinks) on the same records."""
     import threading
 
@@ -153,15 +165,20 @@ def run_embedded(records: list, *, total: int, root: Path, max_events: int,
         [SourceSpec("src", lambda: engine, Decoder("postgres", {}))],
         Lake(str(root), app_id="tidemark:bench-embedded"),
         settings=RunnerSettings(max_events=max_events, max_latency_ms=max_latency_ms),
-        on_batch=on_batch)
+        on_batch=on_batch,
+    )
     started = time.perf_counter()
     runner.run(stop)
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"events": runner.stats.events, "batches": runner.stats.batches,
-            "seconds": round(elapsed, 2), "events_per_s": round(total / elapsed),
-            "commit_latency_p50_s": round(statistics.median(latencies), 3),
-            "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3)}
+    return {
+        "events": runner.stats.events,
+        "batches": runner.stats.batches,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(total / elapsed),
+        "commit_latency_p50_s": round(statistics.median(latencies), 3),
+        "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
+    }
 
 
 def lake_summary(root: Path) -> dict:
@@ -173,24 +190,32 @@ def lake_summary(root: Path) -> dict:
         table = DeltaTable(str(root / layer / "src.public.items")).to_pyarrow_table()
         out[layer] = table.num_rows
         if layer == "changelog":
-            out["changelog_distinct_positions"] = len(set(table.column("_tm_position")
-                                                          .to_pylist()))
+            out["changelog_distinct_positions"] = len(set(table.column("_tm_position").to_pylist()))
     return out
 
 
 def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: str) -> dict:
-    workers = [start_worker(config, workdir, f"w{i}", session_timeout=6.0,
-                            extra=["--bucket-by", bucket_by], cwd=ROOT) for i in range(n)]
+    workers = [
+        start_worker(
+            config,
+            workdir,
+            f"w{i}",
+            session_timeout=6.0,
+            extra=["--bucket-by", bucket_by],
+            cwd=ROOT,
+        )
+        for i in range(n)
+    ]
     deadline = time.monotonic() + 900
     try:
         while True:
             stats = [w.read_stats() for w in workers]
             if sum(s.get("events", 0) for s in stats) >= total:
                 break
-            if time.monotonic() > deadline or any(w.process.poll() is not None
-                                                   for w in workers):
-                raise RuntimeError("workers did not finish:\n" +
-                                   "\n".join(w.tail() for w in workers))
+            if time.monotonic() > deadline or any(w.process.poll() is not None for w in workers):
+                raise RuntimeError(
+                    "workers did not finish:\n" + "\n".join(w.tail() for w in workers)
+                )
             time.sleep(0.5)
     finally:
         for w in workers:
@@ -202,20 +227,29 @@ def run_workers(n: int, *, config: Path, total: int, workdir: Path, bucket_by: s
     end = max(s["last_commit"] for s in stats if s["last_commit"])
     elapsed = end - min(starts)
     return {
-        "workers": n, "bucket_by": bucket_by, "events": sum(s["events"] for s in stats),
-        "batches": sum(s["batches"] for s in stats), "seconds": round(elapsed, 2),
+        "workers": n,
+        "bucket_by": bucket_by,
+        "events": sum(s["events"] for s in stats),
+        "batches": sum(s["batches"] for s in stats),
+        "seconds": round(elapsed, 2),
         "events_per_s": round(total / elapsed),
         # each worker from its own first record to its last commit, summed: what the group
         # sustains once every worker runs (the figure above also counts the group join,
         # during which a second worker's partitions wait)
-        "events_per_s_sum_of_workers": round(sum(
-            s["events"] / (s["last_commit"] - s["first_fetch"]) for s in stats
-            if s.get("first_fetch") and s.get("last_commit"))),
+        "events_per_s_sum_of_workers": round(
+            sum(
+                s["events"] / (s["last_commit"] - s["first_fetch"])
+                for s in stats
+                if s.get("first_fetch") and s.get("last_commit")
+            )
+        ),
         "commit_latency_p50_s": round(statistics.median(latencies), 3),
         "commit_latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
         "per_worker_events": [s["events"] for s in stats],
-        "phase_seconds": {k: round(sum(s.get("phase_seconds", {}).get(k, 0) for s in stats), 2)
-                          for k in ("decode", "refresh", "milestone", "commit")},
+        "phase_seconds": {
+            k: round(sum(s.get("phase_seconds", {}).get(k, 0) for s in stats), 2)
+            for k in ("decode", "refresh", "milestone", "commit")
+        },
     }
 
 
@@ -225,10 +259,17 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-events", type=int, default=20_000)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--max-latency-ms", type=int, default=500,
-                        help="batching wait; the last, partial batch of a run waits this long")
-    parser.add_argument("--bucket-by", default="partition,key",
-                        help="live/forensic layouts to compare (see docs/distributed.md)")
+    parser.add_argument(
+        "--max-latency-ms",
+        type=int,
+        default=500,
+        help="batching wait; the last, partial batch of a run waits this long",
+    )
+    parser.add_argument(
+        "--bucket-by",
+        default="partition,key",
+        help="live/forensic layouts to compare (see docs/distributed.md)",
+    )
     args = parser.parse_args()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -249,43 +290,74 @@ def main() -> None:
         print(f"captured {total} change events in {capture_s:.1f}s, published {published}")
         raw = raw_consume(bootstrap, topic, args.partitions, total)
         print(f"baseline raw consume: {raw:,.0f} records/s")
-        embedded = run_embedded(records, total=total, root=WORK / "lake-embedded",
-                                max_events=args.max_events, max_latency_ms=args.max_latency_ms)
+        embedded = run_embedded(
+            records,
+            total=total,
+            root=WORK / "lake-embedded",
+            max_events=args.max_events,
+            max_latency_ms=args.max_latency_ms,
+        )
         expected = lake_summary(WORK / "lake-embedded")
         embedded["lake"] = expected
-        print(f"embedded runtime, same records: {embedded['events_per_s']:,} events/s; "
-              f"batch p50 {embedded['commit_latency_p50_s']}s "
-              f"p99 {embedded['commit_latency_p99_s']}s")
+        print(
+            f"embedded runtime, same records: {embedded['events_per_s']:,} events/s; "
+            f"batch p50 {embedded['commit_latency_p50_s']}s "
+            f"p99 {embedded['commit_latency_p99_s']}s"
+        )
         runs = []
         plans = [(b, int(n)) for b in args.bucket_by.split(",") for n in args.workers.split(",")]
         for bucket_by, n in plans:
             tag = f"{bucket_by}-{n}"
             config = WORK / f"pipeline-{tag}.yaml"
-            config.write_text(yaml.safe_dump({
-                "pipeline": f"bench{n}", "lake": str(WORK / f"lake-{tag}"),
-                "sources": [{"name": "src", "kind": "postgres", "dsn": dsn,
-                             "tables": ["public.items"]}],
-                "batching": {"max_events": args.max_events,
-                             "max_latency_ms": args.max_latency_ms},
-                "kafka": {"bootstrap": bootstrap, "group": f"bench-{tag}"}}))
-            run = run_workers(n, config=config, total=total, workdir=WORK / f"run-{tag}",
-                              bucket_by=bucket_by)
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "pipeline": f"bench{n}",
+                        "lake": str(WORK / f"lake-{tag}"),
+                        "sources": [
+                            {
+                                "name": "src",
+                                "kind": "postgres",
+                                "dsn": dsn,
+                                "tables": ["public.items"],
+                            }
+                        ],
+                        "batching": {
+                            "max_events": args.max_events,
+                            "max_latency_ms": args.max_latency_ms,
+                        },
+                        "kafka": {"bootstrap": bootstrap, "group": f"bench-{tag}"},
+                    }
+                )
+            )
+            run = run_workers(
+                n, config=config, total=total, workdir=WORK / f"run-{tag}", bucket_by=bucket_by
+            )
             run["lake"] = lake_summary(WORK / f"lake-{tag}")
             run["lake_matches_embedded"] = run["lake"] == expected
             runs.append(run)
-            print(f"{n} worker(s), buckets by {bucket_by}: {run['events_per_s']:,} events/s "
-                  f"into 3 layers; commit "
-                  f"p50 {run['commit_latency_p50_s']}s p99 {run['commit_latency_p99_s']}s; "
-                  f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}; "
-                  f"lake rows equal the embedded runtime's: {run['lake_matches_embedded']}")
+            print(
+                f"{n} worker(s), buckets by {bucket_by}: {run['events_per_s']:,} events/s "
+                f"into 3 layers; commit "
+                f"p50 {run['commit_latency_p50_s']}s p99 {run['commit_latency_p99_s']}s; "
+                f"per worker {run['per_worker_events']}; time in {run['phase_seconds']}; "
+                f"lake rows equal the embedded runtime's: {run['lake_matches_embedded']}"
+            )
         result = {
-            "benchmark": "distributed", "at": datetime.now(UTC).isoformat(),
+            "benchmark": "distributed",
+            "at": datetime.now(UTC).isoformat(),
             "command": "python bench/distributed.py " + " ".join(sys.argv[1:]),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_avg_1m": os.getloadavg()[0]},
-            "events": total, "partitions": args.partitions, "max_events": args.max_events,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_avg_1m": os.getloadavg()[0],
+            },
+            "events": total,
+            "partitions": args.partitions,
+            "max_events": args.max_events,
             "max_latency_ms": args.max_latency_ms,
-            "baseline_raw_consume_per_s": round(raw), "runs": runs,
+            "baseline_raw_consume_per_s": round(raw),
+            "runs": runs,
             "embedded_runtime_same_records": embedded,
         }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

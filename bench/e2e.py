@@ -102,8 +102,15 @@ def _engine(args: argparse.Namespace, *, snapshot: bool, extra: dict | None = No
 
     props = {"snapshot.mode": "initial" if snapshot else "no_data", **(extra or {})}
     return open_postgres_engine(
-        pipeline=args.pipeline, source="b", dsn=args.url, tables=[TABLE], state=Path(args.state),
-        heartbeat_ms=500, extra=props, signals=False, heap=CEILING_HEAP,
+        pipeline=args.pipeline,
+        source="b",
+        dsn=args.url,
+        tables=[TABLE],
+        state=Path(args.state),
+        heartbeat_ms=500,
+        extra=props,
+        signals=False,
+        heap=CEILING_HEAP,
     )
 
 
@@ -125,13 +132,16 @@ def capture_child(args: argparse.Namespace) -> dict:
 def _tidemark_config(args: argparse.Namespace):
     from tidemark.config import parse_config
 
-    return parse_config({
-        "pipeline": args.pipeline, "lake": args.lake,
-        "sources": [{"name": "b", "kind": "postgres", "dsn": args.url, "tables": [TABLE]}],
-        "batching": {"max_events": args.max_events, "max_latency_ms": args.max_latency_ms},
-        "debezium": {"heartbeat_ms": 500},
-        **({"lake_cache_mb": args.lake_cache_mb} if args.lake_cache_mb is not None else {}),
-    })
+    return parse_config(
+        {
+            "pipeline": args.pipeline,
+            "lake": args.lake,
+            "sources": [{"name": "b", "kind": "postgres", "dsn": args.url, "tables": [TABLE]}],
+            "batching": {"max_events": args.max_events, "max_latency_ms": args.max_latency_ms},
+            "debezium": {"heartbeat_ms": 500},
+            **({"lake_cache_mb": args.lake_cache_mb} if args.lake_cache_mb is not None else {}),
+        }
+    )
 
 
 def tidemark_child(args: argparse.Namespace) -> dict:
@@ -153,8 +163,9 @@ def tidemark_child(args: argparse.Namespace) -> dict:
         if seen["events"] >= target and args.phase != "latency":
             done.set()
 
-    runner, lake = build_runner(config, state=Path(args.state), on_batch=on_batch,
-                                keep_source_ts=args.phase == "latency")
+    runner, lake = build_runner(
+        config, state=Path(args.state), on_batch=on_batch, keep_source_ts=args.phase == "latency"
+    )
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -170,8 +181,9 @@ def tidemark_child(args: argparse.Namespace) -> dict:
     if args.phase == "latency":
         while not runner.heartbeats:
             time.sleep(0.1)
-        written = steady_writer(args.url, rate=args.rate, seconds=args.latency_seconds,
-                                first_new=args.first_new)
+        written = steady_writer(
+            args.url, rate=args.rate, seconds=args.latency_seconds, first_new=args.first_new
+        )
         deadline = time.monotonic() + 60
         while seen["events"] < written and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -187,17 +199,26 @@ def tidemark_child(args: argparse.Namespace) -> dict:
         raise SystemExit(f"tidemark failed: {failure[0]!r}")
     import pyarrow as pa
 
-    out = {"events": seen["events"], "peak_rss_mb": peak_rss_mb(),
-           "arrow_peak_mb": round(pa.default_memory_pool().max_memory() / 2**20),
-           "arrow_pool": pa.default_memory_pool().backend_name}
+    out = {
+        "events": seen["events"],
+        "peak_rss_mb": peak_rss_mb(),
+        "arrow_peak_mb": round(pa.default_memory_pool().max_memory() / 2**20),
+        "arrow_pool": pa.default_memory_pool().backend_name,
+    }
     if args.phase == "drain":
         elapsed = seen["last"] - seen["first"]
         out.update(seconds=round(elapsed, 3), events_per_s=round(args.events / elapsed))
     if args.phase == "latency":
         latencies.sort()
         pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)  # noqa: E731
-        out.update(rate=args.rate, seconds=args.latency_seconds, written=written,
-                   p50_s=pick(0.50), p99_s=pick(0.99), max_s=round(latencies[-1], 3))
+        out.update(
+            rate=args.rate,
+            seconds=args.latency_seconds,
+            written=written,
+            p50_s=pick(0.50),
+            p99_s=pick(0.99),
+            max_s=round(latencies[-1], 3),
+        )
     return out
 
 
@@ -210,8 +231,11 @@ def steady_writer(url: str, *, rate: float, seconds: float, first_new: int) -> i
     with conn.cursor() as cur:
         while time.monotonic() - began < seconds:
             base = first_new + n * 10
-            cur.execute("INSERT INTO items SELECT g, g %% 1000, 2.00, 'steady', now() "
-                        "FROM generate_series(%s, %s) g", (base, base + 9))
+            cur.execute(
+                "INSERT INTO items SELECT g, g %% 1000, 2.00, 'steady', now() "
+                "FROM generate_series(%s, %s) g",
+                (base, base + 9),
+            )
             conn.commit()
             n += 1
             lag = began + n / tx_per_s - time.monotonic()
@@ -227,7 +251,8 @@ def dlt_child(args: argparse.Namespace) -> dict:
 
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
     pipeline = dlt.pipeline(
-        pipeline_name=args.pipeline, pipelines_dir=str(Path(args.state) / "dlt"),
+        pipeline_name=args.pipeline,
+        pipelines_dir=str(Path(args.state) / "dlt"),
         destination=dlt.destinations.filesystem(bucket_url=f"file://{args.lake}"),
         dataset_name="peer",
     )
@@ -256,9 +281,12 @@ def dlt_child(args: argparse.Namespace) -> dict:
             seen += rows
             if held and (not arming or len(held) >= 200_000 or seen >= target):
                 resource_ = dlt.resource(
-                    list(held.values()), name="items",
-                    write_disposition="append" if arming else "merge", primary_key="id",
-                    columns={"deleted": {"hard_delete": True}}, table_format="delta",
+                    list(held.values()),
+                    name="items",
+                    write_disposition="append" if arming else "merge",
+                    primary_key="id",
+                    columns={"deleted": {"hard_delete": True}},
+                    table_format="delta",
                 )
                 pipeline.run(resource_)
                 held = {}
@@ -273,8 +301,14 @@ def dlt_child(args: argparse.Namespace) -> dict:
 
 
 # -- the parent ---------------------------------------------------------------------------------
-def spawn(consumer: str, phase: str, common: list[str], timeout: float,
-          logs: str | None = None, tag: str = "") -> dict:
+def spawn(
+    consumer: str,
+    phase: str,
+    common: list[str],
+    timeout: float,
+    logs: str | None = None,
+    tag: str = "",
+) -> dict:
     """Run one child; its stderr goes to `logs/<consumer>-<phase><tag>-<size>.log` if set."""
     cmd = [sys.executable, __file__, "--child", "--consumer", consumer, "--phase", phase, *common]
     began = time.monotonic()
@@ -297,41 +331,71 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
     execute(url_base, f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}")
     url = cluster.url(db)
     began = time.monotonic()
-    execute(url,
-            "CREATE TABLE items (id bigint PRIMARY KEY, account int, amount numeric(12,2),"
-            " status text, updated timestamptz)",
-            f"INSERT INTO items SELECT g, g % 1000, (g % 10000) / 100.0, 'open', now()"
-            f" FROM generate_series(1, {size}) g",
-            PROCEDURE)
+    execute(
+        url,
+        "CREATE TABLE items (id bigint PRIMARY KEY, account int, amount numeric(12,2),"
+        " status text, updated timestamptz)",
+        f"INSERT INTO items SELECT g, g % 1000, (g % 10000) / 100.0, 'open', now()"
+        f" FROM generate_series(1, {size}) g",
+        PROCEDURE,
+    )
     transactions = args.events // 10
     distributions = args.keys.split(",")
     out: dict = {"size": size, "load_table_seconds": round(time.monotonic() - began, 1)}
     consumers = [c for c in args.consumers.split(",") if c in CONSUMERS + REFERENCE]
 
     def common(consumer: str, *, events: int = 0, first_new: int = 0) -> list[str]:
-        return ["--url", url, "--state", str(root / f"state-{size}"),
-                "--pipeline", f"{consumer}_{size}", "--lake", str(root / f"lake-{consumer}-{size}"),
-                "--size", str(size), "--events", str(events),
-                "--max-events", str(args.max_events), "--max-latency-ms", str(args.max_latency_ms),
-                *(["--lake-cache-mb", str(args.lake_cache_mb)] if args.lake_cache_mb else []),
-                "--timeout", str(args.timeout), "--rate", str(args.rate),
-                "--latency-seconds", str(args.latency_seconds), "--first-new", str(first_new)]
+        return [
+            "--url",
+            url,
+            "--state",
+            str(root / f"state-{size}"),
+            "--pipeline",
+            f"{consumer}_{size}",
+            "--lake",
+            str(root / f"lake-{consumer}-{size}"),
+            "--size",
+            str(size),
+            "--events",
+            str(events),
+            "--max-events",
+            str(args.max_events),
+            "--max-latency-ms",
+            str(args.max_latency_ms),
+            *(["--lake-cache-mb", str(args.lake_cache_mb)] if args.lake_cache_mb else []),
+            "--timeout",
+            str(args.timeout),
+            "--rate",
+            str(args.rate),
+            "--latency-seconds",
+            str(args.latency_seconds),
+            "--first-new",
+            str(first_new),
+        ]
 
     for consumer in consumers:
         print(f"[{size}] arming {consumer}", flush=True)
-        out.setdefault("arm", {})[consumer] = spawn(consumer, "arm", common(consumer),
-                                                    args.timeout, args.logs)
+        out.setdefault("arm", {})[consumer] = spawn(
+            consumer, "arm", common(consumer), args.timeout, args.logs
+        )
     for index, keys in enumerate(distributions):
         began = time.monotonic()
         first_new = size + index * (transactions + 1)
         execute(url, f"CALL bench_backlog({transactions}, {size}, {first_new}, '{keys}')")
-        run = out[keys] = {"backlog_seconds": round(time.monotonic() - began, 1),
-                           "events": query_one(url, "SELECT events FROM bench_backlogs"
-                                                    f" WHERE keys = '{keys}'")}
+        run = out[keys] = {
+            "backlog_seconds": round(time.monotonic() - began, 1),
+            "events": query_one(url, f"SELECT events FROM bench_backlogs WHERE keys = '{keys}'"),
+        }
         for consumer in consumers:
             print(f"[{size} {keys}] draining {consumer}", flush=True)
-            run[consumer] = spawn(consumer, "drain", common(consumer, events=run["events"]),
-                                  args.timeout, args.logs, tag=keys)
+            run[consumer] = spawn(
+                consumer,
+                "drain",
+                common(consumer, events=run["events"]),
+                args.timeout,
+                args.logs,
+                tag=keys,
+            )
             print(f"  {run[consumer]}", flush=True)
         cap, tm, peer = (run.get(c, {}).get("events_per_s") for c in CONSUMERS)
         run["ratios"] = {
@@ -344,8 +408,9 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
     if "tidemark" in consumers and args.latency_seconds > 0:
         print(f"[{size}] latency at {args.rate:.0f} events/s", flush=True)
         first_new = size + len(distributions) * (transactions + 1)
-        out["latency"] = spawn("tidemark", "latency", common("tidemark", first_new=first_new),
-                               args.timeout, args.logs)
+        out["latency"] = spawn(
+            "tidemark", "latency", common("tidemark", first_new=first_new), args.timeout, args.logs
+        )
         print(f"  {out['latency']}", flush=True)
     return out
 
@@ -371,17 +436,30 @@ def plot(results: list[dict], path: Path) -> None:
         for consumer in CONSUMERS:
             values = [r.get(keys, {}).get(consumer, {}).get("events_per_s") for r in results]
             if any(values):
-                left.plot(sizes, [v or 0 for v in values], style, marker="o",
-                          label=f"{consumer} ({keys} keys)")
-    left.set(xscale="log", xlabel="live table rows", ylabel="events/s (sustained)",
-             title="throughput end to end")
+                left.plot(
+                    sizes,
+                    [v or 0 for v in values],
+                    style,
+                    marker="o",
+                    label=f"{consumer} ({keys} keys)",
+                )
+    left.set(
+        xscale="log",
+        xlabel="live table rows",
+        ylabel="events/s (sustained)",
+        title="throughput end to end",
+    )
     left.legend()
     for key, label in (("p50_s", "p50"), ("p99_s", "p99")):
         values = [r.get("latency", {}).get(key) for r in results]
         if any(v is not None for v in values):
             right.plot(sizes, [v or 0 for v in values], marker="o", label=label)
-    right.set(xscale="log", xlabel="live table rows", ylabel="seconds",
-              title="commit-to-queryable latency at 1,000 events/s")
+    right.set(
+        xscale="log",
+        xlabel="live table rows",
+        ylabel="seconds",
+        title="commit-to-queryable latency at 1,000 events/s",
+    )
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -391,11 +469,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="live table rows, comma-separated")
     parser.add_argument("--events", type=int, default=100_000, help="backlog events")
-    parser.add_argument("--keys", default="recent,uniform",
-                        help="update key distributions, one backlog each: recent (the"
-                             " simulator's default skew), uniform (worst case)")
-    parser.add_argument("--consumers", default=",".join(CONSUMERS),
-                        help=f"any of {', '.join(CONSUMERS + REFERENCE)}")
+    parser.add_argument(
+        "--keys",
+        default="recent,uniform",
+        help="update key distributions, one backlog each: recent (the"
+        " simulator's default skew), uniform (worst case)",
+    )
+    parser.add_argument(
+        "--consumers",
+        default=",".join(CONSUMERS),
+        help=f"any of {', '.join(CONSUMERS + REFERENCE)}",
+    )
     parser.add_argument("--max-events", type=int, default=50_000)
     parser.add_argument("--max-latency-ms", type=int, default=1000)
     parser.add_argument("--lake-cache-mb", type=int, help="tidemark's bucket cache, MiB")
@@ -403,8 +487,11 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--logs", help="a directory for the children's logs")
-    parser.add_argument("--out", default=str(RESULTS / "e2e.json"),
-                        help="the JSON report (the plot goes beside it as .png)")
+    parser.add_argument(
+        "--out",
+        default=str(RESULTS / "e2e.json"),
+        help="the JSON report (the plot goes beside it as .png)",
+    )
     # child-only options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--consumer", "--phase", "--url", "--state", "--pipeline", "--lake"):
@@ -415,8 +502,9 @@ def main() -> None:
     if args.child:
         import logging
 
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         try:
             result = child(args)
             code = 0
@@ -437,11 +525,27 @@ def main() -> None:
     cluster = LocalCluster(root / "pg")
     url = cluster.start()
     out: dict = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_at_start": os.getloadavg()},
-        "options": {k: v for k, v in vars(args).items() if k in
-                    ("sizes", "events", "keys", "consumers", "max_events", "max_latency_ms", "rate",
-                     "latency_seconds", "lake_cache_mb")},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "options": {
+            k: v
+            for k, v in vars(args).items()
+            if k
+            in (
+                "sizes",
+                "events",
+                "keys",
+                "consumers",
+                "max_events",
+                "max_latency_ms",
+                "rate",
+                "latency_seconds",
+                "lake_cache_mb",
+            )
+        },
         "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
         "results": [],
     }

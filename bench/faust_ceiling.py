@@ -38,8 +38,14 @@ def child(mode: str, bootstrap: str, topic: str, total: int) -> None:
     if mode == "confluent":
         from confluent_kafka import Consumer
 
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"c-{time.time()}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"c-{time.time()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         consumer.subscribe([topic])
         got, first = 0, None
         while got < total:
@@ -52,15 +58,25 @@ def child(mode: str, bootstrap: str, topic: str, total: int) -> None:
         return
     import faust
 
-    app = faust.App(f"ceiling-{mode}-{time.time()}", broker=f"kafka://{bootstrap}",
-                    store="memory://", web_enabled=False, datadir=str(WORK / f"faust-{mode}"),
-                    key_serializer="raw", value_serializer="raw",
-                    topic_disable_leader=True, topic_allow_declare=False,
-                    consumer_auto_offset_reset="earliest", broker_session_timeout=6.0,
-                    broker_heartbeat_interval=1.0, stream_buffer_maxsize=40_000,
-                    broker_max_poll_records=10_000)
-    channel = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                        value_serializer="raw")
+    app = faust.App(
+        f"ceiling-{mode}-{time.time()}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        datadir=str(WORK / f"faust-{mode}"),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        stream_buffer_maxsize=40_000,
+        broker_max_poll_records=10_000,
+    )
+    channel = app.topic(
+        topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     state = {"got": 0, "first": None}
 
     def count(n: int) -> None:
@@ -82,6 +98,7 @@ def child(mode: str, bootstrap: str, topic: str, total: int) -> None:
                 work = await take(inbox, max_events=20_000, within=0.5)
                 count(sum(len(r) for r in work.values()))
     else:
+
         @app.agent(channel)
         async def take_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(20_000, within=0.5):
@@ -119,8 +136,20 @@ def main() -> None:
         producer.flush(60)
         for mode in MODES:
             out = subprocess.run(
-                [sys.executable, str(Path(__file__)), "--child", mode, bootstrap, topic,
-                 str(args.records)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                [
+                    sys.executable,
+                    str(Path(__file__)),
+                    "--child",
+                    mode,
+                    bootstrap,
+                    topic,
+                    str(args.records),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             # Faust's worker logs what the child prints: look in both streams
             found = re.search(r'\{"seconds": [0-9.e-]+\}', out.stdout + out.stderr)
             if found is None:
@@ -131,11 +160,20 @@ def main() -> None:
             print(f"{mode}: {results[mode]:,} records/s (no-op handler)")
     finally:
         broker.stop()
-    RESULTS.write_text(json.dumps({
-        "benchmark": "faust_ceiling", "at": datetime.now(UTC).isoformat(),
-        "command": f"python bench/faust_ceiling.py --records {args.records}",
-        "records": args.records, "load_avg_1m": os.getloadavg()[0],
-        "records_per_s": results}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "faust_ceiling",
+                "at": datetime.now(UTC).isoformat(),
+                "command": f"python bench/faust_ceiling.py --records {args.records}",
+                "records": args.records,
+                "load_avg_1m": os.getloadavg()[0],
+                "records_per_s": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

@@ -46,8 +46,9 @@ def fresh_database(cluster: LocalCluster, name: str) -> str:
 
 def measure(url: str, profile: str, workers: int, duration: float, ledger: Path | None) -> dict:
     load = os.getloadavg()[0]  # the machine is shared: say how busy it was
-    summary = Simulator(url, profile=profile, workers=workers, duration=duration, seed=1,
-                        ledger=ledger).run()
+    summary = Simulator(
+        url, profile=profile, workers=workers, duration=duration, seed=1, ledger=ledger
+    ).run()
     return {
         "load_avg_1m_before": round(load, 2),
         "workers": workers,
@@ -78,16 +79,27 @@ def main() -> None:
         for workers, ledger in ((1, None), (4, None), (4, tmp / f"{profile}.jsonl")):
             row = {"profile": profile, **measure(url, profile, workers, args.duration, ledger)}
             results.append(row)
-            print(f"{profile:<10} workers={workers} ledger={'on ' if ledger else 'off'} "
-                  f"{row['changes_per_s']:>7,} changes/s  {row['transactions_per_s']:>6,} tx/s  "
-                  f"retries={row['retries']}  load={row['load_avg_1m_before']}", flush=True)
+            print(
+                f"{profile:<10} workers={workers} ledger={'on ' if ledger else 'off'} "
+                f"{row['changes_per_s']:>7,} changes/s  {row['transactions_per_s']:>6,} tx/s  "
+                f"retries={row['retries']}  load={row['load_avg_1m_before']}",
+                flush=True,
+            )
     out = {
         "benchmark": "simulator",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m": os.getloadavg()[0]},
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "tx_size": 10,
-                     "skew": "recent", "synchronous_commit": "on"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1m": os.getloadavg()[0],
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "tx_size": 10,
+            "skew": "recent",
+            "synchronous_commit": "on",
+        },
         "target": "5,000 changes/s with 4 workers",
         "results": results,
     }

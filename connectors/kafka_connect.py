@@ -66,8 +66,9 @@ def _ident(*parts: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", "_".join(parts).lower())[:63]
 
 
-def password_reference(source: str, provider: SecretsProvider, *,
-                       secrets_file: str = SECRETS_FILE) -> str:
+def password_reference(
+    source: str, provider: SecretsProvider, *, secrets_file: str = SECRETS_FILE
+) -> str:
     """The config-provider reference that stands for `source`'s password.
 
     `file`: key `<source>.password` in a Java properties file mounted into Connect.
@@ -88,9 +89,16 @@ def _password_of(dsn: str) -> str | None:
     return unquote(password) if password else None
 
 
-def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
-                     secrets: SecretsProvider = "file", secrets_file: str = SECRETS_FILE,
-                     heartbeat_ms: int = 10_000, partitions: int = 4) -> dict[str, str]:
+def render_connector(
+    source: SourceSpec,
+    *,
+    pipeline: str,
+    bootstrap: str,
+    secrets: SecretsProvider = "file",
+    secrets_file: str = SECRETS_FILE,
+    heartbeat_ms: int = 10_000,
+    partitions: int = 4,
+) -> dict[str, str]:
     """The Kafka Connect config of one source's Debezium connector.
 
     Raises:
@@ -102,62 +110,86 @@ def render_connector(source: SourceSpec, *, pipeline: str, bootstrap: str,
         from tidemark.connectors.postgres.settings import connector_settings as pg_settings
 
         ident = _ident("tidemark", pipeline, source.name, "connect")
-        settings = pg_settings(name=source.name, dsn=source.dsn, tables=tables, slot=ident,
-                               publication=ident, heartbeat_ms=heartbeat_ms)
+        settings = pg_settings(
+            name=source.name,
+            dsn=source.dsn,
+            tables=tables,
+            slot=ident,
+            publication=ident,
+            heartbeat_ms=heartbeat_ms,
+        )
     elif source.kind == "sqlserver":
         from tidemark.connectors.sqlserver.settings import connector_settings as mssql_settings
 
-        settings = mssql_settings(name=source.name, dsn=source.dsn, tables=tables,
-                                  heartbeat_ms=heartbeat_ms)
+        settings = mssql_settings(
+            name=source.name, dsn=source.dsn, tables=tables, heartbeat_ms=heartbeat_ms
+        )
     else:
-        raise SourceConfigError(f"source `{source.name}` has unknown kind `{source.kind}`",
-                                hint="use `postgres` or `sqlserver`")
-    config = {k: str(v) for k, v in settings.items()
-              if k not in _ENGINE_ONLY_KEYS and not k.startswith(_ENGINE_ONLY_PREFIXES)}
+        raise SourceConfigError(
+            f"source `{source.name}` has unknown kind `{source.kind}`",
+            hint="use `postgres` or `sqlserver`",
+        )
+    config = {
+        k: str(v)
+        for k, v in settings.items()
+        if k not in _ENGINE_ONLY_KEYS and not k.startswith(_ENGINE_ONLY_PREFIXES)
+    }
     if source.kind == "postgres":
         # The decoder's exactness settings (decimals precise, intervals as ISO strings...).
         from tidemark.connectors.decode.settings import TYPE_SETTINGS
 
         for key, value in TYPE_SETTINGS.items():
             config.setdefault(key, value)
-    config.update({
-        "topic.prefix": source.name,
-        "tasks.max": "1",
-        # Topics Connect creates get several partitions so workers can scale out; Debezium
-        # keys records by primary key, so one key always lands in one partition (order).
-        "topic.creation.default.partitions": str(partitions),
-        "topic.creation.default.replication.factor": "-1",
-        "key.converter": _JSON_CONVERTER,
-        "key.converter.schemas.enable": "true",
-        "value.converter": _JSON_CONVERTER,
-        "value.converter.schemas.enable": "true",
-        "value.converter.replace.null.with.default": "false",
-        "key.converter.replace.null.with.default": "false",
-        "provide.transaction.metadata": "true",
-        "database.password": password_reference(source.name, secrets,
-                                                secrets_file=secrets_file),
-    })
+    config.update(
+        {
+            "topic.prefix": source.name,
+            "tasks.max": "1",
+            # Topics Connect creates get several partitions so workers can scale out; Debezium
+            # keys records by primary key, so one key always lands in one partition (order).
+            "topic.creation.default.partitions": str(partitions),
+            "topic.creation.default.replication.factor": "-1",
+            "key.converter": _JSON_CONVERTER,
+            "key.converter.schemas.enable": "true",
+            "value.converter": _JSON_CONVERTER,
+            "value.converter.schemas.enable": "true",
+            "value.converter.replace.null.with.default": "false",
+            "key.converter.replace.null.with.default": "false",
+            "provide.transaction.metadata": "true",
+            "database.password": password_reference(
+                source.name, secrets, secrets_file=secrets_file
+            ),
+        }
+    )
     if source.kind == "sqlserver":
         config["schema.history.internal.kafka.bootstrap.servers"] = bootstrap
         config["schema.history.internal.kafka.topic"] = (
-            f"_tidemark.{pipeline}.{source.name}.history")
+            f"_tidemark.{pipeline}.{source.name}.history"
+        )
     password = _password_of(source.dsn)
     leaks = (password, f":{password}@", f"password={password}")
-    if password and any(v == password or any(x in v for x in leaks[1:])
-                        for v in config.values()):
+    if password and any(v == password or any(x in v for x in leaks[1:]) for v in config.values()):
         raise SourceConfigError(
             f"the rendered config of connector `{name}` would contain the password",
-            hint="report this as a bug; the password must stay a config-provider reference")
+            hint="report this as a bug; the password must stay a config-provider reference",
+        )
     return dict(sorted(config.items()))
 
 
-def render_connectors(sources: Iterable[SourceSpec], *, pipeline: str, bootstrap: str,
-                      secrets: SecretsProvider = "file",
-                      secrets_file: str = SECRETS_FILE) -> dict[str, dict[str, str]]:
+def render_connectors(
+    sources: Iterable[SourceSpec],
+    *,
+    pipeline: str,
+    bootstrap: str,
+    secrets: SecretsProvider = "file",
+    secrets_file: str = SECRETS_FILE,
+) -> dict[str, dict[str, str]]:
     """Every source's connector config, keyed by connector name."""
-    return {connector_name(pipeline, s.name): render_connector(
-        s, pipeline=pipeline, bootstrap=bootstrap, secrets=secrets, secrets_file=secrets_file)
-        for s in sources}
+    return {
+        connector_name(pipeline, s.name): render_connector(
+            s, pipeline=pipeline, bootstrap=bootstrap, secrets=secrets, secrets_file=secrets_file
+        )
+        for s in sources
+    }
 
 
 def secrets_properties(sources: Iterable[SourceSpec]) -> str:
@@ -204,10 +236,17 @@ class ConnectorStatus:
     def from_json(cls, body: Mapping[str, Any]) -> ConnectorStatus:
         conn = body.get("connector", {})
         return cls(
-            name=body["name"], state=conn.get("state", "UNKNOWN"),
-            worker_id=conn.get("worker_id"), trace=conn.get("trace"),
-            tasks=tuple(TaskStatus(int(t["id"]), t.get("state", "UNKNOWN"), t.get("worker_id"),
-                                   t.get("trace")) for t in body.get("tasks", [])))
+            name=body["name"],
+            state=conn.get("state", "UNKNOWN"),
+            worker_id=conn.get("worker_id"),
+            trace=conn.get("trace"),
+            tasks=tuple(
+                TaskStatus(
+                    int(t["id"]), t.get("state", "UNKNOWN"), t.get("worker_id"), t.get("trace")
+                )
+                for t in body.get("tasks", [])
+            ),
+        )
 
 
 class ConnectError(SourceError):
@@ -240,8 +279,11 @@ class KafkaConnect:
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(1, self.retries + 1):
             req = urllib.request.Request(
-                self.url + path, data=data, method=method,
-                headers={"Content-Type": "application/json", "Accept": "application/json"})
+                self.url + path,
+                data=data,
+                method=method,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     raw = resp.read()
@@ -255,16 +297,19 @@ class KafkaConnect:
                 if exc.code == 409 or exc.code >= 500:
                     if attempt < self.retries:
                         log.info("connect %s %s answered %s, retrying", method, path, exc.code)
-                        time.sleep(min(0.2 * 2 ** attempt, 5))
+                        time.sleep(min(0.2 * 2**attempt, 5))
                         continue
-                    raise ConnectBusy(f"Kafka Connect answered `{exc.code}` to {method} "
-                                      f"{path}: {message}", status=exc.code,
-                                      hint="retry when the Connect cluster is stable") from exc
+                    raise ConnectBusy(
+                        f"Kafka Connect answered `{exc.code}` to {method} {path}: {message}",
+                        status=exc.code,
+                        hint="retry when the Connect cluster is stable",
+                    ) from exc
                 return exc.code, {"error_code": exc.code, "message": message}
             except (urllib.error.URLError, OSError) as exc:
                 raise SourceUnavailable(
                     f"cannot reach Kafka Connect at `{self.url}`: {exc}",
-                    hint="start it (`docker compose up connect`) or pass --connect-url") from exc
+                    hint="start it (`docker compose up connect`) or pass --connect-url",
+                ) from exc
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -279,9 +324,11 @@ class KafkaConnect:
         """
         status, body = self._call("PUT", self._path(name) + "/config", dict(config))
         if status not in (200, 201):
-            raise ConnectError(f"Kafka Connect rejected connector `{name}`: "
-                               f"{body.get('message', body)}", status=status,
-                               hint="fix the source settings in the pipeline config")
+            raise ConnectError(
+                f"Kafka Connect rejected connector `{name}`: {body.get('message', body)}",
+                status=status,
+                hint="fix the source settings in the pipeline config",
+            )
         return status == 201
 
     def get_config(self, name: str) -> dict[str, str] | None:

@@ -17,9 +17,15 @@ from tidemark.simulator.errors import DatabaseUnavailable, SimulatorConfigError
 
 log = logging.getLogger(__name__)
 
-_SCHEMES = {"postgresql": POSTGRES, "postgres": POSTGRES,
-            "mssql": SQLSERVER, "sqlserver": SQLSERVER}
-_URL_HINT = "use postgresql://user:password@host:port/database or mssql://user:password@host:port/database"
+_SCHEMES = {
+    "postgresql": POSTGRES,
+    "postgres": POSTGRES,
+    "mssql": SQLSERVER,
+    "sqlserver": SQLSERVER,
+}
+_URL_HINT = (
+    "use postgresql://user:password@host:port/database or mssql://user:password@host:port/database"
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,15 @@ def parse_url(url: str) -> Target:
         raise SimulatorConfigError("the database URL names no database", hint=_URL_HINT)
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     default_port = 5432 if dialect is POSTGRES else 1433
-    return Target(dialect, url, parts.hostname, port or default_port, unquote(database),
-                  unquote(parts.username or ""), options)
+    return Target(
+        dialect,
+        url,
+        parts.hostname,
+        port or default_port,
+        unquote(database),
+        unquote(parts.username or ""),
+        options,
+    )
 
 
 def connect(target: Target, *, connect_timeout: int = 5) -> Any:
@@ -76,8 +89,9 @@ def _connect_postgres(target: Target, timeout: int) -> Any:
     import psycopg2
 
     try:
-        conn = psycopg2.connect(target.url, connect_timeout=timeout,
-                                application_name="tidemark-simulator")
+        conn = psycopg2.connect(
+            target.url, connect_timeout=timeout, application_name="tidemark-simulator"
+        )
     except psycopg2.OperationalError as exc:
         raise _postgres_error(target, str(exc)) from None
     except psycopg2.ProgrammingError as exc:  # malformed options in the URL

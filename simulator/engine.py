@@ -107,8 +107,17 @@ class KeySpace:
 class Tx:
     """One database transaction of simulated work; see the module docstring."""
 
-    def __init__(self, cursor: Any, dialect: Dialect, tables: dict[str, Table], *,
-                 rng: random.Random, pools: Pools, keys: KeySpace, budget: int) -> None:
+    def __init__(
+        self,
+        cursor: Any,
+        dialect: Dialect,
+        tables: dict[str, Table],
+        *,
+        rng: random.Random,
+        pools: Pools,
+        keys: KeySpace,
+        budget: int,
+    ) -> None:
         self.cur = cursor
         self.dialect = dialect
         self.tables = tables
@@ -178,9 +187,17 @@ class Tx:
         self._inserted.setdefault(table, []).extend(ids)
         return ids
 
-    def insert_children(self, table: str, cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
-                        *, fk: str, parent: str, returning: tuple[str, ...] = (),
-                        parent_not: tuple[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def insert_children(
+        self,
+        table: str,
+        cols: tuple[str, ...],
+        rows: Sequence[Sequence[Any]],
+        *,
+        fk: str,
+        parent: str,
+        returning: tuple[str, ...] = (),
+        parent_not: tuple[str, Any] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """Insert rows whose parent still exists (others are dropped by the database) and
         key-share lock those parents; returns `(id, *returning)` per inserted row."""
         if not rows:
@@ -188,8 +205,14 @@ class Tx:
         if len(rows) > self.remaining:
             raise AssertionError("insert larger than the remaining budget")
         sql = self.dialect.insert_children_sql(
-            self.tables[table], cols, len(rows), fk=fk, parent=parent, returning=returning,
-            parent_not=parent_not[0] if parent_not else None)
+            self.tables[table],
+            cols,
+            len(rows),
+            fk=fk,
+            parent=parent,
+            returning=returning,
+            parent_not=parent_not[0] if parent_not else None,
+        )
         params = [v for row in rows for v in row]
         self.execute(sql, [*params, parent_not[1]] if parent_not else params)
         made = [tuple(r) for r in self.cur.fetchall()]
@@ -198,8 +221,15 @@ class Tx:
         self._inserted.setdefault(table, []).extend(ids)
         return made
 
-    def update(self, table: str, set_cols: tuple[str, ...], rows: Sequence[Sequence[Any]],
-               add_cols: tuple[str, ...] = (), *, partial: bool = True) -> list[int]:
+    def update(
+        self,
+        table: str,
+        set_cols: tuple[str, ...],
+        rows: Sequence[Sequence[Any]],
+        add_cols: tuple[str, ...] = (),
+        *,
+        partial: bool = True,
+    ) -> list[int]:
         """`rows` are `(id, *set_values, *add_values)` with distinct ids.
 
         With `partial`, rows beyond the remaining budget are dropped; without it (balance
@@ -217,9 +247,16 @@ class Tx:
         self._record(table, ids, "u")
         return ids
 
-    def delete(self, table: str, ids: Sequence[int], *, by: str = "id",
-               returning: tuple[str, ...] = (), match: Sequence[Any] = (),
-               match_cols: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+    def delete(
+        self,
+        table: str,
+        ids: Sequence[int],
+        *,
+        by: str = "id",
+        returning: tuple[str, ...] = (),
+        match: Sequence[Any] = (),
+        match_cols: tuple[str, ...] = (),
+    ) -> list[tuple[Any, ...]]:
         """Delete by `id` (at most `remaining` ids); returns `(id, *returning)` per row."""
         if not ids:
             return []
@@ -231,8 +268,9 @@ class Tx:
         self._record(table, [r[0] for r in rows], "d")
         return rows
 
-    def lock(self, table: str, ids: Sequence[int], cols: tuple[str, ...] = (),
-             mode: LockMode = "share") -> list[tuple[Any, ...]]:
+    def lock(
+        self, table: str, ids: Sequence[int], cols: tuple[str, ...] = (), mode: LockMode = "share"
+    ) -> list[tuple[Any, ...]]:
         """Lock the existing rows among `ids` (share: they stay; update: we change them)."""
         if not ids:
             return []
@@ -245,8 +283,14 @@ class Tx:
         self.execute(self.dialect.count_children_sql(child, fk, len(ids)), list(ids))
         return {int(k): int(n) for k, n in self.cur.fetchall()}
 
-    def delete_tree(self, parent: str, ids: Sequence[int],
-                    children: Sequence[tuple[str, str]], *, max_children: int | None = None) -> int:
+    def delete_tree(
+        self,
+        parent: str,
+        ids: Sequence[int],
+        children: Sequence[tuple[str, str]],
+        *,
+        max_children: int | None = None,
+    ) -> int:
         """Delete parents and all their children, within the budget; returns parents deleted.
 
         The parents are locked first: no new child can appear (inserting one needs a key-share

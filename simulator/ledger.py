@@ -35,12 +35,21 @@ class Ledger:
         self._handle: IO[bytes] = open(self.path, "ab")
         self._lock = threading.Lock()
 
-    def append(self, changes: Sequence[Change], *, schema: str, commit_ts: datetime,
-               tx: int | None) -> None:
+    def append(
+        self, changes: Sequence[Change], *, schema: str, commit_ts: datetime, tx: int | None
+    ) -> None:
         ts = iso_utc(commit_ts)
         data = b"".join(
-            orjson.dumps({"table": f"{schema}.{c.table}", "key": {"id": c.key}, "op": c.op,
-                          "commit_ts": ts, "tx": tx}) + b"\n"
+            orjson.dumps(
+                {
+                    "table": f"{schema}.{c.table}",
+                    "key": {"id": c.key},
+                    "op": c.op,
+                    "commit_ts": ts,
+                    "tx": tx,
+                }
+            )
+            + b"\n"
             for c in changes
         )
         with self._lock:

@@ -77,11 +77,21 @@ class Simulator:
         tx_size: average row changes per transaction.
     """
 
-    def __init__(self, url: str, *, profile: str = "customers", workers: int = 1,
-                 rate: float | None = None, max_changes: int | None = None,
-                 duration: float | None = None, seed: int | None = None,
-                 ledger: str | Path | None = None, skew: Skew = "recent",
-                 mix: Mapping[OpKind, float] | None = None, tx_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        profile: str = "customers",
+        workers: int = 1,
+        rate: float | None = None,
+        max_changes: int | None = None,
+        duration: float | None = None,
+        seed: int | None = None,
+        ledger: str | Path | None = None,
+        skew: Skew = "recent",
+        mix: Mapping[OpKind, float] | None = None,
+        tx_size: int = 10,
+    ) -> None:
         self.target = parse_url(url)
         self.profile = get_profile(profile)
         if workers < 1:
@@ -115,8 +125,10 @@ class Simulator:
                 ops.append(op)
                 cumulative.append(total)
         if total <= 0:
-            raise SimulatorConfigError("the operation mix has no positive weight",
-                                       hint="e.g. --mix insert=50,update=35,delete=15")
+            raise SimulatorConfigError(
+                "the operation mix has no positive weight",
+                hint="e.g. --mix insert=50,update=35,delete=15",
+            )
         return ops, cumulative
 
     def _choose(self, rng: random.Random) -> Operation:
@@ -142,9 +154,13 @@ class Simulator:
             conn.close()
 
     # -- run -------------------------------------------------------------------------------------
-    def run(self, stop_event: threading.Event | None = None, *,
-            on_progress: Callable[[Progress], None] | None = None,
-            progress_interval: float = 0.5) -> Summary:
+    def run(
+        self,
+        stop_event: threading.Event | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = 0.5,
+    ) -> Summary:
         """Generate changes until a limit is hit or `stop_event` is set; see the class doc."""
         from tidemark.simulator.setup import key_ranges
 
@@ -161,14 +177,27 @@ class Simulator:
         value_pools = pools(self.seed)
         limiter = RateLimiter(self.rate)
         workers = [
-            Worker(i, target=self.target, profile=self.profile, pools=value_pools,
-                   rng=random.Random(f"{self.seed}:{i}"), keys=keys, budget=budget,
-                   limiter=limiter, stats=stats, ledger=ledger, stop=stop,
-                   choose=self._choose, tx_size=self.tx_size)
+            Worker(
+                i,
+                target=self.target,
+                profile=self.profile,
+                pools=value_pools,
+                rng=random.Random(f"{self.seed}:{i}"),
+                keys=keys,
+                budget=budget,
+                limiter=limiter,
+                stats=stats,
+                ledger=ledger,
+                stop=stop,
+                choose=self._choose,
+                tx_size=self.tx_size,
+            )
             for i in range(self.workers)
         ]
-        threads = [threading.Thread(target=w.run, name=f"simulator-{w.index}", daemon=True)
-                   for w in workers]
+        threads = [
+            threading.Thread(target=w.run, name=f"simulator-{w.index}", daemon=True)
+            for w in workers
+        ]
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -187,9 +216,16 @@ class Simulator:
                     stop.set()
                 if on_progress is not None and now - last_time >= progress_interval:
                     committed = budget.committed
-                    on_progress(Progress(committed, stats.transactions, stats.retries,
-                                         stats.reconnects, now - started,
-                                         (committed - last_count) / (now - last_time)))
+                    on_progress(
+                        Progress(
+                            committed,
+                            stats.transactions,
+                            stats.retries,
+                            stats.reconnects,
+                            now - started,
+                            (committed - last_count) / (now - last_time),
+                        )
+                    )
                     last_count, last_time = committed, now
             stop.set()
             for t in threads:
@@ -208,5 +244,6 @@ class Simulator:
         counts: dict[str, dict[str, int]] = {}
         for (table, op), n in sorted(stats.changes.items()):
             counts.setdefault(table, {})[op] = n
-        return Summary(counts, stats.transactions, stats.retries, stats.reconnects,
-                       time.monotonic() - started)
+        return Summary(
+            counts, stats.transactions, stats.retries, stats.reconnects, time.monotonic() - started
+        )

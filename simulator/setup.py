@@ -35,8 +35,9 @@ def create_schema(conn: Any, dialect: Dialect, profile: Profile) -> None:
         table = profile.table(name)
         for start in range(0, len(rows), 100):
             chunk = rows[start : start + 100]
-            cur.execute(dialect.seed_sql(table, cols, len(chunk), unique),
-                        [v for row in chunk for v in row])
+            cur.execute(
+                dialect.seed_sql(table, cols, len(chunk), unique), [v for row in chunk for v in row]
+            )
         log.info("seeded %d rows into %s", len(rows), name)
     conn.commit()
     for table in profile.tables:

@@ -16,8 +16,15 @@ from faker import Faker
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "pl_PL", "ja_JP")
 POOL_SIZE = 600
-_COUNTRY = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR", "es_ES": "ES",
-            "pl_PL": "PL", "ja_JP": "JP"}
+_COUNTRY = {
+    "en_US": "US",
+    "en_GB": "GB",
+    "de_DE": "DE",
+    "fr_FR": "FR",
+    "es_ES": "ES",
+    "pl_PL": "PL",
+    "ja_JP": "JP",
+}
 
 
 @dataclass(frozen=True)

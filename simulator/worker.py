@@ -77,10 +77,23 @@ class Stats:
 class Worker:
     """Runs transactions on its own connection; see the module docstring."""
 
-    def __init__(self, index: int, *, target: Target, profile: Profile, pools: Pools,
-                 rng: random.Random, keys: KeySpace, budget: Budget, limiter: RateLimiter,
-                 stats: Stats, ledger: Ledger | None, stop: threading.Event,
-                 choose: Callable[[random.Random], Operation], tx_size: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        *,
+        target: Target,
+        profile: Profile,
+        pools: Pools,
+        rng: random.Random,
+        keys: KeySpace,
+        budget: Budget,
+        limiter: RateLimiter,
+        stats: Stats,
+        ledger: Ledger | None,
+        stop: threading.Event,
+        choose: Callable[[random.Random], Operation],
+        tx_size: int,
+    ) -> None:
         self.index = index
         self.target = target
         self.dialect = target.dialect
@@ -137,8 +150,9 @@ class Worker:
         """The server's own commit time of `xid` (None when it does not keep one)."""
         if self._commit_time_sql is None:
             return None
-        value: datetime | None = self.dialect.run_alone(self._conn, self._commit_time_sql,
-                                                        (str(xid),))[0]
+        value: datetime | None = self.dialect.run_alone(
+            self._conn, self._commit_time_sql, (str(xid),)
+        )[0]
         return value
 
     def _transaction(self, granted: int) -> int:
@@ -148,8 +162,15 @@ class Worker:
             tx: Tx | None = None
             committing = False
             try:
-                tx = Tx(self._conn.cursor(), self.dialect, self.tables, rng=self.rng,
-                        pools=self.pools, keys=self.keys, budget=granted)
+                tx = Tx(
+                    self._conn.cursor(),
+                    self.dialect,
+                    self.tables,
+                    rng=self.rng,
+                    pools=self.pools,
+                    keys=self.keys,
+                    budget=granted,
+                )
                 for _ in range(OPS_PER_TX):
                     if tx.remaining <= 0:
                         break
@@ -180,9 +201,11 @@ class Worker:
                         self._done(tx, granted, info)
                         return len(tx.changes)
                     if committing and info is None:
-                        log.warning("worker %d: connection lost during COMMIT; outcome unknown "
-                                    "(no ledger, so no transaction id), counted as rolled back",
-                                    self.index)
+                        log.warning(
+                            "worker %d: connection lost during COMMIT; outcome unknown "
+                            "(no ledger, so no transaction id), counted as rolled back",
+                            self.index,
+                        )
                     if self.stop.is_set():
                         self.budget.settle(granted, 0)
                         return 0
@@ -206,15 +229,17 @@ class Worker:
             except Exception as exc:  # the commit stands; only the timestamp is approximate
                 if self.dialect.classify(exc) != "connection":
                     raise
-                log.warning("worker %d: no exact commit time for tx %d (%s)", self.index,
-                            info[0], exc)
+                log.warning(
+                    "worker %d: no exact commit time for tx %d (%s)", self.index, info[0], exc
+                )
         self.budget.settle(granted, len(tx.changes))
         for table, ids in tx.inserted().items():
             self.keys.note_inserted(table, ids)
         self.stats.add(tx.changes)
         if self.ledger is not None and info is not None:
-            self.ledger.append(tx.changes, schema=self.dialect.schema, commit_ts=info[1],
-                               tx=info[0])
+            self.ledger.append(
+                tx.changes, schema=self.dialect.schema, commit_ts=info[1], tx=info[0]
+            )
 
     def _rollback(self) -> None:
         try:
@@ -225,8 +250,11 @@ class Worker:
             self._reconnect(exc)
 
     def _reconnect(self, cause: BaseException) -> None:
-        log.warning("worker %d: connection lost (%s); reconnecting", self.index,
-                    str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause))
+        log.warning(
+            "worker %d: connection lost (%s); reconnecting",
+            self.index,
+            str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause),
+        )
         try:
             self._conn.close()
         except Exception:
@@ -251,10 +279,15 @@ class Worker:
             return False
         deadline = time.monotonic() + 30
         while True:
-            status = self.dialect.run_alone(self._conn, "SELECT pg_xact_status(%s::text::xid8)",
-                                            (str(xid),))[0]
+            status = self.dialect.run_alone(
+                self._conn, "SELECT pg_xact_status(%s::text::xid8)", (str(xid),)
+            )[0]
             if status != "in progress" or time.monotonic() > deadline:
-                log.info("worker %d: transaction %d whose COMMIT reply was lost: %s",
-                         self.index, xid, status)
+                log.info(
+                    "worker %d: transaction %d whose COMMIT reply was lost: %s",
+                    self.index,
+                    xid,
+                    status,
+                )
                 return bool(status == "committed")
             time.sleep(0.1)  # the old session may still be finishing it

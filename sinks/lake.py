@@ -149,9 +149,7 @@ class Lake:
                 targets.append((handle.uri, "append"))
         return targets
 
-    def applied_position(
-        self, table: str, layers: frozenset[Layer] = ALL_LAYERS
-    ) -> str | None:
+    def applied_position(self, table: str, layers: frozenset[Layer] = ALL_LAYERS) -> str | None:
         """The highest position committed to every one of `layers` of `table` (the layers it
         is kept in); None while any of them holds nothing, e.g. when a process was killed
         after the changelog's first commit but before live and forensic existed."""

@@ -41,7 +41,8 @@ class Bucketing:
     inner: Literal["range", "hash"] | None = None
     partition: int | None = field(default=None, compare=False)
     partition_of: Callable[[pa.Table, Sequence[str]], pa.Array] | None = field(
-        default=None, compare=False)
+        default=None, compare=False
+    )
     """Per-row Kafka partition of `keys` (one commit holding several partitions' rows)."""
 
     @classmethod
@@ -70,8 +71,9 @@ class Bucketing:
             return replace(self, partition=partition, partition_of=None)
         return Bucketing("partition", self.size, self.kind, partition)
 
-    def by_partitions(self, partition_of: Callable[[pa.Table, Sequence[str]], pa.Array]
-                      ) -> Bucketing:
+    def by_partitions(
+        self, partition_of: Callable[[pa.Table, Sequence[str]], pa.Array]
+    ) -> Bucketing:
         """Like `by_partition`, each row in the buckets of its own partition, told by
         `partition_of(keys, key_columns)` (int64 per row)."""
         inner = self.inner if self.kind == "partition" else self.kind
@@ -85,8 +87,10 @@ class Bucketing:
             return pc.add(inner, pc.multiply(parts, pa.scalar(PARTITION_STRIDE, pa.int64())))
         if self.kind == "partition":
             if self.partition is None or self.inner is None:
-                raise ValueError("a table bucketed by Kafka partition is written only by the "
-                                 "distributed runtime, which pins the partition")
+                raise ValueError(
+                    "a table bucketed by Kafka partition is written only by the "
+                    "distributed runtime, which pins the partition"
+                )
             inner = Bucketing(self.inner, self.size).assign(keys, key_columns)
             return pc.add(inner, pa.scalar(self.partition * PARTITION_STRIDE, pa.int64()))
         if self.kind == "range":

@@ -16,8 +16,13 @@ from tidemark.connectors.postgres.capture import open_postgres_engine
 def main() -> None:
     dsn, table, state, pipeline, out = sys.argv[1:6]
     engine = open_postgres_engine(
-        pipeline=pipeline, source="src", dsn=dsn, tables=[table], state=Path(state),
-        heartbeat_ms=500, max_batch=256,
+        pipeline=pipeline,
+        source="src",
+        dsn=dsn,
+        tables=[table],
+        state=Path(state),
+        heartbeat_ms=500,
+        max_batch=256,
     )
     print("started", flush=True)
     with open(out, "ab") as sink:

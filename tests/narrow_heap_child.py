@@ -17,8 +17,13 @@ from tidemark.connectors.postgres.capture import open_postgres_engine
 def main() -> None:
     dsn, table, state, heap = sys.argv[1:5]
     engine = open_postgres_engine(
-        pipeline="narrow", source="src", dsn=dsn, tables=[table], state=Path(state),
-        heartbeat_ms=500, heap=heap,
+        pipeline="narrow",
+        source="src",
+        dsn=dsn,
+        tables=[table],
+        state=Path(state),
+        heartbeat_ms=500,
+        heap=heap,
         extra={"errors.max.retries": "0"},  # Debezium would retry the snapshot 3 times first
     )
     deadline = time.monotonic() + 120

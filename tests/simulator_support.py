@@ -29,8 +29,12 @@ def decoded_changes(url: str):
     found: list[tuple[str, int, str, int, str]] = []
     try:
         yield found
-        rows = _sql(url, "SELECT xid::text::bigint, data FROM pg_logical_slot_get_changes("
-                         "%s, NULL, NULL, 'include-timestamp', 'on')", slot)
+        rows = _sql(
+            url,
+            "SELECT xid::text::bigint, data FROM pg_logical_slot_get_changes("
+            "%s, NULL, NULL, 'include-timestamp', 'on')",
+            slot,
+        )
         pending: list[tuple[str, int, str, int]] = []
         for xid, data in rows:
             m = _CHANGE.match(data)

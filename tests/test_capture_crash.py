@@ -20,8 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def spawn(url: str, state: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.capture_child", url, "public.events", str(state), "crash",
-         str(out)],
+        [
+            sys.executable,
+            "-m",
+            "tests.capture_child",
+            url,
+            "public.events",
+            str(state),
+            "crash",
+            str(out),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -91,8 +91,11 @@ def test_engine_without_replication_right_surfaces_the_error(fresh_database, tmp
         "CREATE PUBLICATION p_engine FOR TABLE public.t",
     )
     props = connector_settings(
-        name="src", dsn=with_user(url, "plain_engine", "pw-engine"), tables=["public.t"],
-        slot="s_engine", publication="p_engine",
+        name="src",
+        dsn=with_user(url, "plain_engine", "pw-engine"),
+        tables=["public.t"],
+        slot="s_engine",
+        publication="p_engine",
     )
     engine = EmbeddedEngine(props, offsets_dir=tmp_path / "o", log_dir=tmp_path / "log")
     with engine.start(), pytest.raises(SourceConfigError, match="replication") as err:
@@ -130,9 +133,18 @@ def test_heap_too_small_for_the_rows_says_which_setting_to_raise(fresh_database,
         " FROM generate_series(1, 80) g",
     )
     child = subprocess.run(
-        [sys.executable, "-m", "tests.narrow_heap_child", url, "public.wide",
-         str(tmp_path / "state"), "32m"],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "tests.narrow_heap_child",
+            url,
+            "public.wide",
+            str(tmp_path / "state"),
+            "32m",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert child.returncode == 3, child.stderr[-2000:]
     kind, message, hint = child.stdout.strip().splitlines()[-1].split("|")

@@ -27,6 +27,7 @@ def _ended(tx_id: str):
             and str(payload(r)["id"]).split(":")[0] == tx_id
             for r in records
         )
+
     return check
 
 
@@ -90,8 +91,12 @@ def test_a_torn_offsets_file_does_not_snapshot_again(fresh_database, capture_fac
         cur.execute("INSERT INTO t SELECT g FROM generate_series(1, 20) g")
     state = tmp_path / "state"
     first = capture_factory(url, ["public.t"], pipeline="torn", state=state)
-    first.collect(lambda rs: len(changes(rs, "t")) == 20
-                  and any(r.destination.startswith("__debezium-heartbeat") for r in rs))
+    first.collect(
+        lambda rs: (
+            len(changes(rs, "t")) == 20
+            and any(r.destination.startswith("__debezium-heartbeat") for r in rs)
+        )
+    )
     assert {c["op"] for c in changes(first.records, "t")} == {"r"}
     first.engine.close()
     first.engine.offsets_file.write_bytes(b"")  # what the kill left

@@ -19,8 +19,12 @@ def minimal(**overrides):
         "pipeline": "demo",
         "lake": "./lake",
         "sources": [
-            {"name": "shop", "kind": "postgres", "dsn": "${SHOP_DSN}",
-             "tables": ["public.customers", "public.addresses"]}
+            {
+                "name": "shop",
+                "kind": "postgres",
+                "dsn": "${SHOP_DSN}",
+                "tables": ["public.customers", "public.addresses"],
+            }
         ],
     }
     doc.update(overrides)
@@ -35,8 +39,10 @@ def test_example_file_loads_with_defaults():
     assert config.debezium.jvm_heap == "256m"
     assert config.kafka is None
     assert config.layers_for("shop.public.customers") == frozenset(Layer)
-    assert config.lake_tables_of(config.sources[0]) == ["shop.public.customers",
-                                                        "shop.public.addresses"]
+    assert config.lake_tables_of(config.sources[0]) == [
+        "shop.public.customers",
+        "shop.public.addresses",
+    ]
 
 
 def test_config_is_frozen():
@@ -59,11 +65,15 @@ def test_env_default_is_used():
 @pytest.mark.parametrize(
     ("mutate", "pattern"),
     [
-        (lambda d: d["sources"][0].update(tables=["public.ok", "customers"]),
-         r"sources\[0\]\.tables: .*`customers` must be schema\.table"),
+        (
+            lambda d: d["sources"][0].update(tables=["public.ok", "customers"]),
+            r"sources\[0\]\.tables: .*`customers` must be schema\.table",
+        ),
         (lambda d: d["sources"][0].update(kind="oracle"), r"sources\[0\]\.kind: .*got `oracle`"),
-        (lambda d: d["sources"][0].update(dsn="mysql://a:b@h/db"),
-         r"sources\[0\]: dsn scheme `mysql` does not fit kind `postgres`"),
+        (
+            lambda d: d["sources"][0].update(dsn="mysql://a:b@h/db"),
+            r"sources\[0\]: dsn scheme `mysql` does not fit kind `postgres`",
+        ),
         (lambda d: d.update(batching={"max_events": 0}), r"batching\.max_events: .*got `0`"),
         (lambda d: d.update(batching={"max_evnts": 5}), r"batching\.max_evnts: is not a known key"),
         (lambda d: d.pop("sources"), r"sources: is required"),

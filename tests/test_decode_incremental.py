@@ -37,20 +37,28 @@ def test_incremental_snapshot_rows_sort_before_later_changes(
         "INSERT INTO added SELECT g, 'v' || g FROM generate_series(1, 30) g",
     )
     state = tmp_path / "state"
-    first = capture_factory(url, ["public.old"], pipeline="grow", state=state, source="inc",
-                            extra=TYPE_SETTINGS)
+    first = capture_factory(
+        url, ["public.old"], pipeline="grow", state=state, source="inc", extra=TYPE_SETTINGS
+    )
     first.collect(lambda rs: len(changes(rs)) >= 5)
     decoder = Decoder("postgres")
     decoded_old = decoder.decode(first.records).changes["inc.public.old"].events
     first.engine.close()
 
-    second = capture_factory(url, ["public.old", "public.added"], pipeline="grow", state=state,
-                             source="inc", extra=TYPE_SETTINGS)
+    second = capture_factory(
+        url,
+        ["public.old", "public.added"],
+        pipeline="grow",
+        state=state,
+        source="inc",
+        extra=TYPE_SETTINGS,
+    )
     run(url, "INSERT INTO old VALUES (6)")
     second.collect(lambda rs: len(changes(rs, "added")) >= 30, timeout=90)
     run(url, "UPDATE added SET v = 'after' WHERE id IN (1, 30)", "INSERT INTO old VALUES (7)")
-    second.collect(lambda rs: len(changes(rs, "added")) >= 32 and len(changes(rs, "old")) >= 2,
-                   timeout=90)
+    second.collect(
+        lambda rs: len(changes(rs, "added")) >= 32 and len(changes(rs, "old")) >= 2, timeout=90
+    )
     batch = decoder.decode(second.records)
     added = batch.changes["inc.public.added"].events
     rows = added.to_pylist()

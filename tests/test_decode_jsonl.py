@@ -15,8 +15,10 @@ DATA = Path(__file__).parent / "data/debezium"
 
 
 def _events(markers: bool = False, target: str = "arrow") -> list[dict]:
-    records = [RawRecord(**json.loads(line))
-               for line in (DATA / "postgres_roundtrip.jsonl").read_text().splitlines()]
+    records = [
+        RawRecord(**json.loads(line))
+        for line in (DATA / "postgres_roundtrip.jsonl").read_text().splitlines()
+    ]
     return decoded_events(Decoder("postgres", target=target).decode(records), markers=markers)
 
 

@@ -33,8 +33,9 @@ TOAST = _load("postgres_toast_identity.jsonl")
 def test_counts_markers_heartbeats_and_tombstones():
     batch = Decoder("postgres").decode(ROUNDTRIP)
     assert batch.dead_letters == []
-    assert batch.heartbeats == sum(r.destination.startswith("__debezium-heartbeat")
-                                   for r in ROUNDTRIP)
+    assert batch.heartbeats == sum(
+        r.destination.startswith("__debezium-heartbeat") for r in ROUNDTRIP
+    )
     assert batch.tombstones == sum(r.value is None for r in ROUNDTRIP)
     begins = [m for m in batch.transactions if m.status == "BEGIN"]
     ends = [m for m in batch.transactions if m.status == "END"]
@@ -42,8 +43,7 @@ def test_counts_markers_heartbeats_and_tombstones():
     assert [m.tx_id for m in begins] == [m.tx_id for m in ends]  # "745:31093120" -> "745"
     assert all(m.tx_id.isdigit() for m in ends)
     events = sum(t.events.num_rows for t in batch.changes.values())
-    snapshot = sum(t.events.column("_tm_op").to_pylist().count("r")
-                   for t in batch.changes.values())
+    snapshot = sum(t.events.column("_tm_op").to_pylist().count("r") for t in batch.changes.values())
     assert sum(m.event_count for m in ends) == events - snapshot
 
 
@@ -56,10 +56,17 @@ def test_a_consumer_can_tell_when_a_transaction_is_complete():
         }
         assert {k: v for k, v in seen.items() if v} == end.per_table_counts
         tops = [
-            max(p for p, tx in zip(t.events.column("_tm_position").to_pylist(),
-                                   t.events.column("_tm_tx_id").to_pylist(), strict=True)
-                if tx == end.tx_id)
-            for name, t in batch.changes.items() if seen[name]
+            max(
+                p
+                for p, tx in zip(
+                    t.events.column("_tm_position").to_pylist(),
+                    t.events.column("_tm_tx_id").to_pylist(),
+                    strict=True,
+                )
+                if tx == end.tx_id
+            )
+            for name, t in batch.changes.items()
+            if seen[name]
         ]
         assert end.position == max(tops)
 
@@ -88,8 +95,9 @@ def test_the_first_transaction_after_a_snapshot_sorts_after_it():
     decoder = Decoder("postgres")
     batch = decoder.decode(ROUNDTRIP)
     events = batch.changes["rt.public.alltypes"].events
-    first_streamed = json.loads(next(
-        r.value for r in ROUNDTRIP if r.value and '"op":"c"' in r.value))
+    first_streamed = json.loads(
+        next(r.value for r in ROUNDTRIP if r.value and '"op":"c"' in r.value)
+    )
     assert json.loads(first_streamed["payload"]["source"]["sequence"])[0] is None
     assert events.column("_tm_op")[1].as_py() == "c"
     assert events.column("_tm_position")[1].as_py() > events.column("_tm_position")[0].as_py()
@@ -111,8 +119,7 @@ def test_toast_placeholders_of_every_kind_are_flagged_and_nulled():
     assert len(insert["big"]) == 6000 and insert["bbig"][:2] == b"\x00\xff"
     assert insert["ibig"][:3] == [7, 7, 7] and len(insert["abig"]) == 2000
     assert sorted(update["_tm_unchanged"]) == ["abig", "bbig", "big", "ibig", "jbig"]
-    assert {c: update[c] for c in update["_tm_unchanged"]} == dict.fromkeys(
-        update["_tm_unchanged"])
+    assert {c: update[c] for c in update["_tm_unchanged"]} == dict.fromkeys(update["_tm_unchanged"])
     assert update["small"] == 2
 
 
@@ -120,12 +127,18 @@ def test_replica_identity_full_gives_before_images_and_key_changes():
     events = Decoder("postgres").decode(TOAST).changes["src.public.fullrow"].events
     rows = events.to_pylist()
     assert [(r["_tm_op"], r["id"], r["v"]) for r in rows] == [
-        ("c", 1, "a"), ("u", 1, "b"), ("d", 1, "b"), ("c", 2, "b"), ("d", 2, "b")]
+        ("c", 1, "a"),
+        ("u", 1, "b"),
+        ("d", 1, "b"),
+        ("c", 2, "b"),
+        ("d", 2, "b"),
+    ]
     assert rows[0]["_tm_before"] is None
     assert rows[1]["_tm_before"] == {"id": 1, "v": "a", "n": pytest.approx(1.5)}
     assert str(rows[1]["_tm_before"]["n"]) == "1.5"
     assert events.schema.field("_tm_before").type == pa.struct(
-        [("id", pa.int32()), ("v", pa.string()), ("n", pa.decimal128(5, 1))])
+        [("id", pa.int32()), ("v", pa.string()), ("n", pa.decimal128(5, 1))]
+    )
 
 
 def test_keyless_tables_use_every_column_and_keys_can_be_overridden():
@@ -135,11 +148,14 @@ def test_keyless_tables_use_every_column_and_keys_can_be_overridden():
     # with every column as the key, an update is the old row leaving and the new arriving
     nokey = batch.changes["src.public.nokey"].events
     assert [(r["_tm_op"], r["a"], r["b"]) for r in nokey.to_pylist()] == [
-        ("c", 1, "x"), ("d", 1, "x"), ("c", 1, "y"), ("d", 1, "y")]
+        ("c", 1, "x"),
+        ("d", 1, "x"),
+        ("c", 1, "y"),
+        ("d", 1, "y"),
+    ]
     positions = nokey.column("_tm_position").to_pylist()
     assert positions == sorted(positions) and len(set(positions)) == 4
-    keyed = decode_records(TOAST, source_kind="postgres",
-                           key_columns={"src.public.nokey": ("a",)})
+    keyed = decode_records(TOAST, source_kind="postgres", key_columns={"src.public.nokey": ("a",)})
     assert keyed.changes["src.public.nokey"].key_columns == ("a",)
     assert keyed.changes["src.public.nokey"].events.column("_tm_op").to_pylist() == ["c", "u", "d"]
 
@@ -184,8 +200,9 @@ def test_a_schema_change_within_a_batch_unifies_the_columns():
         field = {"type": "string", "optional": True, "field": "added"}
         next(f for f in changed["schema"]["fields"] if f["field"] == part)["fields"].append(field)
         changed["payload"][part]["added"] = "new"
-    batch = Decoder("postgres").decode([records[0], RawRecord(
-        records[1].destination, records[1].key, json.dumps(changed))])
+    batch = Decoder("postgres").decode(
+        [records[0], RawRecord(records[1].destination, records[1].key, json.dumps(changed))]
+    )
     events = batch.changes["src.public.fullrow"].events
     assert events.column("added").to_pylist() == [None, "new"]
 
@@ -219,12 +236,14 @@ def test_decoded_batches_feed_the_milestoning_core():
     from tidemark.stream_processors.milestoning.core import milestone
 
     batch = Decoder("postgres").decode(TOAST)
-    toasty = milestone(batch.changes["src.public.toasty"], None, batch_id=1,
-                       ingested_at=datetime.now(UTC))
+    toasty = milestone(
+        batch.changes["src.public.toasty"], None, batch_id=1, ingested_at=datetime.now(UTC)
+    )
     (live,) = toasty.live_upserts.to_pylist()
     assert live["small"] == 2 and len(live["big"]) == 6000 and len(live["abig"]) == 2000
-    nokey = milestone(batch.changes["src.public.nokey"], None, batch_id=1,
-                      ingested_at=datetime.now(UTC))
+    nokey = milestone(
+        batch.changes["src.public.nokey"], None, batch_id=1, ingested_at=datetime.now(UTC)
+    )
     assert nokey.live_upserts.num_rows == 0
 
 

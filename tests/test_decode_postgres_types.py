@@ -100,19 +100,76 @@ FROM alltypes WHERE id = ANY(%s) ORDER BY id
 
 def _as_decoded(pg: tuple) -> dict:
     """One psycopg2 row in the Python form of the decoded Arrow values."""
-    (id_, i2, i4, i8, n10_2, n38, n50, nv, m, r4, f8, b, c5, vc, t, u, j, jb, by, d, tm, tm3,
-     ts, ts3, tstz, ttz, months, days, nanos, ai, at, an, e) = pg
+    (
+        id_,
+        i2,
+        i4,
+        i8,
+        n10_2,
+        n38,
+        n50,
+        nv,
+        m,
+        r4,
+        f8,
+        b,
+        c5,
+        vc,
+        t,
+        u,
+        j,
+        jb,
+        by,
+        d,
+        tm,
+        tm3,
+        ts,
+        ts3,
+        tstz,
+        ttz,
+        months,
+        days,
+        nanos,
+        ai,
+        at,
+        an,
+        e,
+    ) = pg
     if ttz is not None:  # Debezium normalises timetz to UTC
         moment = dt.datetime.combine(dt.date(2000, 1, 1), ttz.replace(tzinfo=None))
         ttz = (moment - ttz.utcoffset()).time()
     return {
-        "id": id_, "i2": i2, "i4": i4, "i8": i8, "n10_2": n10_2, "n38": n38, "n50": n50,
-        "nv": nv, "m": m, "r4": None if r4 is None else _float32(r4), "f8": f8, "b": b,
-        "c5": c5, "vc": vc, "t": t, "u": u, "j": j, "jb": jb,
-        "by": None if by is None else bytes(by), "d": d, "tm": tm, "tm3": tm3, "ts": ts,
-        "ts3": ts3, "tstz": tstz, "ttz": ttz,
+        "id": id_,
+        "i2": i2,
+        "i4": i4,
+        "i8": i8,
+        "n10_2": n10_2,
+        "n38": n38,
+        "n50": n50,
+        "nv": nv,
+        "m": m,
+        "r4": None if r4 is None else _float32(r4),
+        "f8": f8,
+        "b": b,
+        "c5": c5,
+        "vc": vc,
+        "t": t,
+        "u": u,
+        "j": j,
+        "jb": jb,
+        "by": None if by is None else bytes(by),
+        "d": d,
+        "tm": tm,
+        "tm3": tm3,
+        "ts": ts,
+        "ts3": ts3,
+        "tstz": tstz,
+        "ttz": ttz,
         "iv": None if months is None else (months, days, nanos),
-        "ai": ai, "at": at, "an": an, "e": e,
+        "ai": ai,
+        "at": at,
+        "an": an,
+        "e": e,
     }
 
 
@@ -155,8 +212,11 @@ def _collect(engine, records: list, until, timeout: float = 120.0) -> list:
 
 
 def _ends(records: list) -> int:
-    return sum(1 for r in records if r.destination == "rt.transaction"
-               and r.value is not None and '"END"' in r.value)
+    return sum(
+        1
+        for r in records
+        if r.destination == "rt.transaction" and r.value is not None and '"END"' in r.value
+    )
 
 
 @pytest.fixture(scope="module")
@@ -173,14 +233,18 @@ def captured(postgres, tmp_path_factory):
     cur = conn.cursor()
     cur.execute(DDL)
     engine = open_postgres_engine(
-        pipeline=f"dec{uuid.uuid4().hex[:8]}", source="rt", dsn=url,
-        tables=["public.alltypes", "public.toasty"], state=tmp_path_factory.mktemp("dbz"),
-        heartbeat_ms=500, extra=TYPE_SETTINGS, signals=False,
+        pipeline=f"dec{uuid.uuid4().hex[:8]}",
+        source="rt",
+        dsn=url,
+        tables=["public.alltypes", "public.toasty"],
+        state=tmp_path_factory.mktemp("dbz"),
+        heartbeat_ms=500,
+        extra=TYPE_SETTINGS,
+        signals=False,
     )
     records: list = []
     try:
-        _collect(engine, records, lambda rs: any(r.destination == "rt.public.alltypes"
-                                                 for r in rs))
+        _collect(engine, records, lambda rs: any(r.destination == "rt.public.alltypes" for r in rs))
         for row in ROWS:
             cur.execute(f"INSERT INTO alltypes VALUES {row}")
         cur.execute(f"INSERT INTO alltypes VALUES {INFINITIES}")
@@ -228,13 +292,30 @@ def test_arrow_types_are_exact(captured):
     batch, _, _, _ = captured
     schema = batch.changes["rt.public.alltypes"].events.schema
     expect = {
-        "i2": "int16", "i4": "int32", "i8": "int64", "n10_2": "decimal128(10, 2)",
-        "n38": "decimal128(38, 10)", "n50": "decimal256(50, 20)", "nv": "string",
-        "m": "decimal128(38, 2)", "r4": "float", "f8": "double", "b": "bool", "u": "string",
-        "by": "large_binary", "d": "date32[day]", "tm": "time64[us]", "tm3": "time64[us]",
-        "ts": "timestamp[us]", "ts3": "timestamp[us]", "tstz": "timestamp[us, tz=UTC]",
-        "ttz": "time64[us]", "iv": "month_day_nano_interval", "ai": "list<item: int32>",
-        "an": "list<item: decimal128(6, 2)>", "e": "string",
+        "i2": "int16",
+        "i4": "int32",
+        "i8": "int64",
+        "n10_2": "decimal128(10, 2)",
+        "n38": "decimal128(38, 10)",
+        "n50": "decimal256(50, 20)",
+        "nv": "string",
+        "m": "decimal128(38, 2)",
+        "r4": "float",
+        "f8": "double",
+        "b": "bool",
+        "u": "string",
+        "by": "large_binary",
+        "d": "date32[day]",
+        "tm": "time64[us]",
+        "tm3": "time64[us]",
+        "ts": "timestamp[us]",
+        "ts3": "timestamp[us]",
+        "tstz": "timestamp[us, tz=UTC]",
+        "ttz": "time64[us]",
+        "iv": "month_day_nano_interval",
+        "ai": "list<item: int32>",
+        "an": "list<item: decimal128(6, 2)>",
+        "e": "string",
         "_tm_source_ts": "timestamp[us, tz=UTC]",
     }
     assert {k: str(schema.field(k).type) for k in expect} == expect
@@ -247,10 +328,16 @@ def test_infinities_and_nan_follow_the_documented_mapping(captured):
     at = {id_: i for i, id_ in enumerate(ids)}
     raw = {c: table.column(c).cast("int64").to_pylist() for c in ("ts", "tstz")}
     days = table.column("d").cast("int32").to_pylist()
-    assert (raw["ts"][at[6]], raw["tstz"][at[6]], days[at[6]]) == (INFINITY_US, INFINITY_US,
-                                                                   2**31 - 1)
+    assert (raw["ts"][at[6]], raw["tstz"][at[6]], days[at[6]]) == (
+        INFINITY_US,
+        INFINITY_US,
+        2**31 - 1,
+    )
     assert (raw["ts"][at[7]], raw["tstz"][at[7]], days[at[7]]) == (
-        MINUS_INFINITY_US, MINUS_INFINITY_US, -(2**31))
+        MINUS_INFINITY_US,
+        MINUS_INFINITY_US,
+        -(2**31),
+    )
     f8 = table.column("f8").to_pylist()
     r4 = table.column("r4").to_pylist()
     assert (f8[at[6]], r4[at[6]], r4[at[7]]) == (math.inf, math.inf, -math.inf)
@@ -281,8 +368,10 @@ def test_transactions_and_positions(captured):
     tx = events.column("_tm_tx_id").to_pylist()[-1]
     assert end.tx_id == tx
     assert end.per_table_counts == {"rt.public.toasty": 1, "rt.public.alltypes": 2}
-    assert end.position == max(positions[-1], batch.changes["rt.public.toasty"].events.column(
-        "_tm_position").to_pylist()[-1])
+    assert end.position == max(
+        positions[-1],
+        batch.changes["rt.public.toasty"].events.column("_tm_position").to_pylist()[-1],
+    )
     deleted = _finite_rows(events)[-1]
     assert deleted["id"] == 3 and deleted["_tm_op"] == "d"
     assert batch.tombstones == 0  # the production settings turn delete tombstones off

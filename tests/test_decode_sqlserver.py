@@ -34,13 +34,15 @@ def test_documented_events_decode_into_the_lake_table_without_the_database():
     assert changes.key_columns == ("id",)
     rows = changes.events.drop_columns(["_tm_before"]).to_pylist()
     assert [(r["_tm_op"], r["email"]) for r in rows] == [
-        ("c", "john.doe@example.org"), ("u", "noreply@example.org"), ("d", "noreply@example.org")
+        ("c", "john.doe@example.org"),
+        ("u", "noreply@example.org"),
+        ("d", "noreply@example.org"),
     ]
     # position = commit_lsn + change_lsn + event_serial_no, fixed width hex
     assert [r["_tm_position"] for r in rows] == [
-        "00000027000007580005" "00000027000007580003" "00000001",
-        "0000002700000ac00007" "0000002700000ac00002" "00000002",
-        "0000002700000db00007" "0000002700000db00005" "00000001",
+        "000000270000075800050000002700000758000300000001",
+        "0000002700000ac000070000002700000ac0000200000002",
+        "0000002700000db000070000002700000db0000500000001",
     ]
     assert rows[1]["_tm_tx_id"] == "00000027:00000ac0:0007"  # the commit LSN
     assert rows[0]["_tm_source_ts"].isoformat() == "2019-06-05T10:11:08.470000+00:00"
@@ -56,8 +58,9 @@ def test_order_is_commit_lsn_then_change_lsn_then_serial_whatever_the_arrival_or
     random.Random(7).shuffle(shuffled)
     got = Decoder("sqlserver").decode(shuffled)
     typed = got.changes["server1.dbo.typed"].events
-    ids_ops = list(zip(typed.column("id").to_pylist(), typed.column("_tm_op").to_pylist(),
-                       strict=True))
+    ids_ops = list(
+        zip(typed.column("id").to_pylist(), typed.column("_tm_op").to_pylist(), strict=True)
+    )
     # the snapshot row first, then by commit LSN; the primary-key update (same commit and
     # change LSN) is the delete (serial 1) before the create (serial 2)
     assert ids_ops == [(9, "r"), (1, "c"), (2, "c"), (2, "d"), (3, "c")]
@@ -68,17 +71,44 @@ def test_order_is_commit_lsn_then_change_lsn_then_serial_whatever_the_arrival_or
 
 
 def test_sqlserver_types_are_exact():
-    typed = Decoder("sqlserver", target="arrow").decode(_records("typed")).changes[
-        "server1.dbo.typed"].events
+    typed = (
+        Decoder("sqlserver", target="arrow")
+        .decode(_records("typed"))
+        .changes["server1.dbo.typed"]
+        .events
+    )
     schema = {f.name: str(f.type) for f in typed.schema}
-    assert {k: schema[k] for k in ("price", "small_price", "amount", "guid", "blob", "at_time",
-                                   "at_time3", "legacy", "at_micro", "at_nano", "at_zone",
-                                   "tiny", "day")} == {
-        "price": "decimal128(19, 4)", "small_price": "decimal128(10, 4)",
-        "amount": "decimal128(38, 6)", "guid": "string", "blob": "large_binary",
-        "at_time": "time64[ns]", "at_time3": "time64[us]", "legacy": "timestamp[us]",
-        "at_micro": "timestamp[us]", "at_nano": "timestamp[ns]",
-        "at_zone": "timestamp[ns, tz=UTC]", "tiny": "int16", "day": "date32[day]",
+    assert {
+        k: schema[k]
+        for k in (
+            "price",
+            "small_price",
+            "amount",
+            "guid",
+            "blob",
+            "at_time",
+            "at_time3",
+            "legacy",
+            "at_micro",
+            "at_nano",
+            "at_zone",
+            "tiny",
+            "day",
+        )
+    } == {
+        "price": "decimal128(19, 4)",
+        "small_price": "decimal128(10, 4)",
+        "amount": "decimal128(38, 6)",
+        "guid": "string",
+        "blob": "large_binary",
+        "at_time": "time64[ns]",
+        "at_time3": "time64[us]",
+        "legacy": "timestamp[us]",
+        "at_micro": "timestamp[us]",
+        "at_nano": "timestamp[ns]",
+        "at_zone": "timestamp[ns, tz=UTC]",
+        "tiny": "int16",
+        "day": "date32[day]",
     }
     row = typed.filter(pa.compute.equal(typed.column("id"), 1))
 
@@ -101,16 +131,27 @@ def test_sqlserver_types_are_exact():
     assert row.column("ratio")[0].as_py() == 1.7976931348623157e308
     assert row.column("tiny")[0].as_py() == 255 and row.column("flag")[0].as_py() is True
     nulls = typed.filter(pa.compute.equal(typed.column("id"), 2)).drop_columns(
-        ["id", "_tm_op", "_tm_position", "_tm_tx_id", "_tm_source_ts", "_tm_before",
-         "_tm_unchanged"])
+        [
+            "id",
+            "_tm_op",
+            "_tm_position",
+            "_tm_tx_id",
+            "_tm_source_ts",
+            "_tm_before",
+            "_tm_unchanged",
+        ]
+    )
     assert all(nulls.column(c).null_count == nulls.num_rows for c in nulls.column_names)
 
 
 def test_transaction_markers_from_the_documentation():
     batch = Decoder("sqlserver").decode(_records("transactions"))
     begin, end = batch.transactions
-    assert (begin.status, begin.tx_id, begin.event_count) == ("BEGIN", "00000025:00000d08:0025",
-                                                              None)
+    assert (begin.status, begin.tx_id, begin.event_count) == (
+        "BEGIN",
+        "00000025:00000d08:0025",
+        None,
+    )
     assert (end.status, end.tx_id, end.event_count) == ("END", "00000025:00000d08:0025", 2)
     assert end.per_table_counts == {"server1.dbo.tablea": 1, "server1.dbo.tableb": 1}
     assert batch.changes == {}
@@ -120,15 +161,19 @@ def test_end_marker_carries_the_position_of_its_last_event():
     """Events and their END marker share the commit LSN as transaction id."""
     records = _records("typed")[:2]
     end = json.loads(DATA["transactions"][1]["value"])
-    end["payload"].update(id="00000030:00000100:0004", event_count=2,
-                          data_collections=[{"data_collection": "testDB.dbo.typed",
-                                             "event_count": 2}])
+    end["payload"].update(
+        id="00000030:00000100:0004",
+        event_count=2,
+        data_collections=[{"data_collection": "testDB.dbo.typed", "event_count": 2}],
+    )
     records.append(RawRecord("server1.transaction", None, json.dumps(end)))
     batch = Decoder("sqlserver").decode(records)
     (marker,) = batch.transactions
     assert marker.per_table_counts == {"server1.dbo.typed": 2}
-    assert marker.position == batch.changes["server1.dbo.typed"].events.column(
-        "_tm_position")[-1].as_py()
+    assert (
+        marker.position
+        == batch.changes["server1.dbo.typed"].events.column("_tm_position")[-1].as_py()
+    )
 
 
 @pytest.mark.parametrize("bad", ["0000:0001", "zz"])
@@ -136,8 +181,9 @@ def test_a_malformed_lsn_is_a_dead_letter_not_an_exception(bad):
     good, broken = _records("customers")[:2]
     value = json.loads(broken.value)
     value["payload"]["source"]["commit_lsn"] = bad
-    batch = Decoder("sqlserver").decode([good, RawRecord(broken.destination, broken.key,
-                                                         json.dumps(value), "test")])
+    batch = Decoder("sqlserver").decode(
+        [good, RawRecord(broken.destination, broken.key, json.dumps(value), "test")]
+    )
     assert batch.changes["server1.dbo.customers"].events.num_rows == 1
     (letter,) = batch.dead_letters
     assert letter.table == "server1.dbo.customers" and bad in letter.reason

@@ -12,21 +12,27 @@ from tidemark.connectors.decode.storable import INTERVAL_STRUCT, delta_storable
 
 def test_every_unstorable_type_is_converted_and_written(tmp_path):
     times = pa.array([86_400_000_000, 1, None], pa.int64()).cast(pa.time64("us"))
-    table = pa.table({
-        "t": times,
-        "tn": pa.array([86_399_999_999_900, 0, None], pa.int64()).cast(pa.time64("ns")),
-        "iv": pa.array([(-14, 3, -5), None, (0, 0, 1)], pa.month_day_nano_interval()),
-        "du": pa.array([1, -2, None], pa.duration("us")),
-        "big": pa.array([Decimal("1.10"), None, Decimal("-0.00000000000000000001")],
-                        pa.decimal256(50, 20)),
-        "ns": pa.array([1_704_164_645_123_456_700, None, 0], pa.int64()).cast(
-            pa.timestamp("ns")),
-        "d": pa.array([2**31 - 1, -(2**31), 0], pa.int32()).cast(pa.date32()),
-        "lt": pa.array([[1, None], None, []], pa.list_(pa.int64())).cast(
-            pa.list_(pa.time64("us"))),
-        "st": pa.StructArray.from_arrays([times], names=["when"],
-                                         mask=pa.array([False, True, False])),
-    })
+    table = pa.table(
+        {
+            "t": times,
+            "tn": pa.array([86_399_999_999_900, 0, None], pa.int64()).cast(pa.time64("ns")),
+            "iv": pa.array([(-14, 3, -5), None, (0, 0, 1)], pa.month_day_nano_interval()),
+            "du": pa.array([1, -2, None], pa.duration("us")),
+            "big": pa.array(
+                [Decimal("1.10"), None, Decimal("-0.00000000000000000001")], pa.decimal256(50, 20)
+            ),
+            "ns": pa.array([1_704_164_645_123_456_700, None, 0], pa.int64()).cast(
+                pa.timestamp("ns")
+            ),
+            "d": pa.array([2**31 - 1, -(2**31), 0], pa.int32()).cast(pa.date32()),
+            "lt": pa.array([[1, None], None, []], pa.list_(pa.int64())).cast(
+                pa.list_(pa.time64("us"))
+            ),
+            "st": pa.StructArray.from_arrays(
+                [times], names=["when"], mask=pa.array([False, True, False])
+            ),
+        }
+    )
     out = delta_storable(table)
     assert out.schema.field("iv").type == INTERVAL_STRUCT
     rows = out.to_pylist()

@@ -34,8 +34,11 @@ def _imports(path: Path) -> Iterator[str]:
 
 def _ours(path: Path) -> set[str]:
     """`tidemark.<part>` for each of our modules `path` imports (part: kernel, sinks, ...)."""
-    return {name.split(".")[1] for name in _imports(path)
-            if name.startswith("tidemark.") and name.count(".") >= 1}
+    return {
+        name.split(".")[1]
+        for name in _imports(path)
+        if name.startswith("tidemark.") and name.count(".") >= 1
+    }
 
 
 def _rel(path: Path) -> str:
@@ -44,21 +47,31 @@ def _rel(path: Path) -> str:
 
 @pytest.mark.parametrize("folder", SCANNED)
 def test_no_module_imports_a_folder_by_its_top_level_name(folder):
-    bad = [f"{_rel(p)}: {name}" for p in _modules(folder) for name in _imports(p)
-           if name.split(".")[0] in FOLDERS]
+    bad = [
+        f"{_rel(p)}: {name}"
+        for p in _modules(folder)
+        for name in _imports(p)
+        if name.split(".")[0] in FOLDERS
+    ]
     assert not bad, "import these as tidemark.<folder>...: " + "; ".join(bad)
 
 
 def test_the_kernel_imports_nothing_else_of_ours():
-    bad = [f"{_rel(p)}: {sorted(_ours(p) - {'kernel'})}" for p in _modules("tidemark/kernel")
-           if _ours(p) - {"kernel"}]
+    bad = [
+        f"{_rel(p)}: {sorted(_ours(p) - {'kernel'})}"
+        for p in _modules("tidemark/kernel")
+        if _ours(p) - {"kernel"}
+    ]
     assert not bad, bad
 
 
 @pytest.mark.parametrize("folder", ["connectors", "sinks"])
 def test_connectors_and_sinks_import_only_themselves_and_the_kernel(folder):
-    bad = [f"{_rel(p)}: {sorted(_ours(p) - {folder, 'kernel'})}" for p in _modules(folder)
-           if _ours(p) - {folder, "kernel"}]
+    bad = [
+        f"{_rel(p)}: {sorted(_ours(p) - {folder, 'kernel'})}"
+        for p in _modules(folder)
+        if _ours(p) - {folder, "kernel"}
+    ]
     assert not bad, bad
 
 
@@ -70,19 +83,30 @@ def test_the_milestoning_core_is_pure():
     for path in sorted(core.rglob("*.py")):
         for name in _imports(path):
             top = name.split(".")[0]
-            if top in io or (name.startswith("tidemark.") and not name.startswith(
-                    ("tidemark.kernel", "tidemark.stream_processors.milestoning"))):
+            if top in io or (
+                name.startswith("tidemark.")
+                and not name.startswith(
+                    ("tidemark.kernel", "tidemark.stream_processors.milestoning")
+                )
+            ):
                 bad.append(f"{_rel(path)}: {name}")
     assert not bad, bad
 
 
 def test_runtimes_do_not_import_the_wiring():
-    bad = [f"{_rel(p)}: {sorted(_ours(p) - {*FOLDERS, 'kernel'})}"
-           for p in _modules("stream_processors") if _ours(p) - {*FOLDERS, "kernel"}]
+    bad = [
+        f"{_rel(p)}: {sorted(_ours(p) - {*FOLDERS, 'kernel'})}"
+        for p in _modules("stream_processors")
+        if _ours(p) - {*FOLDERS, "kernel"}
+    ]
     assert not bad, bad
 
 
 def test_the_benchmarks_do_not_import_the_tests():
-    bad = [f"{_rel(p)}: {name}" for p in _modules("bench") for name in _imports(p)
-           if name.split(".")[0] == "tests"]
+    bad = [
+        f"{_rel(p)}: {name}"
+        for p in _modules("bench")
+        for name in _imports(p)
+        if name.split(".")[0] == "tests"
+    ]
     assert not bad, bad

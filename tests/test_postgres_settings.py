@@ -9,9 +9,13 @@ from tidemark.connectors.postgres.settings import connector_settings, replicatio
 
 def test_settings_name_slot_publication_and_exact_tables():
     settings = connector_settings(
-        name="shop", dsn="postgresql://u:p%40ss@db.example:6543/sales",
-        tables=["public.customers", "public.order_lines"], slot="s1", publication="p1",
-        heartbeat_ms=5000, signal_table="public.sig",
+        name="shop",
+        dsn="postgresql://u:p%40ss@db.example:6543/sales",
+        tables=["public.customers", "public.order_lines"],
+        slot="s1",
+        publication="p1",
+        heartbeat_ms=5000,
+        signal_table="public.sig",
     )
     assert settings["topic.prefix"] == "shop"
     assert (settings["database.hostname"], settings["database.port"]) == ("db.example", "6543")
@@ -28,14 +32,22 @@ def test_settings_name_slot_publication_and_exact_tables():
     assert settings["signal.data.collection"] == "public.sig"
     assert settings["decimal.handling.mode"] == "precise"
     # engine-only keys stay out: Kafka Connect renders from this same function
-    assert not [k for k in settings if k.startswith(("offset.", "converter", "key.converter",
-                                                     "value.converter"))]
+    assert not [
+        k
+        for k in settings
+        if k.startswith(("offset.", "converter", "key.converter", "value.converter"))
+    ]
 
 
 def test_settings_refuse_a_dsn_without_database():
     with pytest.raises(SourceConfigError, match="names no database") as err:
-        connector_settings(name="s", dsn="postgresql://u:secret@h:5432", tables=["public.t"],
-                           slot="s", publication="p")
+        connector_settings(
+            name="s",
+            dsn="postgresql://u:secret@h:5432",
+            tables=["public.t"],
+            slot="s",
+            publication="p",
+        )
     assert "secret" not in str(err.value)
 
 

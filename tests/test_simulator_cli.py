@@ -21,9 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str, timeout: float = 60, env: dict | None = None):
-    return subprocess.run([sys.executable, "-m", "tidemark", "simulate", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tidemark", "simulate", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _assert_usage_error(result, *, names: str, secret: str | None = None):
@@ -45,19 +50,26 @@ def _with_password(url: str, password: str) -> str:
 
 def test_unreachable_database():
     url = f"postgresql://bob:hunter2secret@127.0.0.1:{free_port()}/shop"
-    _assert_usage_error(_cli("--db", url, "--max-changes", "1"), names="cannot reach PostgreSQL",
-                        secret="hunter2secret")
+    _assert_usage_error(
+        _cli("--db", url, "--max-changes", "1"),
+        names="cannot reach PostgreSQL",
+        secret="hunter2secret",
+    )
 
 
 def test_wrong_password(postgres):
     url = _with_password(postgres.url, "wrong-pass-xyz")
-    _assert_usage_error(_cli("--db", url, "--setup"), names="rejected the login",
-                        secret="wrong-pass-xyz")
+    _assert_usage_error(
+        _cli("--db", url, "--setup"), names="rejected the login", secret="wrong-pass-xyz"
+    )
 
 
 def test_missing_database(postgres):
-    _assert_usage_error(_cli("--db", postgres.url_for("no_such_db_here")), names="does not exist",
-                        secret=postgres.cluster.password)
+    _assert_usage_error(
+        _cli("--db", postgres.url_for("no_such_db_here")),
+        names="does not exist",
+        secret=postgres.cluster.password,
+    )
 
 
 def test_unknown_profile(postgres):
@@ -66,12 +78,15 @@ def test_unknown_profile(postgres):
     assert "customers, bank, retail" in result.stderr
 
 
-@pytest.mark.parametrize("url, names", [
-    ("not-a-url", "unsupported database URL scheme"),
-    ("mysql://u:topsecretpw@h:3306/db", "unsupported database URL scheme `mysql`"),
-    ("postgresql://u:topsecretpw@h:notaport/db", "bad database URL"),
-    ("postgresql://u:topsecretpw@h:5432/", "names no database"),
-])
+@pytest.mark.parametrize(
+    "url, names",
+    [
+        ("not-a-url", "unsupported database URL scheme"),
+        ("mysql://u:topsecretpw@h:3306/db", "unsupported database URL scheme `mysql`"),
+        ("postgresql://u:topsecretpw@h:notaport/db", "bad database URL"),
+        ("postgresql://u:topsecretpw@h:5432/", "names no database"),
+    ],
+)
 def test_bad_url(url, names):
     _assert_usage_error(_cli("--db", url), names=names, secret="topsecretpw")
 
@@ -80,6 +95,7 @@ def test_sqlserver_without_driver_says_what_to_install():
     pytest.importorskip("sqlglot")  # always present in dev; pyodbc is not
     try:
         import pyodbc  # noqa: F401
+
         pytest.skip("pyodbc is installed here; this checks the message when it is missing")
     except ImportError:
         pass
@@ -97,8 +113,18 @@ def test_schema_missing_without_setup(fresh_database):
 def test_done_criterion_bank_10000_changes_4_workers(fresh_database, tmp_path):
     url = fresh_database()
     with decoded_changes(url) as committed:
-        result = _cli("--db", url, "--profile", "bank", "--setup", "--max-changes", "10000",
-                      "--workers", "4", timeout=180)
+        result = _cli(
+            "--db",
+            url,
+            "--profile",
+            "bank",
+            "--setup",
+            "--max-changes",
+            "10000",
+            "--workers",
+            "4",
+            timeout=180,
+        )
     assert result.returncode == 0, result.stderr
     assert "10,000 committed row changes" in result.stdout
     assert len(committed) == 10000
@@ -106,19 +132,35 @@ def test_done_criterion_bank_10000_changes_4_workers(fresh_database, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_finishes_in_flight_transactions_and_prints_summary(sig, fresh_database,
-                                                                   tmp_path):
+def test_signal_finishes_in_flight_transactions_and_prints_summary(sig, fresh_database, tmp_path):
     url = fresh_database()
     ledger = tmp_path / "ledger.jsonl"
     assert _cli("--db", url, "--profile", "bank", "--setup", "--max-changes", "0").returncode == 0
     with decoded_changes(url) as committed:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tidemark", "simulate", "--db", url, "--profile", "bank",
-             "--workers", "3", "--ledger", str(ledger)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "tidemark",
+                "simulate",
+                "--db",
+                url,
+                "--profile",
+                "bank",
+                "--workers",
+                "3",
+                "--ledger",
+                str(ledger),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60
-        while (not ledger.exists() or ledger.stat().st_size < 5_000) \
-                and time.monotonic() < deadline:
+        while (
+            not ledger.exists() or ledger.stat().st_size < 5_000
+        ) and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -147,10 +189,14 @@ def test_user_without_rights(postgres, fresh_database):
     with conn.cursor() as cur:
         cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pw-123'")
     conn.close()
-    reader = _with_password(url.replace(url.split("://")[1].split(":")[0], role, 1),
-                            "reader-pw-123")
-    _assert_usage_error(_cli("--db", reader, "--setup"), names="cannot create the `customers`",
-                        secret="reader-pw-123")
+    reader = _with_password(
+        url.replace(url.split("://")[1].split(":")[0], role, 1), "reader-pw-123"
+    )
+    _assert_usage_error(
+        _cli("--db", reader, "--setup"),
+        names="cannot create the `customers`",
+        secret="reader-pw-123",
+    )
     _assert_usage_error(_cli("--db", reader), names="cannot read table `public.customers`")
     conn = psycopg2.connect(url)
     conn.autocommit = True

@@ -76,8 +76,14 @@ def used_statements(postgres):
     import psycopg2
 
     calls: list[tuple[str, tuple, dict]] = []
-    names = ("insert_sql", "insert_children_sql", "update_sql", "delete_sql", "lock_sql",
-             "count_children_sql")
+    names = (
+        "insert_sql",
+        "insert_children_sql",
+        "update_sql",
+        "delete_sql",
+        "lock_sql",
+        "count_children_sql",
+    )
     mp = pytest.MonkeyPatch()
     for method in names:
         original = getattr(POSTGRES, method)
@@ -95,8 +101,7 @@ def used_statements(postgres):
             conn.cursor().execute(f"DROP DATABASE IF EXISTS {db}")
             conn.cursor().execute(f"CREATE DATABASE {db}")
             conn.close()
-            sim = Simulator(postgres.url_for(db), profile=name, workers=2, max_changes=1500,
-                            seed=i)
+            sim = Simulator(postgres.url_for(db), profile=name, workers=2, max_changes=1500, seed=i)
             sim.setup()
             sim.run()
     finally:
@@ -139,8 +144,14 @@ def test_every_dml_shape_the_operations_use_renders_valid_tsql(used_statements):
         else:
             assert isinstance(tree, exp.Select) and placeholders == args[2]
     methods = {m for m, _, _ in used_statements}
-    assert methods == {"insert_sql", "insert_children_sql", "update_sql", "delete_sql",
-                       "lock_sql", "count_children_sql"}
+    assert methods == {
+        "insert_sql",
+        "insert_children_sql",
+        "update_sql",
+        "delete_sql",
+        "lock_sql",
+        "count_children_sql",
+    }
     assert len(seen) > 50
 
 
@@ -158,20 +169,31 @@ def test_postgres_statements_parse_too():
 def test_sqlserver_urls_and_error_classes():
     from tidemark.simulator.connect import parse_url
 
-    target = parse_url("mssql://sa:p%40ss@db.example:14330/shop?driver=ODBC+Driver+17+for+SQL+Server")
+    target = parse_url(
+        "mssql://sa:p%40ss@db.example:14330/shop?driver=ODBC+Driver+17+for+SQL+Server"
+    )
     assert target.dialect is SQLSERVER and target.port == 14330 and target.database == "shop"
     assert target.options["driver"] == "ODBC Driver 17 for SQL Server"
     assert "p@ss" not in repr(target) and parse_url("mssql://sa:x@h/db").port == 1433
     # pyodbc errors carry (SQLSTATE, message with the native error number); message texts as
     # SQL Server words them
-    deadlock = Exception("40001", "[40001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
-                         "Transaction (Process ID 52) was deadlocked on lock resources with "
-                         "another process and has been chosen as the deadlock victim. Rerun the "
-                         "transaction. (1205) (SQLExecDirectW)")
-    fk = Exception("23000", "[23000] ... The INSERT statement conflicted with the FOREIGN KEY "
-                   "constraint \"fk_addresses_customer_id\". (547) (SQLExecDirectW)")
-    link = Exception("08S01", "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: "
-                     "Error code 0x68 (104) (SQLExecDirectW)")
+    deadlock = Exception(
+        "40001",
+        "[40001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
+        "Transaction (Process ID 52) was deadlocked on lock resources with "
+        "another process and has been chosen as the deadlock victim. Rerun the "
+        "transaction. (1205) (SQLExecDirectW)",
+    )
+    fk = Exception(
+        "23000",
+        "[23000] ... The INSERT statement conflicted with the FOREIGN KEY "
+        'constraint "fk_addresses_customer_id". (547) (SQLExecDirectW)',
+    )
+    link = Exception(
+        "08S01",
+        "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: "
+        "Error code 0x68 (104) (SQLExecDirectW)",
+    )
     assert SQLSERVER.classify(deadlock) == "retry"
     assert SQLSERVER.classify(fk) == "retry"
     assert SQLSERVER.classify(link) == "connection"

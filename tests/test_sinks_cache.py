@@ -38,8 +38,12 @@ def test_the_least_recently_used_bucket_goes_first_whatever_its_layer() -> None:
 def test_a_cached_slice_does_not_keep_its_parent_alive() -> None:
     """The budget counts what an entry holds: a slice of a big table is copied out, so the
     big table's buffers can go."""
-    big = pa.table({"id": pa.array(range(1_000_000), pa.int64()),
-                    "name": pa.array([f"n{i}" for i in range(1_000_000)])})
+    big = pa.table(
+        {
+            "id": pa.array(range(1_000_000), pa.int64()),
+            "name": pa.array([f"n{i}" for i in range(1_000_000)]),
+        }
+    )
     part = big.slice(500, 100)
     assert part.get_total_buffer_size() > 100 * part.nbytes
     cache = BucketCache(max_bytes=10 * part.nbytes)

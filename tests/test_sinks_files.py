@@ -29,21 +29,33 @@ RANGE = 4  # keys per bucket: 64 keys fill 16 buckets, more than one group
 
 def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = pa.table({
-        "n": pa.array([3, None, -7], pa.int64()),
-        "at": pa.array([t0 + timedelta(microseconds=1500), t0 + timedelta(microseconds=2001),
-                        None], pa.timestamp("us", tz="UTC")),
-        "short": ["b", "a", None],
-        "long": ["x" * 40, "y", "z"],
-        "f": pa.array([1.0, math.nan, 2.0]),
-        "none": pa.array([None, None, None], pa.int64()),
-        "flag": [True, False, True],
-        "naive": pa.array([1, 2, 3], pa.timestamp("us")),
-    })
+    rows = pa.table(
+        {
+            "n": pa.array([3, None, -7], pa.int64()),
+            "at": pa.array(
+                [t0 + timedelta(microseconds=1500), t0 + timedelta(microseconds=2001), None],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "short": ["b", "a", None],
+            "long": ["x" * 40, "y", "z"],
+            "f": pa.array([1.0, math.nan, 2.0]),
+            "none": pa.array([None, None, None], pa.int64()),
+            "flag": [True, False, True],
+            "naive": pa.array([1, 2, 3], pa.timestamp("us")),
+        }
+    )
     stats = json.loads(file_stats(rows, rows.column_names))
     assert stats["numRecords"] == 3
-    assert stats["nullCount"] == {"n": 1, "at": 1, "short": 1, "long": 0, "f": 0, "none": 3,
-                                  "flag": 0, "naive": 0}
+    assert stats["nullCount"] == {
+        "n": 1,
+        "at": 1,
+        "short": 1,
+        "long": 0,
+        "f": 0,
+        "none": 3,
+        "flag": 0,
+        "naive": 0,
+    }
     # milliseconds: the min rounds down, the max rounds up, so both rows stay inside
     assert stats["minValues"] == {"n": -7, "at": "2026-01-01T00:00:00.001Z", "short": "a"}
     assert stats["maxValues"] == {"n": 3, "at": "2026-01-01T00:00:00.003Z", "short": "b"}
@@ -92,7 +104,6 @@ def test_a_batch_over_many_buckets_lands_whole_with_trustworthy_stats(lake_root)
                 assert max(values) <= action[f"max.{name}"]
 
 
-
 def test_files_written_through_the_object_store_land_too(lake_root):
     """An object-store lake (S3 in the compose stack) writes through delta-rs's store rather
     than the local filesystem: same files, same commit."""
@@ -108,8 +119,9 @@ def test_files_written_through_the_object_store_land_too(lake_root):
     writer.write(bucket0, {"_tm_bucket": "0"})
     handle = lake.sink(TABLE, Layer.LIVE).handle
     handle.refresh()
-    handle.replace_files(writer.wait(), partitions=[("_tm_bucket", "in", ["0"])], batch_id=99,
-                         position=pos(51))
+    handle.replace_files(
+        writer.wait(), partitions=[("_tm_bucket", "in", ["0"])], batch_id=99, position=pos(51)
+    )
     rows = {r["id"]: r["v"] for r in pa.table(DeltaTable(uri).to_pyarrow_table()).to_pylist()}
     assert rows == {0: "s0", 1: "s1", 4: "v4", 5: "v5", 6: "v6", 7: "v7"}
     assert DeltaTable(uri).transaction_version(handle.app_id) == 99

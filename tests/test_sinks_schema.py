@@ -98,16 +98,23 @@ def test_non_nullable_fields_from_the_core_are_accepted(lake_root):
 
     def strict(t: pa.Table) -> pa.Table:
         nullable = ("_tm_valid_to", "_tm_batch_out")
-        return t.cast(pa.schema([
-            f.with_nullable(not f.name.startswith("_tm_") or f.name in nullable) for f in t.schema
-        ]))
+        return t.cast(
+            pa.schema(
+                [
+                    f.with_nullable(not f.name.startswith("_tm_") or f.name in nullable)
+                    for f in t.schema
+                ]
+            )
+        )
 
     lake = Lake(lake_root(), app_id="strict")
     d = Driver(lake, "s.p.t", V1)
     for n, op in ((1, "c"), (2, "u"), (3, "u")):
         mt = d.milestone([event(op, pos(n), ts(n), id=1, name=f"v{n}", qty=n)], batch_id=n)
         mt = dataclasses.replace(
-            mt, live_upserts=strict(mt.live_upserts), forensic_inserts=strict(mt.forensic_inserts),
+            mt,
+            live_upserts=strict(mt.live_upserts),
+            forensic_inserts=strict(mt.forensic_inserts),
             changelog=strict(mt.changelog),
         )
         lake.commit_batch(n, [mt], source_positions={}, started_at=datetime.now(UTC))

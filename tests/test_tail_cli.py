@@ -30,9 +30,21 @@ def test_tail_prints_json_lines_then_drops_its_slot(fresh_database, tmp_path):
     )
     env = {**os.environ, "SHOP_DSN": url, "TIDEMARK_STATE": str(tmp_path / "state")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidemark", "tail", "--config", str(config), "--snapshot",
-         "--max-events", "3"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "tidemark",
+            "tail",
+            "--config",
+            str(config),
+            "--snapshot",
+            "--max-events",
+            "3",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     first = proc.stdout.readline()  # the snapshot row: streaming has begun
     next_id = 2
@@ -47,7 +59,10 @@ def test_tail_prints_json_lines_then_drops_its_slot(fresh_database, tmp_path):
     lines = [json.loads(line) for line in (first + out).decode().splitlines()]
     assert len(lines) == 3
     assert lines[0] == {
-        **lines[0], "op": "r", "table": "shop.public.items", "key": {"id": 1},
+        **lines[0],
+        "op": "r",
+        "table": "shop.public.items",
+        "key": {"id": 1},
         "after": {"id": 1, "name": "old"},
     }
     assert [(line["op"], line["key"]) for line in lines[1:]] == [("c", {"id": 2}), ("c", {"id": 3})]
@@ -63,8 +78,10 @@ def test_tail_reports_a_bad_config_in_one_line(tmp_path):
     config.write_text("pipeline: x\nsources: []\n")
     result = subprocess.run(
         [sys.executable, "-m", "tidemark", "tail", "--config", str(config)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ,
-                                                       "TIDEMARK_STATE": str(tmp_path)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TIDEMARK_STATE": str(tmp_path)},
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: sources")

@@ -20,15 +20,34 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal[
-    "int", "numeric", "float", "bool", "timestamp", "date", "time", "bytes", "bpchar", "array",
+    "int",
+    "numeric",
+    "float",
+    "bool",
+    "timestamp",
+    "date",
+    "time",
+    "bytes",
+    "bpchar",
+    "array",
     "text",
 ]
 
 _BY_TYPE: dict[str, Kind] = {
-    "int2": "int", "int4": "int", "int8": "int", "oid": "int",
-    "numeric": "numeric", "float4": "float", "float8": "float", "bool": "bool",
-    "timestamptz": "timestamp", "timestamp": "timestamp", "date": "date", "time": "time",
-    "bytea": "bytes", "bpchar": "bpchar",
+    "int2": "int",
+    "int4": "int",
+    "int8": "int",
+    "oid": "int",
+    "numeric": "numeric",
+    "float4": "float",
+    "float8": "float",
+    "bool": "bool",
+    "timestamptz": "timestamp",
+    "timestamp": "timestamp",
+    "date": "date",
+    "time": "time",
+    "bytea": "bytes",
+    "bpchar": "bpchar",
 }
 
 

@@ -130,10 +130,11 @@ def changelog_implies_versions(
     hashed = duckdb_rows("cl", columns, keys, lake_types).replace(
         " FROM cl", f", {OP} AS op, {POSITION} AS p FROM cl"
     )
-    implied = scalar(con, 
+    implied = scalar(
+        con,
         f"""SELECT count(*) FILTER (WHERE op <> 'd' AND NOT coalesce(pop <> 'd' AND ph = h, false))
             FROM (SELECT op, h, lag(op) OVER w AS pop, lag(h) OVER w AS ph
-                  FROM ({hashed}) WINDOW w AS (PARTITION BY k ORDER BY p))"""
+                  FROM ({hashed}) WINDOW w AS (PARTITION BY k ORDER BY p))""",
     )
     versions = scalar(con, "SELECT count(*) FROM fo")
     if implied == versions:

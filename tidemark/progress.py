@@ -81,16 +81,19 @@ def render(state: ProgressState) -> Group:
     for name in ("table", "changelog", "live", "forensic"):
         table.add_column(name, justify="left" if name == "table" else "right")
     for name, rows in sorted(state.rows.items()):
-        table.add_row(name, *(f"{rows.get(layer, 0):,}" for layer in
-                              ("changelog", "live", "forensic")))
+        table.add_row(
+            name, *(f"{rows.get(layer, 0):,}" for layer in ("changelog", "live", "forensic"))
+        )
     parts: list[Any] = [head, table]
     if state.last is not None:
         last = state.last
         tables = ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in sorted(last.tables.items()))
-        parts.append(Text(
-            f"last batch {last.batch_id}: {last.events} events, {last.transactions} tx, "
-            f"closed by {last.closed_by}, committed {last.committed_at:%H:%M:%S} ({tables})"
-        ))
+        parts.append(
+            Text(
+                f"last batch {last.batch_id}: {last.events} events, {last.transactions} tx, "
+                f"closed by {last.closed_by}, committed {last.committed_at:%H:%M:%S} ({tables})"
+            )
+        )
     return Group(*parts)
 
 

@@ -135,9 +135,7 @@ def connect(
         con.register(hidden, dataset)
         names = [table.name] + ([aliases[table.name]] if table.name in aliases else [])
         for name in names:
-            con.execute(
-                f"CREATE VIEW {table.layer.value}.{_quote(name)} AS SELECT * FROM {hidden}"
-            )
+            con.execute(f"CREATE VIEW {table.layer.value}.{_quote(name)} AS SELECT * FROM {hidden}")
     con.execute(
         f"""CREATE MACRO as_of(t, ts) AS TABLE
             SELECT * FROM query_table('forensic."' || t || '"')

@@ -119,7 +119,10 @@ def wait_caught_up(
 
 
 def wait_idle(
-    runner: EmbeddedRunner, *, quiet_s: float = 1.5, timeout: float = 120.0,
+    runner: EmbeddedRunner,
+    *,
+    quiet_s: float = 1.5,
+    timeout: float = 120.0,
     abort: threading.Event | None = None,
 ) -> bool:
     """Wait until the engines stream (a heartbeat came), have had nothing new for

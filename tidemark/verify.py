@@ -126,8 +126,9 @@ def _load_layers(
             for layer in Layer
             if (dt := _open(_uri(root, layer.value, table), storage_options)) is not None
         }
-        batches = {dt.transaction_version(f"{app_id}:{table}:{layer.value}") for layer, dt in
-                   found.items()}
+        batches = {
+            dt.transaction_version(f"{app_id}:{table}:{layer.value}") for layer, dt in found.items()
+        }
         if len(batches) <= 1:
             return found
         time.sleep(0.2)
@@ -135,9 +136,7 @@ def _load_layers(
     return found
 
 
-def _lake_state(
-    present: set[Layer], keys: list[str], snapshot: Snapshot
-) -> tuple[str, str | None]:
+def _lake_state(present: set[Layer], keys: list[str], snapshot: Snapshot) -> tuple[str, str | None]:
     """SQL for the lake's rows of a table as the snapshot sees the source, and a caveat.
 
     An event counts when its transaction is visible in the snapshot (snapshot rows, op r,
@@ -204,9 +203,7 @@ def check_table(
     for layer, dt in layers.items():
         con.register(names[layer], dt.to_pyarrow_dataset())
     any_layer = names[next(iter(layers))]
-    lake_types = {
-        r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")
-    }
+    lake_types = {r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")}
     state, caveat = _lake_state(set(layers), keys, snapshot)
     con.execute(f"CREATE TEMP TABLE lake AS {duckdb_rows(f'({state})', columns, keys, lake_types)}")
     lake_rows = scalar(con, "SELECT count(*) FROM lake")
@@ -297,8 +294,10 @@ def verify_source(
             if flushed is not None and flushed >= snapshot.lsn:
                 logger.info("slot %s confirmed %s: the lake has it", slot, cutoff)
                 break
-            if sent is not None and sent >= snapshot.lsn and (
-                time.monotonic() - changed_at >= quiet_s
+            if (
+                sent is not None
+                and sent >= snapshot.lsn
+                and (time.monotonic() - changed_at >= quiet_s)
             ):
                 logger.info("everything up to %s was sent and the lake is quiet", cutoff)
                 break

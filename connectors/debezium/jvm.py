@@ -77,8 +77,13 @@ def _major(version: str) -> int:
 
 
 def _libjvm(home: Path) -> Path | None:
-    for candidate in ("lib/server/libjvm.so", "lib/server/libjvm.dylib", "jre/lib/server/libjvm.so",
-                      "lib/amd64/server/libjvm.so", "bin/server/jvm.dll"):
+    for candidate in (
+        "lib/server/libjvm.so",
+        "lib/server/libjvm.dylib",
+        "jre/lib/server/libjvm.so",
+        "lib/amd64/server/libjvm.so",
+        "bin/server/jvm.dll",
+    ):
         path = home / candidate
         if path.exists():
             return path
@@ -255,7 +260,12 @@ def start_jvm(*, log_dir: Path, heap: str = DEFAULT_HEAP) -> StartedJvm:
         _started = StartedJvm(runtime, heap, log_file, time.perf_counter() - began)
         log.info(
             "JVM %s (%s, %s) started in %.2fs, -Xmx%s, Debezium log %s",
-            runtime.version, runtime.source, runtime.home, _started.start_seconds, heap, log_file,
+            runtime.version,
+            runtime.source,
+            runtime.home,
+            _started.start_seconds,
+            heap,
+            log_file,
         )
         return _started
 

@@ -10,5 +10,10 @@ from tidemark.connectors.decode.jsonl import decoded_events
 from tidemark.connectors.decode.settings import TYPE_SETTINGS
 
 __all__ = [
-    "TYPE_SETTINGS", "DecodedBatch", "Decoder", "TxMarker", "decode_records", "decoded_events",
+    "TYPE_SETTINGS",
+    "DecodedBatch",
+    "Decoder",
+    "TxMarker",
+    "decode_records",
+    "decoded_events",
 ]

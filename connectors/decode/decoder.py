@@ -123,8 +123,9 @@ class Decoder:
         return DecodedBatch(changes, markers, dead, heartbeats, tombstones, last)
 
     # -- one record ----------------------------------------------------------------------
-    def _one(self, record: RawRecord, pending: dict[TableLayout, TableRows],
-             markers: list[TxMarker]) -> None:
+    def _one(
+        self, record: RawRecord, pending: dict[TableLayout, TableRows], markers: list[TxMarker]
+    ) -> None:
         value = record.value
         assert value is not None
         last = self._last.get(record.destination)
@@ -190,16 +191,18 @@ class Decoder:
                 state.tx_last_position[tx_id] = position
         rows.add(row, before, op, position, tx_id, ts, record)
 
-    def _cached_layout(self, record: RawRecord, schema_text: str | None,
-                       payload: dict[str, Any]) -> TableLayout | _Marker:
+    def _cached_layout(
+        self, record: RawRecord, schema_text: str | None, payload: dict[str, Any]
+    ) -> TableLayout | _Marker:
         cache_key = (record.destination, schema_text)
         layout = self._layouts.get(cache_key)
         if layout is None:
             layout = self._layouts[cache_key] = self._layout(record, schema_text, payload)
         return layout
 
-    def _layout(self, record: RawRecord, schema_text: str | None,
-                payload: dict[str, Any]) -> TableLayout | _Marker:
+    def _layout(
+        self, record: RawRecord, schema_text: str | None, payload: dict[str, Any]
+    ) -> TableLayout | _Marker:
         if "status" in payload and "op" not in payload:
             return _Marker()
         if "op" not in payload:
@@ -234,8 +237,9 @@ class Decoder:
         return TxMarker(status, tx_id, payload.get("event_count"), counts, position)
 
     # -- the batch -----------------------------------------------------------------------
-    def _build(self, pending: dict[TableLayout, TableRows],
-               dead: list[DeadLetter]) -> tuple[dict[str, TableChanges], str | None]:
+    def _build(
+        self, pending: dict[TableLayout, TableRows], dead: list[DeadLetter]
+    ) -> tuple[dict[str, TableChanges], str | None]:
         tables: dict[str, list[pa.Table]] = {}
         keys: dict[str, tuple[str, ...]] = {}
         for layout, rows in pending.items():
@@ -254,21 +258,32 @@ class Decoder:
         changes: dict[str, TableChanges] = {}
         last: str | None = None
         for name, parts in tables.items():
-            events = parts[0] if len(parts) == 1 else pa.concat_tables(
-                parts, promote_options="permissive"
-            ).sort_by("_tm_position")
+            events = (
+                parts[0]
+                if len(parts) == 1
+                else pa.concat_tables(parts, promote_options="permissive").sort_by("_tm_position")
+            )
             changes[name] = TableChanges(name, keys[name], events)
             top = events.column("_tm_position")[-1].as_py()
             last = top if last is None or top > last else last
         return changes, last
 
-    def _dead(self, record: RawRecord, reason: str, *, table: str | None = None,
-              position: str | None = None) -> DeadLetter:
+    def _dead(
+        self,
+        record: RawRecord,
+        reason: str,
+        *,
+        table: str | None = None,
+        position: str | None = None,
+    ) -> DeadLetter:
         raw_key, raw_value = record.enveloped()
         return DeadLetter(
             table=table or _table_from_destination(record.destination, self.source_kind),
-            raw_key=raw_key, raw_value=raw_value, reason=reason.splitlines()[0],
-            origin=record.origin or record.destination, position=position,
+            raw_key=raw_key,
+            raw_value=raw_value,
+            reason=reason.splitlines()[0],
+            origin=record.origin or record.destination,
+            position=position,
         )
 
 
@@ -306,8 +321,11 @@ _DEFAULT: dict[SourceKind, Decoder] = {}
 
 
 def decode_records(
-    records: Sequence[RawRecord], *, source_kind: SourceKind,
-    key_columns: Mapping[str, tuple[str, ...]] | None = None, target: Target = "delta",
+    records: Sequence[RawRecord],
+    *,
+    source_kind: SourceKind,
+    key_columns: Mapping[str, tuple[str, ...]] | None = None,
+    target: Target = "delta",
 ) -> DecodedBatch:
     """Decode with a process-wide `Decoder` per source kind (the contract function).
 

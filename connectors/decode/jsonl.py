@@ -36,8 +36,12 @@ def decoded_events(batch: DecodedBatch, *, markers: bool = False) -> list[dict[s
                 first_of_tx[tx] = event["position"]
     if markers:
         for marker in batch.transactions:
-            line = {"marker": marker.status, "tx": marker.tx_id,
-                    "event_count": marker.event_count, "tables": marker.per_table_counts or None}
+            line = {
+                "marker": marker.status,
+                "tx": marker.tx_id,
+                "event_count": marker.event_count,
+                "tables": marker.per_table_counts or None,
+            }
             if marker.status == "BEGIN":
                 keyed.append((first_of_tx.get(marker.tx_id, ""), 0, line))
             else:
@@ -49,10 +53,16 @@ def decoded_events(batch: DecodedBatch, *, markers: bool = False) -> list[dict[s
 def _table_events(name: str, keys: tuple[str, ...], events: pa.Table) -> Iterator[dict[str, Any]]:
     image = [c for c in events.column_names if c not in _META]
     values = {c: json_values(events.column(c)) for c in image}
-    before = (json_values(events.column(tm.BEFORE)) if tm.BEFORE in events.column_names
-              else [None] * events.num_rows)
-    unchanged = (events.column(tm.UNCHANGED_TOAST).to_pylist()
-                 if tm.UNCHANGED_TOAST in events.column_names else [None] * events.num_rows)
+    before = (
+        json_values(events.column(tm.BEFORE))
+        if tm.BEFORE in events.column_names
+        else [None] * events.num_rows
+    )
+    unchanged = (
+        events.column(tm.UNCHANGED_TOAST).to_pylist()
+        if tm.UNCHANGED_TOAST in events.column_names
+        else [None] * events.num_rows
+    )
     ops = events.column(tm.OP).to_pylist()
     positions = events.column(tm.POSITION).to_pylist()
     txs = events.column(tm.TX_ID).to_pylist()
@@ -60,9 +70,14 @@ def _table_events(name: str, keys: tuple[str, ...], events: pa.Table) -> Iterato
     for i in range(events.num_rows):
         row = {c: values[c][i] for c in image}
         yield {
-            "op": ops[i], "table": name, "key": {k: row[k] for k in keys},
-            "position": positions[i], "tx": txs[i], "source_ts": stamps[i],
-            "before": before[i], "after": None if ops[i] == "d" else row,
+            "op": ops[i],
+            "table": name,
+            "key": {k: row[k] for k in keys},
+            "position": positions[i],
+            "tx": txs[i],
+            "source_ts": stamps[i],
+            "before": before[i],
+            "after": None if ops[i] == "d" else row,
             "unchanged": unchanged[i],
         }
 
@@ -85,13 +100,18 @@ def json_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     if pa.types.is_decimal(kind):  # fixed notation, scale kept ("0.0000000000", not "0E-10")
         return [None if v is None else format(v, "f") for v in column.to_pylist()]
     if pa.types.is_floating(kind):  # JSON has no NaN/Infinity: spelled as Debezium does
-        return [v if v is None or math.isfinite(v) else _FLOAT_WORDS[str(v)]
-                for v in column.to_pylist()]
+        return [
+            v if v is None or math.isfinite(v) else _FLOAT_WORDS[str(v)] for v in column.to_pylist()
+        ]
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         return [None if v is None else base64.b64encode(v).decode() for v in column.to_pylist()]
     if kind == pa.month_day_nano_interval():
-        return [None if v is None else {"months": v.months, "days": v.days,
-                                        "nanoseconds": v.nanoseconds} for v in column.to_pylist()]
+        return [
+            None
+            if v is None
+            else {"months": v.months, "days": v.days, "nanoseconds": v.nanoseconds}
+            for v in column.to_pylist()
+        ]
     if pa.types.is_duration(kind):
         return column.cast(pa.int64()).to_pylist()
     if pa.types.is_struct(kind):
@@ -114,10 +134,12 @@ def json_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return [format(v, "f") if isinstance(v, Decimal) else v for v in column.to_pylist()]
 
 
-def _iso(column: pa.ChunkedArray | pa.Array, raw: list[int | None], top: int,
-         bottom: int) -> list[str | None]:
+def _iso(
+    column: pa.ChunkedArray | pa.Array, raw: list[int | None], top: int, bottom: int
+) -> list[str | None]:
     """ISO text; the infinity extremes are masked first (Arrow cannot print them)."""
     mask = pa.array([r is None or r == top or r == bottom for r in raw])
     safe = pc.if_else(mask, pa.scalar(None, type=column.type), column)
-    return [None if t is None else t.replace(" ", "T", 1) for t in
-            safe.cast(pa.string()).to_pylist()]
+    return [
+        None if t is None else t.replace(" ", "T", 1) for t in safe.cast(pa.string()).to_pylist()
+    ]

@@ -72,8 +72,13 @@ def _infinities(array: pa.Array) -> pa.Array:
 
 
 def _needs_work(kind: pa.DataType) -> bool:
-    return delta_type(kind) != kind or pa.types.is_date32(kind) or pa.types.is_timestamp(kind) \
-        or pa.types.is_list(kind) or pa.types.is_struct(kind)
+    return (
+        delta_type(kind) != kind
+        or pa.types.is_date32(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_list(kind)
+        or pa.types.is_struct(kind)
+    )
 
 
 def delta_array(array: pa.Array) -> pa.Array:
@@ -85,13 +90,18 @@ def delta_array(array: pa.Array) -> pa.Array:
     if pa.types.is_time(kind):
         return _time_text(array)
     if pa.types.is_decimal256(kind):
-        return pa.array([None if v is None else format(v, "f") for v in array.to_pylist()],
-                        type=pa.string())
+        return pa.array(
+            [None if v is None else format(v, "f") for v in array.to_pylist()], type=pa.string()
+        )
     if kind == pa.month_day_nano_interval():
         values = array.to_pylist()
         return pa.array(
-            [None if v is None else {"months": v.months, "days": v.days,
-                                     "nanoseconds": v.nanoseconds} for v in values],
+            [
+                None
+                if v is None
+                else {"months": v.months, "days": v.days, "nanoseconds": v.nanoseconds}
+                for v in values
+            ],
             type=INTERVAL_STRUCT,
         )
     if pa.types.is_duration(kind):

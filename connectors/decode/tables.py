@@ -45,7 +45,11 @@ class TableLayout:
 
     @classmethod
     def from_envelope(
-        cls, table: str, envelope_schema: dict[str, Any], key_columns: tuple[str, ...], *,
+        cls,
+        table: str,
+        envelope_schema: dict[str, Any],
+        key_columns: tuple[str, ...],
+        *,
         zoned_unit: str,
     ) -> TableLayout:
         """Read the `after` (row) struct of a Debezium envelope schema."""
@@ -88,8 +92,16 @@ class TableRows:
     source_ts: list[int | None] = field(default_factory=list)
     records: list[Any] = field(default_factory=list)
 
-    def add(self, row: dict[str, Any], before: dict[str, Any] | None, op: str, position: str,
-            tx_id: str | None, source_ts: int | None, record: Any) -> None:
+    def add(
+        self,
+        row: dict[str, Any],
+        before: dict[str, Any] | None,
+        op: str,
+        position: str,
+        tx_id: str | None,
+        source_ts: int | None,
+        record: Any,
+    ) -> None:
         self.rows.append([row.get(name) for name in self.layout.names])
         self.befores.append(before)
         self.ops.append(op)
@@ -102,9 +114,9 @@ class TableRows:
         """The Arrow table; raises if any value cannot be converted (see `split_bad`)."""
         layout = self.layout
         count = len(self.rows)
-        columns = [list(c) for c in zip(*self.rows, strict=True)] if count else [
-            [] for _ in layout.names
-        ]
+        columns = (
+            [list(c) for c in zip(*self.rows, strict=True)] if count else [[] for _ in layout.names]
+        )
         unchanged: list[list[str] | None] = [None] * count
         for name, kind, values in zip(layout.names, layout.types, columns, strict=True):
             if kind.placeholders and _clear_placeholders(kind, values):
@@ -112,9 +124,7 @@ class TableRows:
                     if v is _TOASTED:
                         values[i] = None
                         unchanged[i] = [*(unchanged[i] or []), name]
-        arrays = [
-            kind.convert(values) for kind, values in zip(layout.types, columns, strict=True)
-        ]
+        arrays = [kind.convert(values) for kind, values in zip(layout.types, columns, strict=True)]
         arrays += [
             pa.array(self.ops, type=pa.string()),
             pa.array(self.positions, type=pa.string()),
@@ -148,9 +158,15 @@ class TableRows:
         bad: list[tuple[Any, str, str]] = []
         for i in range(len(self.rows)):
             one = TableRows(self.layout)
-            one.add(dict(zip(self.layout.names, self.rows[i], strict=True)), self.befores[i],
-                    self.ops[i], self.positions[i], self.tx_ids[i], self.source_ts[i],
-                    self.records[i])
+            one.add(
+                dict(zip(self.layout.names, self.rows[i], strict=True)),
+                self.befores[i],
+                self.ops[i],
+                self.positions[i],
+                self.tx_ids[i],
+                self.source_ts[i],
+                self.records[i],
+            )
             try:
                 one.build()
             except Exception as exc:  # any conversion failure isolates this event only

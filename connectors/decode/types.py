@@ -145,23 +145,32 @@ def _scaled_ints(factor: int, arrow: pa.DataType) -> ColumnType:
             ints = pa.array([_INFINITIES.get(v, v) for v in values], type=pa.int64())
             if factor != 1:
                 ints = pa.array(
-                    [None if v is None else v if v in _EXTREMES else v * factor
-                     for v in ints.to_pylist()], type=pa.int64(),
+                    [
+                        None if v is None else v if v in _EXTREMES else v * factor
+                        for v in ints.to_pylist()
+                    ],
+                    type=pa.int64(),
                 )
         elif factor != 1:
             try:
                 ints = pc.multiply_checked(ints, factor)
             except pa.ArrowInvalid:  # only an infinity sentinel can overflow
-                ints = pa.array([None if v is None else _clamp(v * factor) for v in values],
-                                type=pa.int64())
+                ints = pa.array(
+                    [None if v is None else _clamp(v * factor) for v in values], type=pa.int64()
+                )
         return ints.cast(arrow)
 
     return ColumnType(arrow, convert)
 
 
 def _clamp(value: int) -> int:
-    return INFINITY_US if value > INFINITY_US else MINUS_INFINITY_US if value < MINUS_INFINITY_US \
+    return (
+        INFINITY_US
+        if value > INFINITY_US
+        else MINUS_INFINITY_US
+        if value < MINUS_INFINITY_US
         else value
+    )
 
 
 def _date(values: Sequence[Any]) -> pa.Array:
@@ -181,8 +190,10 @@ def _zoned_timestamp(unit: str) -> ColumnType:
             return pa.array(values, type=pa.string()).cast(arrow)
         plain = [None if v in specials else v for v in values]
         parsed = pa.array(plain, type=pa.string()).cast(arrow).cast(pa.int64()).to_pylist()
-        ints = [specials.get(v, p) if v is not None else None
-                for v, p in zip(values, parsed, strict=True)]
+        ints = [
+            specials.get(v, p) if v is not None else None
+            for v, p in zip(values, parsed, strict=True)
+        ]
         return pa.array(ints, type=pa.int64()).cast(arrow)
 
     return ColumnType(arrow, convert)
@@ -270,8 +281,10 @@ def _struct(fields: list[tuple[str, ColumnType]]) -> ColumnType:
 
 def _as_text(values: Sequence[Any]) -> pa.Array:
     return pa.array(
-        [None if v is None else v if v.__class__ is str else orjson.dumps(v).decode()
-         for v in values],
+        [
+            None if v is None else v if v.__class__ is str else orjson.dumps(v).decode()
+            for v in values
+        ],
         type=pa.string(),
     )
 

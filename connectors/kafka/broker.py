@@ -70,16 +70,29 @@ class TansuBroker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--cluster-id", f"tm-{uuid.uuid4().hex[:8]}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--cluster-id",
+                f"tm-{uuid.uuid4().hex[:8]}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BrokerUnavailable(
-                    f"tansu exited with {self.process.returncode}; see `{self.log_path}`")
+                    f"tansu exited with {self.process.returncode}; see `{self.log_path}`"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return self.bootstrap
@@ -99,15 +112,19 @@ class TansuBroker:
         self.process = None
 
 
-def create_topics(bootstrap: str, names: list[str], *, partitions: int = 1,
-                  config: dict[str, str] | None = None) -> None:
+def create_topics(
+    bootstrap: str, names: list[str], *, partitions: int = 1, config: dict[str, str] | None = None
+) -> None:
     """Create topics and wait until the broker's metadata lists them."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([
-        NewTopic(n, num_partitions=partitions, replication_factor=1, config=config or {})
-        for n in names])
+    futures = admin.create_topics(
+        [
+            NewTopic(n, num_partitions=partitions, replication_factor=1, config=config or {})
+            for n in names
+        ]
+    )
     for future in futures.values():
         future.result(timeout=10)
     deadline = time.monotonic() + 10

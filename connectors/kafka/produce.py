@@ -18,8 +18,14 @@ from tidemark.kernel.records import RawRecord
 def publish(bootstrap: str, records: Iterable[RawRecord], *, skip_heartbeats: bool = True) -> int:
     """Produce records like Kafka Connect: topic = destination, key = the JSON key, and
     Java's default partitioner (murmur2 of the key bytes), so one key stays in one partition."""
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                         "enable.idempotence": True, "linger.ms": 10})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "linger.ms": 10,
+        }
+    )
     count = 0
     for record in records:
         if skip_heartbeats and record.destination.startswith("__debezium-heartbeat"):
@@ -27,9 +33,11 @@ def publish(bootstrap: str, records: Iterable[RawRecord], *, skip_heartbeats: bo
         key, value = record.enveloped()
         while True:
             try:
-                producer.produce(record.destination,
-                                 key=None if key is None else key.encode(),
-                                 value=None if value is None else value.encode())
+                producer.produce(
+                    record.destination,
+                    key=None if key is None else key.encode(),
+                    value=None if value is None else value.encode(),
+                )
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 producer.poll(0.5)

@@ -51,8 +51,9 @@ def request_snapshot(dsn: str, signal_table: str, tables: Sequence[str]) -> str:
     try:
         with conn.cursor() as cur:
             cur.execute(
-                sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)")
-                .format(sql.Identifier(schema, name)),
+                sql.SQL(
+                    "INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)"
+                ).format(sql.Identifier(schema, name)),
                 (signal_id, data),
             )
     finally:
@@ -115,8 +116,9 @@ def open_postgres_engine(
     if offsets_exist and new_tables and signal_table:
         request_snapshot(dsn, signal_table, new_tables)
     elif not offsets_exist and report.slot_exists:
-        log.warning("slot %s exists but there are no offsets in %s: snapshotting again",
-                    slot, directory)
+        log.warning(
+            "slot %s exists but there are no offsets in %s: snapshotting again", slot, directory
+        )
     props = connector_settings(
         name=source,
         dsn=dsn,

@@ -185,8 +185,10 @@ class LocalCluster:
         self._run(
             [
                 str(bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", USER,
+                "-D",
+                str(self.data_dir),
+                "-U",
+                USER,
                 f"--pwfile={self._password_file}",
                 "--auth=scram-sha-256",
                 "--encoding=UTF8",

@@ -220,8 +220,11 @@ def drop_slot(dsn: str, slot: str) -> bool:
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                        "WHERE slot_name = %s", (slot,))
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (slot,),
+            )
             return cur.rowcount > 0
     finally:
         conn.close()

@@ -56,15 +56,21 @@ def parse_sqlserver_dsn(dsn: str) -> SqlServerDsn:
     if parts.scheme not in ("mssql", "sqlserver"):
         raise SourceConfigError(f"the SQL Server DSN `{shown}` is not an mssql:// URL", hint=hint)
     database = unquote(parts.path.lstrip("/"))
-    missing = [n for n, v in (("host", parts.hostname), ("user", parts.username),
-                              ("database", database)) if not v]
+    missing = [
+        n
+        for n, v in (("host", parts.hostname), ("user", parts.username), ("database", database))
+        if not v
+    ]
     if missing:
         raise SourceConfigError(
             f"the SQL Server DSN `{shown}` names no {' and no '.join(missing)}", hint=hint
         )
     return SqlServerDsn(
-        host=parts.hostname or "", port=port, user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""), database=database,
+        host=parts.hostname or "",
+        port=port,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
         driver_options=tuple(parse_qsl(parts.query)),
     )
 

@@ -46,21 +46,53 @@ TRANSACTIONS = table(
     "transactions",
     Column("account_id", "ref", references="accounts"),
     Column("amount", "money"),
-    Column("txn_type", "code", length=12,
-           choices=("deposit", "withdrawal", "card", "transfer", "fee", "interest")),
+    Column(
+        "txn_type",
+        "code",
+        length=12,
+        choices=("deposit", "withdrawal", "card", "transfer", "fee", "interest"),
+    ),
     Column("category", "code", nullable=True, length=30),
     Column("merchant", "text", nullable=True),
     Column("status", "code", length=10, choices=("pending", "posted", "reversed")),
     Column("description", "text", nullable=True, length=300),
     Column("booked_at", "ts", default_now=True),
 )
-CUSTOMER_COLS = ("first_name", "last_name", "email", "phone", "birth_date", "country",
-                 "segment", "credit_score", "annual_income")
-ACCOUNT_COLS = ("customer_id", "account_type", "iban", "currency", "balance", "credit_limit",
-                "interest_rate", "status", "opened_on")
+CUSTOMER_COLS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "birth_date",
+    "country",
+    "segment",
+    "credit_score",
+    "annual_income",
+)
+ACCOUNT_COLS = (
+    "customer_id",
+    "account_type",
+    "iban",
+    "currency",
+    "balance",
+    "credit_limit",
+    "interest_rate",
+    "status",
+    "opened_on",
+)
 TXN_COLS = ("account_id", "amount", "txn_type", "category", "merchant", "status", "description")
-CATEGORIES = ("groceries", "rent", "salary", "travel", "dining", "utilities", "health",
-              "entertainment", "insurance", "transport")
+CATEGORIES = (
+    "groceries",
+    "rent",
+    "salary",
+    "travel",
+    "dining",
+    "utilities",
+    "health",
+    "entertainment",
+    "insurance",
+    "transport",
+)
 _TXN_TYPES = ("deposit", "withdrawal", "card", "card", "card", "transfer", "fee", "interest")
 _ZERO = Decimal("0.00")
 _START = date(2005, 1, 1)
@@ -79,8 +111,17 @@ def _account(tx: Tx, customer_id: int) -> tuple[object, ...]:
     kind = r.choices(("checking", "savings", "credit", "loan"), weights=(50, 25, 15, 10))[0]
     limit = money(r, 500, 50_000) if kind in ("credit", "loan") else None
     rate = Decimal(r.randint(0, 1999)) / 10000 if kind != "checking" else None
-    return (customer_id, kind, r.choice(p.ibans), r.choice(("EUR", "EUR", "USD", "GBP", "PLN")),
-            _ZERO, limit, rate, "open", _START + timedelta(days=r.randint(0, 7300)))
+    return (
+        customer_id,
+        kind,
+        r.choice(p.ibans),
+        r.choice(("EUR", "EUR", "USD", "GBP", "PLN")),
+        _ZERO,
+        limit,
+        rate,
+        "open",
+        _START + timedelta(days=r.randint(0, 7300)),
+    )
 
 
 def _txn(tx: Tx, account_id: int) -> tuple[object, ...]:
@@ -91,14 +132,24 @@ def _txn(tx: Tx, account_id: int) -> tuple[object, ...]:
         amount = -amount
     merchant = r.choice(p.companies) if kind == "card" else None
     note = maybe(r, f"{r.choice(p.words)} {r.choice(p.words)}", 0.6)
-    return (account_id, amount, kind, maybe(r, r.choice(CATEGORIES), 0.2), merchant,
-            r.choice(("pending", "posted", "posted")), note)
+    return (
+        account_id,
+        amount,
+        kind,
+        maybe(r, r.choice(CATEGORIES), 0.2),
+        merchant,
+        r.choice(("pending", "posted", "posted")),
+        note,
+    )
 
 
 def onboard(tx: Tx) -> None:
     """New customers, each opening one or two accounts (balance 0: no transactions yet)."""
-    ids = tx.insert("customers", CUSTOMER_COLS,
-                    [_customer(tx) for _ in range(min(tx.rng.randint(1, 2), tx.remaining))])
+    ids = tx.insert(
+        "customers",
+        CUSTOMER_COLS,
+        [_customer(tx) for _ in range(min(tx.rng.randint(1, 2), tx.remaining))],
+    )
     rows = [_account(tx, cid) for cid in ids for _ in range(tx.rng.randint(1, 2))]
     tx.insert("accounts", ACCOUNT_COLS, rows[: tx.remaining])
 
@@ -117,8 +168,15 @@ def post_transactions(tx: Tx) -> None:
             break
         rows.extend(new)
     # rows of accounts deleted meanwhile or closed are not inserted; the rest lock their account
-    made = tx.insert_children("transactions", TXN_COLS, rows, fk="account_id", parent="accounts",
-                              returning=("account_id", "amount"), parent_not=("status", "closed"))
+    made = tx.insert_children(
+        "transactions",
+        TXN_COLS,
+        rows,
+        fk="account_id",
+        parent="accounts",
+        returning=("account_id", "amount"),
+        parent_not=("status", "closed"),
+    )
     deltas: dict[int, Decimal] = defaultdict(lambda: _ZERO)
     for _, account_id, amount in made:
         deltas[account_id] += amount
@@ -128,25 +186,34 @@ def post_transactions(tx: Tx) -> None:
 def settle(tx: Tx) -> None:
     """Pending transactions get posted (and categorised)."""
     r = tx.rng
-    rows = [(t, "posted", maybe(r, r.choice(CATEGORIES), 0.1))
-            for t in tx.pick("transactions", r.randint(1, 5))]
+    rows = [
+        (t, "posted", maybe(r, r.choice(CATEGORIES), 0.1))
+        for t in tx.pick("transactions", r.randint(1, 5))
+    ]
     tx.update("transactions", ("status", "category"), rows)
 
 
 def review_customer(tx: Tx) -> None:
     r = tx.rng
-    rows = [(c, maybe(r, r.randint(300, 850), 0.1), maybe(r, money(r, 12_000, 400_000), 0.3))
-            for c in tx.pick("customers", r.randint(1, 3))]
+    rows = [
+        (c, maybe(r, r.randint(300, 850), 0.1), maybe(r, money(r, 12_000, 400_000), 0.3))
+        for c in tx.pick("customers", r.randint(1, 3))
+    ]
     tx.update("customers", ("credit_score", "annual_income"), rows)
 
 
 def change_account(tx: Tx) -> None:
     """Limit, rate or status changes; never the balance."""
     r = tx.rng
-    rows = [(a, r.choices(("open", "frozen", "closed"), weights=(90, 6, 4))[0],
-             maybe(r, money(r, 500, 60_000), 0.5),
-             maybe(r, Decimal(r.randint(0, 1999)) / 10000, 0.4))
-            for a in tx.pick("accounts", r.randint(1, 2))]
+    rows = [
+        (
+            a,
+            r.choices(("open", "frozen", "closed"), weights=(90, 6, 4))[0],
+            maybe(r, money(r, 500, 60_000), 0.5),
+            maybe(r, Decimal(r.randint(0, 1999)) / 10000, 0.4),
+        )
+        for a in tx.pick("accounts", r.randint(1, 2))
+    ]
     tx.update("accounts", ("status", "credit_limit", "interest_rate"), rows)
 
 
@@ -154,8 +221,12 @@ def correct_amount(tx: Tx) -> None:
     """A merchant corrects an amount: the transaction and its account's balance change."""
     if tx.remaining < 2:
         return
-    locked = tx.lock("transactions", tx.pick("transactions", min(2, tx.remaining // 2)),
-                     ("account_id", "amount"), mode="update")
+    locked = tx.lock(
+        "transactions",
+        tx.pick("transactions", min(2, tx.remaining // 2)),
+        ("account_id", "amount"),
+        mode="update",
+    )
     rows, deltas = [], defaultdict(lambda: _ZERO)
     for tid, account_id, amount in locked:
         new = (amount * Decimal(tx.rng.randint(80, 120)) / 100).quantize(Decimal("0.01"))
@@ -169,8 +240,11 @@ def reverse(tx: Tx) -> None:
     """Reversed transactions are removed and their amounts taken off the balance."""
     if tx.remaining < 2:
         return
-    gone = tx.delete("transactions", tx.pick("transactions", min(3, tx.remaining // 2)),
-                     returning=("account_id", "amount"))
+    gone = tx.delete(
+        "transactions",
+        tx.pick("transactions", min(3, tx.remaining // 2)),
+        returning=("account_id", "amount"),
+    )
     deltas: dict[int, Decimal] = defaultdict(lambda: _ZERO)
     for _, account_id, amount in gone:
         deltas[account_id] -= amount
@@ -184,8 +258,9 @@ def close_account(tx: Tx) -> None:
 
 def forget_customer(tx: Tx) -> None:
     """A customer without accounts asks to be forgotten."""
-    tx.delete_tree("customers", tx.pick("customers", 2), [("accounts", "customer_id")],
-                   max_children=0)
+    tx.delete_tree(
+        "customers", tx.pick("customers", 2), [("accounts", "customer_id")], max_children=0
+    )
 
 
 PROFILE = Profile(

@@ -32,10 +32,26 @@ ADDRESSES = table(
     Column("country", "code", length=2),
     Column("is_default", "bool"),
 )
-CUSTOMER_COLS = ("first_name", "last_name", "email", "phone", "birth_date", "country",
-                 "loyalty_points", "is_active")
-ADDRESS_COLS = ("customer_id", "address_type", "line1", "line2", "city", "postal_code",
-                "country", "is_default")
+CUSTOMER_COLS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "birth_date",
+    "country",
+    "loyalty_points",
+    "is_active",
+)
+ADDRESS_COLS = (
+    "customer_id",
+    "address_type",
+    "line1",
+    "line2",
+    "city",
+    "postal_code",
+    "country",
+    "is_default",
+)
 _EPOCH = date(1940, 1, 1)
 
 
@@ -44,18 +60,30 @@ def customer_row(tx: Tx) -> tuple[object, ...]:
     r, p = tx.rng, tx.pools
     i = r.randrange(len(p.first_names))
     return (
-        p.first_names[i], r.choice(p.last_names), maybe(r, email(r, p), 0.1),
+        p.first_names[i],
+        r.choice(p.last_names),
+        maybe(r, email(r, p), 0.1),
         maybe(r, r.choice(p.phones), 0.25),
         maybe(r, _EPOCH + timedelta(days=r.randint(0, 25000)), 0.2),
-        p.countries[i], r.randint(0, 5000), r.random() > 0.05,
+        p.countries[i],
+        r.randint(0, 5000),
+        r.random() > 0.05,
     )
 
 
 def _address_row(tx: Tx, customer_id: int, kind: str, default: bool) -> tuple[object, ...]:
     r, p = tx.rng, tx.pools
     i = r.randrange(len(p.streets))
-    return (customer_id, kind, p.streets[i], maybe(r, f"Apt. {r.randint(1, 400)}", 0.7),
-            p.cities[i], maybe(r, p.postcodes[i], 0.05), p.countries[i], default)
+    return (
+        customer_id,
+        kind,
+        p.streets[i],
+        maybe(r, f"Apt. {r.randint(1, 400)}", 0.7),
+        p.cities[i],
+        maybe(r, p.postcodes[i], 0.05),
+        p.countries[i],
+        default,
+    )
 
 
 def sign_up(tx: Tx) -> None:
@@ -71,15 +99,19 @@ def sign_up(tx: Tx) -> None:
 
 def add_address(tx: Tx) -> None:
     """Existing customers add an address (only those still there; they stay until commit)."""
-    rows = [_address_row(tx, cid, tx.rng.choice(("billing", "shipping")), False)
-            for cid in tx.pick("customers", min(3, tx.remaining))]
+    rows = [
+        _address_row(tx, cid, tx.rng.choice(("billing", "shipping")), False)
+        for cid in tx.pick("customers", min(3, tx.remaining))
+    ]
     tx.insert_children("addresses", ADDRESS_COLS, rows, fk="customer_id", parent="customers")
 
 
 def edit_customer(tx: Tx) -> None:
     r, p = tx.rng, tx.pools
-    rows = [(cid, maybe(r, email(r, p), 0.05), maybe(r, r.choice(p.phones), 0.2),
-             r.randint(0, 9000)) for cid in tx.pick("customers", r.randint(1, 4))]
+    rows = [
+        (cid, maybe(r, email(r, p), 0.05), maybe(r, r.choice(p.phones), 0.2), r.randint(0, 9000))
+        for cid in tx.pick("customers", r.randint(1, 4))
+    ]
     tx.update("customers", ("email", "phone", "loyalty_points"), rows)
 
 

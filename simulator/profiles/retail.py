@@ -68,8 +68,18 @@ PAYMENTS = table(
     Column("amount", "money"),
     Column("status", "code", length=12, choices=("authorized", "captured", "refunded")),
 )
-CATEGORIES = ("grocery", "bakery", "dairy", "household", "toys", "garden", "electronics",
-              "clothing", "books", "beauty")
+CATEGORIES = (
+    "grocery",
+    "bakery",
+    "dairy",
+    "household",
+    "toys",
+    "garden",
+    "electronics",
+    "clothing",
+    "books",
+    "beauty",
+)
 N_STORES, N_ITEMS = 25, 400
 SALE_COLS = ("store_id", "customer_name", "customer_email", "status", "total", "currency")
 LINE_COLS = ("sale_id", "item_id", "quantity", "unit_price", "discount")
@@ -80,11 +90,26 @@ VOUCHER_COLS = ("code", "value", "currency", "expires_on", "redeemed")
 def reference() -> dict[str, Reference]:
     """Stores and items: the same rows every time (seed 0), whatever `--seed` says."""
     r, p = random.Random(0), pools(0)
-    stores = [(f"S{i:04d}", f"{p.companies[i]} {p.cities[i]}", p.cities[i], p.countries[i],
-               date(2000, 1, 1) + timedelta(days=r.randint(0, 9000))) for i in range(N_STORES)]
-    items = [(f"SKU-{i:06d}", f"{p.words[i % len(p.words)]} {p.words[(i * 7) % len(p.words)]}",
-              r.choice(CATEGORIES), money(r, 0.49, 899), r.random() > 0.03)
-             for i in range(N_ITEMS)]
+    stores = [
+        (
+            f"S{i:04d}",
+            f"{p.companies[i]} {p.cities[i]}",
+            p.cities[i],
+            p.countries[i],
+            date(2000, 1, 1) + timedelta(days=r.randint(0, 9000)),
+        )
+        for i in range(N_STORES)
+    ]
+    items = [
+        (
+            f"SKU-{i:06d}",
+            f"{p.words[i % len(p.words)]} {p.words[(i * 7) % len(p.words)]}",
+            r.choice(CATEGORIES),
+            money(r, 0.49, 899),
+            r.random() > 0.03,
+        )
+        for i in range(N_ITEMS)
+    ]
     return {
         "stores": ("code", ("code", "name", "city", "country", "opened_on"), stores),
         "items": ("sku", ("sku", "name", "category", "unit_price", "is_active"), items),
@@ -94,8 +119,13 @@ def reference() -> dict[str, Reference]:
 def _voucher(tx: Tx) -> tuple[object, ...]:
     r = tx.rng
     code = "".join(r.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(12))
-    return (code, money(r, 5, 100), "EUR",
-            maybe(r, date(2026, 1, 1) + timedelta(days=r.randint(0, 730)), 0.3), False)
+    return (
+        code,
+        money(r, 5, 100),
+        "EUR",
+        maybe(r, date(2026, 1, 1) + timedelta(days=r.randint(0, 730)), 0.3),
+        False,
+    )
 
 
 def checkout(tx: Tx) -> None:
@@ -110,70 +140,111 @@ def checkout(tx: Tx) -> None:
         return
     voucher = []
     if r.random() < 0.15 and tx.remaining - 2 - len(items) >= 1:
-        voucher = [v for v in tx.lock("vouchers", tx.pick("vouchers", 1), ("value", "redeemed"),
-                                      mode="update") if not v[2]]
-    lines = [(iid, r.choice((1, 1, 1, 2, 3)), price,
-              maybe(r, (price * Decimal("0.1")).quantize(Decimal("0.01")), 0.85))
-             for iid, price in items]
+        voucher = [
+            v
+            for v in tx.lock(
+                "vouchers", tx.pick("vouchers", 1), ("value", "redeemed"), mode="update"
+            )
+            if not v[2]
+        ]
+    lines = [
+        (
+            iid,
+            r.choice((1, 1, 1, 2, 3)),
+            price,
+            maybe(r, (price * Decimal("0.1")).quantize(Decimal("0.01")), 0.85),
+        )
+        for iid, price in items
+    ]
     total = sum(((q * price) - (d or 0) for _, q, price, d in lines), Decimal("0.00"))
     name = maybe(r, f"{r.choice(p.first_names)} {r.choice(p.last_names)}", 0.4)
-    (sale_id,) = tx.insert("sales", SALE_COLS, [
-        (r.randint(1, N_STORES), name, maybe(r, email(r, p), 0.6), "paid", total, "EUR")])
+    (sale_id,) = tx.insert(
+        "sales",
+        SALE_COLS,
+        [(r.randint(1, N_STORES), name, maybe(r, email(r, p), 0.6), "paid", total, "EUR")],
+    )
     tx.insert("sale_items", LINE_COLS, [(sale_id, *line) for line in lines])
     if voucher:
         vid, value, _ = voucher[0]
         tx.update("vouchers", ("redeemed",), [(vid, True)])
-        tx.insert("payments", PAYMENT_COLS, [(sale_id, vid, "voucher", min(value, total),
-                                              "captured")][: tx.remaining])
+        tx.insert(
+            "payments",
+            PAYMENT_COLS,
+            [(sale_id, vid, "voucher", min(value, total), "captured")][: tx.remaining],
+        )
     else:
         method = r.choices(("card", "cash", "mobile"), weights=(60, 25, 15))[0]
         tx.insert("payments", PAYMENT_COLS, [(sale_id, None, method, total, "authorized")])
 
 
 def issue_vouchers(tx: Tx) -> None:
-    tx.insert("vouchers", VOUCHER_COLS,
-              [_voucher(tx) for _ in range(min(tx.rng.randint(1, 3), tx.remaining))])
+    tx.insert(
+        "vouchers",
+        VOUCHER_COLS,
+        [_voucher(tx) for _ in range(min(tx.rng.randint(1, 3), tx.remaining))],
+    )
 
 
 def refund(tx: Tx) -> None:
-    tx.update("sales", ("status",), [(s, tx.rng.choice(("refunded", "paid")))
-                                     for s in tx.pick("sales", tx.rng.randint(1, 2))])
+    tx.update(
+        "sales",
+        ("status",),
+        [(s, tx.rng.choice(("refunded", "paid"))) for s in tx.pick("sales", tx.rng.randint(1, 2))],
+    )
 
 
 def capture(tx: Tx) -> None:
-    tx.update("payments", ("status",),
-              [(pid, "captured") for pid in tx.pick("payments", tx.rng.randint(1, 4))])
+    tx.update(
+        "payments",
+        ("status",),
+        [(pid, "captured") for pid in tx.pick("payments", tx.rng.randint(1, 4))],
+    )
 
 
 def change_quantity(tx: Tx) -> None:
-    tx.update("sale_items", ("quantity",),
-              [(li, tx.rng.randint(1, 4)) for li in tx.pick("sale_items", tx.rng.randint(1, 3))])
+    tx.update(
+        "sale_items",
+        ("quantity",),
+        [(li, tx.rng.randint(1, 4)) for li in tx.pick("sale_items", tx.rng.randint(1, 3))],
+    )
 
 
 def reprice(tx: Tx) -> None:
     """Reference data changes too: an item's price or availability."""
     r = tx.rng
-    tx.update("items", ("unit_price", "is_active"),
-              [(i, money(r, 0.49, 899), r.random() > 0.03)
-               for i in tx.pick("items", 1, "uniform")])
+    tx.update(
+        "items",
+        ("unit_price", "is_active"),
+        [(i, money(r, 0.49, 899), r.random() > 0.03) for i in tx.pick("items", 1, "uniform")],
+    )
 
 
 def extend_voucher(tx: Tx) -> None:
-    tx.update("vouchers", ("expires_on",),
-              [(v, date(2026, 1, 1) + timedelta(days=tx.rng.randint(0, 900)))
-               for v in tx.pick("vouchers", 1)])
+    tx.update(
+        "vouchers",
+        ("expires_on",),
+        [
+            (v, date(2026, 1, 1) + timedelta(days=tx.rng.randint(0, 900)))
+            for v in tx.pick("vouchers", 1)
+        ],
+    )
 
 
 def cancel_sale(tx: Tx) -> None:
     """A cancelled sale disappears with its lines and payments (children first)."""
-    tx.delete_tree("sales", tx.pick("sales", 1),
-                   [("sale_items", "sale_id"), ("payments", "sale_id")])
+    tx.delete_tree(
+        "sales", tx.pick("sales", 1), [("sale_items", "sale_id"), ("payments", "sale_id")]
+    )
 
 
 def purge_vouchers(tx: Tx) -> None:
     """Unredeemed vouchers are withdrawn; redeemed ones stay (payments point at them)."""
-    tx.delete("vouchers", tx.pick("vouchers", tx.rng.randint(1, 2)), match=(False,),
-              match_cols=("redeemed",))
+    tx.delete(
+        "vouchers",
+        tx.pick("vouchers", tx.rng.randint(1, 2)),
+        match=(False,),
+        match_cols=("redeemed",),
+    )
 
 
 PROFILE = Profile(

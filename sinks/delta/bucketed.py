@@ -238,7 +238,8 @@ class BucketedSink(ABC):
             return None
         keyed = keys.select(list(key_columns))
         by_bucket = split_by_bucket(
-            keyed.append_column(BUCKET, self.bucketing.assign(keyed, key_columns)))
+            keyed.append_column(BUCKET, self.bucketing.assign(keyed, key_columns))
+        )
         buckets = sorted(by_bucket)
         found = []
         for start in range(0, len(buckets), GROUP_BUCKETS):

@@ -52,10 +52,15 @@ def stats_columns(dt: DeltaTable, partition_by: Sequence[str]) -> list[str]:
 def _bounded(dtype: pa.DataType) -> bool:
     """Whether we write min/max for a column of `dtype` (`_stat` formats exactly these)."""
     t = pa.types
-    return (t.is_integer(dtype) or t.is_floating(dtype) or t.is_string(dtype)
-            or t.is_large_string(dtype) or t.is_date(dtype)
-            # Timestamps without a zone are left out: their text has no "Z", readers vary.
-            or (t.is_timestamp(dtype) and dtype.tz is not None))
+    return (
+        t.is_integer(dtype)
+        or t.is_floating(dtype)
+        or t.is_string(dtype)
+        or t.is_large_string(dtype)
+        or t.is_date(dtype)
+        # Timestamps without a zone are left out: their text has no "Z", readers vary.
+        or (t.is_timestamp(dtype) and dtype.tz is not None)
+    )
 
 
 def _stat(value: Any, dtype: pa.DataType, *, upper: bool) -> Any:
@@ -101,8 +106,12 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
         if low is not None and high is not None:
             minimum[name], maximum[name] = low, high
     return json.dumps(
-        {"numRecords": rows.num_rows, "minValues": minimum, "maxValues": maximum,
-         "nullCount": nulls}
+        {
+            "numRecords": rows.num_rows,
+            "minValues": minimum,
+            "maxValues": maximum,
+            "nullCount": nulls,
+        }
     )
 
 
@@ -140,8 +149,11 @@ class FileWriter:
         self._folders: set[str] = set()
         # Dictionaries pay off for strings (a status, a currency); keys, amounts and times
         # are mostly distinct, and encoding them twice costs more than it saves.
-        self._dictionary = [f.name for f in self.schema
-                            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        self._dictionary = [
+            f.name
+            for f in self.schema
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        ]
         self.actions: list[AddAction] = []
         self.rows_written = 0
         self._pending: list[Future[AddAction]] = []
@@ -172,8 +184,9 @@ class FileWriter:
         return self.actions
 
     def _write(self, data: pa.Table, path: str, partition: dict[str, str]) -> AddAction:
-        pq.write_table(data, path, filesystem=self.fs, compression="snappy",
-                       use_dictionary=self._dictionary)
+        pq.write_table(
+            data, path, filesystem=self.fs, compression="snappy", use_dictionary=self._dictionary
+        )
         size = self.fs.get_file_info(path).size
         return AddAction(
             path=path,

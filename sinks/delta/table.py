@@ -119,8 +119,9 @@ class DeltaHandle:
             commits = self.dt.history(newer)
         return all(
             c.get("operation") in _MAINTENANCE
-            or (ours is not None and c.get(APP_KEY) == self.app_id
-                and c.get(BATCH_KEY) == str(ours))
+            or (
+                ours is not None and c.get(APP_KEY) == self.app_id and c.get(BATCH_KEY) == str(ours)
+            )
             for c in commits
         )
 
@@ -217,8 +218,9 @@ class DeltaHandle:
         assert self.dt is not None
         log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
 
-    def _properties(self, batch_id: int, position: str | None
-                    ) -> tuple[CommitProperties, str | None]:
+    def _properties(
+        self, batch_id: int, position: str | None
+    ) -> tuple[CommitProperties, str | None]:
         """The txn actions and metadata of a commit, and the position it records."""
         metadata = {BATCH_KEY: str(batch_id), APP_KEY: self.app_id}
         if self._position is not None and (position is None or position < self._position):
@@ -228,8 +230,11 @@ class DeltaHandle:
         props = CommitProperties(
             app_transactions=[
                 Transaction(self.app_id, batch_id),
-                *(Transaction(app, version) for app, version in self.extra_transactions.items()
-                  if app != self.app_id),
+                *(
+                    Transaction(app, version)
+                    for app, version in self.extra_transactions.items()
+                    if app != self.app_id
+                ),
             ],
             custom_metadata=metadata,
         )

@@ -121,10 +121,16 @@ class LaneRegistry:
     """The lanes of the partitions this worker holds (created on assignment), and per topic
     the lake, decoder and `TopicGroup` they share."""
 
-    def __init__(self, settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
-                 outputs: Any = None, gate: Any = None,
-                 gated: frozenset[str] = frozenset(),
-                 verify_gap: Callable[[str, int, int], int | None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        lake_factory: Callable[[str], Any],
+        outputs: Any = None,
+        gate: Any = None,
+        gated: frozenset[str] = frozenset(),
+        verify_gap: Callable[[str, int, int], int | None] | None = None,
+    ) -> None:
         self.settings = settings
         self.verify_gap = verify_gap
         self.gated = gated
@@ -145,9 +151,13 @@ class LaneRegistry:
         if group is None:
             spec = self.by_topic[topic]
             group = self.groups[topic] = TopicGroup(
-                spec, lake=self.lake_factory(f"{self.settings.app_id}:{topic}"),
-                layers=self.settings.layers[spec.table], decode=lane_decoder(spec),
-                outputs=self.outputs, partition_buckets=self.settings.partition_buckets)
+                spec,
+                lake=self.lake_factory(f"{self.settings.app_id}:{topic}"),
+                layers=self.settings.layers[spec.table],
+                decode=lane_decoder(spec),
+                outputs=self.outputs,
+                partition_buckets=self.settings.partition_buckets,
+            )
         return group
 
     def get(self, topic: str, partition: int) -> PartitionLane:
@@ -157,13 +167,18 @@ class LaneRegistry:
                 spec = self.by_topic[topic]
                 group = self._group(topic)
                 group.forget_rows()  # the partition may have been written elsewhere
-                lane = PartitionLane(spec, partition, lake=group.lake,
-                                     layers=self.settings.layers[spec.table],
-                                     outputs=self.outputs,
-                                     gate=self.gate if spec.source in self.gated else None,
-                                     partition_buckets=self.settings.partition_buckets,
-                                     verify_gap=self.verify_gap, decode=group.decode,
-                                     lane_app=f"{self.settings.app_id}:{topic}:{partition}")
+                lane = PartitionLane(
+                    spec,
+                    partition,
+                    lake=group.lake,
+                    layers=self.settings.layers[spec.table],
+                    outputs=self.outputs,
+                    gate=self.gate if spec.source in self.gated else None,
+                    partition_buckets=self.settings.partition_buckets,
+                    verify_gap=self.verify_gap,
+                    decode=group.decode,
+                    lane_app=f"{self.settings.app_id}:{topic}:{partition}",
+                )
                 self.lanes[(topic, partition)] = lane
             return lane
 
@@ -183,31 +198,55 @@ class LaneRegistry:
             group.lake.close()
 
 
-def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
-              outputs: Any = None, gate: Any = None,
-              gated: frozenset[str] = frozenset(),
-              verify_gap: Callable[[str, int, int], int | None] | None = None) -> Any:
+def build_app(
+    settings: WorkerSettings,
+    *,
+    lake_factory: Callable[[str], Any],
+    outputs: Any = None,
+    gate: Any = None,
+    gated: frozenset[str] = frozenset(),
+    verify_gap: Callable[[str, int, int], int | None] | None = None,
+) -> Any:
     """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`."""
     import faust
     from faust.types import TP
 
-    web = {"web_enabled": False} if settings.web_port is None else {
-        "web_enabled": True, "web_bind": "127.0.0.1", "web_port": settings.web_port,
-        "web_host": "127.0.0.1"}
+    web = (
+        {"web_enabled": False}
+        if settings.web_port is None
+        else {
+            "web_enabled": True,
+            "web_bind": "127.0.0.1",
+            "web_port": settings.web_port,
+            "web_host": "127.0.0.1",
+        }
+    )
     app = faust.App(
-        settings.group, broker=f"kafka://{settings.bootstrap}", store="memory://",
-        datadir=str(settings.datadir), key_serializer="raw", value_serializer="raw",
-        topic_disable_leader=True, topic_allow_declare=False,
+        settings.group,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        datadir=str(settings.datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 1.0),
         stream_buffer_maxsize=max(settings.max_events * 2, 4096),
         broker_max_poll_records=min(settings.max_events, 10_000),
         consumer_max_fetch_size=8 * 1024 * 1024,  # per partition: ~2,500 envelopes a fetch
-        **web)
+        **web,
+    )
     consumer = install(app)
-    registry = LaneRegistry(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
-                            gated=gated, verify_gap=verify_gap)
+    registry = LaneRegistry(
+        settings,
+        lake_factory=lake_factory,
+        outputs=outputs,
+        gate=gate,
+        gated=gated,
+        verify_gap=verify_gap,
+    )
     stats = WorkerStats()
     pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="lane")
     app.tidemark = (registry, stats)  # type: ignore[attr-defined]
@@ -245,8 +284,12 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
             # The stream itself stays empty: `BulkConsumer` hands this topic's records to
             # `inbox` a fetch at a time instead of message by message.
             while True:
-                work = await take(inbox, max_events=settings.max_events,
-                                  within=settings.max_latency_s, on_first=first_fetched)
+                work = await take(
+                    inbox,
+                    max_events=settings.max_events,
+                    within=settings.max_latency_s,
+                    on_first=first_fetched,
+                )
                 for records in work.values():
                     records.sort(key=lambda r: r.offset)
                 await run_group(spec.topic, work)
@@ -255,8 +298,14 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
         return agent
 
     for spec in settings.topics:
-        channel = app.topic(spec.topic, key_type=bytes, value_type=bytes,
-                            key_serializer="raw", value_serializer="raw", allow_empty=True)
+        channel = app.topic(
+            spec.topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
         app.agent(channel, name=f"tidemark.{spec.table}")(make_agent(spec))
 
     @app.on_partitions_revoked.connect
@@ -280,8 +329,12 @@ def build_app(settings: WorkerSettings, *, lake_factory: Callable[[str], Any],
                 # drops what is below its offset and asks to seek back if above it.
                 lane = await loop.run_in_executor(pool, registry.get, tp.topic, tp.partition)
                 consumer.request_seek(tp, lane.next_offset)
-                log.info("assigned %s/%s: the lake holds offsets below %s",
-                         tp.topic, tp.partition, lane.next_offset)
+                log.info(
+                    "assigned %s/%s: the lake holds offsets below %s",
+                    tp.topic,
+                    tp.partition,
+                    lane.next_offset,
+                )
         write_stats()
 
     @app.timer(interval=max(settings.max_latency_s, 0.5))

@@ -131,15 +131,20 @@ def _records(batch: Sequence[Any]) -> list[KafkaRecord]:
 def install(app: Any) -> BulkConsumer:
     """Give `app` a `BulkConsumer` (before the worker starts)."""
     consumer = BulkConsumer(
-        app.transport, callback=app.topics.on_message, loop=app.transport.loop,
+        app.transport,
+        callback=app.topics.on_message,
+        loop=app.transport.loop,
         on_partitions_revoked=app._on_partitions_revoked,
-        on_partitions_assigned=app._on_partitions_assigned, beacon=app.beacon)
+        on_partitions_assigned=app._on_partitions_assigned,
+        beacon=app.beacon,
+    )
     app.consumer = consumer
     return consumer
 
 
-async def take(inbox: Inbox, *, max_events: int, within: float,
-               on_first: Callable[[], None] | None = None) -> dict[int, list[KafkaRecord]]:
+async def take(
+    inbox: Inbox, *, max_events: int, within: float, on_first: Callable[[], None] | None = None
+) -> dict[int, list[KafkaRecord]]:
     """Up to about `max_events` records (whole fetches) within `within` seconds of the first:
     `stream.take`'s contract, a fetch at a time. `on_first` is called when the first arrives."""
     partition, records = await inbox.get()

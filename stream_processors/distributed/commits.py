@@ -61,8 +61,9 @@ def refresh_logs(lake: Any) -> None:
 
 
 @contextmanager
-def recording(lake: Any, table: str, layers: frozenset[Layer],
-              lanes: Sequence[tuple[RecordedLane, int]]) -> Iterator[None]:
+def recording(
+    lake: Any, table: str, layers: frozenset[Layer], lanes: Sequence[tuple[RecordedLane, int]]
+) -> Iterator[None]:
     """Commits of `table` in this block record each lane's offset in every layer.
 
     The first lane's app id is the commit's own (the sinks skip a batch that it already
@@ -83,8 +84,11 @@ def recording(lake: Any, table: str, layers: frozenset[Layer],
         # Positions of several partitions interleave: the changelog's table-wide "drop at or
         # below the last position" must not apply (the lanes' offsets drop replays).
         swap(handle, "_position", None)
-        swap(handle, "extra_transactions", {
-            lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]})
+        swap(
+            handle,
+            "extra_transactions",
+            {lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]},
+        )
     letters = dict(lake.dead_letters._handles)
     if first.lane_app != lake.app_id:  # a shared lake: its batch log and dead letters too
         for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
@@ -99,23 +103,32 @@ def recording(lake: Any, table: str, layers: frozenset[Layer],
             lake.dead_letters._handles = letters  # drop handles opened under the lane's id
 
 
-def write_batch(lake: Any, table: str, layers: frozenset[Layer],
-                lanes: Sequence[tuple[RecordedLane, int]], batch_id: int,
-                tables: Sequence[MilestonedTable], letters: Sequence[Any]) -> None:
+def write_batch(
+    lake: Any,
+    table: str,
+    layers: frozenset[Layer],
+    lanes: Sequence[tuple[RecordedLane, int]],
+    batch_id: int,
+    tables: Sequence[MilestonedTable],
+    letters: Sequence[Any],
+) -> None:
     """The batch's dead letters and tables, each commit recording every lane's offset."""
     with recording(lake, table, layers, lanes):
         if letters:
             lake.write_dead_letters(letters, batch_id=batch_id)
         if tables:
             lake.commit_batch(
-                batch_id, tables,
+                batch_id,
+                tables,
                 source_positions={t.table: t.last_position for t in tables},
                 started_at=datetime.now(UTC),
-                layers={t.table: layers for t in tables})
+                layers={t.table: layers for t in tables},
+            )
 
 
-def milestone_tables(lake: Any, changes: Mapping[str, TableChanges], batch_id: int,
-                     layers: frozenset[Layer]) -> list[MilestonedTable]:
+def milestone_tables(
+    lake: Any, changes: Mapping[str, TableChanges], batch_id: int, layers: frozenset[Layer]
+) -> list[MilestonedTable]:
     """The core over each table's events, against the open versions the lake holds."""
     out = []
     now = datetime.now(UTC)
@@ -123,24 +136,30 @@ def milestone_tables(lake: Any, changes: Mapping[str, TableChanges], batch_id: i
         events = change.events
         if events.num_rows == 0:
             continue
-        keys = events.select(list(change.key_columns)).group_by(
-            list(change.key_columns)).aggregate([])
+        keys = (
+            events.select(list(change.key_columns)).group_by(list(change.key_columns)).aggregate([])
+        )
         current = lake.current_versions(table, keys, layers)
         out.append(milestone(change, current, batch_id=batch_id, ingested_at=now))
     return out
 
 
-def pin_bucketing(lake: Any, sink_of: Callable[[Layer], Any],
-                  layers: frozenset[Layer], tables: Sequence[MilestonedTable], *,
-                  partition_buckets: bool, pin: Callable[[Bucketing], Bucketing]) -> None:
+def pin_bucketing(
+    lake: Any,
+    sink_of: Callable[[Layer], Any],
+    layers: frozenset[Layer],
+    tables: Sequence[MilestonedTable],
+    *,
+    partition_buckets: bool,
+    pin: Callable[[Bucketing], Bucketing],
+) -> None:
     """Give the live/forensic writers the table's bucketing with `pin` applied to buckets
     that follow the partition; a new table gets such buckets when `partition_buckets`."""
     for layer in (Layer.LIVE, Layer.FORENSIC):  # both: lookups read either
         sink = sink_of(layer)
         bucketing = sink.bucketing or Bucketing.from_json(sink.handle.description)
         if bucketing is None and tables and partition_buckets and layer in layers:
-            sample = tables[0].live_upserts if layer is Layer.LIVE else \
-                tables[0].forensic_inserts
+            sample = tables[0].live_upserts if layer is Layer.LIVE else tables[0].forensic_inserts
             extra = {"range_size": lake.range_size} if lake.range_size else {}
             bucketing = pin(Bucketing.for_keys(sample.schema, tables[0].key_columns, **extra))
         if bucketing is not None and bucketing.kind == "partition":

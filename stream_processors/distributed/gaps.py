@@ -15,17 +15,22 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def kafka_gap_verifier(bootstrap: str, *, timeout_s: float = 5.0
-                       ) -> Callable[[str, int, int], int | None]:
+def kafka_gap_verifier(
+    bootstrap: str, *, timeout_s: float = 5.0
+) -> Callable[[str, int, int], int | None]:
     """A `verify_gap(topic, partition, offset) -> first existing offset >= offset | None`."""
 
     def verify(topic: str, partition: int, offset: int) -> int | None:
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer: Any = Consumer({"bootstrap.servers": bootstrap,
-                                  "group.id": "tidemark-gap-check",
-                                  "enable.auto.commit": False,
-                                  "auto.offset.reset": "earliest"})
+        consumer: Any = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "tidemark-gap-check",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
         try:
             consumer.assign([TopicPartition(topic, partition, offset)])
             for message in consumer.consume(1, timeout=timeout_s):

@@ -88,9 +88,16 @@ class TopicGroup:
         partition_buckets: a new table gets live/forensic buckets that follow the partition.
     """
 
-    def __init__(self, spec: SourceTopic, *, lake: Any, layers: frozenset[Layer],
-                 decode: Callable[[Sequence[Any]], Any], outputs: Any = None,
-                 partition_buckets: bool = True) -> None:
+    def __init__(
+        self,
+        spec: SourceTopic,
+        *,
+        lake: Any,
+        layers: frozenset[Layer],
+        decode: Callable[[Sequence[Any]], Any],
+        outputs: Any = None,
+        partition_buckets: bool = True,
+    ) -> None:
         self.spec = spec
         self.lake = lake
         self.layers = frozenset(layers)
@@ -142,13 +149,17 @@ class TopicGroup:
             sink.handle.refresh()
             dt = sink.handle.dt
             version = None if dt is None else dt.version()
-            if (version != self._seen.get(layer) and hasattr(sink, "rows")
-                    and not _own_buckets(sink)):
+            if (
+                version != self._seen.get(layer)
+                and hasattr(sink, "rows")
+                and not _own_buckets(sink)
+            ):
                 sink.rows.clear()  # another worker wrote shared buckets
             self._seen[layer] = version
 
-    def _unmoved(self, ready: Sequence[tuple[PartitionLane, int]], outcome: GroupOutcome
-                 ) -> list[tuple[PartitionLane, list[KafkaRecord], int]]:
+    def _unmoved(
+        self, ready: Sequence[tuple[PartitionLane, int]], outcome: GroupOutcome
+    ) -> list[tuple[PartitionLane, list[KafkaRecord], int]]:
         """The lanes whose lake offsets are still where they left them (zombie check)."""
         out = []
         for lane, count in ready:
@@ -157,8 +168,14 @@ class TopicGroup:
             offsets = [offset_of(lane.applied(layer)) for layer in self.layers]
             low, high = min(offsets), max(offsets)
             if low != lane.committed or high not in (lane.committed, end):
-                log.warning("lane %s: the lake moved to offsets %s..%s under us (expected "
-                            "%s); dropping its records", lane.name, low, high, lane.committed)
+                log.warning(
+                    "lane %s: the lake moved to offsets %s..%s under us (expected "
+                    "%s); dropping its records",
+                    lane.name,
+                    low,
+                    high,
+                    lane.committed,
+                )
                 outcome.seeks[lane.partition] = lane.sync()
                 continue
             out.append((lane, chunk, end))
@@ -175,13 +192,13 @@ class TopicGroup:
         changes, letters, partitions = self._decode(lanes)
         outcome.timed("decode", time.perf_counter() - mark)
         batch_id = batch_id_of(lanes[0][2], lanes[0][0].partition)
-        shared = not all(_own_buckets(self.lake.sink(self.spec.table, layer))
-                         for layer in self.layers)
+        shared = not all(
+            _own_buckets(self.lake.sink(self.spec.table, layer)) for layer in self.layers
+        )
         with _table_lock(self.spec.table) if shared else nullcontext():
-            tables = self._commit_locked(lanes, batch_id, changes, letters, partitions,
-                                         outcome)
+            tables = self._commit_locked(lanes, batch_id, changes, letters, partitions, outcome)
         for lane, chunk, end in lanes:
-            lane._pending = lane._pending[len(chunk):]
+            lane._pending = lane._pending[len(chunk) :]
             if tables:
                 lane.committed = end
             lane._seen = dict(self._seen)
@@ -194,12 +211,23 @@ class TopicGroup:
         outcome.batches += 1 if tables else 0
         outcome.dead_letters += len(letters)
         outcome.commit_seconds.append(time.perf_counter() - started)
-        log.info("topic %s: batch %s committed (%s partitions, %s records)", self.spec.topic,
-                 batch_id, len(lanes), sum(len(c) for _, c, _ in lanes))
+        log.info(
+            "topic %s: batch %s committed (%s partitions, %s records)",
+            self.spec.topic,
+            batch_id,
+            len(lanes),
+            sum(len(c) for _, c, _ in lanes),
+        )
 
-    def _commit_locked(self, lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]],
-                       batch_id: int, changes: Mapping[str, TableChanges], letters: list[Any],
-                       partitions: pa.Table, outcome: GroupOutcome) -> list[MilestonedTable]:
+    def _commit_locked(
+        self,
+        lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]],
+        batch_id: int,
+        changes: Mapping[str, TableChanges],
+        letters: list[Any],
+        partitions: pa.Table,
+        outcome: GroupOutcome,
+    ) -> list[MilestonedTable]:
         # Milestoned once: a retry must not milestone again, since the layers that did
         # commit would make the batch's own events look like replays. Other workers cannot
         # change the versions it read (their keys are in other partitions).
@@ -211,13 +239,24 @@ class TopicGroup:
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             try:
-                write_batch(self.lake, self.spec.table, self.layers,
-                            [(lane, end) for lane, _, end in lanes], batch_id, tables, letters)
+                write_batch(
+                    self.lake,
+                    self.spec.table,
+                    self.layers,
+                    [(lane, end) for lane, _, end in lanes],
+                    batch_id,
+                    tables,
+                    letters,
+                )
             except Exception as exc:
                 if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
                     raise
-                log.warning("topic %s: batch %s conflicted (attempt %s); retrying",
-                            self.spec.topic, batch_id, attempt)
+                log.warning(
+                    "topic %s: batch %s conflicted (attempt %s); retrying",
+                    self.spec.topic,
+                    batch_id,
+                    attempt,
+                )
                 time.sleep(0.05 * attempt)
                 self._refresh()
                 refresh_logs(self.lake)
@@ -229,8 +268,9 @@ class TopicGroup:
             self._seen[layer] = None if dt is None else dt.version()
         return tables
 
-    def _decode(self, lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]]
-                ) -> tuple[dict[str, TableChanges], list[Any], pa.Table]:
+    def _decode(
+        self, lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]]
+    ) -> tuple[dict[str, TableChanges], list[Any], pa.Table]:
         """Decode each lane's chunk; merge per table; a key -> partition table."""
         parts: dict[str, list[pa.Table]] = {}
         keys: dict[str, tuple[str, ...]] = {}
@@ -247,16 +287,24 @@ class TopicGroup:
                 keys[name] = change.key_columns
                 if name == self.spec.table and change.key_columns:
                     owned = events.select(list(change.key_columns))
-                    owners.append(owned.append_column(
-                        _PART, pa.repeat(pa.scalar(lane.partition, pa.int64()),
-                                         owned.num_rows)))
+                    owners.append(
+                        owned.append_column(
+                            _PART, pa.repeat(pa.scalar(lane.partition, pa.int64()), owned.num_rows)
+                        )
+                    )
         changes = {}
         for name, tables in parts.items():
-            events = tables[0] if len(tables) == 1 else pa.concat_tables(
-                tables, promote_options="permissive").sort_by(POSITION)
+            events = (
+                tables[0]
+                if len(tables) == 1
+                else pa.concat_tables(tables, promote_options="permissive").sort_by(POSITION)
+            )
             changes[name] = TableChanges(name, keys[name], events)
-        partitions = pa.concat_tables(owners, promote_options="permissive") if owners else \
-            pa.table({_PART: pa.array([], pa.int64())})
+        partitions = (
+            pa.concat_tables(owners, promote_options="permissive")
+            if owners
+            else pa.table({_PART: pa.array([], pa.int64())})
+        )
         if owners:
             partitions = partitions.group_by(partitions.column_names).aggregate([])
         return changes, letters, partitions
@@ -264,9 +312,14 @@ class TopicGroup:
     def _pin_buckets(self, partitions: pa.Table, tables: Sequence[MilestonedTable]) -> None:
         """Each row in the buckets of its own partition (a new table's buckets follow them)."""
         lookup = _partition_lookup(partitions)
-        pin_bucketing(self.lake, lambda layer: self.lake.sink(self.spec.table, layer),
-                      self.layers, tables, partition_buckets=self.partition_buckets,
-                      pin=lambda b: b.by_partitions(lookup))
+        pin_bucketing(
+            self.lake,
+            lambda layer: self.lake.sink(self.spec.table, layer),
+            self.layers,
+            tables,
+            partition_buckets=self.partition_buckets,
+            pin=lambda b: b.by_partitions(lookup),
+        )
 
 
 def _partition_lookup(partitions: pa.Table) -> Callable[[pa.Table, Sequence[str]], pa.Array]:
@@ -277,8 +330,9 @@ def _partition_lookup(partitions: pa.Table) -> Callable[[pa.Table, Sequence[str]
         rows = rows.append_column(_ROW, pa.array(range(rows.num_rows), pa.int64()))
         joined = rows.join(partitions, list(key_columns), join_type="left outer")
         if joined.num_rows != rows.num_rows:
-            raise ValueError("a key is in two Kafka partitions in one batch; was the topic "
-                             "repartitioned?")
+            raise ValueError(
+                "a key is in two Kafka partitions in one batch; was the topic repartitioned?"
+            )
         found = joined.sort_by(_ROW).column(_PART)
         if found.null_count:
             raise ValueError("a key of the batch has no Kafka partition")

@@ -49,6 +49,7 @@ from tidemark.kernel.records import RawRecord
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
     """One consumed record of the lane's partition."""
@@ -112,12 +113,20 @@ class PartitionLane:
             (`group.py`); None when `lake` is the lane's own (its app id is the prefix).
     """
 
-    def __init__(self, spec: SourceTopic, partition: int, *, lake: Any,
-                 layers: frozenset[Layer], outputs: Outputs | None = None,
-                 gate: TxGate | None = None, partition_buckets: bool = True,
-                 verify_gap: Callable[[str, int, int], int | None] | None = None,
-                 decode: Callable[..., Any] | None = None, lane_app: str | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        spec: SourceTopic,
+        partition: int,
+        *,
+        lake: Any,
+        layers: frozenset[Layer],
+        outputs: Outputs | None = None,
+        gate: TxGate | None = None,
+        partition_buckets: bool = True,
+        verify_gap: Callable[[str, int, int], int | None] | None = None,
+        decode: Callable[..., Any] | None = None,
+        lane_app: str | None = None,
+    ) -> None:
         if decode is None:
             decode = lane_decoder(spec)
         # `lane_app`: the lane's txn app id prefix when `lake` is shared by the lanes of a
@@ -183,8 +192,11 @@ class PartitionLane:
             handle = sink.handle
             handle.refresh()
             version = None if handle.dt is None else handle.dt.version()
-            if (version != self._seen.get(layer) and hasattr(sink, "rows")
-                    and not _own_buckets(sink)):
+            if (
+                version != self._seen.get(layer)
+                and hasattr(sink, "rows")
+                and not _own_buckets(sink)
+            ):
                 sink.rows.clear()
             self._seen[layer] = version
             versions.append(offset_of(self.applied(layer)))
@@ -203,8 +215,13 @@ class PartitionLane:
         self._pending.clear()
         self._awaiting = None
         if self.boundary:
-            log.warning("lane %s: layers at offsets %s..%s after a crash; replaying exactly "
-                        "that range first", self.name, low, high)
+            log.warning(
+                "lane %s: layers at offsets %s..%s after a crash; replaying exactly "
+                "that range first",
+                self.name,
+                low,
+                high,
+            )
         return low
 
     # -- consuming -------------------------------------------------------------------------
@@ -222,15 +239,21 @@ class PartitionLane:
             if record.offset < self.next_offset:
                 continue  # a replay: already applied or already pending
             if record.offset > self.next_offset:
-                if (self._awaiting == self.next_offset
-                        and time.monotonic() - self._awaiting_since < 5.0):
+                if (
+                    self._awaiting == self.next_offset
+                    and time.monotonic() - self._awaiting_since < 5.0
+                ):
                     return None  # fetched before our seek: drop, the re-read is coming
                 first = self._real_gap(record.offset)
                 if first is None:
                     return self._seek_back(record.offset)
-                log.warning("lane %s: offsets %s..%s do not exist (compaction or "
-                            "transaction markers); going on", self.name, self.next_offset,
-                            first - 1)
+                log.warning(
+                    "lane %s: offsets %s..%s do not exist (compaction or "
+                    "transaction markers); going on",
+                    self.name,
+                    self.next_offset,
+                    first - 1,
+                )
                 if record.offset > first:
                     return self._seek_back(record.offset)
             self._pending.append(record)
@@ -241,8 +264,12 @@ class PartitionLane:
     def _seek_back(self, got: int) -> int | None:
         """Ask for a seek back; `admit` drops stale records for 5 s before asking again."""
         now = time.monotonic()
-        log.warning("lane %s: gap, got offset %s, expected %s; seeking back", self.name, got,
-                    self.next_offset)
+        log.warning(
+            "lane %s: gap, got offset %s, expected %s; seeking back",
+            self.name,
+            got,
+            self.next_offset,
+        )
         self._awaiting, self._awaiting_since = self.next_offset, now
         return self.next_offset
 
@@ -302,8 +329,9 @@ class PartitionLane:
         with _table_lock(self.spec.table):
             return self._commit_locked(chunk, end, decoded, outcome, started)
 
-    def _commit_locked(self, chunk: list[KafkaRecord], end: int, decoded: Any,
-                       outcome: LaneOutcome, started: float) -> bool:
+    def _commit_locked(
+        self, chunk: list[KafkaRecord], end: int, decoded: Any, outcome: LaneOutcome, started: float
+    ) -> bool:
         batch_id = batch_id_of(end, self.partition)
         letters = list(decoded.dead_letters)
         tables: list[MilestonedTable] = []
@@ -313,9 +341,15 @@ class PartitionLane:
             low, high = self.lake_offsets()
             outcome.timed("refresh", time.perf_counter() - mark)
             if low != self.committed or high not in (self.committed, end):
-                log.warning("lane %s: the lake moved to offsets %s..%s under us (expected %s);"
-                            " dropping batch %s", self.name, low, high, self.committed,
-                            end)
+                log.warning(
+                    "lane %s: the lake moved to offsets %s..%s under us (expected %s);"
+                    " dropping batch %s",
+                    self.name,
+                    low,
+                    high,
+                    self.committed,
+                    end,
+                )
                 return False
             if milestoned is None:  # once: on a retry, layers that did commit would make
                 # the batch's own events look like replays
@@ -327,13 +361,24 @@ class PartitionLane:
             tables = milestoned
             mark = time.perf_counter()
             try:
-                write_batch(self.lake, self.spec.table, self.layers, [(self, end)], batch_id,
-                            tables, letters)
+                write_batch(
+                    self.lake,
+                    self.spec.table,
+                    self.layers,
+                    [(self, end)],
+                    batch_id,
+                    tables,
+                    letters,
+                )
             except Exception as exc:
                 if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
                     raise
-                log.warning("lane %s: batch %s conflicted (attempt %s); retrying",
-                            self.name, batch_id, attempt)
+                log.warning(
+                    "lane %s: batch %s conflicted (attempt %s); retrying",
+                    self.name,
+                    batch_id,
+                    attempt,
+                )
                 time.sleep(0.05 * attempt)
                 refresh_logs(self.lake)
                 continue
@@ -358,9 +403,14 @@ class PartitionLane:
 
     def _pin_buckets(self, tables: Sequence[MilestonedTable]) -> None:
         """This partition pinned in the table's bucketing (a new table's buckets follow it)."""
-        pin_bucketing(self.lake, self._sink, self.layers, tables,
-                      partition_buckets=self.partition_buckets,
-                      pin=lambda b: b.by_partition(self.partition))
+        pin_bucketing(
+            self.lake,
+            self._sink,
+            self.layers,
+            tables,
+            partition_buckets=self.partition_buckets,
+            pin=lambda b: b.by_partition(self.partition),
+        )
 
     def close(self) -> None:
         if self._owns_lake:
@@ -370,10 +420,15 @@ class PartitionLane:
 def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> list[RawRecord]:
     """Kafka records as the decoder takes them (enveloped JSON text, origin = offset)."""
     origin = f"kafka:{topic}/{partition}@"
-    return [RawRecord(topic,
-                      None if r.key is None else r.key.decode("utf-8", "replace"),
-                      None if r.value is None else r.value.decode("utf-8", "replace"),
-                      f"{origin}{r.offset}") for r in chunk]
+    return [
+        RawRecord(
+            topic,
+            None if r.key is None else r.key.decode("utf-8", "replace"),
+            None if r.value is None else r.value.decode("utf-8", "replace"),
+            f"{origin}{r.offset}",
+        )
+        for r in chunk
+    ]
 
 
 def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:

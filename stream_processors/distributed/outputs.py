@@ -59,8 +59,9 @@ def live_messages(table: MilestonedTable) -> list[tuple[bytes, bytes | None]]:
     return out
 
 
-def ensure_topics(bootstrap: str, *, dead_letters: str, live: Sequence[str],
-                  partitions: int = 1) -> None:
+def ensure_topics(
+    bootstrap: str, *, dead_letters: str, live: Sequence[str], partitions: int = 1
+) -> None:
     """Create the output topics that are missing: live topics compacted (the current row
     per key survives, deleted keys vanish after their tombstone), dead letters plain."""
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -68,16 +69,25 @@ def ensure_topics(bootstrap: str, *, dead_letters: str, live: Sequence[str],
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=15).topics)
     wanted = [NewTopic(dead_letters, num_partitions=partitions, replication_factor=-1)]
-    wanted += [NewTopic(t, num_partitions=partitions, replication_factor=-1,
-                        config={"cleanup.policy": "compact"}) for t in live]
+    wanted += [
+        NewTopic(
+            t,
+            num_partitions=partitions,
+            replication_factor=-1,
+            config={"cleanup.policy": "compact"},
+        )
+        for t in live
+    ]
     missing = [t for t in wanted if t.topic not in existing]
     for topic, future in admin.create_topics(missing).items() if missing else []:
         try:
             future.result(timeout=15)
         except Exception as exc:  # created meanwhile by another worker: fine
             if "already exists" not in str(exc).lower():
-                raise OutputUnavailable(f"cannot create topic `{topic}`: {exc}",
-                                        hint="create it by hand or check broker ACLs") from exc
+                raise OutputUnavailable(
+                    f"cannot create topic `{topic}`: {exc}",
+                    hint="create it by hand or check broker ACLs",
+                ) from exc
             log.debug("topic %s appeared meanwhile", topic)
 
 
@@ -95,15 +105,21 @@ class KafkaOutputs:
 
         self.pipeline = pipeline
         self.live_prefix = live_prefix
-        self._producer: Any = Producer({"bootstrap.servers": bootstrap,
-                                        "enable.idempotence": True, "linger.ms": 5})
+        self._producer: Any = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
+        )
 
     def dead_letters(self, letters: Sequence[Any]) -> None:
         topic = dead_letter_topic(self.pipeline)
         for letter in letters:
-            body = {"table": letter.table, "reason": letter.reason, "origin": letter.origin,
-                    "position": letter.position, "raw_key": letter.raw_key,
-                    "raw_value": letter.raw_value}
+            body = {
+                "table": letter.table,
+                "reason": letter.reason,
+                "origin": letter.origin,
+                "position": letter.position,
+                "raw_key": letter.raw_key,
+                "raw_value": letter.raw_value,
+            }
             key = None if letter.raw_key is None else letter.raw_key.encode()
             self._producer.produce(topic, key=key, value=orjson.dumps(body))
         self._flush()
@@ -120,8 +136,10 @@ class KafkaOutputs:
     def _flush(self) -> None:
         left = self._producer.flush(30)
         if left:
-            raise OutputUnavailable(f"`{left}` message(s) not delivered to Kafka within 30s",
-                                    hint="check the brokers; the batch is replayed on restart")
+            raise OutputUnavailable(
+                f"`{left}` message(s) not delivered to Kafka within 30s",
+                hint="check the brokers; the batch is replayed on restart",
+            )
 
     def close(self) -> None:
         self._producer.flush(10)

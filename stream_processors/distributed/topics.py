@@ -65,9 +65,19 @@ def source_topics(sources: Iterable[SourceLike]) -> list[SourceTopic]:
         kind: SourceKind = "sqlserver" if source.kind == "sqlserver" else "postgres"
         database = urlsplit(source.dsn).path.lstrip("/")
         for table in source.tables:
-            topic = (f"{source.name}.{database}.{table}" if kind == "sqlserver"
-                     else f"{source.name}.{table}")
+            topic = (
+                f"{source.name}.{database}.{table}"
+                if kind == "sqlserver"
+                else f"{source.name}.{table}"
+            )
             keys = source.keys.get(table) if source.keys else None
-            out.append(SourceTopic(topic, f"{source.name}.{table}", source.name, kind,
-                                   tuple(keys) if keys else None))
+            out.append(
+                SourceTopic(
+                    topic,
+                    f"{source.name}.{table}",
+                    source.name,
+                    kind,
+                    tuple(keys) if keys else None,
+                )
+            )
     return out

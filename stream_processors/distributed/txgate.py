@@ -100,9 +100,13 @@ class TransactionGate:
             return count
         since = self._held_since.setdefault(lane, time.monotonic())
         if time.monotonic() - since > self.max_hold_s:
-            log.warning("lane %s (%s): no END marker for %s record(s) after %.0fs; "
-                        "committing them anyway", lane, table, len(records) - count,
-                        self.max_hold_s)
+            log.warning(
+                "lane %s (%s): no END marker for %s record(s) after %.0fs; committing them anyway",
+                lane,
+                table,
+                len(records) - count,
+                self.max_hold_s,
+            )
             self._held_since.pop(lane, None)
             return len(records)
         return count
@@ -129,13 +133,21 @@ class TransactionTopicReader:
     def _run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer: Any = Consumer({"bootstrap.servers": self.bootstrap,
-                                  "group.id": "tidemark-txgate-unused",
-                                  "enable.auto.commit": False})
+        consumer: Any = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "tidemark-txgate-unused",
+                "enable.auto.commit": False,
+            }
+        )
         try:
             metadata = consumer.list_topics(timeout=10)
-            parts = [TopicPartition(t, p, 0) for t in self.topics if t in metadata.topics
-                     for p in metadata.topics[t].partitions]
+            parts = [
+                TopicPartition(t, p, 0)
+                for t in self.topics
+                if t in metadata.topics
+                for p in metadata.topics[t].partitions
+            ]
             missing = [t for t in self.topics if t not in metadata.topics]
             if missing:
                 log.info("no transaction topic %s yet; records of it are not held", missing)

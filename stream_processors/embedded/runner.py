@@ -244,8 +244,11 @@ class EmbeddedRunner:
             # each commit has a fixed cost, and the events are late anyway.
             backlog = source.engine is not None and source.engine.backlogged
             self._commit_due(stop, latency=not backlog)
-        self._commit_due(stop, force=self.pending_events >= self.max_pending,
-                         latency=not any(s.engine and s.engine.backlogged for s in self._sources))
+        self._commit_due(
+            stop,
+            force=self.pending_events >= self.max_pending,
+            latency=not any(s.engine and s.engine.backlogged for s in self._sources),
+        )
 
     def _poll(self, source: _Open, stop: threading.Event) -> list[RawRecord]:
         backoff = self.settings.backoff_initial_s
@@ -301,8 +304,11 @@ class EmbeddedRunner:
         if decoded.changes:
             self.idle_since = None
         self._batcher.add(decoded, source=source.spec.name)
-        if (self._batcher.pending_events == 0 and not decoded.dead_letters
-                and not self._inflight.busy):
+        if (
+            self._batcher.pending_events == 0
+            and not decoded.dead_letters
+            and not self._inflight.busy
+        ):
             self._acknowledge_idle(source)
 
     def _commit_due(
@@ -328,8 +334,9 @@ class EmbeddedRunner:
             self._settle()
 
     # -- one batch -----------------------------------------------------------------------
-    def _start(self, batch: PipelineBatch, stop: threading.Event, *, stopping: bool = False
-               ) -> None:
+    def _start(
+        self, batch: PipelineBatch, stop: threading.Event, *, stopping: bool = False
+    ) -> None:
         self._inflight.start(batch, lambda: self._apply_retrying(batch, stop, stopping))
 
     def _apply_retrying(
@@ -365,7 +372,10 @@ class EmbeddedRunner:
         self.stats.last = report
         logger.info(
             "batch %d committed: %d events, %d tx (%s)",
-            batch.batch_id, batch.event_count, batch.tx_count, batch.closed_by,
+            batch.batch_id,
+            batch.event_count,
+            batch.tx_count,
+            batch.closed_by,
         )
         if self.on_batch is not None:
             self.on_batch(report)
@@ -389,8 +399,13 @@ class EmbeddedRunner:
                     applied_position=self.lake.applied_position(name, layers),
                 )
             except TerminalError as exc:  # e.g. a column type the lake's cannot take
-                logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
-                             batch.batch_id, name, exc.message, changes.events.num_rows)
+                logger.error(
+                    "batch %d, table %s: %s; its %d events go to the dead letters",
+                    batch.batch_id,
+                    name,
+                    exc.message,
+                    changes.events.num_rows,
+                )
                 letters += rows_as_dead_letters(
                     name, changes.key_columns, changes.events, exc.message
                 )
@@ -427,8 +442,13 @@ class EmbeddedRunner:
                     raise
                 refused.add(table)
                 failed = next(t for t in tables if t.table == table)
-                logger.error("batch %d, table %s: %s; its %d events go to the dead letters",
-                             batch.batch_id, table, exc.message, failed.changelog.num_rows)
+                logger.error(
+                    "batch %d, table %s: %s; its %d events go to the dead letters",
+                    batch.batch_id,
+                    table,
+                    exc.message,
+                    failed.changelog.num_rows,
+                )
                 letters += rows_as_dead_letters(
                     table, failed.key_columns, failed.changelog, exc.message
                 )
@@ -447,9 +467,10 @@ class EmbeddedRunner:
             position = batch.positions.get(source.spec.name)
             idle = self._batcher.pending_events == 0
             covered = [
-                c for c in source.chunks
-                if idle or (position is not None and c.position is not None
-                            and c.position <= position)
+                c
+                for c in source.chunks
+                if idle
+                or (position is not None and c.position is not None and c.position <= position)
             ]
             if not covered or source.engine is None:
                 continue
@@ -465,11 +486,15 @@ class EmbeddedRunner:
 
     def _report(self, batch: PipelineBatch, started: datetime, result: Any) -> BatchReport:
         stamps = [
-            t.events.column(SOURCE_TS) for t in batch.changes.values()
+            t.events.column(SOURCE_TS)
+            for t in batch.changes.values()
             if SOURCE_TS in t.events.column_names
         ]
-        every = pa.chunked_array([s for s in stamps for s in s.chunks], pa.timestamp("us", "UTC")) \
-            if stamps else None
+        every = (
+            pa.chunked_array([s for s in stamps for s in s.chunks], pa.timestamp("us", "UTC"))
+            if stamps
+            else None
+        )
         highest = pc.max(every).as_py() if every is not None and len(every) else None
         committed = getattr(result, "committed_at", None) or datetime.now(UTC)
         return BatchReport(

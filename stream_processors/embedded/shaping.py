@@ -71,6 +71,10 @@ def drop_redelivered(changes: TableChanges, batch_id: int) -> TableChanges:
         if position not in seen:
             seen.add(position)
             keep.append(index)
-    logger.warning("batch %d, table %s: dropped %d re-delivered event(s)",
-                   batch_id, changes.table, events.num_rows - len(keep))
+    logger.warning(
+        "batch %d, table %s: dropped %d re-delivered event(s)",
+        batch_id,
+        changes.table,
+        events.num_rows - len(keep),
+    )
     return TableChanges(changes.table, changes.key_columns, events.take(keep))

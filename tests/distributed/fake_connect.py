@@ -59,9 +59,15 @@ def _handler(state: FakeConnectState) -> type[BaseHTTPRequestHandler]:
                     return self._send(400, RECORDED["missing_connector_class"])
                 created = name not in state.connectors
                 state.connectors[name] = config
-                return self._send(201 if created else 200, {
-                    "name": name, "config": {**config, "name": name},
-                    "tasks": [{"connector": name, "task": 0}], "type": "source"})
+                return self._send(
+                    201 if created else 200,
+                    {
+                        "name": name,
+                        "config": {**config, "name": name},
+                        "tasks": [{"connector": name, "task": 0}],
+                        "type": "source",
+                    },
+                )
             if name not in state.connectors:
                 return self._send(404, missing)
             if rest == ["config"] and method == "GET":
@@ -70,10 +76,12 @@ def _handler(state: FakeConnectState) -> type[BaseHTTPRequestHandler]:
                 if name in state.recorded_status:
                     return self._send(200, {**state.recorded_status[name], "name": name})
                 task, trace = state.task_state.get(name, ("RUNNING", None))
-                body = {"name": name,
-                        "connector": {"state": "RUNNING", "worker_id": "connect:8083"},
-                        "tasks": [{"id": 0, "state": task, "worker_id": "connect:8083"}],
-                        "type": "source"}
+                body = {
+                    "name": name,
+                    "connector": {"state": "RUNNING", "worker_id": "connect:8083"},
+                    "tasks": [{"id": 0, "state": task, "worker_id": "connect:8083"}],
+                    "type": "source",
+                }
                 if trace:
                     body["tasks"][0]["trace"] = trace
                 return self._send(200, body)

@@ -20,27 +20,52 @@ __all__ = ["publish", "read_layer", "start_worker", "wait_for", "write_config"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, *, pipeline: str, lake: Path, dsn: str, tables: Sequence[str],
-                 bootstrap: str, source: str = "src", max_events: int = 5000,
-                 max_latency_ms: int = 300, live_prefix: str | None = None,
-                 group: str | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    pipeline: str,
+    lake: Path,
+    dsn: str,
+    tables: Sequence[str],
+    bootstrap: str,
+    source: str = "src",
+    max_events: int = 5000,
+    max_latency_ms: int = 300,
+    live_prefix: str | None = None,
+    group: str | None = None,
+) -> Path:
     kafka: dict = {"bootstrap": bootstrap}
     if live_prefix:
         kafka["live_topic_prefix"] = live_prefix
     if group:
         kafka["group"] = group
-    path.write_text(yaml.safe_dump({
-        "pipeline": pipeline, "lake": str(lake),
-        "sources": [{"name": source, "kind": "postgres", "dsn": dsn, "tables": list(tables)}],
-        "batching": {"max_events": max_events, "max_latency_ms": max_latency_ms},
-        "kafka": kafka}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": pipeline,
+                "lake": str(lake),
+                "sources": [
+                    {"name": source, "kind": "postgres", "dsn": dsn, "tables": list(tables)}
+                ],
+                "batching": {"max_events": max_events, "max_latency_ms": max_latency_ms},
+                "kafka": kafka,
+            }
+        )
+    )
     return path
 
 
-def start_worker(config: Path, workdir: Path, name: str, *, session_timeout: float = 6.0,
-                 extra: Sequence[str] = ()) -> WorkerProcess:
-    return _start_worker(config, workdir, name, session_timeout=session_timeout, extra=extra,
-                         cwd=ROOT)
+def start_worker(
+    config: Path,
+    workdir: Path,
+    name: str,
+    *,
+    session_timeout: float = 6.0,
+    extra: Sequence[str] = (),
+) -> WorkerProcess:
+    return _start_worker(
+        config, workdir, name, session_timeout=session_timeout, extra=extra, cwd=ROOT
+    )
 
 
 def wait_for(condition, *, timeout: float, what: str, workers: Sequence[WorkerProcess] = ()):

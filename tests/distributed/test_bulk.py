@@ -24,7 +24,9 @@ def test_take_gathers_fetches_per_partition_up_to_max_events():
         work = await take(inbox, max_events=10, within=5.0)
         # whole fetches: stops at the first that reaches max_events, never splits one
         assert {p: [r.offset for r in rs] for p, rs in work.items()} == {
-            0: list(range(8)), 1: [0, 1, 2]}
+            0: list(range(8)),
+            1: [0, 1, 2],
+        }
         assert inbox.records == 5
         rest = await take(inbox, max_events=10, within=0.05)  # time bound: returns early
         assert list(rest) == [2] and len(rest[2]) == 5
@@ -41,14 +43,18 @@ def test_a_full_inbox_holds_the_fetcher_until_records_are_taken():
         assert not blocked.done() and inbox.records == 6
         seen: list[float] = []
         started = time.monotonic()
-        work = await take(inbox, max_events=100, within=0.2,
-                          on_first=lambda: seen.append(time.monotonic()))
+        work = await take(
+            inbox, max_events=100, within=0.2, on_first=lambda: seen.append(time.monotonic())
+        )
         await asyncio.wait_for(blocked, 1.0)  # room again: the fetcher goes on
         assert seen and seen[0] - started < 0.1
         got = [r.offset for r in work[0]]
         assert got[:6] == list(range(6))
-        rest = [] if len(got) > 6 else [r.offset for r in (await take(
-            inbox, max_events=100, within=0.05))[0]]
+        rest = (
+            []
+            if len(got) > 6
+            else [r.offset for r in (await take(inbox, max_events=100, within=0.05))[0]]
+        )
         assert got[6:] + rest == list(range(6, 12))
 
     asyncio.run(main())

@@ -23,11 +23,27 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict = COMPOSE["services"]
 PIPELINE = ROOT / "config" / "compose" / "pipeline.yaml"
 
-EXPECTED = {"kafka", "connect", "postgres", "sqlserver", "sqlserver-init", "simulator-setup",
-            "sqlserver-cdc", "lake-store", "lake-init", "connectors-register", "worker",
-            "simulator-shop", "simulator-erp"}
-DATA_DIRS = {"kafka": "/var/lib/kafka/data", "postgres": "/var/lib/postgresql/data",
-             "sqlserver": "/var/opt/mssql", "lake-store": "/data"}
+EXPECTED = {
+    "kafka",
+    "connect",
+    "postgres",
+    "sqlserver",
+    "sqlserver-init",
+    "simulator-setup",
+    "sqlserver-cdc",
+    "lake-store",
+    "lake-init",
+    "connectors-register",
+    "worker",
+    "simulator-shop",
+    "simulator-erp",
+}
+DATA_DIRS = {
+    "kafka": "/var/lib/kafka/data",
+    "postgres": "/var/lib/postgresql/data",
+    "sqlserver": "/var/opt/mssql",
+    "lake-store": "/data",
+}
 
 
 def _env(service: str) -> dict[str, str]:
@@ -82,8 +98,9 @@ def test_sqlserver_2022_developer_with_agent():
     assert "mssql/server:2022" in spec["image"]
     env = _env("sqlserver")
     assert env["MSSQL_PID"] == "Developer" and env["MSSQL_AGENT_ENABLED"] == "true"
-    scripts = " ".join(" ".join(c) for s in ("sqlserver-init", "sqlserver-cdc")
-                       for c in _command_lines(s))
+    scripts = " ".join(
+        " ".join(c) for s in ("sqlserver-init", "sqlserver-cdc") for c in _command_lines(s)
+    )
     assert "/config/sqlserver/create_database.sql" in scripts
     assert "/config/sqlserver/enable_cdc.sql" in scripts
 
@@ -133,7 +150,7 @@ def test_every_referenced_file_exists():
             for arg in argv:
                 for dst, host in mounts.items():
                     if arg.startswith(dst + "/"):
-                        target = host / arg[len(dst) + 1:]
+                        target = host / arg[len(dst) + 1 :]
                         assert target.exists(), f"{name} references missing {arg} ({target})"
     assert (ROOT / "Dockerfile").is_file()
     for line in (ROOT / "Dockerfile").read_text().splitlines():
@@ -174,8 +191,12 @@ def test_tidemark_command_lines_parse(service, argv):
 def _rendered(secrets: str) -> dict[str, dict[str, str]]:
     from tidemark.commands.connectors import rendered
 
-    env = {"SHOP_PASSWORD": "pw-shop", "ERP_PASSWORD": "pw-erp", "LAKE_ACCESS_KEY": "k",
-           "LAKE_SECRET_KEY": "s"}
+    env = {
+        "SHOP_PASSWORD": "pw-shop",
+        "ERP_PASSWORD": "pw-erp",
+        "LAKE_ACCESS_KEY": "k",
+        "LAKE_SECRET_KEY": "s",
+    }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -189,14 +210,21 @@ def test_registered_connectors_are_what_render_produces():
     secrets = argv[argv.index("--secrets") + 1]
     configs = _rendered(secrets)
     assert set(configs) == {"compose-shop", "compose-erp"}
-    committed = {p.stem: json.loads(p.read_text())
-                 for p in sorted((ROOT / "config" / "connect").glob("*.json"))}
-    assert committed == configs, "config/connect/ is stale: run `tidemark connectors render " \
+    committed = {
+        p.stem: json.loads(p.read_text())
+        for p in sorted((ROOT / "config" / "connect").glob("*.json"))
+    }
+    assert committed == configs, (
+        "config/connect/ is stale: run `tidemark connectors render "
         "--config config/compose/pipeline.yaml --secrets env --out config/connect`"
+    )
     connect_env = _env("connect")
     for config in configs.values():
         for ref in re.findall(r"\$\{env:(\w+)\}", json.dumps(config)):
             assert ref in connect_env, f"Connect lacks env {ref}"
         assert "pw-shop" not in json.dumps(config) and "pw-erp" not in json.dumps(config)
-        assert config["schema.history.internal.kafka.bootstrap.servers" if
-                      "sqlserver" in config["connector.class"] else "topic.prefix"]
+        assert config[
+            "schema.history.internal.kafka.bootstrap.servers"
+            if "sqlserver" in config["connector.class"]
+            else "topic.prefix"
+        ]

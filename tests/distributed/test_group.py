@@ -21,15 +21,26 @@ ALL = frozenset(Layer)
 APP = "tidemark:g"
 
 
-def _group(root: Path, *, partitions=(0, 1), by_partition: bool = True,
-           layers: frozenset[Layer] = ALL) -> tuple[TopicGroup, dict[int, PartitionLane]]:
+def _group(
+    root: Path, *, partitions=(0, 1), by_partition: bool = True, layers: frozenset[Layer] = ALL
+) -> tuple[TopicGroup, dict[int, PartitionLane]]:
     lake = Lake(str(root), app_id=f"{APP}:{SPEC.topic}")
     decode = Decoder("postgres", {}).decode
-    lanes = {p: PartitionLane(SPEC, p, lake=lake, layers=layers, decode=decode,
-                              partition_buckets=by_partition,
-                              lane_app=f"{APP}:{SPEC.topic}:{p}") for p in partitions}
-    group = TopicGroup(SPEC, lake=lake, layers=layers, decode=decode,
-                       partition_buckets=by_partition)
+    lanes = {
+        p: PartitionLane(
+            SPEC,
+            p,
+            lake=lake,
+            layers=layers,
+            decode=decode,
+            partition_buckets=by_partition,
+            lane_app=f"{APP}:{SPEC.topic}:{p}",
+        )
+        for p in partitions
+    }
+    group = TopicGroup(
+        SPEC, lake=lake, layers=layers, decode=decode, partition_buckets=by_partition
+    )
     return group, lanes
 
 
@@ -48,7 +59,7 @@ def test_one_commit_per_layer_records_every_partitions_offset(tmp_path, records,
     group, lanes = _group(tmp_path, by_partition=by_partition)
     halves = _halves(records)
     for step in range(3):  # 3 batches of 4 records from each partition
-        out = group.apply({lanes[p]: halves[p][4 * step:4 * step + 4] for p in (0, 1)})
+        out = group.apply({lanes[p]: halves[p][4 * step : 4 * step + 4] for p in (0, 1)})
         assert out.events == 8 and out.batches == 1 and not out.seeks
     for layer in ("changelog", "live", "forensic"):
         assert _versions(tmp_path, layer) == 2  # versions 0, 1, 2: one commit per batch
@@ -63,8 +74,9 @@ def test_one_commit_per_layer_records_every_partitions_offset(tmp_path, records,
     _, again = _group(tmp_path, by_partition=by_partition)
     assert [again[p].lake_offsets() for p in (0, 1)] == [(12, 12), (12, 12)]
     # a lone lane (its own lake, the old layout) recovers the same offset
-    alone = PartitionLane(SPEC, 1, lake=Lake(str(tmp_path), app_id=f"{APP}:{SPEC.topic}:1"),
-                          layers=ALL)
+    alone = PartitionLane(
+        SPEC, 1, lake=Lake(str(tmp_path), app_id=f"{APP}:{SPEC.topic}:1"), layers=ALL
+    )
     assert alone.next_offset == 12
 
 
@@ -100,8 +112,7 @@ def test_a_zombie_partition_is_left_out_and_resynced(tmp_path, records):
     assert len(positions) == 12 == len(set(positions))
 
 
-def test_a_crash_between_layers_of_a_group_commit_is_completed_per_partition(tmp_path,
-                                                                              records):
+def test_a_crash_between_layers_of_a_group_commit_is_completed_per_partition(tmp_path, records):
     group, lanes = _group(tmp_path)
     halves = _halves(records)
     group.apply({lanes[0]: halves[0][:2], lanes[1]: halves[1][:2]})
@@ -143,9 +154,9 @@ def test_two_workers_creating_a_key_bucketed_table_at_once_lose_no_rows(tmp_path
     assert set(live.column("_tm_bucket").to_pylist()) == {0}  # one shared key bucket
 
 
-
 def test_a_conflict_after_the_layers_committed_is_retried_without_dropping_events(
-        tmp_path, records):
+    tmp_path, records
+):
     """The batch log lost a race after every layer committed: the retry skips the layers
     (their txns hold the batch), writes the log, and counts every event once."""
     from tidemark.sinks.errors import SinkCommitConflict

@@ -30,8 +30,12 @@ class Source:
     tables: tuple[str, ...]
 
 
-SHOP = Source("shop", "postgres", "postgresql://shop_user:s3cr%40t-pw@postgres:5432/shop",
-              ("public.customers", "public.orders"))
+SHOP = Source(
+    "shop",
+    "postgres",
+    "postgresql://shop_user:s3cr%40t-pw@postgres:5432/shop",
+    ("public.customers", "public.orders"),
+)
 ERP = Source("erp", "sqlserver", "mssql://sa:Erp-Pa55word!@sqlserver:1433/erp", ("dbo.items",))
 
 
@@ -96,7 +100,9 @@ def test_register_is_idempotent_and_status_and_delete():
         status = client.status("demo-shop")
         assert status.healthy and status.last_error is None
         connect.state.task_state["demo-shop"] = (
-            "FAILED", "io.debezium.DebeziumException: slot in use\n\tat x.y(Z.java:1)")
+            "FAILED",
+            "io.debezium.DebeziumException: slot in use\n\tat x.y(Z.java:1)",
+        )
         status = client.status("demo-shop")
         assert not status.healthy
         assert status.tasks[0].state == "FAILED"
@@ -114,8 +120,9 @@ def test_recorded_status_bodies():
     assert failed.last_error == "org.apache.kafka.common.errors.RecordTooLargeException"
     down = ConnectorStatus.from_json(RECORDED["status_connector_failed"])
     assert down.state == "FAILED" and down.tasks == ()
-    assert down.last_error.startswith("org.apache.kafka.connect.errors.ConnectException: "
-                                      "Unable to obtain valid replication slot")
+    assert down.last_error.startswith(
+        "org.apache.kafka.connect.errors.ConnectException: Unable to obtain valid replication slot"
+    )
     unassigned = ConnectorStatus.from_json(RECORDED["status_unassigned"])
     assert not unassigned.healthy and unassigned.last_error is None
 
@@ -153,9 +160,14 @@ def _cli(*args, env=None):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    return subprocess.run([sys.executable, "-m", "tidemark", *args], cwd=root,
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "tidemark", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_cli_render_register_status_delete(tmp_path):
@@ -163,13 +175,16 @@ def test_cli_render_register_status_delete(tmp_path):
     config.write_text(
         "pipeline: demo\nsources:\n  - name: shop\n    kind: postgres\n"
         "    dsn: postgresql://u:${SHOP_PW}@db:5432/shop\n    tables: [public.customers]\n"
-        "kafka:\n  bootstrap: kafka:9092\n")
+        "kafka:\n  bootstrap: kafka:9092\n"
+    )
     env = {"SHOP_PW": "Very-Secret-1"}
     rendered = _cli("connectors", "render", "--config", str(config), env=env)
     assert rendered.returncode == 0, rendered.stderr
     assert "Very-Secret-1" not in rendered.stdout
-    assert json.loads(rendered.stdout)["demo-shop"]["database.password"] == \
-        "${file:/secrets/tidemark.properties:shop.password}"
+    assert (
+        json.loads(rendered.stdout)["demo-shop"]["database.password"]
+        == "${file:/secrets/tidemark.properties:shop.password}"
+    )
     with FakeConnect() as connect:
         url = ["--connect-url", connect.url]
         first = _cli("connectors", "register", "--config", str(config), *url, env=env)
@@ -179,8 +194,10 @@ def test_cli_render_register_status_delete(tmp_path):
         assert "Very-Secret-1" not in json.dumps(connect.state.connectors)
         ok = _cli("connectors", "status", "--config", str(config), *url, env=env)
         assert ok.returncode == 0 and "demo-shop: RUNNING" in ok.stdout
-        connect.state.task_state["demo-shop"] = ("FAILED", "java.lang.IllegalStateException: "
-                                                 "slot in use\n\tat x")
+        connect.state.task_state["demo-shop"] = (
+            "FAILED",
+            "java.lang.IllegalStateException: slot in use\n\tat x",
+        )
         bad = _cli("connectors", "status", "--config", str(config), *url, env=env)
         assert bad.returncode == 1
         assert "task 0 FAILED" in bad.stdout
@@ -189,6 +206,13 @@ def test_cli_render_register_status_delete(tmp_path):
         assert gone.stdout.strip() == "demo-shop: deleted"
         missing = _cli("connectors", "status", "--config", str(config), *url, env=env)
         assert missing.returncode == 1 and "not registered" in missing.stdout
-    down = _cli("connectors", "status", "--config", str(config), "--connect-url",
-                f"http://127.0.0.1:{free_port()}", env=env)
+    down = _cli(
+        "connectors",
+        "status",
+        "--config",
+        str(config),
+        "--connect-url",
+        f"http://127.0.0.1:{free_port()}",
+        env=env,
+    )
     assert down.returncode == 1 and "cannot reach Kafka Connect" in down.stderr

@@ -15,8 +15,13 @@ def test_produce_and_consume_from_an_offset(kafka, topic_factory):
         producer.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), partition=i % 2)
     assert producer.flush(10) == 0
 
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"g-{topic}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap,
+            "group.id": f"g-{topic}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 3)])
     got = []
     deadline = time.monotonic() + 15
@@ -27,7 +32,8 @@ def test_produce_and_consume_from_an_offset(kafka, topic_factory):
     consumer.close()
     assert sorted(got) == sorted(
         [(0, o, f"v{2 * o}".encode()) for o in range(5)]
-        + [(1, o, f"v{2 * o + 1}".encode()) for o in range(3, 5)])
+        + [(1, o, f"v{2 * o + 1}".encode()) for o in range(3, 5)]
+    )
 
 
 def test_topic_factory_names_are_unique(topic_factory):

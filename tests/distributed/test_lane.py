@@ -24,8 +24,11 @@ ALL = frozenset(Layer)
 def records() -> list[KafkaRecord]:
     """12 inserts made from a recorded Debezium insert envelope (ids, LSNs, tx ids vary)."""
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
-    template = next(r for r in rows if r["destination"] == SPEC.topic
-                    and json.loads(r["value"])["payload"]["op"] == "c")
+    template = next(
+        r
+        for r in rows
+        if r["destination"] == SPEC.topic and json.loads(r["value"])["payload"]["op"] == "c"
+    )
     out = []
     for i in range(12):
         key, value = json.loads(template["key"]), json.loads(template["value"])
@@ -105,8 +108,12 @@ def test_layers_left_apart_by_a_crash_are_evened_out_without_doubling(tmp_path, 
     lane.apply(records[:2])
     # A crash after the changelog commit of the batch ending at offset 4 (next 5), before
     # the other layers: replay that batch through the changelog layer only.
-    partial = PartitionLane(SPEC, 0, lake=Lake(str(tmp_path), app_id=lane.lake.app_id),
-                            layers=frozenset({Layer.CHANGELOG}))
+    partial = PartitionLane(
+        SPEC,
+        0,
+        lake=Lake(str(tmp_path), app_id=lane.lake.app_id),
+        layers=frozenset({Layer.CHANGELOG}),
+    )
     assert partial.apply(records[2:5]).events == 3
     restarted = _lane(tmp_path)
     assert restarted.lake_offsets() == (2, 5) and restarted.boundary == 5
@@ -126,24 +133,34 @@ def _updates(records: list[KafkaRecord], first_offset: int) -> list[KafkaRecord]
         value = json.loads(record.value)
         payload = value["payload"]
         lsn = payload["source"]["lsn"] + 500_000
-        payload.update(op="u", before=dict(payload["after"]),
-                       after={**payload["after"], "v": payload["after"]["v"] + "!"})
+        payload.update(
+            op="u",
+            before=dict(payload["after"]),
+            after={**payload["after"], "v": payload["after"]["v"] + "!"},
+        )
         payload["source"].update(lsn=lsn, sequence=json.dumps([str(lsn), str(lsn)]))
         out.append(KafkaRecord(first_offset + i, record.key, json.dumps(value).encode()))
     return out
 
 
 @pytest.mark.parametrize("by_partition", [True, False], ids=["partition-buckets", "key-buckets"])
-def test_two_partitions_of_one_table_share_it_without_losing_rows(tmp_path, records,
-                                                                   by_partition):
-    lanes = [PartitionLane(SPEC, p, lake=Lake(str(tmp_path), app_id=f"tidemark:t:{p}"),
-                           layers=ALL, partition_buckets=by_partition) for p in (0, 1)]
+def test_two_partitions_of_one_table_share_it_without_losing_rows(tmp_path, records, by_partition):
+    lanes = [
+        PartitionLane(
+            SPEC,
+            p,
+            lake=Lake(str(tmp_path), app_id=f"tidemark:t:{p}"),
+            layers=ALL,
+            partition_buckets=by_partition,
+        )
+        for p in (0, 1)
+    ]
     second = [KafkaRecord(i, r.key, r.value) for i, r in enumerate(records[6:])]
     # each partition: 6 inserts then an update of each (same offsets in both partitions)
     halves = [records[:6] + _updates(records[:6], 6), second + _updates(second, 6)]
     for step in range(6):  # interleaved commits of the two lanes
         for lane, half in zip(lanes, halves, strict=True):
-            assert lane.apply(half[2 * step:2 * step + 2]).events == 2
+            assert lane.apply(half[2 * step : 2 * step + 2]).events == 2
     live = read_layer(tmp_path, "live", SPEC.table)
     assert sorted(live.column("id").to_pylist()) == list(range(1, 13))
     assert all(v.endswith("!") for v in live.column("v").to_pylist())

@@ -18,8 +18,13 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.debezium]
 
 
 def _read_topic(bootstrap: str, topic: str, partitions: int = 1) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"r-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out, idle = [], 0
     while idle < 3:
@@ -37,28 +42,44 @@ def test_live_topic_and_dead_letters(tmp_path, kafka, fresh_database, capture_fa
     topic, table = f"{source}.public.items", f"{source}.public.items"
     create_topics(kafka.bootstrap, [topic], partitions=2)
     capture = capture_factory(dsn, ["public.items"], pipeline=name, source=source)
-    capture.collect(lambda rs: any(r.destination.startswith("__debezium-heartbeat")
-                                   for r in rs), timeout=120)
+    capture.collect(
+        lambda rs: any(r.destination.startswith("__debezium-heartbeat") for r in rs), timeout=120
+    )
     total = _churn(dsn, rounds=6)
     records = capture.collect(
-        lambda rs: sum(1 for r in rs if r.destination == topic and r.value) >= total,
-        timeout=120)
+        lambda rs: sum(1 for r in rs if r.destination == topic and r.value) >= total, timeout=120
+    )
     half = len(records) // 2
     publish(kafka.bootstrap, records[:half])
     poison = Producer({"bootstrap.servers": kafka.bootstrap})
-    poison.produce(topic, key=b'{"schema":null,"payload":{"id":1}}', value=b"{not json",
-                   partition=0)
+    poison.produce(
+        topic, key=b'{"schema":null,"payload":{"id":1}}', value=b"{not json", partition=0
+    )
     poison.flush(10)
     publish(kafka.bootstrap, records[half:])
-    config = write_config(tmp_path / "p.yaml", pipeline=name, lake=tmp_path / "lake", dsn=dsn,
-                          tables=["public.items"], bootstrap=kafka.bootstrap, source=source,
-                          group=f"g-{name}", live_prefix=f"out-{name}")
+    config = write_config(
+        tmp_path / "p.yaml",
+        pipeline=name,
+        lake=tmp_path / "lake",
+        dsn=dsn,
+        tables=["public.items"],
+        bootstrap=kafka.bootstrap,
+        source=source,
+        group=f"g-{name}",
+        live_prefix=f"out-{name}",
+    )
     worker = start_worker(config, tmp_path / "w", "w1", extra=["--no-tx-gate"])
     lake = tmp_path / "lake"
     try:
-        wait_for(lambda: (read_layer(lake, "changelog", table) or _empty()).num_rows >= total
-                 and worker.read_stats().get("dead_letters", 0) >= 1,
-                 timeout=120, what="the worker to apply everything", workers=[worker])
+        wait_for(
+            lambda: (
+                (read_layer(lake, "changelog", table) or _empty()).num_rows >= total
+                and worker.read_stats().get("dead_letters", 0) >= 1
+            ),
+            timeout=120,
+            what="the worker to apply everything",
+            workers=[worker],
+        )
     finally:
         worker.stop()
 
@@ -86,8 +107,9 @@ def test_live_topic_and_dead_letters(tmp_path, kafka, fresh_database, capture_fa
             state[key] = orjson.loads(msg.value())
     rows = _source_rows(dsn)
     assert sorted(state) == [r[0] for r in rows]
-    assert [(state[r[0]]["name"], state[r[0]]["qty"], state[r[0]]["price"]) for r in rows] == \
-        [(r[1], r[2], str(r[3])) for r in rows]
+    assert [(state[r[0]]["name"], state[r[0]]["qty"], state[r[0]]["price"]) for r in rows] == [
+        (r[1], r[2], str(r[3])) for r in rows
+    ]
 
 
 def _empty():

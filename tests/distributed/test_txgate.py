@@ -15,9 +15,12 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "debezium" / "postgres_toa
 
 def _recorded():
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
-    changes = [KafkaRecord(i, r["key"].encode(), r["value"].encode())
-               for i, r in enumerate(r for r in rows if r["destination"] == "src.public.fullrow"
-                                     and r["value"])]
+    changes = [
+        KafkaRecord(i, r["key"].encode(), r["value"].encode())
+        for i, r in enumerate(
+            r for r in rows if r["destination"] == "src.public.fullrow" and r["value"]
+        )
+    ]
     markers = [r["value"].encode() for r in rows if r["destination"] == "src.transaction"]
     return changes, markers
 

@@ -69,8 +69,15 @@ def build(root: Path, table: str, changes: list[Change], *, batch: int = 1) -> N
     """Write the three layers for `changes` (all in one batch) under `root`."""
     names = SCHEMA.names
     changelog = [
-        {**c.row, "_tm_op": c.op, "_tm_position": c.position, "_tm_tx_id": c.tx,
-         "_tm_source_ts": c.ts, "_tm_batch": batch, "_tm_ingested_at": T0}
+        {
+            **c.row,
+            "_tm_op": c.op,
+            "_tm_position": c.position,
+            "_tm_tx_id": c.tx,
+            "_tm_source_ts": c.ts,
+            "_tm_batch": batch,
+            "_tm_ingested_at": T0,
+        }
         for c in changes
     ]
     versions: list[dict] = []
@@ -89,23 +96,49 @@ def build(root: Path, table: str, changes: list[Change], *, batch: int = 1) -> N
         if previous:
             previous["_tm_valid_to"] = c.ts
             previous["_tm_batch_out"] = batch
-        version = {**c.row, "_tm_valid_from": c.ts, "_tm_valid_to": None, "_tm_batch_in": batch,
-                   "_tm_batch_out": None, "_tm_op": c.op, "_tm_position": c.position}
+        version = {
+            **c.row,
+            "_tm_valid_from": c.ts,
+            "_tm_valid_to": None,
+            "_tm_batch_in": batch,
+            "_tm_batch_out": None,
+            "_tm_op": c.op,
+            "_tm_position": c.position,
+        }
         versions.append(version)
         open_[key] = version
     live = [
-        {**{n: v[n] for n in names}, "_tm_op": v["_tm_op"], "_tm_position": v["_tm_position"],
-         "_tm_source_ts": v["_tm_valid_from"], "_tm_batch": batch}
+        {
+            **{n: v[n] for n in names},
+            "_tm_op": v["_tm_op"],
+            "_tm_position": v["_tm_position"],
+            "_tm_source_ts": v["_tm_valid_from"],
+            "_tm_batch": batch,
+        }
         for v in open_.values()
     ]
     meta = [("_tm_op", pa.string()), ("_tm_position", pa.string())]
     schemas = {
-        "changelog": pa.schema([*SCHEMA, *meta, ("_tm_tx_id", pa.string()),
-                                ("_tm_source_ts", UTC_US), ("_tm_batch", pa.int64()),
-                                ("_tm_ingested_at", UTC_US)]),
-        "forensic": pa.schema([*SCHEMA, ("_tm_valid_from", UTC_US), ("_tm_valid_to", UTC_US),
-                               ("_tm_batch_in", pa.int64()), ("_tm_batch_out", pa.int64()),
-                               *meta]),
+        "changelog": pa.schema(
+            [
+                *SCHEMA,
+                *meta,
+                ("_tm_tx_id", pa.string()),
+                ("_tm_source_ts", UTC_US),
+                ("_tm_batch", pa.int64()),
+                ("_tm_ingested_at", UTC_US),
+            ]
+        ),
+        "forensic": pa.schema(
+            [
+                *SCHEMA,
+                ("_tm_valid_from", UTC_US),
+                ("_tm_valid_to", UTC_US),
+                ("_tm_batch_in", pa.int64()),
+                ("_tm_batch_out", pa.int64()),
+                *meta,
+            ]
+        ),
         "live": pa.schema([*SCHEMA, *meta, ("_tm_source_ts", UTC_US), ("_tm_batch", pa.int64())]),
     }
     for layer, rows in (("changelog", changelog), ("forensic", versions), ("live", live)):

@@ -51,9 +51,15 @@ class RecordingLake:
             return None
         return pa.Table.from_pylist(found, schema=self._schemas[table])
 
-    def commit_batch(self, batch_id: int, tables: Sequence[MilestonedTable], *,
-                     source_positions: Mapping[str, str], started_at: datetime,
-                     layers: Mapping | None = None) -> object:
+    def commit_batch(
+        self,
+        batch_id: int,
+        tables: Sequence[MilestonedTable],
+        *,
+        source_positions: Mapping[str, str],
+        started_at: datetime,
+        layers: Mapping | None = None,
+    ) -> object:
         if self.crash_at_batch == batch_id:
             raise Crash(f"crash at batch {batch_id}")
         if self.transient_failures:
@@ -72,8 +78,9 @@ class RecordingLake:
                     rows[key] = row
             if t.last_position:
                 self._applied[t.table] = max(self._applied.get(t.table, ""), t.last_position)
-        self.batches.append(Committed(batch_id, {t.table: t for t in tables},
-                                      dict(source_positions)))
+        self.batches.append(
+            Committed(batch_id, {t.table: t for t in tables}, dict(source_positions))
+        )
         return type("Result", (), {"committed_at": datetime.now(UTC)})()
 
     def write_dead_letters(self, letters: Sequence, *, batch_id: int) -> None:
@@ -84,5 +91,9 @@ class RecordingLake:
 
     # -- for assertions -------------------------------------------------------------------
     def changelog(self, table: str) -> list[dict]:
-        return [row for b in self.batches if table in b.tables
-                for row in b.tables[table].changelog.to_pylist()]
+        return [
+            row
+            for b in self.batches
+            if table in b.tables
+            for row in b.tables[table].changelog.to_pylist()
+        ]

@@ -23,13 +23,17 @@ TABLES = ["public.customers", "public.accounts", "public.transactions"]
 
 
 def write_config(path: Path, *, url: str, lake: Path, tables: list[str], name: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "pipeline": name,
-        "lake": str(lake),
-        "sources": [{"name": "bank", "kind": "postgres", "dsn": url, "tables": tables}],
-        "batching": {"max_events": 2000, "max_latency_ms": 300},
-        "debezium": {"heartbeat_ms": 500},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": name,
+                "lake": str(lake),
+                "sources": [{"name": "bank", "kind": "postgres", "dsn": url, "tables": tables}],
+                "batching": {"max_events": 2000, "max_latency_ms": 300},
+                "debezium": {"heartbeat_ms": 500},
+            }
+        )
+    )
     return path
 
 
@@ -48,7 +52,10 @@ class Pipeline:
         handle = open(self.log, "a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tidemark", "-v", "run", "--config", str(self.config)],
-            cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
         self.starts += 1
 
@@ -83,7 +90,9 @@ def wait_streaming(url: str, slot: str, *, timeout: float = 120, pipeline: Pipel
             with psycopg2.connect(url) as conn, conn.cursor() as cur:
                 cur.execute(
                     "SELECT r.state FROM pg_replication_slots s JOIN pg_stat_replication r "
-                    "ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot,))
+                    "ON r.pid = s.active_pid WHERE s.slot_name = %s",
+                    (slot,),
+                )
                 row = cur.fetchone()
             if row and row[0] == "streaming":
                 return

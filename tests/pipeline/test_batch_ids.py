@@ -28,8 +28,12 @@ class Killed(Exception):
 
 def _event(key: int, position: int) -> dict:
     return {
-        "id": key, "v": f"v{position}", "n": position, c.OP: "c" if position == key else "u",
-        c.POSITION: f"{position:040x}", c.TX_ID: str(position),
+        "id": key,
+        "v": f"v{position}",
+        "n": position,
+        c.OP: "c" if position == key else "u",
+        c.POSITION: f"{position:040x}",
+        c.TX_ID: str(position),
         c.SOURCE_TS: cw.EPOCH + timedelta(seconds=position),
     }
 
@@ -44,8 +48,9 @@ def _commit(lake: Lake, batch_id: int, rows: list[dict]) -> None:
         ingested_at=cw.EPOCH + timedelta(hours=batch_id),
         applied_position=lake.applied_position(cw.TABLE),
     )
-    lake.commit_batch(batch_id, [mt], source_positions={"src": mt.last_position},
-                      started_at=cw.EPOCH)
+    lake.commit_batch(
+        batch_id, [mt], source_positions={"src": mt.last_position}, started_at=cw.EPOCH
+    )
 
 
 def _next_id(lake: Lake) -> int:
@@ -105,12 +110,11 @@ def test_a_first_batch_killed_before_forensic_existed_is_completed_by_the_replay
     _commit(again, _next_id(again), [_event(1, 1), _event(2, 2), _event(1, 3)])
     live = again.sink(cw.TABLE, c.Layer.LIVE).handle.dt.to_pyarrow_table()
     assert sorted((r["id"], r["v"]) for r in live.select(["id", "v"]).to_pylist()) == [
-        (1, "v3"), (2, "v2")
+        (1, "v3"),
+        (2, "v2"),
     ]
     forensic = again.sink(cw.TABLE, c.Layer.FORENSIC).handle.dt.to_pyarrow_table()
-    assert sorted(forensic.column(c.POSITION).to_pylist()) == [
-        f"{p:040x}" for p in (1, 2, 3)
-    ]
+    assert sorted(forensic.column(c.POSITION).to_pylist()) == [f"{p:040x}" for p in (1, 2, 3)]
     changelog = again.sink(cw.TABLE, c.Layer.CHANGELOG).handle.dt.to_pyarrow_table()
     assert changelog.num_rows == 3
 

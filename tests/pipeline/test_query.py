@@ -37,16 +37,16 @@ def test_views_by_full_and_short_name(lake: Path) -> None:
     con = connect(str(lake))
     full = run_query(con, 'SELECT id, name FROM live."shop.public.customers" ORDER BY id')
     short = run_query(con, "SELECT id, name FROM live.customers ORDER BY id")
-    assert full.to_pylist() == short.to_pylist() == [
-        {"id": 1, "name": "ádá ☃"},
-        {"id": 3, "name": "cy"},
-    ]
-    assert run_query(con, "SELECT count(*) AS n FROM changelog.customers").to_pylist() == [
-        {"n": 7}
-    ]
-    assert run_query(con, "SELECT count(*) AS n FROM forensic.customers").to_pylist() == [
-        {"n": 5}
-    ]
+    assert (
+        full.to_pylist()
+        == short.to_pylist()
+        == [
+            {"id": 1, "name": "ádá ☃"},
+            {"id": 3, "name": "cy"},
+        ]
+    )
+    assert run_query(con, "SELECT count(*) AS n FROM changelog.customers").to_pylist() == [{"n": 7}]
+    assert run_query(con, "SELECT count(*) AS n FROM forensic.customers").to_pylist() == [{"n": 5}]
 
 
 def test_as_of_gives_the_state_at_an_instant(lake: Path) -> None:
@@ -85,7 +85,10 @@ def test_formats(lake: Path) -> None:
     )
     lines = format_result(result, "json").splitlines()
     assert json.loads(lines[0]) == {
-        "id": 1, "balance": "-3.10", "opened": "2025-12-31T12:00:00+00:00", "name": "ádá ☃",
+        "id": 1,
+        "balance": "-3.10",
+        "opened": "2025-12-31T12:00:00+00:00",
+        "name": "ádá ☃",
     }
     assert format_result(result, "csv").splitlines()[0] == "id,balance,opened,name"
     assert "ádá ☃" in format_result(result, "table")
@@ -93,8 +96,20 @@ def test_formats(lake: Path) -> None:
 
 def test_cli_query_json(lake: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "tidemark", "query", "--lake", str(lake), "--format", "json",
-         "SELECT count(*) AS n FROM live.orders"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tidemark",
+            "query",
+            "--lake",
+            str(lake),
+            "--format",
+            "json",
+            "SELECT count(*) AS n FROM live.orders",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(out.stdout) == {"n": 2}

@@ -109,10 +109,10 @@ def _bank_with_poison(cluster, tmp_path: Path, name: str) -> tuple[str, Path, Pa
         cur.execute("CREATE TABLE public.poison (id int PRIMARY KEY, n int)")
         cur.execute("INSERT INTO public.poison SELECT g, g FROM generate_series(1, 3) g")
     lake = tmp_path / "lake"
-    config = write_config(tmp_path / "p.yaml", url=url, lake=lake,
-                          tables=[*TABLES, "public.poison"], name=name)
-    checked = write_config(tmp_path / "checked.yaml", url=url, lake=lake, tables=TABLES,
-                           name=name)
+    config = write_config(
+        tmp_path / "p.yaml", url=url, lake=lake, tables=[*TABLES, "public.poison"], name=name
+    )
+    checked = write_config(tmp_path / "checked.yaml", url=url, lake=lake, tables=TABLES, name=name)
     return url, config, checked, replication_name(name, "bank")
 
 
@@ -166,7 +166,8 @@ def test_source_restart(cluster, tmp_path) -> None:
         _verify(checked)
         assert pipeline.terminate() == 0
         committed_after = [
-            line for line in pipeline.log.read_text().splitlines()
+            line
+            for line in pipeline.log.read_text().splitlines()
             if " committed: " in line
             and datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") > restarted
         ]

@@ -53,8 +53,14 @@ def _runner(url: str, state: Path, lake: RecordingLake, **settings) -> EmbeddedR
 
     def open_engine():
         return open_postgres_engine(
-            pipeline=pipeline, source="shop", dsn=url, tables=["public.items"], state=state,
-            heartbeat_ms=500, extra=TYPE_SETTINGS, max_batch=64,
+            pipeline=pipeline,
+            source="shop",
+            dsn=url,
+            tables=["public.items"],
+            state=state,
+            heartbeat_ms=500,
+            extra=TYPE_SETTINGS,
+            max_batch=64,
         )
 
     spec = SourceSpec("shop", open_engine, Decoder("postgres"))
@@ -100,8 +106,11 @@ def test_batches_hold_whole_transactions_and_every_event_once(fresh_database, st
     runner = _runner(url, state, lake, max_events=7, max_latency_ms=200)
     sizes = [1, 3, 12, 2, 9, 1, 1, 20, 4]
     expected = 5 + sum(sizes) + len(sizes)
-    outcome = _run_until(runner, lambda: len(lake.changelog(TABLE)) >= expected,
-                         then=lambda: _transactions(url, sizes))
+    outcome = _run_until(
+        runner,
+        lambda: len(lake.changelog(TABLE)) >= expected,
+        then=lambda: _transactions(url, sizes),
+    )
     assert "error" not in outcome, outcome
     events = lake.changelog(TABLE)
     positions = [e["_tm_position"] for e in events]
@@ -125,13 +134,19 @@ def test_offsets_advance_only_after_the_commit(fresh_database, state) -> None:
     _setup(url)
     lake = RecordingLake(crash_at_batch=2)
     expected = 5 + 4 * 4
-    first = _run_until(_runner(url, state, lake, max_events=4, max_latency_ms=100),
-                       lambda: False, timeout=60, then=lambda: _transactions(url, [3, 3, 3, 3]))
+    first = _run_until(
+        _runner(url, state, lake, max_events=4, max_latency_ms=100),
+        lambda: False,
+        timeout=60,
+        then=lambda: _transactions(url, [3, 3, 3, 3]),
+    )
     assert isinstance(first.get("error"), Crash)
     assert [b.batch_id for b in lake.batches] == [1]
     lake.crash_at_batch = None
-    outcome = _run_until(_runner(url, state, lake, max_events=4, max_latency_ms=100),
-                         lambda: len(lake.changelog(TABLE)) >= expected)
+    outcome = _run_until(
+        _runner(url, state, lake, max_events=4, max_latency_ms=100),
+        lambda: len(lake.changelog(TABLE)) >= expected,
+    )
     assert "error" not in outcome, outcome
     positions = [e["_tm_position"] for e in lake.changelog(TABLE)]
     assert len(positions) == len(set(positions)) == expected
@@ -141,8 +156,7 @@ def test_transient_errors_are_retried(fresh_database, state) -> None:
     url = fresh_database()
     _setup(url)
     lake = RecordingLake(transient_failures=2)
-    runner = _runner(url, state, lake, max_events=1000, max_latency_ms=100,
-                     backoff_initial_s=0.05)
+    runner = _runner(url, state, lake, max_events=1000, max_latency_ms=100, backoff_initial_s=0.05)
     outcome = _run_until(runner, lambda: len(lake.changelog(TABLE)) >= 5)
     assert "error" not in outcome, outcome
     assert outcome["stats"].retries == 2
@@ -214,6 +228,7 @@ def test_redelivered_events_in_one_batch_are_dropped() -> None:
     events = pa.table({"id": [1, 1, 2, 2], "_tm_position": ["a", "a", "b", "c"]})
     kept = drop_redelivered(TableChanges("s.p.t", ("id",), events), batch_id=1)
     assert kept.events.to_pylist() == [
-        {"id": 1, "_tm_position": "a"}, {"id": 2, "_tm_position": "b"},
+        {"id": 1, "_tm_position": "a"},
+        {"id": 2, "_tm_position": "b"},
         {"id": 2, "_tm_position": "c"},
     ]

@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "TIDEMARK_STATE": str(tmp_path / "state")}
     return subprocess.run(
-        [sys.executable, "-m", "tidemark", *args], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, "-m", "tidemark", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -46,9 +46,13 @@ def _source(url: str, changes: list[Change]) -> None:
 
 def _config(url: str, lake: Path):
     return parse_config(
-        {"pipeline": "t", "lake": str(lake),
-         "sources": [{"name": "shop", "kind": "postgres", "dsn": url,
-                      "tables": ["public.customers"]}]}
+        {
+            "pipeline": "t",
+            "lake": str(lake),
+            "sources": [
+                {"name": "shop", "kind": "postgres", "dsn": url, "tables": ["public.customers"]}
+            ],
+        }
     )
 
 
@@ -90,9 +94,14 @@ def test_a_change_committed_after_the_snapshot_is_not_seen(fresh_database, tmp_p
     with consistent_snapshot(url) as snapshot:
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute("UPDATE public.customers SET name = 'zed' WHERE id = 3")
-        check = check_table(snapshot, source_table="public.customers",
-                            lake_table="shop.public.customers", root=str(tmp_path / "lake"),
-                            storage_options={}, app_id="t")
+        check = check_table(
+            snapshot,
+            source_table="public.customers",
+            lake_table="shop.public.customers",
+            root=str(tmp_path / "lake"),
+            storage_options={},
+            app_id="t",
+        )
     assert check.ok, check
     assert not _verify(url, tmp_path / "lake").ok
 
@@ -115,8 +124,10 @@ def test_invariants_catch_two_open_versions_and_duplicates(fresh_database, tmp_p
     changelog = str(lake / "changelog" / "shop.public.customers")
     from deltalake import DeltaTable
 
-    open_rows = DeltaTable(forensic).to_pyarrow_table().filter(
-        pa.compute.is_null(pa.compute.field("_tm_valid_to"))
+    open_rows = (
+        DeltaTable(forensic)
+        .to_pyarrow_table()
+        .filter(pa.compute.is_null(pa.compute.field("_tm_valid_to")))
     )
     write_deltalake(forensic, open_rows.slice(0, 1), mode="append")
     write_deltalake(changelog, DeltaTable(changelog).to_pyarrow_table().slice(0, 1), mode="append")
@@ -149,12 +160,44 @@ TYPES_DDL = """CREATE TABLE public.kinds (
     ts timestamptz, tsn timestamp, d date, t time, u uuid, j jsonb, by bytea, c char(5),
     v varchar(20), tx text, arr int[])"""
 TYPES_ROWS = [
-    (1, Decimal("1.500"), Decimal("2.000"), 0.1, 1.5, True,
-     datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC), datetime(2026, 3, 1, 10, 0, 0, 1),
-     date(1969, 12, 31), time(23, 59, 59, 999999), "6f1c4a3e-0000-4000-8000-000000000001",
-     '{"b": 1, "a": [1, 2]}', b"\x00\xffab", "ab", "x|y", "ünï ☃ \n 'q' \"dq\"", [1, None, 3]),
-    (2, None, None, None, None, None, None, None, None, None, None, None, None, None, None, "",
-     None),
+    (
+        1,
+        Decimal("1.500"),
+        Decimal("2.000"),
+        0.1,
+        1.5,
+        True,
+        datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 3, 1, 10, 0, 0, 1),
+        date(1969, 12, 31),
+        time(23, 59, 59, 999999),
+        "6f1c4a3e-0000-4000-8000-000000000001",
+        '{"b": 1, "a": [1, 2]}',
+        b"\x00\xffab",
+        "ab",
+        "x|y",
+        "ünï ☃ \n 'q' \"dq\"",
+        [1, None, 3],
+    ),
+    (
+        2,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "",
+        None,
+    ),
 ]
 
 
@@ -167,28 +210,55 @@ def test_canonical_text_agrees_across_types(fresh_database, tmp_path: Path) -> N
             cur.execute(f"INSERT INTO public.kinds VALUES ({', '.join(['%s'] * len(r))})", r)
         cur.execute("SELECT j::text FROM public.kinds WHERE id = 1")
         jsonb_text = cur.fetchone()[0]
-    schema = pa.schema([
-        ("id", pa.int32()), ("n", pa.string()), ("n2", pa.decimal128(10, 3)),
-        ("f", pa.float64()), ("r", pa.float32()), ("b", pa.bool_()),
-        ("ts", pa.timestamp("us", tz="UTC")), ("tsn", pa.timestamp("us")), ("d", pa.date32()),
-        ("t", pa.int64()), ("u", pa.string()), ("j", pa.string()), ("by", pa.binary()),
-        ("c", pa.string()), ("v", pa.string()), ("tx", pa.string()),
-        ("arr", pa.list_(pa.int32())), ("_tm_op", pa.string()), ("_tm_position", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("id", pa.int32()),
+            ("n", pa.string()),
+            ("n2", pa.decimal128(10, 3)),
+            ("f", pa.float64()),
+            ("r", pa.float32()),
+            ("b", pa.bool_()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("tsn", pa.timestamp("us")),
+            ("d", pa.date32()),
+            ("t", pa.int64()),
+            ("u", pa.string()),
+            ("j", pa.string()),
+            ("by", pa.binary()),
+            ("c", pa.string()),
+            ("v", pa.string()),
+            ("tx", pa.string()),
+            ("arr", pa.list_(pa.int32())),
+            ("_tm_op", pa.string()),
+            ("_tm_position", pa.string()),
+        ]
+    )
     rows = []
     for r in TYPES_ROWS:
         values = list(r)
         values[1] = None if r[1] is None else str(r[1])  # variable numeric as text
-        values[9] = None if r[9] is None else (
-            ((r[9].hour * 60 + r[9].minute) * 60 + r[9].second) * 1_000_000 + r[9].microsecond
+        values[9] = (
+            None
+            if r[9] is None
+            else (
+                ((r[9].hour * 60 + r[9].minute) * 60 + r[9].second) * 1_000_000 + r[9].microsecond
+            )
         )  # Delta has no time type: micros since midnight, as Debezium's MicroTime
         values[11] = jsonb_text if r[11] else None
         values[13] = None if r[13] is None else r[13].ljust(5)  # char(5) comes padded
         rows.append(dict(zip(schema.names, [*values, "r", pos(1)], strict=True)))
-    write_deltalake(str(tmp_path / "lake" / "live" / "src.public.kinds"),
-                    pa.Table.from_pylist(rows, schema=schema))
+    write_deltalake(
+        str(tmp_path / "lake" / "live" / "src.public.kinds"),
+        pa.Table.from_pylist(rows, schema=schema),
+    )
     with consistent_snapshot(url) as snapshot:
-        check = check_table(snapshot, source_table="public.kinds", lake_table="src.public.kinds",
-                            root=str(tmp_path / "lake"), storage_options={}, app_id="t")
+        check = check_table(
+            snapshot,
+            source_table="public.kinds",
+            lake_table="src.public.kinds",
+            root=str(tmp_path / "lake"),
+            storage_options={},
+            app_id="t",
+        )
     assert check.source_rows == check.lake_rows == 2
     assert check.ok, check

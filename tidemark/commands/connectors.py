@@ -21,29 +21,50 @@ from tidemark.connectors.kafka_connect import (
 )
 
 _config_option = click.option(
-    "--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
-    help="The pipeline config (YAML).")
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The pipeline config (YAML).",
+)
 _url_option = click.option(
-    "--connect-url", envvar="TIDEMARK_CONNECT_URL", default="http://localhost:8083",
-    show_default=True, help="Kafka Connect REST URL (env TIDEMARK_CONNECT_URL).")
+    "--connect-url",
+    envvar="TIDEMARK_CONNECT_URL",
+    default="http://localhost:8083",
+    show_default=True,
+    help="Kafka Connect REST URL (env TIDEMARK_CONNECT_URL).",
+)
 _secrets_option = click.option(
-    "--secrets", type=click.Choice(["file", "env"]), default="file", show_default=True,
-    help="Config provider for passwords: `file` (${file:...}) or `env` (${env:...}).")
+    "--secrets",
+    type=click.Choice(["file", "env"]),
+    default="file",
+    show_default=True,
+    help="Config provider for passwords: `file` (${file:...}) or `env` (${env:...}).",
+)
 _secrets_file_option = click.option(
-    "--secrets-file", default=SECRETS_FILE, show_default=True,
-    help="Path of the properties file inside the Connect container (`file` provider).")
+    "--secrets-file",
+    default=SECRETS_FILE,
+    show_default=True,
+    help="Path of the properties file inside the Connect container (`file` provider).",
+)
 
 
-def rendered(config_path: str, secrets: SecretsProvider,
-             secrets_file: str) -> dict[str, dict[str, str]]:
+def rendered(
+    config_path: str, secrets: SecretsProvider, secrets_file: str
+) -> dict[str, dict[str, str]]:
     """Load the pipeline config and render every source's connector config."""
     from tidemark.config import load_config
 
     cfg: Any = load_config(config_path)
     kafka = getattr(cfg, "kafka", None)
     bootstrap = getattr(kafka, "bootstrap", None) or "localhost:9092"
-    return render_connectors(cfg.sources, pipeline=cfg.pipeline, bootstrap=bootstrap,
-                             secrets=secrets, secrets_file=secrets_file)
+    return render_connectors(
+        cfg.sources,
+        pipeline=cfg.pipeline,
+        bootstrap=bootstrap,
+        secrets=secrets,
+        secrets_file=secrets_file,
+    )
 
 
 @click.group()
@@ -55,10 +76,13 @@ def connectors() -> None:
 @_config_option
 @_secrets_option
 @_secrets_file_option
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Write one `<connector>.json` per connector here instead of printing.")
-def render(config_path: str, secrets: SecretsProvider, secrets_file: str,
-           out: str | None) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write one `<connector>.json` per connector here instead of printing.",
+)
+def render(config_path: str, secrets: SecretsProvider, secrets_file: str, out: str | None) -> None:
     """Print (or write) the connector configs as JSON, exactly as `register` sends them."""
     configs = rendered(config_path, secrets, secrets_file)
     if out is None:
@@ -76,8 +100,9 @@ def render(config_path: str, secrets: SecretsProvider, secrets_file: str,
 @_url_option
 @_secrets_option
 @_secrets_file_option
-def register_command(config_path: str, connect_url: str, secrets: SecretsProvider,
-                     secrets_file: str) -> None:
+def register_command(
+    config_path: str, connect_url: str, secrets: SecretsProvider, secrets_file: str
+) -> None:
     """Create or update every connector (idempotent: PUT /connectors/{name}/config)."""
     configs = rendered(config_path, secrets, secrets_file)
     for name, created in register(KafkaConnect(connect_url), configs).items():
@@ -109,11 +134,14 @@ def status(config_path: str, connect_url: str) -> None:
 @connectors.command()
 @_config_option
 @_url_option
-@click.option("--name", "names", multiple=True,
-              help="Only this connector (repeatable); default: every connector of the config.")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="Only this connector (repeatable); default: every connector of the config.",
+)
 def delete(config_path: str, connect_url: str, names: tuple[str, ...]) -> None:
     """Delete the pipeline's connectors (their offsets and slots stay; see docs)."""
     client = KafkaConnect(connect_url)
     for name in names or tuple(rendered(config_path, "file", SECRETS_FILE)):
         click.echo(f"{name}: {'deleted' if client.delete(name) else 'not registered'}")
-

@@ -36,8 +36,10 @@ def status() -> None:
     if not state.initialized:
         click.echo("not initialized (run `tidemark db start`)")
         raise SystemExit(1)
-    click.echo(f"{'running' if state.running else 'stopped'} on 127.0.0.1:{state.port}"
-               f"  (data: {state.data_dir})")
+    click.echo(
+        f"{'running' if state.running else 'stopped'} on 127.0.0.1:{state.port}"
+        f"  (data: {state.data_dir})"
+    )
     if not state.running:
         raise SystemExit(1)
 

@@ -27,8 +27,9 @@ def install_stop_handlers(stop: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             raise KeyboardInterrupt  # a second signal: stop now
-        logger.warning("%s: committing the batch in flight, then stopping",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "%s: committing the batch in flight, then stopping", signal.Signals(signum).name
+        )
         stop.set()
 
     signal.signal(signal.SIGINT, handle)
@@ -37,8 +38,11 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 @click.command()
 @click.option(
-    "--config", "config_path", required=True,
-    type=click.Path(dir_okay=False, path_type=Path), help="Pipeline config (YAML).",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pipeline config (YAML).",
 )
 def run(config_path: Path) -> None:
     """Run the embedded pipeline: capture -> milestoning -> Delta, continuously.
@@ -60,5 +64,6 @@ def run(config_path: Path) -> None:
         lake.close()
     click.echo(
         f"stopped: {stats.batches} batches, {stats.events} events, "
-        f"{stats.dead_letters} dead letters, {stats.retries} retries", err=True,
+        f"{stats.dead_letters} dead letters, {stats.retries} retries",
+        err=True,
     )

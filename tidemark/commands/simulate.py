@@ -29,13 +29,17 @@ def _parse_mix(text: str | None) -> dict[str, float] | None:
         name, _, value = part.partition("=")
         name = name.strip()
         if name not in ("insert", "update", "delete"):
-            raise SimulatorConfigError(f"unknown operation `{name}` in --mix",
-                                       hint="use e.g. --mix insert=50,update=35,delete=15")
+            raise SimulatorConfigError(
+                f"unknown operation `{name}` in --mix",
+                hint="use e.g. --mix insert=50,update=35,delete=15",
+            )
         try:
             mix[name] = float(value)
         except ValueError:
-            raise SimulatorConfigError(f"bad weight `{value}` for `{name}` in --mix",
-                                       hint="weights are numbers, e.g. insert=50") from None
+            raise SimulatorConfigError(
+                f"bad weight `{value}` for `{name}` in --mix",
+                hint="weights are numbers, e.g. insert=50",
+            ) from None
     return mix
 
 
@@ -55,9 +59,11 @@ def _progress_line(p: Progress) -> None:
 
 
 def _print_summary(summary: Summary, stopped: bool) -> None:
-    click.echo(("stopped: " if stopped else "") +
-               f"{summary.total:,} committed row changes in {summary.transactions:,} transactions, "
-               f"{summary.elapsed:.1f}s ({summary.rate:,.0f}/s), {summary.retries} retries")
+    click.echo(
+        ("stopped: " if stopped else "")
+        + f"{summary.total:,} committed row changes in {summary.transactions:,} transactions, "
+        f"{summary.elapsed:.1f}s ({summary.rate:,.0f}/s), {summary.retries} retries"
+    )
     width = max([len(t) for t in summary.counts] + [5])
     click.echo(f"  {'table':<{width}}  {'insert':>9}  {'update':>9}  {'delete':>9}")
     for table, ops in summary.counts.items():
@@ -66,29 +72,63 @@ def _print_summary(summary: Summary, stopped: bool) -> None:
 
 
 @click.command()
-@click.option("--db", "db_url", metavar="URL",
-              help="postgresql://user:pw@host:port/db or mssql://...; default: the local "
-              "cluster (started if needed).")
-@click.option("--profile", default="customers", show_default=True,
-              help=f"Schema and workload: {', '.join(PROFILES)}.")
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    help="postgresql://user:pw@host:port/db or mssql://...; default: the local "
+    "cluster (started if needed).",
+)
+@click.option(
+    "--profile",
+    default="customers",
+    show_default=True,
+    help=f"Schema and workload: {', '.join(PROFILES)}.",
+)
 @click.option("--setup", is_flag=True, help="Create the profile's schema first (idempotent).")
 @click.option("--rate", type=float, help="Target committed row changes per second (all workers).")
 @click.option("--max-changes", type=int, help="Stop after exactly N committed row changes.")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Concurrent connections.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Concurrent connections.")
 @click.option("--seed", type=int, help="Same seed and one worker: the same operations.")
-@click.option("--ledger", type=click.Path(dir_okay=False),
-              help="Append one JSON line per committed row change to FILE.")
-@click.option("--skew", type=click.Choice(["recent", "uniform"]), default="recent",
-              show_default=True, help="Which rows updates and deletes hit.")
-@click.option("--mix", metavar="insert=W,update=W,delete=W",
-              help="Operation weights (default insert=50,update=35,delete=15).")
-@click.option("--tx-size", type=int, default=10, show_default=True,
-              help="Average row changes per transaction.")
-def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
-             max_changes: int | None, duration: float | None, workers: int, seed: int | None,
-             ledger: str | None, skew: str, mix: str | None, tx_size: int) -> None:
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False),
+    help="Append one JSON line per committed row change to FILE.",
+)
+@click.option(
+    "--skew",
+    type=click.Choice(["recent", "uniform"]),
+    default="recent",
+    show_default=True,
+    help="Which rows updates and deletes hit.",
+)
+@click.option(
+    "--mix",
+    metavar="insert=W,update=W,delete=W",
+    help="Operation weights (default insert=50,update=35,delete=15).",
+)
+@click.option(
+    "--tx-size",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Average row changes per transaction.",
+)
+def simulate(
+    db_url: str | None,
+    profile: str,
+    setup: bool,
+    rate: float | None,
+    max_changes: int | None,
+    duration: float | None,
+    workers: int,
+    seed: int | None,
+    ledger: str | None,
+    skew: str,
+    mix: str | None,
+    tx_size: int,
+) -> None:
     """Generate realistic inserts, updates and deletes in multi-statement transactions.
 
     Ctrl+C (or SIGTERM) finishes the transactions in flight and prints a summary; a second
@@ -96,9 +136,18 @@ def simulate(db_url: str | None, profile: str, setup: bool, rate: float | None,
     """
     from tidemark.simulator.runner import Simulator
 
-    options = dict(profile=profile, workers=workers, rate=rate, max_changes=max_changes,
-                   duration=duration, seed=seed, ledger=ledger, skew=skew,
-                   mix=_parse_mix(mix), tx_size=tx_size)
+    options = dict(
+        profile=profile,
+        workers=workers,
+        rate=rate,
+        max_changes=max_changes,
+        duration=duration,
+        seed=seed,
+        ledger=ledger,
+        skew=skew,
+        mix=_parse_mix(mix),
+        tx_size=tx_size,
+    )
     if db_url is None:
         # check every option before starting the local server, then point at it
         Simulator("postgresql://local@127.0.0.1/check", **options)  # type: ignore[arg-type]

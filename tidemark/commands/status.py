@@ -57,8 +57,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 t.table,
                 _short(t.position),
                 t.committed_at.strftime("%Y-%m-%d %H:%M:%S") if t.committed_at else "-",
-                *(f"{t.rows[layer]:,}" if layer in t.rows else "-"
-                  for layer in ("changelog", "live", "forensic")),
+                *(
+                    f"{t.rows[layer]:,}" if layer in t.rows else "-"
+                    for layer in ("changelog", "live", "forensic")
+                ),
                 str(t.dead_letters),
             )
         console.print(view)

@@ -27,16 +27,25 @@ log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
-              help="Pipeline YAML file.")
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Pipeline YAML file.",
+)
 @click.option("--source", "source_name", default=None, help="Only this source (by name).")
 @click.option("--max-events", type=int, default=None, help="Stop after N change events.")
-@click.option("--snapshot/--no-snapshot", default=False,
-              help="Print the current rows first (op r), then stream.")
+@click.option(
+    "--snapshot/--no-snapshot",
+    default=False,
+    help="Print the current rows first (op r), then stream.",
+)
 @click.option("--markers", is_flag=True, help="Also print transaction BEGIN/END markers.")
 @click.option("--raw", is_flag=True, help="Print Debezium's envelope values, not decoded ones.")
-@click.option("--idle-timeout", type=float, default=None,
-              help="Stop after this many seconds without events.")
+@click.option(
+    "--idle-timeout", type=float, default=None, help="Stop after this many seconds without events."
+)
 def tail(
     config_file: str,
     source_name: str | None,
@@ -55,12 +64,18 @@ def tail(
     config = load_config(config_file)
     sources = [s for s in config.sources if source_name in (None, s.name)]
     if not sources:
-        raise ConfigError("sources", f"no source named `{source_name}`",
-                          hint=f"pick one of {[s.name for s in config.sources]}")
+        raise ConfigError(
+            "sources",
+            f"no source named `{source_name}`",
+            hint=f"pick one of {[s.name for s in config.sources]}",
+        )
     unsupported = [s.name for s in sources if s.kind != "postgres"]
     if unsupported:
-        raise ConfigError("sources", f"tail supports Postgres sources only for now, not "
-                          f"`{unsupported[0]}`", hint="pass --source with a Postgres source")
+        raise ConfigError(
+            "sources",
+            f"tail supports Postgres sources only for now, not `{unsupported[0]}`",
+            hint="pass --source with a Postgres source",
+        )
     pipeline = f"{config.pipeline}_tail"
     state = state_dir()
     engines: list[tuple[EmbeddedEngine, str, str]] = []
@@ -82,8 +97,13 @@ def tail(
             engines.append((engine, source.dsn, slot))
         click.echo(f"tail: {len(engines)} source(s), {describe_java()}; Ctrl+C stops", err=True)
         out = sys.stdout.buffer
-        for event in tail_events([e for e, _, _ in engines], raw=raw, markers=markers,
-                                 max_events=max_events, idle_timeout=idle_timeout):
+        for event in tail_events(
+            [e for e, _, _ in engines],
+            raw=raw,
+            markers=markers,
+            max_events=max_events,
+            idle_timeout=idle_timeout,
+        ):
             out.write(orjson.dumps(event, default=_json_default) + b"\n")
             out.flush()
     except KeyboardInterrupt:

@@ -20,14 +20,28 @@ from tidemark.up import Threads, UpOptions, bootstrap, wait_caught_up, wait_idle
 
 
 @click.command()
-@click.option("--profile", default="bank", show_default=True,
-              type=click.Choice(["bank", "customers", "retail"]), help="Simulator schema.")
-@click.option("--lake", default="lake", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Lake directory.")
+@click.option(
+    "--profile",
+    default="bank",
+    show_default=True,
+    type=click.Choice(["bank", "customers", "retail"]),
+    help="Simulator schema.",
+)
+@click.option(
+    "--lake",
+    default="lake",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Lake directory.",
+)
 @click.option("--rate", default=500.0, show_default=True, help="Simulated changes per second.")
 @click.option("--workers", default=2, show_default=True, help="Simulator connections.")
-@click.option("--duration", type=float, default=None,
-              help="Stop after this many seconds (for scripts and CI); default: until Ctrl+C.")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Stop after this many seconds (for scripts and CI); default: until Ctrl+C.",
+)
 def up(profile: str, lake: Path, rate: float, workers: int, duration: float | None) -> None:
     """Run the demo: local Postgres, the simulator and the pipeline into ./lake.
 
@@ -97,8 +111,11 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
                 slot = replication_name(config.pipeline, config.sources[0].name)
                 caught = wait_caught_up(runner, url=url, slot=slot, timeout=options.drain_timeout)
                 if not caught:
-                    click.echo("the pipeline did not catch up in time; stopping anyway "
-                               "(the next run resumes)", err=True)
+                    click.echo(
+                        "the pipeline did not catch up in time; stopping anyway "
+                        "(the next run resumes)",
+                        err=True,
+                    )
             progress.phase = "committing the batch in flight"
             pipeline_stop.set()
             threads.join("pipeline")
@@ -119,5 +136,6 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
     click.echo(
         f"stopped: simulator wrote {simulated:,} changes; pipeline committed "
         f"{progress.events:,} events in {progress.batches:,} batches. "
-        f"Next: `tidemark verify`, `tidemark status`, `tidemark query`.", err=True,
+        f"Next: `tidemark verify`, `tidemark status`, `tidemark query`.",
+        err=True,
     )

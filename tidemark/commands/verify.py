@@ -34,8 +34,12 @@ def _describe(report: VerifyReport) -> list[str]:
 
 @click.command()
 @config_option
-@click.option("--timeout", default=120.0, show_default=True,
-              help="Seconds to wait for the lake to reach the source's position.")
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the lake to reach the source's position.",
+)
 @click.option("--sample", default=5, show_default=True, help="Differing keys shown per kind.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(config_path: Path | None, timeout: float, sample: int, as_json: bool) -> None:
@@ -48,8 +52,7 @@ def verify(config_path: Path | None, timeout: float, sample: int, as_json: bool)
     """
     config = resolve_config(config_path)
     reports = [
-        verify_source(config, source, timeout=timeout, sample=sample)
-        for source in config.sources
+        verify_source(config, source, timeout=timeout, sample=sample) for source in config.sources
     ]
     if as_json:
         click.echo(json.dumps([{**asdict(r), "ok": r.ok} for r in reports], default=str))

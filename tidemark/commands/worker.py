@@ -20,26 +20,44 @@ from tidemark.stream_processors.distributed.topics import source_topics
 log = logging.getLogger(__name__)
 
 
-def worker_settings(cfg: Any, *, web_port: int | None, session_timeout_s: float,
-                    threads: int, stats_path: Path | None,
-                    gate_transactions: bool = True,
-                    partition_buckets: bool = True) -> WorkerSettings:
+def worker_settings(
+    cfg: Any,
+    *,
+    web_port: int | None,
+    session_timeout_s: float,
+    threads: int,
+    stats_path: Path | None,
+    gate_transactions: bool = True,
+    partition_buckets: bool = True,
+) -> WorkerSettings:
     """Settings of one worker from a `PipelineConfig`."""
     if cfg.kafka is None:
-        raise WorkerConfigError("the pipeline config has no `kafka:` section",
-                                hint="add `kafka: {bootstrap: host:9092}`")
+        raise WorkerConfigError(
+            "the pipeline config has no `kafka:` section",
+            hint="add `kafka: {bootstrap: host:9092}`",
+        )
     topics = tuple(source_topics(cfg.sources))
     group = cfg.kafka.group or f"tidemark-{cfg.pipeline}"
     return WorkerSettings(
-        pipeline=cfg.pipeline, app_id=cfg.app_id, lake=cfg.lake,
-        storage_options=dict(cfg.storage_options), topics=topics,
+        pipeline=cfg.pipeline,
+        app_id=cfg.app_id,
+        lake=cfg.lake,
+        storage_options=dict(cfg.storage_options),
+        topics=topics,
         layers={t.table: cfg.layers_for(t.table) for t in topics},
-        bootstrap=cfg.kafka.bootstrap, group=group,
+        bootstrap=cfg.kafka.bootstrap,
+        group=group,
         datadir=state_dir() / "faust" / group,
-        max_events=cfg.batching.max_events, max_latency_s=cfg.batching.max_latency_ms / 1000,
-        live_prefix=cfg.kafka.live_topic_prefix, stats_path=stats_path, web_port=web_port,
-        session_timeout_s=session_timeout_s, threads=threads,
-        gate_transactions=gate_transactions, partition_buckets=partition_buckets)
+        max_events=cfg.batching.max_events,
+        max_latency_s=cfg.batching.max_latency_ms / 1000,
+        live_prefix=cfg.kafka.live_topic_prefix,
+        stats_path=stats_path,
+        web_port=web_port,
+        session_timeout_s=session_timeout_s,
+        threads=threads,
+        gate_transactions=gate_transactions,
+        partition_buckets=partition_buckets,
+    )
 
 
 def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
@@ -62,8 +80,9 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     )
 
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    existing = set(AdminClient({"bootstrap.servers": settings.bootstrap})
-                   .list_topics(timeout=15).topics)
+    existing = set(
+        AdminClient({"bootstrap.servers": settings.bootstrap}).list_topics(timeout=15).topics
+    )
     missing = [t.topic for t in settings.topics if t.topic not in existing]
     if missing:
         log.warning("topics %s do not exist yet; their agents wait for them", missing)
@@ -71,20 +90,32 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     gate = reader = None
     if gated:
         gate = TransactionGate()
-        reader = TransactionTopicReader(gate, bootstrap=settings.bootstrap,
-                                        topics=[transaction_topic(s) for s in sorted(gated)])
+        reader = TransactionTopicReader(
+            gate, bootstrap=settings.bootstrap, topics=[transaction_topic(s) for s in sorted(gated)]
+        )
         reader.start()
 
     def lake_factory(app_id: str) -> Lake:
         return Lake(settings.lake, app_id=app_id, storage_options=settings.storage_options)
 
-    ensure_topics(settings.bootstrap, dead_letters=dead_letter_topic(settings.pipeline),
-                  live=[live_topic(settings.live_prefix, t.table) for t in settings.topics]
-                  if settings.live_prefix else [])
-    outputs = KafkaOutputs(bootstrap=settings.bootstrap, pipeline=settings.pipeline,
-                           live_prefix=settings.live_prefix)
-    app = build_app(settings, lake_factory=lake_factory, outputs=outputs, gate=gate,
-                    gated=gated, verify_gap=kafka_gap_verifier(settings.bootstrap))
+    ensure_topics(
+        settings.bootstrap,
+        dead_letters=dead_letter_topic(settings.pipeline),
+        live=[live_topic(settings.live_prefix, t.table) for t in settings.topics]
+        if settings.live_prefix
+        else [],
+    )
+    outputs = KafkaOutputs(
+        bootstrap=settings.bootstrap, pipeline=settings.pipeline, live_prefix=settings.live_prefix
+    )
+    app = build_app(
+        settings,
+        lake_factory=lake_factory,
+        outputs=outputs,
+        gate=gate,
+        gated=gated,
+        verify_gap=kafka_gap_verifier(settings.bootstrap),
+    )
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
@@ -94,34 +125,73 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
 
 
 @click.command()
-@click.option("--config", "config_path", required=True,
-              type=click.Path(exists=True, dir_okay=False), help="The pipeline config (YAML).")
-@click.option("--web-port", type=int, default=None,
-              help="Serve Faust's web status on 127.0.0.1:PORT (off by default).")
-@click.option("--session-timeout", type=float, default=30.0, show_default=True,
-              help="Consumer group session timeout in seconds (a dead worker's partitions "
-                   "move after this long).")
-@click.option("--threads", type=int, default=4, show_default=True,
-              help="Threads that decode and commit (one batch per topic at a time; topics "
-                   "in parallel).")
-@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), default=None,
-              help="Write progress counters (JSON) to this file.")
-@click.option("--no-tx-gate", is_flag=True,
-              help="Do not hold records for their transaction's END marker.")
-@click.option("--bucket-by", type=click.Choice(["partition", "key"]), default="partition",
-              show_default=True,
-              help="Layout of new live/forensic tables: buckets that follow the Kafka "
-                   "partition (workers never conflict) or key ranges (conflicts retried).")
-def worker(config_path: str, web_port: int | None, session_timeout: float, threads: int,
-           stats_path: str | None, no_tx_gate: bool, bucket_by: str) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The pipeline config (YAML).",
+)
+@click.option(
+    "--web-port",
+    type=int,
+    default=None,
+    help="Serve Faust's web status on 127.0.0.1:PORT (off by default).",
+)
+@click.option(
+    "--session-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Consumer group session timeout in seconds (a dead worker's partitions "
+    "move after this long).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Threads that decode and commit (one batch per topic at a time; topics in parallel).",
+)
+@click.option(
+    "--stats",
+    "stats_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write progress counters (JSON) to this file.",
+)
+@click.option(
+    "--no-tx-gate", is_flag=True, help="Do not hold records for their transaction's END marker."
+)
+@click.option(
+    "--bucket-by",
+    type=click.Choice(["partition", "key"]),
+    default="partition",
+    show_default=True,
+    help="Layout of new live/forensic tables: buckets that follow the Kafka "
+    "partition (workers never conflict) or key ranges (conflicts retried).",
+)
+def worker(
+    config_path: str,
+    web_port: int | None,
+    session_timeout: float,
+    threads: int,
+    stats_path: str | None,
+    no_tx_gate: bool,
+    bucket_by: str,
+) -> None:
     """Run a Faust worker: Debezium topics -> milestoning -> Delta, exactly once."""
     from tidemark.config import load_config
 
     cfg = load_config(config_path)
-    settings = worker_settings(cfg, web_port=web_port, session_timeout_s=session_timeout,
-                               threads=threads,
-                               stats_path=Path(stats_path) if stats_path else None,
-                               gate_transactions=not no_tx_gate,
-                               partition_buckets=bucket_by == "partition")
+    settings = worker_settings(
+        cfg,
+        web_port=web_port,
+        session_timeout_s=session_timeout,
+        threads=threads,
+        stats_path=Path(stats_path) if stats_path else None,
+        gate_transactions=not no_tx_gate,
+        partition_buckets=bucket_by == "partition",
+    )
     level = logging.getLogger().getEffectiveLevel()
     run_worker(settings, loglevel="info" if level <= logging.INFO else "warn")

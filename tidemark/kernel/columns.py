@@ -48,6 +48,7 @@ def is_metadata(column: str) -> bool:
     """True for Tidemark's own columns, which never come from a source row."""
     return column.startswith(PREFIX)
 
+
 # Physical columns the sinks add to a layer's Delta table (extra to DESIGN §3.2).
 BUCKET: Final = "_tm_bucket"  # key-range (or key-hash) bucket; partition column of live/forensic
 CURRENT: Final = "_tm_current"  # forensic partition flag: True for the open version of a key

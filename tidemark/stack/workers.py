@@ -48,14 +48,37 @@ class WorkerProcess:
             return ""
 
 
-def start_worker(config: Path, workdir: Path, name: str, *, session_timeout: float = 6.0,
-                 extra: Sequence[str] = (), cwd: Path | None = None) -> WorkerProcess:
+def start_worker(
+    config: Path,
+    workdir: Path,
+    name: str,
+    *,
+    session_timeout: float = 6.0,
+    extra: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> WorkerProcess:
     """Start `tidemark -v worker --config CONFIG` with its state, stats and log in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     stats, log = workdir / f"{name}.stats.json", workdir / f"{name}.log"
     env = {**os.environ, "TIDEMARK_STATE": str(workdir / f"state-{name}")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tidemark", "-v", "worker", "--config", str(config),
-         "--session-timeout", str(session_timeout), "--stats", str(stats), *extra],
-        cwd=cwd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "tidemark",
+            "-v",
+            "worker",
+            "--config",
+            str(config),
+            "--session-timeout",
+            str(session_timeout),
+            "--stats",
+            str(stats),
+            *extra,
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     return WorkerProcess(process, stats, log)
