@@ -27,9 +27,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tidemark.stream_processors.milestoning.core import milestone
-
 from tidemark.kernel.model import TableChanges
+from tidemark.stream_processors.milestoning.core import milestone
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -31,7 +31,6 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tidemark.connectors.decode import Decoder
-
 from tidemark.kernel.records import RawRecord
 
 

@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 import psycopg2  # noqa: E402
 import yaml  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
 from tidemark.connectors.kafka.broker import TansuBroker, create_topics  # noqa: E402
 from tidemark.connectors.kafka.produce import publish  # noqa: E402
 from tidemark.connectors.postgres.capture import open_postgres_engine  # noqa: E402
 from tidemark.connectors.postgres.cluster import LocalCluster  # noqa: E402
-
 from tidemark.stack.workers import start_worker  # noqa: E402
 
 WORK = Path(os.environ.get("BENCH_DIR", "/tmp/dist-bench"))

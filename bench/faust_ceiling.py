@@ -118,6 +118,7 @@ def main() -> None:
         child(mode, bootstrap, topic, int(total))
         return
     from confluent_kafka import Producer
+
     from tidemark.connectors.kafka.broker import TansuBroker, create_topics
 
     WORK.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 
 from tidemark.connectors.postgres.cluster import LocalCluster  # noqa: E402
 from tidemark.simulator import Simulator  # noqa: E402
-
 from tidemark.state import postgres_dir  # noqa: E402
 
 

@@ -42,12 +42,12 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 from deltalake import DeltaTable, write_deltalake  # noqa: E402
-from tidemark.sinks.delta.table import table_uri  # noqa: E402
-from tidemark.sinks.lake import Lake  # noqa: E402
-from tidemark.sinks.layout import DEFAULT_RANGE_SIZE  # noqa: E402
 
 from bench import sink_workload as wl  # noqa: E402
 from tidemark.kernel import columns as c  # noqa: E402
+from tidemark.sinks.delta.table import table_uri  # noqa: E402
+from tidemark.sinks.lake import Lake  # noqa: E402
+from tidemark.sinks.layout import DEFAULT_RANGE_SIZE  # noqa: E402
 
 LOAD_CHUNK = 1_000_000
 

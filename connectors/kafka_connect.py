@@ -28,7 +28,6 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from tidemark.connectors.errors import SourceConfigError, SourceError, SourceUnavailable
-
 from tidemark.kernel.errors import TransientError
 
 log = logging.getLogger(__name__)

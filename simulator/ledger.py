@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+
 from tidemark.simulator.engine import Change
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
+
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
 SCHEMA = pa.schema(

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pyarrow as pa
-from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
 from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
 Stage = Literal["decode", "apply"]
 

@@ -19,17 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
-from tidemark.sinks.base import CommitResult
-from tidemark.sinks.batch_log import BatchLog, TableCounts
-from tidemark.sinks.dead_letters import DeadLetterTable
-from tidemark.sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
-from tidemark.sinks.delta.changelog import ChangelogSink
-from tidemark.sinks.delta.forensic import ForensicSink
-from tidemark.sinks.delta.live import LiveSink
-from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.errors import SinkSchemaMismatch
-from tidemark.sinks.maintenance import Kind, Maintenance
-from tidemark.sinks.schema import all_nullable
 
 from tidemark.kernel.columns import (
     BATCH,
@@ -41,6 +30,17 @@ from tidemark.kernel.columns import (
 )
 from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.base import CommitResult
+from tidemark.sinks.batch_log import BatchLog, TableCounts
+from tidemark.sinks.dead_letters import DeadLetterTable
+from tidemark.sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
+from tidemark.sinks.delta.changelog import ChangelogSink
+from tidemark.sinks.delta.forensic import ForensicSink
+from tidemark.sinks.delta.live import LiveSink
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.errors import SinkSchemaMismatch
+from tidemark.sinks.maintenance import Kind, Maintenance
+from tidemark.sinks.schema import all_nullable
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.sinks.errors import SinkSchemaMismatch
 
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.errors import SinkSchemaMismatch
 
 _FAMILIES: tuple[Callable[[pa.DataType], bool], ...] = (
     pa.types.is_integer,

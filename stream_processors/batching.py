@@ -19,11 +19,11 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.stream_processors.milestoning import arrays
-from tidemark.stream_processors.transactions import Cut, plan_cut
 
 from tidemark.kernel.columns import POSITION, TX_ID
 from tidemark.kernel.model import TableChanges
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.transactions import Cut, plan_cut
 
 logger = logging.getLogger(__name__)
 

@@ -8,4 +8,6 @@ pytest_plugins = [
     "tests.fixtures.debezium",
     "tests.fixtures.kafka",
     "tests.fixtures.lake",
+    "tests.fixtures.exit",
+    "tests.fixtures.markers",
 ]

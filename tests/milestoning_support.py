@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-from tidemark.stream_processors.milestoning.core import milestone
 
 from tidemark.kernel.columns import (
     BATCH_IN,
@@ -27,6 +26,7 @@ from tidemark.kernel.columns import (
     VALID_TO,
 )
 from tidemark.kernel.model import MilestonedTable, TableChanges
+from tidemark.stream_processors.milestoning.core import milestone
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 UTC_US = pa.timestamp("us", tz="UTC")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from tidemark.stream_processors.batching import Batcher
 
 from tests.batching_support import Clock, Marker, chunk, ids, p, tx
+from tidemark.stream_processors.batching import Batcher
 
 
 def test_closes_on_size_at_a_transaction_boundary():

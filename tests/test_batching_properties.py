@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tidemark.stream_processors.batching import Batcher
-from tidemark.stream_processors.milestoning.core import milestone
 
 from tests.batching_support import Clock, Decoded, Marker, chunk, p
 from tests.milestoning_histories import histories, replay, to_rows
 from tests.milestoning_support import MemoryLake, events, ts
 from tidemark.kernel.columns import POSITION, TX_ID
 from tidemark.kernel.model import TableChanges
+from tidemark.stream_processors.batching import Batcher
+from tidemark.stream_processors.milestoning.core import milestone
 
 PROFILE = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TABLES = ["s.public.a", "s.public.b"]

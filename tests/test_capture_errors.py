@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
+
 from tidemark.connectors.debezium.engine import EmbeddedEngine
 from tidemark.connectors.debezium.jvm import find_java
 from tidemark.connectors.errors import SourceConfigError, SourceUnavailable

@@ -7,9 +7,9 @@ import time
 
 import psycopg2
 import pytest
-from tidemark.connectors.errors import SourceError
 
 from tests.fixtures.debezium import changes, payload
+from tidemark.connectors.errors import SourceError
 from tidemark.kernel.records import RawRecord
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]

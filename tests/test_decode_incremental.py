@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
-from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 
 from tests.fixtures.debezium import changes
+from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import orjson
+
 from tidemark.connectors.decode import Decoder
 from tidemark.connectors.decode.jsonl import decoded_events
-
 from tidemark.kernel.records import RawRecord
 
 DATA = Path(__file__).parent / "data/debezium"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from tidemark.connectors.decode import Decoder, decode_records
 from tidemark.connectors.decode.decoder import _split
 from tidemark.connectors.decode.types import decimal_text, parse_interval
-
 from tidemark.kernel.records import RawRecord
 
 DATA = Path(__file__).parent / "data/debezium"

@@ -22,6 +22,7 @@ from decimal import Decimal
 import psycopg2
 import pyarrow as pa
 import pytest
+
 from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 from tidemark.connectors.decode.types import INFINITY_US, MINUS_INFINITY_US
 from tidemark.connectors.postgres.capture import open_postgres_engine

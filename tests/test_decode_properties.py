@@ -8,6 +8,7 @@ from decimal import Decimal, localcontext
 import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tidemark.connectors.decode.position import PositionState, postgres_position, sqlserver_position
 from tidemark.connectors.decode.types import column_type, decimal_text, parse_interval
 

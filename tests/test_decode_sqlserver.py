@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from tidemark.connectors.decode import Decoder
 
+from tidemark.connectors.decode import Decoder
 from tidemark.kernel.records import RawRecord
 
 DATA = json.loads((Path(__file__).parent / "data/debezium/sqlserver_docs.json").read_text())

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
+
 from tidemark.connectors.decode.storable import INTERVAL_STRUCT, delta_storable
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
-from tidemark.connectors.postgres.cluster import LocalCluster
 
+from tidemark.connectors.postgres.cluster import LocalCluster
 from tidemark.kernel.secrets import mask
 
 pytestmark = pytest.mark.postgres

@@ -4,7 +4,6 @@ makes no forensic version and closes nothing (stream_processors/milestoning/noop
 from __future__ import annotations
 
 import pyarrow as pa
-from tidemark.stream_processors.milestoning.core import milestone
 
 from tests.milestoning_support import (
     ALICE,
@@ -18,6 +17,7 @@ from tests.milestoning_support import (
     ts,
 )
 from tidemark.kernel.columns import BATCH_OUT, POSITION, VALID_TO
+from tidemark.stream_processors.milestoning.core import milestone
 
 
 def test_an_update_that_changes_nothing_makes_no_version_and_closes_nothing():

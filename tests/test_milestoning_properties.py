@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tidemark.stream_processors.milestoning.core import milestone
 
 from tests.milestoning_histories import Event, histories, replay, to_rows
 from tests.milestoning_support import SCHEMA, SOURCE, MemoryLake, changes, events, pos, ts
@@ -26,6 +25,7 @@ from tidemark.kernel.columns import (
     VALID_FROM,
     VALID_TO,
 )
+from tidemark.stream_processors.milestoning.core import milestone
 
 INGESTED = datetime(2026, 3, 2, tzinfo=UTC)
 PROFILE = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

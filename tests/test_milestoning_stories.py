@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
-from tidemark.stream_processors.milestoning.core import MilestoningError, milestone
 
 from tests.milestoning_support import (
     ALICE,
@@ -35,6 +34,7 @@ from tidemark.kernel.columns import (
     SOURCE_TS,
     VALID_TO,
 )
+from tidemark.stream_processors.milestoning.core import MilestoningError, milestone
 
 
 def test_load_1_initial_insert_opens_one_version_per_key():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tidemark.connectors.errors import SourceConfigError
 from tidemark.connectors.postgres.settings import connector_settings, replication_name
 

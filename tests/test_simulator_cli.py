@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from tidemark.connectors.postgres.cluster import free_port
 
 from tests.simulator_support import BALANCE_MISMATCHES, decoded_changes, query, read_ledger
+from tidemark.connectors.postgres.cluster import free_port
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,6 @@ from datetime import datetime
 
 import psycopg2
 import pytest
-from tidemark.connectors.postgres.cluster import LocalCluster
-from tidemark.simulator import Simulator
 
 from tests.simulator_support import (
     BALANCE_MISMATCHES,
@@ -23,6 +21,8 @@ from tests.simulator_support import (
     query,
     read_ledger,
 )
+from tidemark.connectors.postgres.cluster import LocalCluster
+from tidemark.simulator import Simulator
 
 pytestmark = pytest.mark.postgres
 

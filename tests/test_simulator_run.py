@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
-from tidemark.simulator import Simulator
 
 from tests.simulator_support import (
     BALANCE_MISMATCHES,
@@ -20,6 +19,7 @@ from tests.simulator_support import (
     query,
     read_ledger,
 )
+from tidemark.simulator import Simulator
 
 pytestmark = pytest.mark.postgres
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import sqlglot
 from sqlglot import exp
+
 from tidemark.simulator import Simulator
 from tidemark.simulator.dialects import POSTGRES, SQLSERVER
 from tidemark.simulator.profiles import PROFILES, get_profile

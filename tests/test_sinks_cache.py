@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pyarrow as pa
-from tidemark.sinks.delta.buckets import BucketCache
-from tidemark.sinks.lake import Lake
 
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
+from tidemark.sinks.delta.buckets import BucketCache
+from tidemark.sinks.lake import Lake
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("balance", pa.decimal128(12, 2))])
 

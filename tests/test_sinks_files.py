@@ -12,15 +12,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
-from tidemark.sinks.delta.bucketed import GROUP_BUCKETS
-from tidemark.sinks.delta.files import FileWriter, file_stats, table_filesystem
-from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.lake import Lake
 
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 from tidemark.kernel import columns as c
 from tidemark.kernel.columns import Layer
+from tidemark.sinks.delta.bucketed import GROUP_BUCKETS
+from tidemark.sinks.delta.files import FileWriter, file_stats, table_filesystem
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import Lake
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 TABLE = "s.p.spread"

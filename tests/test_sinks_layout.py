@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import DeltaTable
-from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.lake import Lake
 
 from tests.support.lakes import Driver
 from tests.support.milestones import event, milestone_rows, pos, ts
 from tidemark.kernel.columns import Layer
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import Lake
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 TABLE = "s.p.items"
@@ -148,6 +148,7 @@ def test_layer_writers_keep_the_sink_protocol(lake_root):
 
 def test_a_bad_location_fails_with_one_clear_line(tmp_path):
     import pytest
+
     from tidemark.sinks.errors import SinkError
 
     blocker = tmp_path / "not-a-dir"

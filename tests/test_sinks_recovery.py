@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable
-from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.lake import Lake
 
 from tests.support import crash_writer as cw
 from tests.support.lakes import Driver
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]
 N_BATCHES = 12

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import DeltaTable
-from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.lake import Lake
 
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import Lake
 
 V1 = pa.schema([("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64())])
 V2 = pa.schema(

@@ -11,11 +11,11 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from tidemark.sinks.lake import Lake
 
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
 from tidemark.kernel import columns as c
+from tidemark.sinks.lake import Lake
 
 TABLE = "shop.public.customers"
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("balance", pa.decimal128(12, 2))])

@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
-from tidemark.sinks.lake import Lake
-from tidemark.stream_processors.milestoning.core import milestone
 
 from tests.support import crash_writer as cw
 from tests.support.lakes import Driver
 from tidemark.kernel import columns as c
 from tidemark.kernel.model import TableChanges
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.milestoning.core import milestone
 
 EVENT_SCHEMA = pa.schema(
     [

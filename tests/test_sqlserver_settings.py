@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sqlglot
 from sqlglot import exp
+
 from tidemark.connectors.decode.settings import TYPE_SETTINGS
 from tidemark.connectors.errors import SourceConfigError
 from tidemark.connectors.sqlserver.settings import connector_settings, parse_sqlserver_dsn

@@ -30,7 +30,6 @@ from typing import Any
 
 from tidemark.connectors.debezium.jvm import DEFAULT_HEAP, StartedJvm, start_jvm
 from tidemark.connectors.errors import SourceConfigError, SourceError, SourceUnavailable
-
 from tidemark.kernel.records import RawRecord
 from tidemark.kernel.secrets import mask
 

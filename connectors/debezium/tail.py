@@ -15,7 +15,6 @@ from typing import Any
 from tidemark.connectors.debezium.engine import EmbeddedEngine
 from tidemark.connectors.decode import Decoder
 from tidemark.connectors.decode.decoder import SourceKind
-
 from tidemark.kernel.columns import (
     BEFORE,
     OP,

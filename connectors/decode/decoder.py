@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
+
 from tidemark.connectors.decode.position import PositionState, postgres_position, sqlserver_position
 from tidemark.connectors.decode.storable import delta_storable
 from tidemark.connectors.decode.tables import TableLayout, TableRows
-
 from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import TableChanges
 from tidemark.kernel.records import RawRecord

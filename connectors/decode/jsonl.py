@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.connectors.decode.decoder import DecodedBatch
 
+from tidemark.connectors.decode.decoder import DecodedBatch
 from tidemark.kernel import columns as tm
 
 _FLOAT_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from tidemark.connectors.decode.types import ColumnType, column_type
 
+from tidemark.connectors.decode.types import ColumnType, column_type
 from tidemark.kernel import columns as tm
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from tidemark.connectors.decode.settings import UNAVAILABLE_VALUE
 
 Converter = Callable[[Sequence[Any]], pa.Array]

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidemark.connectors.postgres.cluster import free_port
-
 from tidemark.kernel.errors import TerminalError
 
 SESSION_TIMEOUT_MS = 6_000  # consumers on Tansu join faster with a short session

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from psycopg2 import sql
+
 from tidemark.connectors.debezium.engine import EmbeddedEngine
 from tidemark.connectors.debezium.jvm import DEFAULT_HEAP
 from tidemark.connectors.postgres.settings import connector_settings, replication_name

@@ -10,9 +10,9 @@ import re
 from collections.abc import Sequence
 
 from psycopg2.extensions import parse_dsn
+
 from tidemark.connectors.decode.settings import TYPE_SETTINGS
 from tidemark.connectors.errors import SourceConfigError
-
 from tidemark.kernel.secrets import mask
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"

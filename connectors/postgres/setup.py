@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import psycopg2
 from psycopg2 import sql
-from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
 
+from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
 from tidemark.kernel.secrets import mask
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extras
-from tidemark.connectors.errors import SourceUnavailable
 
+from tidemark.connectors.errors import SourceUnavailable
 from tidemark.kernel.secrets import mask
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tidemark.connectors.decode.settings import TYPE_SETTINGS
 from tidemark.connectors.errors import SourceConfigError
-
 from tidemark.kernel.secrets import mask
 
 CONNECTOR_CLASS = "io.debezium.connector.sqlserver.SqlServerConnector"

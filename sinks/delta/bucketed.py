@@ -12,6 +12,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
+
+from tidemark.kernel.columns import BUCKET, CURRENT, Layer
+from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.base import CommitResult
 from tidemark.sinks.delta.buckets import BucketCache, BucketRows, key_filter, split_by_bucket
 from tidemark.sinks.delta.files import FileWriter
@@ -20,9 +23,6 @@ from tidemark.sinks.delta.table import DeltaHandle
 from tidemark.sinks.errors import SinkError
 from tidemark.sinks.layout import Bucketing
 from tidemark.sinks.schema import align
-
-from tidemark.kernel.columns import BUCKET, CURRENT, Layer
-from tidemark.kernel.model import MilestonedTable
 
 PHYSICAL = (BUCKET, CURRENT)
 GROUP_BUCKETS = 8

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.sinks.delta.table import DeltaHandle
 
 from tidemark.kernel.columns import BUCKET
+from tidemark.sinks.delta.table import DeltaHandle
 
 # Shared by all layers of a lake: about 1M rows of a narrow table's live and forensic layers,
 # so a hot set that size (or a table that size with keys spread evenly) is rewritten without

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from tidemark.kernel.columns import POSITION, Layer
+from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.base import CommitResult
 from tidemark.sinks.delta.retry import commit_with_retries
 from tidemark.sinks.delta.table import DeltaHandle
 from tidemark.sinks.errors import SinkError
-
-from tidemark.kernel.columns import POSITION, Layer
-from tidemark.kernel.model import MilestonedTable
 
 
 class ChangelogSink:

@@ -14,9 +14,6 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.sinks.delta.bucketed import BucketedSink, conform
-from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
-from tidemark.sinks.layout import in_list
 
 from tidemark.kernel.columns import (
     BATCH_IN,
@@ -30,6 +27,9 @@ from tidemark.kernel.columns import (
     Layer,
 )
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.delta.bucketed import BucketedSink, conform
+from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
+from tidemark.sinks.layout import in_list
 
 _STATS = (VALID_FROM, VALID_TO, BATCH_IN, BATCH_OUT, POSITION, OP)
 

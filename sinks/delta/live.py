@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyarrow as pa
-from tidemark.sinks.delta.bucketed import BucketedSink
-from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
-from tidemark.sinks.layout import in_list
 
 from tidemark.kernel.columns import BUCKET, Layer
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.delta.bucketed import BucketedSink
+from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
+from tidemark.sinks.layout import in_list
 
 
 class LiveSink(BucketedSink):

@@ -7,11 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from tidemark.kernel.columns import Layer
 from tidemark.sinks.base import CommitResult
 from tidemark.sinks.delta.table import DeltaHandle
 from tidemark.sinks.errors import SinkCommitConflict
-
-from tidemark.kernel.columns import Layer
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction
+
 from tidemark.sinks.errors import delta_errors
 from tidemark.sinks.schema import align
 

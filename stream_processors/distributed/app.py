@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tidemark.kernel.columns import Layer
 from tidemark.stream_processors.distributed.bulk import install, take
 from tidemark.stream_processors.distributed.group import TopicGroup
 from tidemark.stream_processors.distributed.lane import (
@@ -35,8 +36,6 @@ from tidemark.stream_processors.distributed.lane import (
     lane_decoder,
 )
 from tidemark.stream_processors.distributed.topics import SourceTopic, transaction_topic
-
-from tidemark.kernel.columns import Layer
 
 log = logging.getLogger(__name__)
 

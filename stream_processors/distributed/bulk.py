@@ -22,6 +22,7 @@ from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
+
 from tidemark.stream_processors.distributed.lane import KafkaRecord
 
 log = logging.getLogger(__name__)

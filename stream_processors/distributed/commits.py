@@ -11,11 +11,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tidemark.sinks.layout import Bucketing
-from tidemark.stream_processors.milestoning.core import milestone
-
 from tidemark.kernel.columns import Layer
 from tidemark.kernel.model import MilestonedTable, TableChanges
+from tidemark.sinks.layout import Bucketing
+from tidemark.stream_processors.milestoning.core import milestone
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+
+from tidemark.kernel.columns import POSITION, Layer
+from tidemark.kernel.model import MilestonedTable, TableChanges
 from tidemark.stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
     batch_id_of,
@@ -49,9 +52,6 @@ from tidemark.stream_processors.distributed.lane import (
     raw_records,
 )
 from tidemark.stream_processors.distributed.topics import SourceTopic
-
-from tidemark.kernel.columns import POSITION, Layer
-from tidemark.kernel.model import MilestonedTable, TableChanges
 
 log = logging.getLogger(__name__)
 

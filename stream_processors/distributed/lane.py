@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tidemark.connectors.decode.decoder import Decoder
+from tidemark.kernel.columns import Layer
+from tidemark.kernel.model import MilestonedTable
+from tidemark.kernel.records import RawRecord
 from tidemark.stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
     batch_id_of,
@@ -42,10 +45,6 @@ from tidemark.stream_processors.distributed.commits import (
     write_batch,
 )
 from tidemark.stream_processors.distributed.topics import SourceTopic
-
-from tidemark.kernel.columns import Layer
-from tidemark.kernel.model import MilestonedTable
-from tidemark.kernel.records import RawRecord
 
 log = logging.getLogger(__name__)
 

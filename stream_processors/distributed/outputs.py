@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from tidemark.stream_processors.distributed.errors import OutputUnavailable
-from tidemark.stream_processors.distributed.topics import dead_letter_topic, live_topic
 
 from tidemark.kernel.columns import BATCH
 from tidemark.kernel.model import MilestonedTable
+from tidemark.stream_processors.distributed.errors import OutputUnavailable
+from tidemark.stream_processors.distributed.topics import dead_letter_topic, live_topic
 
 log = logging.getLogger(__name__)
 

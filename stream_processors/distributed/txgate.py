@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+
 from tidemark.stream_processors.distributed.lane import KafkaRecord
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,12 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from tidemark.kernel.columns import SOURCE_TS, Layer
+from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.errors import TerminalError, TransientError
+from tidemark.kernel.model import MilestonedTable
+from tidemark.kernel.records import RawRecord
 from tidemark.stream_processors.batching import Batcher, PipelineBatch
 from tidemark.stream_processors.embedded.inflight import InFlight
 from tidemark.stream_processors.embedded.shaping import (
@@ -34,12 +40,6 @@ from tidemark.stream_processors.embedded.shaping import (
     rows_as_dead_letters,
 )
 from tidemark.stream_processors.milestoning.core import milestone
-
-from tidemark.kernel.columns import SOURCE_TS, Layer
-from tidemark.kernel.dead_letter import DeadLetter
-from tidemark.kernel.errors import TerminalError, TransientError
-from tidemark.kernel.model import MilestonedTable
-from tidemark.kernel.records import RawRecord
 
 logger = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.stream_processors.milestoning import arrays, layers, noop, timeline, toast
-from tidemark.stream_processors.milestoning.errors import MilestoningError
-from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
 from tidemark.kernel.columns import POSITION
 from tidemark.kernel.model import MilestonedTable, TableChanges
+from tidemark.stream_processors.milestoning import arrays, layers, noop, timeline, toast
+from tidemark.stream_processors.milestoning.errors import MilestoningError
+from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,6 @@ from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.stream_processors.milestoning import arrays
-from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, ORD, TS, UTC_US, Timeline
 
 from tidemark.kernel.columns import (
     BATCH,
@@ -25,6 +23,8 @@ from tidemark.kernel.columns import (
     VALID_TO,
     Op,
 )
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, ORD, TS, UTC_US, Timeline
 
 
 def _constant(value: object, n: int, type_: pa.DataType) -> pa.Array:

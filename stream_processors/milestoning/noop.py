@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.stream_processors.milestoning import arrays
-from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
 from tidemark.kernel.columns import OP, Op
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
 _REPEATABLE = pa.array([Op.UPDATE.value, Op.READ.value, Op.CREATE.value])
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.stream_processors.milestoning import arrays
-from tidemark.stream_processors.milestoning.errors import MilestoningError
 
 from tidemark.kernel.columns import (
     OP,
@@ -24,6 +22,8 @@ from tidemark.kernel.columns import (
     VALID_TO,
     is_metadata,
 )
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning.errors import MilestoningError
 
 # Working columns; the double underscore keeps them apart from any `_tm_` contract column.
 ORD = "__tm_ord"  # the event's row number in the batch (-1 for a current version)

@@ -12,10 +12,10 @@ import logging
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.stream_processors.milestoning import arrays
-from tidemark.stream_processors.milestoning.timeline import Timeline
 
 from tidemark.kernel.columns import OP, UNCHANGED_TOAST, Op
+from tidemark.stream_processors.milestoning import arrays
+from tidemark.stream_processors.milestoning.timeline import Timeline
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 from deltalake import DeltaTable
-from tidemark.connectors.kafka.produce import publish
 
+from tidemark.connectors.kafka.produce import publish
 from tidemark.stack.workers import WorkerProcess
 from tidemark.stack.workers import start_worker as _start_worker
 

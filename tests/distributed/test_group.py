@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-from tidemark.connectors.decode.decoder import Decoder
-from tidemark.sinks.lake import Lake
-from tidemark.stream_processors.distributed.group import TopicGroup
-from tidemark.stream_processors.distributed.lane import KafkaRecord, PartitionLane
 
 from tests.distributed.support import read_layer
 from tests.distributed.test_lane import SPEC, _changelog, _updates
 from tests.distributed.test_lane import records as records
+from tidemark.connectors.decode.decoder import Decoder
 from tidemark.kernel.columns import Layer
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.distributed.group import TopicGroup
+from tidemark.stream_processors.distributed.lane import KafkaRecord, PartitionLane
 
 ALL = frozenset(Layer)
 APP = "tidemark:g"

@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
+
+from tests.distributed.fake_connect import RECORDED, FakeConnect
 from tidemark.connectors.errors import SourceUnavailable
 from tidemark.connectors.kafka_connect import (
     ConnectBusy,
@@ -18,8 +20,6 @@ from tidemark.connectors.kafka_connect import (
     secrets_properties,
 )
 from tidemark.connectors.postgres.cluster import free_port
-
-from tests.distributed.fake_connect import RECORDED, FakeConnect
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from tidemark.sinks.lake import Lake
-from tidemark.stream_processors.distributed.lane import KafkaRecord, PartitionLane
-from tidemark.stream_processors.distributed.topics import SourceTopic
 
 from tests.distributed.support import read_layer
 from tidemark.kernel.columns import Layer
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.distributed.lane import KafkaRecord, PartitionLane
+from tidemark.stream_processors.distributed.topics import SourceTopic
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "debezium" / "postgres_toast_identity.jsonl"
 SPEC = SourceTopic("src.public.fullrow", "src.public.fullrow", "src", "postgres", None)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg2
 import yaml
+
 from tidemark.simulator.runner import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]

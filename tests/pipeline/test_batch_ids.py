@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
-from tidemark.sinks.lake import Lake
-from tidemark.stream_processors.embedded.runner import EmbeddedRunner
-from tidemark.stream_processors.milestoning.core import milestone
 
 from tests.support import crash_writer as cw
 from tests.test_sinks_with_core import EVENT_SCHEMA
 from tidemark.kernel import columns as c
 from tidemark.kernel.model import TableChanges
+from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.embedded.runner import EmbeddedRunner
+from tidemark.stream_processors.milestoning.core import milestone
 
 
 class Killed(Exception):

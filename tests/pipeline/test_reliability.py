@@ -14,10 +14,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from tidemark.connectors.postgres.cluster import LocalCluster
-from tidemark.connectors.postgres.settings import replication_name
-from tidemark.simulator.errors import SimulatorError
-from tidemark.simulator.runner import Simulator
 
 from tests.pipeline.reliability import (
     TABLES,
@@ -29,6 +25,10 @@ from tests.pipeline.reliability import (
     write_config,
 )
 from tidemark.config import load_config
+from tidemark.connectors.postgres.cluster import LocalCluster
+from tidemark.connectors.postgres.settings import replication_name
+from tidemark.simulator.errors import SimulatorError
+from tidemark.simulator.runner import Simulator
 from tidemark.status import pipeline_status
 from tidemark.verify import verify_source
 

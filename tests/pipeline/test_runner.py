@@ -14,12 +14,12 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
-from tidemark.connectors.postgres.capture import open_postgres_engine
-from tidemark.stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings, SourceSpec
 
 from tests.pipeline.recording_lake import Crash, RecordingLake
+from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
+from tidemark.connectors.postgres.capture import open_postgres_engine
 from tidemark.pipeline import run_until
+from tidemark.stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings, SourceSpec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -221,9 +221,9 @@ def test_the_next_batch_is_captured_while_a_commit_runs(fresh_database, state) -
 def test_redelivered_events_in_one_batch_are_dropped() -> None:
     """Debezium re-delivers after reconnecting by itself: one event per position survives."""
     import pyarrow as pa
-    from tidemark.stream_processors.embedded.shaping import drop_redelivered
 
     from tidemark.kernel.model import TableChanges
+    from tidemark.stream_processors.embedded.shaping import drop_redelivered
 
     events = pa.table({"id": [1, 1, 2, 2], "_tm_position": ["a", "a", "b", "c"]})
     kept = drop_redelivered(TableChanges("s.p.t", ("id",), events), batch_id=1)

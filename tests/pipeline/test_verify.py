@@ -14,10 +14,10 @@ import psycopg2
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
-from tidemark.connectors.postgres.snapshot import consistent_snapshot
 
 from tests.pipeline.handmade_lake import Change, build, pos, row, story
 from tidemark.config import parse_config
+from tidemark.connectors.postgres.snapshot import consistent_snapshot
 from tidemark.verify import check_table, verify_source
 
 pytestmark = pytest.mark.postgres

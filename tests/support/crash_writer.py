@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-from tidemark.sinks.lake import Lake
 
 from tests.support.milestones import event, milestone_rows, pos
+from tidemark.sinks.lake import Lake
 
 TABLE = "crash.public.items"
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string()), ("n", pa.int64())])

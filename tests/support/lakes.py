@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import DeltaTable
-from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.lake import BatchResult, Lake
 
 from tests.support.milestones import milestone_rows
 from tidemark.kernel import columns as c
+from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.lake import BatchResult, Lake
 
 PHYSICAL = (c.BUCKET, c.CURRENT)
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tidemark.sinks.batch_log import TableCounts
-from tidemark.sinks.lake import BatchResult
 
 from tidemark.kernel.columns import Layer
 from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.batch_log import TableCounts
+from tidemark.sinks.lake import BatchResult
 
 
 class RecordingLake:
