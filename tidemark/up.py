@@ -99,7 +99,7 @@ def wait_caught_up(
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_current_wal_lsn()")
-            end = cur.fetchone()[0]
+            (end,) = cur.fetchone() or (None,)
             while time.monotonic() < deadline:
                 cur.execute(
                     "SELECT r.sent_lsn >= %s::pg_lsn FROM pg_replication_slots s "

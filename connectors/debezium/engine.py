@@ -275,7 +275,7 @@ class EmbeddedEngine:
         parts.pop()
         announced = _announcements(str(chunk.schemas))
         schemas = self._schemas
-        records = []
+        records: list[RawRecord] = []
         append = records.append
         hidden = self._hidden
         shown = -1  # index of the last record returned

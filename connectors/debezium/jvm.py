@@ -281,7 +281,7 @@ def _unhook_python_gc() -> None:
     `gc.callbacks` entry JPype's state machine never leaves its in-collection state, so its
     Java-side trigger stops after one last collection.
     """
-    import _jpype
+    import _jpype  # type: ignore[import-not-found]
 
     collect = getattr(_jpype, "_collect", None)
     while collect is not None and collect in gc.callbacks:

@@ -213,7 +213,7 @@ class Decoder:
         table = f"{source['name']}.{source['schema']}.{source['table']}"
         keys = self.key_columns.get(table)
         if keys is None:
-            keys = _key_fields(record)
+            keys = tuple(_key_fields(record))
         zoned_unit = "us" if self.source_kind == "postgres" else "ns"
         return TableLayout.from_envelope(
             table, orjson.loads(schema_text), tuple(keys), zoned_unit=zoned_unit

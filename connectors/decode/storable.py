@@ -128,7 +128,7 @@ def _time_text(array: pa.Array) -> pa.Array:
     top = pc.max(ints).as_py()
     if top is None or top < 86_400 * per_second:
         return array.cast(pa.string())
-    out = []
+    out: list[str | None] = []
     for value in ints.to_pylist():
         if value is None:
             out.append(None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
@@ -55,9 +56,17 @@ def _split(table: str) -> tuple[str, str]:
     return schema, name
 
 
+def _one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The one row a catalog query always answers."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from `{cur.query!r}`")
+    return row
+
+
 def _check_server(cur: psycopg2.extensions.cursor) -> int:
     cur.execute("SELECT current_setting('wal_level'), current_setting('server_version_num')::int")
-    wal_level, version = cur.fetchone()
+    wal_level, version = _one(cur)
     if wal_level != "logical":
         raise SourceConfigError(
             f"the server runs with wal_level `{wal_level}`, logical decoding needs `logical`",
@@ -70,7 +79,7 @@ def _check_rights(cur: psycopg2.extensions.cursor) -> None:
     cur.execute(
         "SELECT rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user"
     )
-    user, superuser, replication = cur.fetchone()
+    user, superuser, replication = _one(cur)
     if not (superuser or replication):
         raise SourceConfigError(
             f"role `{user}` has no REPLICATION right, needed to read the change stream",
@@ -145,7 +154,7 @@ def _ensure_publication(
         return False, tuple(missing)
     except psycopg2.errors.InsufficientPrivilege as exc:
         raise SourceConfigError(
-            f"cannot create or alter publication `{publication}`: {exc.pgerror.strip()}",
+            f"cannot create or alter publication `{publication}`: {(exc.pgerror or '').strip()}",
             hint=(
                 "the capture role must own the tables (or be superuser); or create it once as "
                 f"an owner: CREATE PUBLICATION {publication} FOR TABLE {', '.join(tables)};"
@@ -162,7 +171,7 @@ def _check_slot(cur: psycopg2.extensions.cursor, slot: str) -> bool:
         return False
     plugin, database, _active = row
     cur.execute("SELECT current_database()")
-    here = cur.fetchone()[0]
+    here = _one(cur)[0]
     if plugin != "pgoutput" or database != here:
         raise SourceConfigError(
             f"replication slot `{slot}` exists for plugin `{plugin}` in database `{database}`",

@@ -89,12 +89,16 @@ def consistent_snapshot(dsn: str) -> Iterator[Snapshot]:
         cursor = conn.cursor()
         cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cursor.execute(f"CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL pgoutput USE_SNAPSHOT")
-        lsn = parse_lsn(cursor.fetchone()[1])
+        created = cursor.fetchone()
+        assert created is not None  # CREATE_REPLICATION_SLOT answers one row
+        lsn = parse_lsn(created[1])
         cursor.execute("SET LOCAL TimeZone = 'UTC'")
         cursor.execute("SET LOCAL DateStyle = 'ISO'")
         cursor.execute("SET LOCAL extra_float_digits = 1")
         cursor.execute("SELECT pg_current_snapshot()::text")
-        xmin, xmax, xip = cursor.fetchone()[0].split(":")
+        current = cursor.fetchone()
+        assert current is not None
+        xmin, xmax, xip = current[0].split(":")
         running = tuple(int(x) % 2**32 for x in xip.split(",") if x)
         logger.info("verify snapshot at %s (xmin %s, xmax %s)", format_lsn(lsn), xmin, xmax)
         yield Snapshot(lsn, cursor, int(xmin) % 2**32, int(xmax) % 2**32, running)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 from tidemark.simulator.engine import Tx
 from tidemark.simulator.profiles.base import Operation, Profile
@@ -227,7 +228,8 @@ def correct_amount(tx: Tx) -> None:
         ("account_id", "amount"),
         mode="update",
     )
-    rows, deltas = [], defaultdict(lambda: _ZERO)
+    rows: list[tuple[Any, ...]] = []
+    deltas: defaultdict[Any, Decimal] = defaultdict(lambda: _ZERO)
     for tid, account_id, amount in locked:
         new = (amount * Decimal(tx.rng.randint(80, 120)) / 100).quantize(Decimal("0.01"))
         rows.append((tid, new))

@@ -167,14 +167,14 @@ class BucketedSink(ABC):
             # We meant to create the table, but another writer did first and our rows were
             # appended beside its: a bucket we wrote may hold their rows in other files.
             self.rows.clear()
-            return data.num_rows
+            return int(data.num_rows)
         if before is not None and after is not None and after != before + 1:
             # Another writer committed in between (delta-rs rebased us): only the buckets
             # we just wrote are known to be exact.
             self.rows.clear()
         for bucket, rows in content.items():
             self.rows.put(bucket, rows)
-        return data.num_rows
+        return int(data.num_rows)
 
     def _replace_buckets(
         self,

@@ -52,7 +52,7 @@ class ChangelogSink:
             self.handle.commit(
                 data, batch_id=batch_id, position=batch.last_position, evolves=evolves
             )
-            return data.num_rows
+            return int(data.num_rows)
 
         result = commit_with_retries(
             self.handle, layer=self.layer, batch_id=batch_id, attempt=append_new_events

@@ -173,12 +173,20 @@ class DeltaHandle:
                     commit_properties=props,
                 )
                 self.dt = DeltaTable(self.uri, storage_options=self.storage_options or None)
+            elif mode == "overwrite":
+                write_deltalake(
+                    self.dt,
+                    data,
+                    mode="overwrite",
+                    predicate=predicate,
+                    schema_mode="merge" if evolves else None,
+                    commit_properties=props,
+                )
             else:
                 write_deltalake(
                     self.dt,
                     data,
-                    mode=mode,
-                    predicate=predicate,
+                    mode="append",
                     schema_mode="merge" if evolves else None,
                     commit_properties=props,
                 )
@@ -203,7 +211,7 @@ class DeltaHandle:
         props, position = self._properties(batch_id, position)
         with delta_errors(self.uri, batch_id=batch_id):
             self.dt.create_write_transaction(
-                actions,
+                [*actions],
                 "overwrite",
                 self.dt.schema(),
                 partition_by=self.partition_by or None,

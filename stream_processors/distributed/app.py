@@ -307,7 +307,8 @@ def build_app(
         )
         app.agent(channel, name=f"tidemark.{spec.table}")(make_agent(spec))
 
-    @app.on_partitions_revoked.connect
+    # faust's stub types receivers as (sender, *args, signal=...); ours name their argument.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: set[Any], **_: Any) -> None:
         # Finish the in-flight batch before giving partitions up (Faust waits for this
         # handler; it does not know about batches taken in bulk).
@@ -318,7 +319,7 @@ def build_app(
             registry.drop(tp.topic, tp.partition)
         write_stats()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
         loop = asyncio.get_running_loop()
         for tp in assigned:
@@ -348,7 +349,7 @@ def build_app(
         if held:
             write_stats()  # a batch committed here counts like one from the agent
 
-    @app.on_after_configured.connect
+    @app.on_after_configured.connect  # type: ignore[arg-type]
     def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - logging only
         log.info("worker for %s topics", len(settings.topics))
 

@@ -100,7 +100,7 @@ class BulkConsumer(Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 if not self.flow_active:
-                    await self.wait(self.can_resume_flow)
+                    await self.wait(self.can_resume_flow)  # type: ignore[arg-type]  # an asyncio.Event at run time
                     continue
                 await self._apply_seeks()
                 records, _ = await self._wait_next_records(1.0)

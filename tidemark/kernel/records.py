@@ -44,7 +44,7 @@ class RawRecord:
         """The value's payload (`{}` for a tombstone)."""
         if self.value is None:
             return {}
-        parsed = orjson.loads(self.value)
+        parsed: dict[str, Any] = orjson.loads(self.value)
         return parsed if self.value_schema is not None else parsed["payload"]
 
     def key_payload(self) -> Any:
