@@ -65,6 +65,12 @@ def _ident(*parts: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", "_".join(parts).lower())[:63]
 
 
+def connect_slot(pipeline: str, source: str) -> str:
+    """The replication slot (and publication) of a Postgres source's Connect connector,
+    apart from the embedded engine's, so the two runtimes never share one."""
+    return _ident("tidemark", pipeline, source, "connect")
+
+
 def password_reference(
     source: str, provider: SecretsProvider, *, secrets_file: str = SECRETS_FILE
 ) -> str:
@@ -108,7 +114,7 @@ def render_connector(
     if source.kind == "postgres":
         from tidemark.connectors.postgres.settings import connector_settings as pg_settings
 
-        ident = _ident("tidemark", pipeline, source.name, "connect")
+        ident = connect_slot(pipeline, source.name)
         settings = pg_settings(
             name=source.name,
             dsn=source.dsn,

@@ -37,6 +37,8 @@ SCHEMA = pa.schema(
         ),
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("committed_at", pa.timestamp("us", tz="UTC")),
+        # what closed the batch: size, latency or force (NULL: a writer that does not say)
+        pa.field("closed_by", pa.string()),
     ]
 )
 
@@ -78,8 +80,14 @@ class BatchLog:
         counts: Sequence[TableCounts],
         started_at: datetime,
         committed_at: datetime | None = None,
+        closed_by: str | None = None,
     ) -> bool:
-        """Record one batch; False (and nothing written) if it is already recorded."""
+        """Record one batch; False (and nothing written) if it is already recorded.
+
+        Args:
+            closed_by: what closed the batch (`size`, `latency`, `force`), for the status
+                page; a batch log written before this column existed gains it here.
+        """
         if batch_id <= self.handle.applied_batch():
             return False
         row = {
@@ -88,10 +96,15 @@ class BatchLog:
             "tables": [vars(c) for c in counts],
             "started_at": started_at,
             "committed_at": committed_at or datetime.now(UTC),
+            "closed_by": closed_by,
         }
         position = max(source_positions.values(), default=None)
+        schema = self.handle.schema
         self.handle.commit(
-            pa.Table.from_pylist([row], schema=SCHEMA), batch_id=batch_id, position=position
+            pa.Table.from_pylist([row], schema=SCHEMA),
+            batch_id=batch_id,
+            position=position,
+            evolves=schema is not None and not set(SCHEMA.names) <= set(schema.names),
         )
         return True
 

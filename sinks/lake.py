@@ -223,10 +223,12 @@ class Lake:
         source_positions: Mapping[str, str],
         started_at: datetime,
         layers: Mapping[str, frozenset[Layer]] | None = None,
+        closed_by: str | None = None,
     ) -> BatchResult:
         """Commit one batch to every table's layers, then to the batch log.
 
         Returns only when all of it is durable; offsets may be acknowledged then.
+        `closed_by` (what closed the batch) goes to the batch log.
 
         Raises:
             SinkCommitConflict: a layer kept losing to concurrent writers (transient).
@@ -256,7 +258,11 @@ class Lake:
         if letters:
             self.dead_letters.append(letters, batch_id=batch_id, stage="apply")
         logged = self.batch_log.append(
-            batch_id, source_positions=source_positions, counts=counts, started_at=started_at
+            batch_id,
+            source_positions=source_positions,
+            counts=counts,
+            started_at=started_at,
+            closed_by=closed_by,
         )
         skipped = not logged and all(c.skipped for c in commits)
         return BatchResult(

@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tidemark.errors import ConfigError
 from tidemark.kernel.columns import Layer
@@ -26,6 +34,31 @@ _TABLE = re.compile(rf"^{_IDENT}\.{_IDENT}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SCHEMES = {"postgres": ("postgresql", "postgres"), "sqlserver": ("mssql", "sqlserver")}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90`, `90s`, `1.5m`, `10m`, `1h`, `500ms` or `1d`.
+
+    Raises:
+        ValueError: the value is not such a duration (pydantic turns it into a key-path error).
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 60s, 10m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError("must be a duration such as 60s, 10m or 1h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("must be a positive duration such as 60s, 10m or 1h")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Frozen(BaseModel):
@@ -110,6 +143,26 @@ class DebeziumConfig(_Frozen):
     )
 
 
+class SlaConfig(_Frozen):
+    """Freshness targets of one lake table's layers, in seconds (None: no target).
+
+    Freshness is how far a layer trails its source (docs/observability.md): `tidemark status
+    --check` exits 1 when a layer's freshness is above its target, and the status page
+    shows it red (amber above half of it).
+    """
+
+    live: Duration | None = Field(default=60.0, description="Live layer target (default 60s).")
+    forensic: Duration | None = Field(
+        default=600.0, description="Forensic layer target (default 10m)."
+    )
+    changelog: Duration | None = Field(default=None, description="Changelog target (none).")
+
+    def for_layer(self, layer: Layer) -> float | None:
+        """The target of one layer, None when it has none."""
+        target: float | None = getattr(self, layer.value)
+        return target
+
+
 class PipelineConfig(_Frozen):
     """A whole pipeline: sources, lake, layers, batching."""
 
@@ -129,6 +182,10 @@ class PipelineConfig(_Frozen):
         description="Layers per lake table (or `*`); default: changelog, live and forensic.",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batching.")
+    sla: dict[str, SlaConfig] = Field(
+        default_factory=dict,
+        description="Freshness targets per lake table (or `*`); default live 60s, forensic 10m.",
+    )
     kafka: KafkaConfig | None = Field(default=None, description="Distributed runtime only.")
     debezium: DebeziumConfig = Field(default_factory=DebeziumConfig, description="Engine.")
 
@@ -145,11 +202,12 @@ class PipelineConfig(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"two sources share a name: {names}")
         known = {table for source in self.sources for table in self.lake_tables_of(source)}
-        unknown = set(self.layers) - known - {"*"}
-        if unknown:
-            raise ValueError(
-                f"layers names unknown tables {sorted(unknown)}; known: {sorted(known)}"
-            )
+        for key in ("layers", "sla"):
+            unknown = set(getattr(self, key)) - known - {"*"}
+            if unknown:
+                raise ValueError(
+                    f"{key} names unknown tables {sorted(unknown)}; known: {sorted(known)}"
+                )
         return self
 
     @staticmethod
@@ -160,6 +218,10 @@ class PipelineConfig(_Frozen):
         """The layers a lake table is written to."""
         chosen = self.layers.get(lake_table) or self.layers.get("*") or tuple(Layer)
         return frozenset(chosen)
+
+    def sla_for(self, lake_table: str) -> SlaConfig:
+        """The freshness targets of a lake table (its own, else `*`, else the defaults)."""
+        return self.sla.get(lake_table) or self.sla.get("*") or SlaConfig()
 
     @property
     def app_id(self) -> str:

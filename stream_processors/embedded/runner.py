@@ -76,6 +76,7 @@ class LakeWriter(Protocol):
         source_positions: Mapping[str, str],
         started_at: datetime,
         layers: Mapping[str, frozenset[Layer]] | None = None,
+        closed_by: str | None = None,
     ) -> Any: ...
     def write_dead_letters(self, letters: Sequence[Any], *, batch_id: int) -> None: ...
     def last_batch_id(self) -> int: ...
@@ -125,6 +126,7 @@ class BatchReport:
     committed_at: datetime
     max_source_ts: datetime | None
     source_ts: pa.Array | None = None  # every event's commit time (for latency percentiles)
+    lake_result: Any = None  # what the lake returned (`sinks.lake.BatchResult`: commit times)
 
 
 @dataclass
@@ -164,6 +166,9 @@ class EmbeddedRunner:
         settings: batching, backpressure, retries.
         on_batch: called after each committed and acknowledged batch.
         keep_source_ts: put every event's commit time in the reports (benchmarks).
+        on_idle: called with a source's name when a poll of it brought nothing to commit
+            while nothing was held or being committed: the lake then holds every change the
+            source had sent (caught-up marks, `sinks/progress.py`).
     """
 
     def __init__(
@@ -174,10 +179,12 @@ class EmbeddedRunner:
         settings: RunnerSettings | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
         keep_source_ts: bool = False,
+        on_idle: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or RunnerSettings()
         self.lake = lake
         self.on_batch = on_batch
+        self.on_idle = on_idle
         self.keep_source_ts = keep_source_ts
         self.stats = RunStats()
         self._sources = [_Open(spec) for spec in sources]
@@ -432,6 +439,7 @@ class EmbeddedRunner:
                     source_positions=batch.positions,
                     started_at=started,
                     layers=self.settings.layers,
+                    closed_by=batch.closed_by,
                 )
                 if letters:
                     self._dead_letters(letters, batch.batch_id)
@@ -483,6 +491,8 @@ class EmbeddedRunner:
         if source.engine is not None and source.chunks and not self._batcher.pending_events:
             source.engine.acknowledge(source.chunks[-1].last)
             source.chunks.clear()
+            if self.on_idle is not None:
+                self.on_idle(source.spec.name)
 
     def _report(self, batch: PipelineBatch, started: datetime, result: Any) -> BatchReport:
         stamps = [
@@ -508,4 +518,5 @@ class EmbeddedRunner:
             committed_at=committed,
             max_source_ts=highest,
             source_ts=every.combine_chunks() if self.keep_source_ts and every is not None else None,
+            lake_result=result,
         )

@@ -59,6 +59,7 @@ class RecordingLake:
         source_positions: Mapping[str, str],
         started_at: datetime,
         layers: Mapping | None = None,
+        closed_by: str | None = None,
     ) -> object:
         if self.crash_at_batch == batch_id:
             raise Crash(f"crash at batch {batch_id}")

@@ -51,6 +51,7 @@ class RecordingLake:
         source_positions: Mapping[str, str],
         started_at: datetime,
         layers: Mapping[str, frozenset[Layer]] | None = None,
+        closed_by: str | None = None,
     ) -> BatchResult:
         if batch_id <= self.last_batch_id():
             return BatchResult(batch_id, (), (), 0, True, datetime.now(UTC), 0.0)

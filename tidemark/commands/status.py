@@ -1,66 +1,131 @@
-"""`tidemark status`: per table position, lag, rows per layer, dead letters."""
+"""`tidemark status`: where each source and table stands, its freshness against its SLA.
+
+The figures come from `tidemark/observe/` (the same code as the web page and `/api/status`):
+`--json` prints exactly what `/api/status` returns. `--check` exits 1 when a layer is over
+its freshness target, naming each one, for cron and alerting.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+import sys
 from pathlib import Path
 
 import click
 
 from tidemark.commands._options import config_option, resolve_config
-from tidemark.status import pipeline_status
+from tidemark.observe.model import PipelineReport, SourceReport
+
+_COLOURS = {"green": "green", "amber": "yellow", "red": "red", "none": "dim"}
 
 
-def _short(position: str | None) -> str:
-    """A Postgres position as its commit LSN (`0/19F4328`), else as it is."""
-    if position is None:
+def seconds_text(value: float | None) -> str:
+    """`0.8 s`, `75 s`, `12 min`, `3.1 h` ('-' for None)."""
+    if value is None:
         return "-"
-    if len(position) == 40:
-        from tidemark.connectors.postgres.snapshot import format_lsn
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"
 
-        return format_lsn(int(position[:16], 16))
-    return position
+
+def _source_line(source: SourceReport) -> str:
+    head = f"[bold]{source.source}[/bold] ({source.kind}, {source.runtime})"
+    if source.error:
+        return f"{head}  [red]source not reachable: {source.error}[/red]"
+    slot = f"slot {source.slot}: {source.capture}" if source.slot else source.capture
+    lag = (
+        f"lag {source.lag_bytes:,} bytes, {seconds_text(source.lag_s)}"
+        if source.lag_bytes is not None
+        else f"lag {seconds_text(source.lag_s)}"
+    )
+    parts = [head, slot, lag]
+    if source.connector is not None:
+        parts.append(f"connector {source.connector.name}: {source.connector.state}")
+    if source.partitions:
+        parts.append(f"consumer lag {sum(p.lag for p in source.partitions):,} records")
+    return "  ".join(parts)
+
+
+def render(report: PipelineReport) -> None:
+    """The report as rich tables, one per source."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    console.print(
+        f"pipeline [bold]{report.pipeline}[/bold]  lake {report.lake}  "
+        f"({report.seconds:.2f} s)  dead letters {report.dead_letters}"
+    )
+    for source in report.sources:
+        console.print(_source_line(source))
+        view = Table()
+        for name in ("table", "state", "position", "committed", "rows", "freshness", "dead"):
+            view.add_column(name, justify="right" if name in ("dead",) else "left")
+        for t in source.tables:
+            rows = " / ".join(
+                f"{t.rows[k]:,}" for k in ("changelog", "live", "forensic") if k in t.rows
+            )
+            fresh = "  ".join(
+                f"[{_COLOURS[layer.colour]}]{layer.layer} {seconds_text(layer.freshness_s)}"
+                + (f" (sla {seconds_text(layer.sla_s)})" if layer.sla_s else "")
+                + f"[/{_COLOURS[layer.colour]}]"
+                for layer in t.layers
+                if layer.layer != "changelog" or layer.sla_s
+            )
+            view.add_row(
+                t.table,
+                t.state,
+                t.position_label or "-",
+                t.committed_at.strftime("%Y-%m-%d %H:%M:%S") if t.committed_at else "-",
+                rows or "-",
+                fresh,
+                str(t.dead_letters),
+            )
+        console.print(view)
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]")
 
 
 @click.command()
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_path: Path | None, as_json: bool) -> None:
-    """Show each table's last committed position and time, lag, rows per layer, dead letters.
+@click.option("--json", "as_json", is_flag=True, help="Print what /api/status returns.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when a layer's freshness is over its SLA (the `sla:` config key).",
+)
+def status(config_path: Path | None, as_json: bool, check: bool) -> None:
+    """Show each table's state, last position and time, rows, freshness and dead letters.
 
-    Lag is the replication slot's distance from the source's current WAL position (bytes)
-    and the age of the newest change the lake holds while that distance is not zero.
+    Freshness of a layer is how far it trails its source: the source's newest commit time
+    minus the newest time up to which the layer holds every change (0 when caught up;
+    docs/observability.md). Green up to half the SLA, amber up to it, red above it. Per
+    source: the replication slot's lag in bytes and seconds. Reads Delta log metadata and
+    the source, never table data, and writes nothing.
     """
-    config = resolve_config(config_path)
-    sources = pipeline_status(config)
-    if as_json:
-        click.echo(json.dumps([asdict(s) for s in sources], default=str, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    from tidemark.observe.report import Observer
 
-    console = Console(width=None if Console().is_terminal else 140)
-    for source in sources:
-        lag = (
-            f"{source.lag_bytes:,} bytes, {source.lag_seconds:.1f} s"
-            if source.lag_bytes is not None and source.lag_seconds is not None
-            else (source.error or "unknown")
+    config = resolve_config(config_path)
+    observer = Observer(config)
+    try:
+        report = observer.report()
+    finally:
+        observer.close()
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        render(report)
+    if not check:
+        return
+    for breach in report.breaches:
+        click.echo(
+            f"SLA breached: {breach.table} {breach.layer} is {seconds_text(breach.freshness_s)}"
+            f" behind (target {seconds_text(breach.sla_s)})",
+            err=True,
         )
-        state = {True: "active", False: "inactive", None: "-"}[source.slot_active]
-        console.print(f"[bold]{source.source}[/bold]  slot {source.slot} ({state})  lag: {lag}")
-        view = Table()
-        for name in ("table", "position", "committed", "changelog", "live", "forensic", "dead"):
-            view.add_column(name, justify="right" if name not in ("table", "position") else "left")
-        for t in source.tables:
-            view.add_row(
-                t.table,
-                _short(t.position),
-                t.committed_at.strftime("%Y-%m-%d %H:%M:%S") if t.committed_at else "-",
-                *(
-                    f"{t.rows[layer]:,}" if layer in t.rows else "-"
-                    for layer in ("changelog", "live", "forensic")
-                ),
-                str(t.dead_letters),
-            )
-        console.print(view)
+    if report.breaches:
+        sys.exit(1)
+    click.echo("SLA: every layer within its target", err=True)

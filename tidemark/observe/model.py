@@ -1,0 +1,147 @@
+"""The status of a pipeline as data: what `/api/status` returns and `tidemark status --json`
+prints (pydantic models, so the web API documents them in its OpenAPI schema).
+
+Times are UTC; durations are seconds; positions are the lake's sortable position strings
+with a readable `position_label` beside them (Postgres: the commit LSN, `0/1DF1CF0`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidemark.observe.freshness import Colour
+
+TableState = Literal["waiting", "failing", "snapshotting", "behind", "streaming"]
+CaptureState = Literal["streaming", "stopped", "not started", "unknown"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LayerReport(_Frozen):
+    """One layer of one table."""
+
+    layer: str
+    exists: bool = Field(description="The layer's Delta table exists.")
+    rows: int | None = Field(None, description="Rows (deletion vectors applied).")
+    files: int | None = Field(None, description="Data files.")
+    version: int | None = Field(None, description="Delta version read.")
+    position: str | None = Field(None, description="Last source position committed.")
+    position_label: str | None = Field(None, description="`position` made readable.")
+    committed_at: datetime | None = Field(None, description="When that position was committed.")
+    newest_change: datetime | None = Field(
+        None, description="Source commit time of the newest change the layer holds."
+    )
+    watermark: datetime | None = Field(
+        None, description="The layer holds every change of its source committed up to here."
+    )
+    freshness_s: float | None = Field(
+        None, description="max(0, source's newest commit time - watermark); None: no data."
+    )
+    sla_s: float | None = Field(None, description="The layer's freshness target (None: none).")
+    colour: Colour = Field("none", description="green, amber (over half the SLA), red, none.")
+
+
+class TableReport(_Frozen):
+    """One lake table (`<source>.<schema>.<table>`)."""
+
+    table: str
+    source: str
+    state: TableState = Field(
+        description="waiting (no data yet), failing (its newest events went to the dead "
+        "letters), snapshotting, behind (a layer over half its SLA), streaming."
+    )
+    position: str | None = Field(None, description="Lowest last position over its layers.")
+    position_label: str | None = None
+    committed_at: datetime | None = Field(None, description="Its newest layer commit.")
+    layers: list[LayerReport]
+    rows: dict[str, int] = Field(description="Rows per existing layer.")
+    dead_letters: int = 0
+    last_dead_letter: datetime | None = None
+    events_per_s: float = Field(0.0, description="Changelog events per second, last minute.")
+    events_per_minute: list[float] = Field(
+        default_factory=list, description="Changelog events per minute, last hour, oldest first."
+    )
+    consumer_lag: int | None = Field(
+        None, description="Distributed: records of its topic the lake has not applied."
+    )
+    breached: list[str] = Field(default_factory=list, description="Layers over their SLA.")
+
+
+class PartitionReport(_Frozen):
+    """Distributed runtime: one partition of a source topic."""
+
+    topic: str
+    table: str
+    partition: int
+    end_offset: int
+    lake_offset: int
+    lag: int
+
+
+class ConnectorReport(_Frozen):
+    """Distributed runtime: the source's Debezium connector on Kafka Connect."""
+
+    name: str
+    state: str
+    tasks: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class SourceReport(_Frozen):
+    """One source database and its tables."""
+
+    source: str
+    kind: str
+    runtime: Literal["embedded", "distributed"]
+    slot: str | None = Field(None, description="Postgres replication slot.")
+    capture: CaptureState = Field(
+        "unknown", description="streaming (a consumer holds the slot), stopped, not started."
+    )
+    lag_bytes: int | None = Field(None, description="WAL the slot's consumer has not confirmed.")
+    lag_s: float | None = Field(
+        None, description="Source freshness: its newest commit time minus the lake's watermark."
+    )
+    latest_commit: datetime | None = Field(
+        None, description="The source's newest commit (Postgres track_commit_timestamp)."
+    )
+    caught_up_at: datetime | None = Field(
+        None, description="When the running pipeline last found itself caught up."
+    )
+    commit_times: bool = Field(False, description="The source records commit times.")
+    error: str | None = Field(None, description="Why the source could not be asked.")
+    partitions: list[PartitionReport] = Field(default_factory=list)
+    connector: ConnectorReport | None = None
+    tables: list[TableReport]
+
+
+class Breach(_Frozen):
+    """A layer whose freshness is over its SLA."""
+
+    table: str
+    layer: str
+    freshness_s: float
+    sla_s: float
+
+
+class PipelineReport(_Frozen):
+    """The whole pipeline: what `tidemark status --json` prints and `/api/status` returns."""
+
+    pipeline: str
+    lake: str
+    generated_at: datetime
+    seconds: float = Field(description="Time taken to compute this report.")
+    sources: list[SourceReport]
+    breaches: list[Breach] = Field(default_factory=list)
+    dead_letters: int = 0
+    events_per_minute: list[float] = Field(
+        default_factory=list, description="All tables' changelog events per minute, last hour."
+    )
+    notes: list[str] = Field(default_factory=list, description="What limits these figures.")
+
+    def table(self, name: str) -> TableReport | None:
+        return next((t for s in self.sources for t in s.tables if t.table == name), None)
