@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "db": "tidemark.commands.db:db",
     "query": "tidemark.commands.query:query",
     "run": "tidemark.commands.run:run",
+    "serve": "tidemark.commands.serve:serve",
     "simulate": "tidemark.commands.simulate:simulate",
     "status": "tidemark.commands.status:status",
     "tail": "tidemark.commands.tail:tail",

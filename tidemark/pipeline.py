@@ -135,8 +135,15 @@ def build_runner(
     on_batch: Callable[[BatchReport], None] | None = None,
     keep_source_ts: bool = False,
 ) -> tuple[EmbeddedRunner, Lake]:
-    """The embedded runner for `config`, its engines' offsets under `state`."""
+    """The embedded runner for `config`, its engines' offsets under `state`.
+
+    While the runner is idle it records, per source, that the lake is caught up
+    (`sinks/progress.py`): what freshness counts from when nothing changes.
+    """
+    from tidemark.sinks.progress import ProgressMarks
+
     lake = lake or open_lake(config)
+    marks = ProgressMarks(config.lake, storage_options=config.storage_options)
     max_batch = min(8192, max(512, config.batching.max_events))
     sources = []
     for source in config.sources:
@@ -160,6 +167,11 @@ def build_runner(
         layers=layers,
     )
     runner = EmbeddedRunner(
-        sources, lake, settings=settings, on_batch=on_batch, keep_source_ts=keep_source_ts
+        sources,
+        lake,
+        settings=settings,
+        on_batch=on_batch,
+        keep_source_ts=keep_source_ts,
+        on_idle=marks.caught_up,
     )
     return runner, lake

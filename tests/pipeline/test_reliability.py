@@ -29,7 +29,7 @@ from tidemark.connectors.postgres.cluster import LocalCluster
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.simulator.errors import SimulatorError
 from tidemark.simulator.runner import Simulator
-from tidemark.status import pipeline_status
+from tidemark.observe.report import Observer
 from tidemark.verify import verify_source
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
@@ -137,9 +137,12 @@ def test_poison_event_and_new_column(cluster, tmp_path) -> None:
         report = _verify(checked)
         customers = next(t for t in report.tables if t.table == "bank.public.customers")
         assert not any("nickname" in note for note in customers.notes)  # the lake has it
-        status = pipeline_status(load_config(config))
-        letters = {t.table: t.dead_letters for s in status for t in s.tables}
+        status = Observer(load_config(config)).report()
+        letters = {t.table: t.dead_letters for s in status.sources for t in s.tables}
         assert letters["bank.public.poison"] >= 1
+        # its newest events went to the dead letters: the status page shows it failing
+        assert status.table("bank.public.poison").state == "failing"
+        assert status.table("bank.public.customers").state != "failing"
         assert pipeline.terminate() == 0
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidemark.observe.freshness import Colour
 
-TableState = Literal["waiting", "failing", "snapshotting", "behind", "streaming"]
+TableState = Literal["waiting", "failing", "stopped", "snapshotting", "behind", "streaming"]
 CaptureState = Literal["streaming", "stopped", "not started", "unknown"]
 
 
@@ -53,7 +53,8 @@ class TableReport(_Frozen):
     source: str
     state: TableState = Field(
         description="waiting (no data yet), failing (its newest events went to the dead "
-        "letters), snapshotting, behind (a layer over half its SLA), streaming."
+        "letters), stopped (nothing captures its source), snapshotting, behind (a layer "
+        "over half its SLA), streaming."
     )
     position: str | None = Field(None, description="Lowest last position over its layers.")
     position_label: str | None = None

@@ -214,7 +214,8 @@ def _source_report(
             remote,
             reference,
             source_mark,
-            snapshotting=not streamed and capture != "streaming",
+            capture=capture,
+            streamed=streamed,
             events=meta.events_per_minute(name, now=now, minutes=MINUTES),
         )
         for name in names
@@ -264,7 +265,8 @@ def _table_report(
     reference: datetime,
     source_mark: datetime | None,
     *,
-    snapshotting: bool,
+    capture: CaptureState,
+    streamed: bool,
     events: Sequence[float],
 ) -> TableReport:
     existing = [m for m in found.values() if m is not None]
@@ -308,7 +310,9 @@ def _table_report(
         state = "waiting"
     elif failing:
         state = "failing"
-    elif snapshotting and fr.is_snapshot_position(position):
+    elif capture == "stopped":
+        state = "stopped"
+    elif not streamed and capture != "streaming" and fr.is_snapshot_position(position):
         state = "snapshotting"
     elif any(r.colour in ("amber", "red") for r in reports):
         state = "behind"
