@@ -1,8 +1,9 @@
 """Live progress for `tidemark up` (rich), or plain lines when there is no terminal.
 
 Fed from two threads: the runner's `on_batch` and the simulator's `on_progress`; rendered
-from the main thread. Rows per table and layer are read from the lake's Delta metadata
-every few seconds (cheap: no data files are read).
+from the main thread. Per table, the state, rows per layer and freshness against the SLA
+come from the status report (`tidemark/observe/`, the same figures as `tidemark status` and
+the web page), refreshed every few seconds (cheap: Delta log metadata, no data files).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from tidemark.observe.freshness import seconds_text
+from tidemark.observe.model import PipelineReport
 from tidemark.stream_processors.embedded.runner import BatchReport
+
+LAYERS = ("changelog", "live", "forensic")
+_STYLE = {"green": "green", "amber": "yellow", "red": "bold red", "none": "dim"}
 
 
 @dataclass
@@ -34,7 +40,8 @@ class ProgressState:
     simulated_rate: float = 0.0
     last: BatchReport | None = None
     lag_s: float | None = None
-    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    report: PipelineReport | None = None
+    page: str | None = None  # the status page's address
     phase: str = "starting"
     _window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -78,13 +85,21 @@ def render(state: ProgressState) -> Group:
         f"dead letters {state.dead_letters}",
     )
     table = Table(expand=False)
-    for name in ("table", "changelog", "live", "forensic"):
-        table.add_column(name, justify="left" if name == "table" else "right")
-    for name, rows in sorted(state.rows.items()):
-        table.add_row(
-            name, *(f"{rows.get(layer, 0):,}" for layer in ("changelog", "live", "forensic"))
-        )
+    for name in ("table", "state", "changelog", "live", "forensic", "freshness (sla)"):
+        table.add_column(name, justify="right" if name in LAYERS else "left")
+    for t in state.report.sources[0].tables if state.report and state.report.sources else []:
+        fresh = Text()
+        for layer in t.layers:
+            if layer.sla_s is None:
+                continue
+            fresh.append(
+                f"{layer.layer} {seconds_text(layer.freshness_s)} ({seconds_text(layer.sla_s)})  ",
+                style=_STYLE[layer.colour],
+            )
+        table.add_row(t.table, t.state, *(f"{t.rows.get(layer, 0):,}" for layer in LAYERS), fresh)
     parts: list[Any] = [head, table]
+    if state.page:
+        parts.insert(0, Text(f"status page: {state.page}", style="bold cyan"))
     if state.last is not None:
         last = state.last
         tables = ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in sorted(last.tables.items()))
@@ -100,19 +115,20 @@ def render(state: ProgressState) -> Group:
 def plain_line(state: ProgressState) -> str:
     """One log line for runs without a terminal."""
     lag = "-" if state.lag_s is None else f"{state.lag_s:.2f}s"
-    rows = " ".join(
-        f"{name.rsplit('.', 1)[-1]}={r.get('live', 0)}" for name, r in sorted(state.rows.items())
-    )
+    tables = state.report.sources[0].tables if state.report and state.report.sources else []
+    rows = " ".join(f"{t.table.rsplit('.', 1)[-1]}={t.rows.get('live', 0)}" for t in tables)
+    breaches = len(state.report.breaches) if state.report else 0
     return (
         f"[{datetime.now(UTC):%H:%M:%S}] {state.phase}: simulator {state.simulated} changes, "
         f"pipeline {state.events} events / {state.batches} batches "
-        f"({state.events_per_s():.0f}/s), lag {lag}, live rows: {rows or '-'}"
+        f"({state.events_per_s():.0f}/s), lag {lag}, live rows: {rows or '-'}, "
+        f"sla breaches {breaches}"
     )
 
 
-def refresh_rows(state: ProgressState, read: Callable[[], dict[str, dict[str, int]]]) -> None:
-    """Re-read rows per table and layer (errors keep the previous figures)."""
+def refresh_report(state: ProgressState, read: Callable[[], PipelineReport]) -> None:
+    """Re-read the status report (an error keeps the previous figures)."""
     try:
-        state.rows = read()
+        state.report = read()
     except Exception:  # a table mid-commit or not created yet: show the last figures
         return

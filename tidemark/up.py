@@ -142,6 +142,51 @@ def wait_idle(
     return False
 
 
+@dataclass
+class Page:
+    """The status page running beside the demo, and the metrics the runner feeds."""
+
+    url: str
+    observer: Any
+    server: Any
+    metrics: Any
+    progress: Any
+    runner: EmbeddedRunner | None = None
+
+    def on_batch(self, report: Any) -> None:
+        self.progress.on_batch(report)
+        self.metrics.on_batch(report)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_page(config: PipelineConfig, *, port: int, progress: Any) -> Page:
+    """Start the status page (and /metrics, with the runner's counters) on 127.0.0.1.
+
+    Takes `port`, or a free port when it is taken.
+    """
+    from tidemark.observe.metrics import RunnerMetrics, status_registry
+    from tidemark.observe.report import Observer
+    from tidemark.web.app import create_app
+    from tidemark.web.server import free_port, port_is_free, start_in_thread
+
+    host = "127.0.0.1"
+    if not port_is_free(host, port):
+        chosen = free_port(host)
+        logger.warning("port %s is taken; the status page uses %s", port, chosen)
+        port = chosen
+    observer = Observer(config)
+    registry = status_registry(observer)
+    page = Page("", observer, None, None, progress)
+    page.metrics = RunnerMetrics(
+        registry, config.pipeline, stats=lambda: page.runner.stats if page.runner else None
+    )
+    page.server = start_in_thread(create_app(observer, registry=registry), host=host, port=port)
+    page.url = page.server.url
+    return page
+
+
 class Threads:
     """The simulator and the pipeline, each in a thread, with their outcome."""
 

@@ -205,8 +205,12 @@ def build_app(
     gate: Any = None,
     gated: frozenset[str] = frozenset(),
     verify_gap: Callable[[str, int, int], int | None] | None = None,
+    on_outcome: Callable[[str, Any], None] | None = None,
 ) -> Any:
-    """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`."""
+    """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`.
+
+    `on_outcome(topic, outcome)` is told what each commit of a topic's lanes did (metrics).
+    """
     import faust
     from faust.types import TP
 
@@ -268,6 +272,8 @@ def build_app(
         group = registry.group(topic)
         outcome = await loop.run_in_executor(pool, group.apply, lanes)
         stats.add(outcome)
+        if on_outcome is not None:
+            on_outcome(topic, outcome)
         for partition, offset in outcome.seeks.items():
             stats.seeks += 1
             consumer.request_seek(TP(topic, partition), offset)

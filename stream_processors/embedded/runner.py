@@ -179,7 +179,7 @@ class EmbeddedRunner:
         settings: RunnerSettings | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
         keep_source_ts: bool = False,
-        on_idle: Callable[[str], None] | None = None,
+        on_idle: Callable[[str], object] | None = None,
     ) -> None:
         self.settings = settings or RunnerSettings()
         self.lake = lake

@@ -27,9 +27,9 @@ from tests.pipeline.reliability import (
 from tidemark.config import load_config
 from tidemark.connectors.postgres.cluster import LocalCluster
 from tidemark.connectors.postgres.settings import replication_name
+from tidemark.observe.report import Observer
 from tidemark.simulator.errors import SimulatorError
 from tidemark.simulator.runner import Simulator
-from tidemark.observe.report import Observer
 from tidemark.verify import verify_source
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import click
 
-from tidemark.config import load_config
+from tidemark.config import PipelineConfig, load_config
 from tidemark.pipeline import build_runner, start_jvm_for
 from tidemark.state import state_dir
+from tidemark.stream_processors.embedded.runner import BatchReport, EmbeddedRunner
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,20 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
+def start_runner_metrics(
+    config: PipelineConfig, *, port: int, host: str, stats: Callable[[], object] | None = None
+) -> Callable[[BatchReport], None]:
+    """Serve the runner's and the status's metrics; returns the runner's `on_batch`."""
+    from tidemark.observe.metrics import RunnerMetrics, serve_metrics, status_registry
+    from tidemark.observe.report import Observer
+
+    registry = status_registry(Observer(config))
+    metrics = RunnerMetrics(registry, config.pipeline, stats=stats)
+    serve_metrics(registry, port=port, host=host)
+    click.echo(f"metrics: http://{host}:{port}/metrics", err=True)
+    return metrics.on_batch
+
+
 @click.command()
 @click.option(
     "--config",
@@ -44,12 +60,22 @@ def install_stop_handlers(stop: threading.Event) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Pipeline config (YAML).",
 )
-def run(config_path: Path) -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Expose Prometheus metrics at http://HOST:PORT/metrics (off by default).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics."
+)
+def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
     """Run the embedded pipeline: capture -> milestoning -> Delta, continuously.
 
     Batches close at batching.max_events or batching.max_latency_ms and never split a source
     transaction; source offsets are acknowledged only after the lake commit. SIGINT/SIGTERM
     commit the batch in flight and exit 0; running it again resumes where it stopped.
+    With --metrics-port, Prometheus metrics (docs/observability.md) are served meanwhile.
     """
     config = load_config(config_path)
     state = state_dir()
@@ -57,7 +83,17 @@ def run(config_path: Path) -> None:
     stop = threading.Event()
     install_stop_handlers(stop)
 
-    runner, lake = build_runner(config, state=state)
+    on_batch = None
+    built: list[EmbeddedRunner] = []
+    if metrics_port is not None:
+        on_batch = start_runner_metrics(
+            config,
+            port=metrics_port,
+            host=metrics_host,
+            stats=lambda: built[0].stats if built else None,
+        )
+    runner, lake = build_runner(config, state=state, on_batch=on_batch)
+    built.append(runner)
     try:
         stats = runner.run(stop)
     finally:

@@ -13,17 +13,13 @@ def build_server(
     config_path: Path | None, *, connect_url: str | None = None
 ) -> tuple[object, object]:
     """(the FastAPI app, its observer) for a config, with `/metrics` wired."""
-    from prometheus_client import CollectorRegistry
-
-    from tidemark.observe.metrics import StatusCollector
+    from tidemark.observe.metrics import status_registry
     from tidemark.observe.report import Observer
     from tidemark.web.app import create_app
 
     config = resolve_config(config_path)
     observer = Observer(config, connect_url=connect_url)
-    registry = CollectorRegistry()
-    registry.register(StatusCollector(observer))
-    return create_app(observer, registry=registry), observer
+    return create_app(observer, registry=status_registry(observer)), observer
 
 
 @click.command()

@@ -13,22 +13,10 @@ from pathlib import Path
 import click
 
 from tidemark.commands._options import config_option, resolve_config
+from tidemark.observe.freshness import seconds_text
 from tidemark.observe.model import PipelineReport, SourceReport
 
 _COLOURS = {"green": "green", "amber": "yellow", "red": "red", "none": "dim"}
-
-
-def seconds_text(value: float | None) -> str:
-    """`0.8 s`, `75 s`, `12 min`, `3.1 h` ('-' for None)."""
-    if value is None:
-        return "-"
-    if value < 10:
-        return f"{value:.1f} s"
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 7200:
-        return f"{value / 60:.0f} min"
-    return f"{value / 3600:.1f} h"
 
 
 def _source_line(source: SourceReport) -> str:

@@ -13,10 +13,9 @@ import click
 from tidemark.commands.run import install_stop_handlers
 from tidemark.kernel.errors import TidemarkError
 from tidemark.pipeline import build_runner, run_until, start_jvm_for
-from tidemark.progress import ProgressState, plain_line, refresh_rows, render
+from tidemark.progress import ProgressState, plain_line, refresh_report, render
 from tidemark.state import state_dir
-from tidemark.status import table_status
-from tidemark.up import Threads, UpOptions, bootstrap, wait_caught_up, wait_idle
+from tidemark.up import Threads, UpOptions, bootstrap, start_page, wait_caught_up, wait_idle
 
 
 @click.command()
@@ -42,12 +41,29 @@ from tidemark.up import Threads, UpOptions, bootstrap, wait_caught_up, wait_idle
     default=None,
     help="Stop after this many seconds (for scripts and CI); default: until Ctrl+C.",
 )
-def up(profile: str, lake: Path, rate: float, workers: int, duration: float | None) -> None:
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    help="Port of the status page on 127.0.0.1 (a free one if it is taken).",
+)
+@click.option("--no-serve", is_flag=True, help="Do not start the status page.")
+def up(
+    profile: str,
+    lake: Path,
+    rate: float,
+    workers: int,
+    duration: float | None,
+    port: int,
+    no_serve: bool,
+) -> None:
     """Run the demo: local Postgres, the simulator and the pipeline into ./lake.
 
     The first run bootstraps everything (Postgres cluster, JVM check, schema); later runs
-    resume where the last one stopped. Ctrl+C stops the simulator, lets the pipeline commit
-    what was written, and exits. Then try `tidemark verify`, `tidemark status` and
+    resume where the last one stopped. The status page (tables, freshness against the SLA,
+    batches, dead letters, lineage, /metrics) runs beside it; its address is printed first.
+    Ctrl+C stops the simulator, lets the pipeline commit what was written, and exits. Then
+    try `tidemark verify`, `tidemark status` and
     `tidemark query "SELECT * FROM live.accounts LIMIT 5"`.
     """
     from tidemark.simulator.runner import Simulator
@@ -61,11 +77,18 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
     stop = threading.Event()
     install_stop_handlers(stop)
     progress = ProgressState()
-    runner, lake_facade = build_runner(config, state=state, on_batch=progress.on_batch)
-    tables = [t for s in config.sources for t in config.lake_tables_of(s)]
+    page = start_page(config, port=port, progress=progress) if not no_serve else None
+    if page is not None:
+        click.echo(f"status page: {page.url}  (tables, freshness, batches, lineage)", err=True)
+        progress.page = page.url
+    runner, lake_facade = build_runner(
+        config, state=state, on_batch=page.on_batch if page else progress.on_batch
+    )
+    if page is not None:
+        page.runner = runner
+    from tidemark.observe.report import Observer
 
-    def rows() -> dict[str, dict[str, int]]:
-        return {t: table_status(config, t, {}).rows for t in tables}
+    observer = page.observer if page is not None else Observer(config)
 
     pipeline_stop = threading.Event()
     simulator_stop = threading.Event()
@@ -80,7 +103,7 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
     deadline = None if duration is None else time.monotonic() + duration
 
     def show() -> None:
-        refresh_rows(progress, rows)
+        refresh_report(progress, lambda: observer.report(fresh=True))
         if not interactive:
             click.echo(plain_line(progress), err=True)
 
@@ -126,6 +149,9 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
         pipeline_stop.set()
         simulator_stop.set()
         lake_facade.close()
+        if page is not None:
+            page.stop()
+        observer.close()
     if threads.errors:
         error = threads.errors[0]
         if isinstance(error, TidemarkError):
@@ -136,6 +162,6 @@ def up(profile: str, lake: Path, rate: float, workers: int, duration: float | No
     click.echo(
         f"stopped: simulator wrote {simulated:,} changes; pipeline committed "
         f"{progress.events:,} events in {progress.batches:,} batches. "
-        f"Next: `tidemark verify`, `tidemark status`, `tidemark query`.",
+        f"Next: `tidemark verify`, `tidemark status`, `tidemark serve`, `tidemark query`.",
         err=True,
     )

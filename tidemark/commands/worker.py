@@ -7,6 +7,7 @@ the partitions. Each partition's progress lives in the lake (see docs/distribute
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,12 @@ def worker_settings(
     )
 
 
-def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
+def run_worker(
+    settings: WorkerSettings,
+    *,
+    loglevel: str = "warn",
+    on_outcome: Callable[[str, Any], None] | None = None,
+) -> None:
     """Build the app with the real lake, outputs and transaction gate, and run it."""
     import faust
     from confluent_kafka.admin import AdminClient
@@ -115,6 +121,7 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
         gate=gate,
         gated=gated,
         verify_gap=kafka_gap_verifier(settings.bootstrap),
+        on_outcome=on_outcome,
     )
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
@@ -164,6 +171,12 @@ def run_worker(settings: WorkerSettings, *, loglevel: str = "warn") -> None:
     "--no-tx-gate", is_flag=True, help="Do not hold records for their transaction's END marker."
 )
 @click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Expose Prometheus metrics at http://127.0.0.1:PORT/metrics (off by default).",
+)
+@click.option(
     "--bucket-by",
     type=click.Choice(["partition", "key"]),
     default="partition",
@@ -179,6 +192,7 @@ def worker(
     stats_path: str | None,
     no_tx_gate: bool,
     bucket_by: str,
+    metrics_port: int | None,
 ) -> None:
     """Run a Faust worker: Debezium topics -> milestoning -> Delta, exactly once."""
     from tidemark.config import load_config
@@ -193,5 +207,16 @@ def worker(
         gate_transactions=not no_tx_gate,
         partition_buckets=bucket_by == "partition",
     )
+    on_outcome = None
+    if metrics_port is not None:
+        from tidemark.observe.metrics import WorkerMetrics, serve_metrics, status_registry
+        from tidemark.observe.report import Observer
+
+        registry = status_registry(Observer(cfg))
+        metrics = WorkerMetrics(registry, cfg.pipeline, {t.topic: t.table for t in settings.topics})
+        serve_metrics(registry, port=metrics_port)
+        on_outcome = metrics.on_outcome
     level = logging.getLogger().getEffectiveLevel()
-    run_worker(settings, loglevel="info" if level <= logging.INFO else "warn")
+    run_worker(
+        settings, loglevel="info" if level <= logging.INFO else "warn", on_outcome=on_outcome
+    )

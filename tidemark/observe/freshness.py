@@ -67,3 +67,16 @@ def is_snapshot_position(position: str | None) -> bool:
     """True for the position of a snapshot row (Postgres: commit LSN, then a zero event LSN:
     `connectors/decode/position.py`)."""
     return position is not None and len(position) == 40 and set(position[16:32]) == {"0"}
+
+
+def seconds_text(value: float | None) -> str:
+    """`0.8 s`, `75 s`, `12 min`, `3.1 h`; `-` for None."""
+    if value is None:
+        return "-"
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"

@@ -32,10 +32,10 @@ class Node(BaseModel):
     id: str
     kind: NodeKind
     label: str
-    table: str | None = Field(None, description="The lake table it belongs to, if any.")
+    table: str | None = Field(default=None, description="The lake table it belongs to, if any.")
     layer: str | None = None
-    exists: bool = Field(True, description="Layers and models: the Delta table exists.")
-    href: str | None = Field(None, description="The page of its table or model.")
+    exists: bool = Field(default=True, description="Layers and models: the Delta table exists.")
+    href: str | None = Field(default=None, description="The page of its table or model.")
 
 
 class Edge(BaseModel):
@@ -101,15 +101,15 @@ def lineage(config: PipelineConfig, meta: LakeMeta) -> Lineage:
                 )
                 edges.append(Edge(source=upstream, target=node))
     known = {n.id for n in nodes}
-    for model, inputs in sorted(gold_inputs(config.lake, config.storage_options).items()):
+    models = gold_inputs(config.lake, config.storage_options)
+    for model, inputs in sorted(models.items()):
         node = f"gold:{model}"
         nodes.append(Node(id=node, kind="gold", label=f"gold.{model}", href=f"/lineage#{node}"))
-        for layer, table in inputs:
-            upstream = f"{layer}:{_full_name(table, config)}"
-            if upstream in known or layer == "gold":
-                edges.append(
-                    Edge(source=upstream if layer != "gold" else f"gold:{table}", target=node)
-                )
+        for schema, name in inputs:
+            if schema == "gold":
+                edges.append(Edge(source=f"gold:{name}", target=node))
+            elif (upstream := f"{schema}:{_full_name(name, config)}") in known:
+                edges.append(Edge(source=upstream, target=node))
     return Lineage(nodes=nodes, edges=edges)
 
 

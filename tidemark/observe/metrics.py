@@ -271,6 +271,13 @@ class WorkerMetrics:
             self.commit_seconds.labels(*labels).observe(seconds)
 
 
+def status_registry(observer: Observer) -> CollectorRegistry:
+    """A registry holding the status figures (`StatusCollector`) of `observer`'s pipeline."""
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(observer))
+    return registry
+
+
 def serve_metrics(registry: CollectorRegistry, *, port: int, host: str = "127.0.0.1") -> None:
     """Expose `registry` at http://host:port/metrics from a daemon thread."""
     start_http_server(port, addr=host, registry=registry)

@@ -27,23 +27,29 @@ class LayerReport(_Frozen):
 
     layer: str
     exists: bool = Field(description="The layer's Delta table exists.")
-    rows: int | None = Field(None, description="Rows (deletion vectors applied).")
-    files: int | None = Field(None, description="Data files.")
-    version: int | None = Field(None, description="Delta version read.")
-    position: str | None = Field(None, description="Last source position committed.")
-    position_label: str | None = Field(None, description="`position` made readable.")
-    committed_at: datetime | None = Field(None, description="When that position was committed.")
+    rows: int | None = Field(default=None, description="Rows (deletion vectors applied).")
+    files: int | None = Field(default=None, description="Data files.")
+    version: int | None = Field(default=None, description="Delta version read.")
+    position: str | None = Field(default=None, description="Last source position committed.")
+    position_label: str | None = Field(default=None, description="`position` made readable.")
+    committed_at: datetime | None = Field(
+        default=None, description="When that position was committed."
+    )
     newest_change: datetime | None = Field(
-        None, description="Source commit time of the newest change the layer holds."
+        default=None, description="Source commit time of the newest change the layer holds."
     )
     watermark: datetime | None = Field(
-        None, description="The layer holds every change of its source committed up to here."
+        default=None, description="The layer holds every change of its source committed up to here."
     )
     freshness_s: float | None = Field(
-        None, description="max(0, source's newest commit time - watermark); None: no data."
+        default=None, description="max(0, source's newest commit time - watermark); None: no data."
     )
-    sla_s: float | None = Field(None, description="The layer's freshness target (None: none).")
-    colour: Colour = Field("none", description="green, amber (over half the SLA), red, none.")
+    sla_s: float | None = Field(
+        default=None, description="The layer's freshness target (None: none)."
+    )
+    colour: Colour = Field(
+        default="none", description="green, amber (over half the SLA), red, none."
+    )
 
 
 class TableReport(_Frozen):
@@ -56,19 +62,21 @@ class TableReport(_Frozen):
         "letters), stopped (nothing captures its source), snapshotting, behind (a layer "
         "over half its SLA), streaming."
     )
-    position: str | None = Field(None, description="Lowest last position over its layers.")
+    position: str | None = Field(default=None, description="Lowest last position over its layers.")
     position_label: str | None = None
-    committed_at: datetime | None = Field(None, description="Its newest layer commit.")
+    committed_at: datetime | None = Field(default=None, description="Its newest layer commit.")
     layers: list[LayerReport]
     rows: dict[str, int] = Field(description="Rows per existing layer.")
     dead_letters: int = 0
     last_dead_letter: datetime | None = None
-    events_per_s: float = Field(0.0, description="Changelog events per second, last minute.")
+    events_per_s: float = Field(
+        default=0.0, description="Changelog events per second, last minute."
+    )
     events_per_minute: list[float] = Field(
         default_factory=list, description="Changelog events per minute, last hour, oldest first."
     )
     consumer_lag: int | None = Field(
-        None, description="Distributed: records of its topic the lake has not applied."
+        default=None, description="Distributed: records of its topic the lake has not applied."
     )
     breached: list[str] = Field(default_factory=list, description="Layers over their SLA.")
 
@@ -99,22 +107,26 @@ class SourceReport(_Frozen):
     source: str
     kind: str
     runtime: Literal["embedded", "distributed"]
-    slot: str | None = Field(None, description="Postgres replication slot.")
+    slot: str | None = Field(default=None, description="Postgres replication slot.")
     capture: CaptureState = Field(
-        "unknown", description="streaming (a consumer holds the slot), stopped, not started."
+        default="unknown",
+        description="streaming (a consumer holds the slot), stopped, not started.",
     )
-    lag_bytes: int | None = Field(None, description="WAL the slot's consumer has not confirmed.")
+    lag_bytes: int | None = Field(
+        default=None, description="WAL the slot's consumer has not confirmed."
+    )
     lag_s: float | None = Field(
-        None, description="Source freshness: its newest commit time minus the lake's watermark."
+        default=None,
+        description="Source freshness: its newest commit time minus the lake's watermark.",
     )
     latest_commit: datetime | None = Field(
-        None, description="The source's newest commit (Postgres track_commit_timestamp)."
+        default=None, description="The source's newest commit (Postgres track_commit_timestamp)."
     )
     caught_up_at: datetime | None = Field(
-        None, description="When the running pipeline last found itself caught up."
+        default=None, description="When the running pipeline last found itself caught up."
     )
-    commit_times: bool = Field(False, description="The source records commit times.")
-    error: str | None = Field(None, description="Why the source could not be asked.")
+    commit_times: bool = Field(default=False, description="The source records commit times.")
+    error: str | None = Field(default=None, description="Why the source could not be asked.")
     partitions: list[PartitionReport] = Field(default_factory=list)
     connector: ConnectorReport | None = None
     tables: list[TableReport]

@@ -94,11 +94,10 @@ def _newest_rows(
     if table is None or actions is None or actions.num_rows == 0:
         return []
     high = f"max.{time_column}"
-    if high not in actions.column_names:  # no statistics: read everything once
-        stamps = [None] * actions.num_rows
-    else:
-        stamps = actions.column(high).to_pylist()
-    ordered = sorted((s for s in stamps if s is not None), reverse=True)
+    stamps: list[datetime] = []
+    if high in actions.column_names:  # without statistics everything is read once
+        stamps = [s for s in actions.column(high).to_pylist() if s is not None]
+    ordered = sorted(stamps, reverse=True)
     dataset = table.to_pyarrow_dataset()  # append-only bookkeeping tables: no deletion vectors
     files = max(limit, 1)
     while True:

@@ -310,10 +310,10 @@ def _table_report(
         state = "waiting"
     elif failing:
         state = "failing"
+    elif not streamed and capture != "streaming" and fr.is_snapshot_position(position):
+        state = "snapshotting"  # Debezium holds the slot only once it streams
     elif capture == "stopped":
         state = "stopped"
-    elif not streamed and capture != "streaming" and fr.is_snapshot_position(position):
-        state = "snapshotting"
     elif any(r.colour in ("amber", "red") for r in reports):
         state = "behind"
     else:

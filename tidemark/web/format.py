@@ -7,18 +7,7 @@ from typing import Any
 
 from jinja2 import Environment
 
-
-def seconds(value: float | None) -> str:
-    """`0.8 s`, `75 s`, `12 min`, `3.1 h`; `-` for None."""
-    if value is None:
-        return "-"
-    if value < 10:
-        return f"{value:.1f} s"
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 7200:
-        return f"{value / 60:.0f} min"
-    return f"{value / 3600:.1f} h"
+from tidemark.observe.freshness import seconds_text as seconds
 
 
 def number(value: float | int | None) -> str:
