@@ -64,3 +64,10 @@ if ! command -v javac >/dev/null 2>&1; then
   apt_install openjdk-17-jdk-headless ||
     say "warning: no javac; run: apt-get install openjdk-17-jdk-headless"
 fi
+
+# 6. Chromium and its driver from Debian, for the status page tests (a real browser; the
+#    browser-automation library drives this one and never downloads its own).
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium chromium-driver ||
+    say "warning: no Chromium; the page tests will fail: run apt-get install chromium chromium-driver"
+fi

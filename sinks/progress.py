@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from pyarrow import fs
 
@@ -46,17 +47,22 @@ def filesystem(root: str, storage_options: Mapping[str, str]) -> tuple[fs.FileSy
     storage options: endpoint, keys, region, plain HTTP)."""
     if "://" not in root or root.startswith("file://"):
         return fs.LocalFileSystem(), os.path.abspath(root.removeprefix("file://"))
-    filesystem_, path = fs.FileSystem.from_uri(root)
-    if isinstance(filesystem_, fs.S3FileSystem) and storage_options:
+    parts = urlsplit(root)
+    if parts.scheme in ("s3", "s3a"):
+        # Built from the options, not `FileSystem.from_uri`, which asks AWS for the bucket's
+        # region (a network call to amazonaws.com even for a local S3-compatible server).
         options = dict(storage_options)
+        endpoint = options.get("AWS_ENDPOINT_URL")
         filesystem_ = fs.S3FileSystem(
-            endpoint_override=options.get("AWS_ENDPOINT_URL"),
+            endpoint_override=endpoint,
             access_key=options.get("AWS_ACCESS_KEY_ID"),
             secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-            region=options.get("AWS_REGION", "us-east-1"),
+            session_token=options.get("AWS_SESSION_TOKEN"),
+            region=options.get("AWS_REGION") or options.get("AWS_DEFAULT_REGION") or "us-east-1",
             scheme="http" if options.get("AWS_ALLOW_HTTP") in ("true", "1") else "https",
         )
-    return filesystem_, path
+        return filesystem_, f"{parts.netloc}{parts.path}".rstrip("/")
+    return fs.FileSystem.from_uri(root)
 
 
 class ProgressMarks:
