@@ -6,8 +6,8 @@ Three sets, documented name by name in docs/observability.md:
   report (freshness, SLA, rows, dead letters, lag, consumer lag, table state). `serve`, `run`
   and `worker` all register it, so every process answers the same.
 - `RunnerMetrics`: what the embedded runner did (events, batches, batch and per-layer commit
-  durations as histograms, rows per table and layer, dead letters, end-to-end lag, retries),
-  fed by its `on_batch` reports.
+  durations as histograms, rows per table and layer, end-to-end lag), fed by its `on_batch`
+  reports, and its totals (dead letters, retries, engine reopens) read when scraped.
 - `WorkerMetrics`: the same for a distributed worker, fed per topic by the worker app.
 
 Every series carries the `pipeline` label.
@@ -143,12 +143,6 @@ class RunnerMetrics:
             [*labels, "table", "layer", "op"],
             registry=registry,
         )
-        self.dead_letters = Counter(
-            "tidemark_dead_letters",
-            "Events sent to the dead letters.",
-            [*labels, "stage"],
-            registry=registry,
-        )
         self.batch_seconds = Histogram(
             "tidemark_batch_seconds",
             "From a batch's cut to its record in the batch log (milestoning and commits).",
@@ -180,8 +174,6 @@ class RunnerMetrics:
             self.batches.labels(p, report.closed_by or "unknown").inc()
             for table, count in report.tables.items():
                 self.events.labels(p, table).inc(count)
-            if report.dead_letters:
-                self.dead_letters.labels(p, "decode").inc(report.dead_letters)
             self.batch_seconds.labels(p).observe(
                 max(0.0, (report.committed_at - report.started_at).total_seconds())
             )
@@ -192,19 +184,16 @@ class RunnerMetrics:
             for commit in getattr(result, "commits", ()) or ():
                 if not commit.skipped:
                     self.commit_seconds.labels(p, commit.layer.value).observe(commit.seconds)
-            applied = 0
             for counts in getattr(result, "counts", ()) or ():
-                applied += counts.dead_letters
                 for name, (layer, op) in _OPS.items():
                     value = getattr(counts, name, 0)
                     if value:
                         self.layer_rows.labels(p, counts.table, layer.value, op).inc(value)
-            if applied:
-                self.dead_letters.labels(p, "apply").inc(applied)
 
 
 class _RunStatsCollector(Collector):
-    """Retries and engine reopens, read from the runner's totals when scraped."""
+    """Dead letters, retries and engine reopens, read from the runner's totals when scraped
+    (dead letters arise in decoding, milestoning and commits: the totals count them all)."""
 
     def __init__(self, pipeline: str, stats: Callable[[], Any]) -> None:
         self.pipeline = pipeline
@@ -214,6 +203,11 @@ class _RunStatsCollector(Collector):
         from prometheus_client.core import CounterMetricFamily
 
         totals = self.stats()
+        letters = CounterMetricFamily(
+            "tidemark_dead_letters", "Events sent to the dead letters.", labels=["pipeline"]
+        )
+        letters.add_metric([self.pipeline], float(getattr(totals, "dead_letters", 0)))
+        yield letters
         retries = CounterMetricFamily(
             "tidemark_retries",
             "Transient failures retried (source or commit).",

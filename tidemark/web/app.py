@@ -38,6 +38,19 @@ def _since(minutes: float | None) -> datetime | None:
     return None if minutes is None else datetime.now(UTC) - timedelta(minutes=minutes)
 
 
+def _form_minutes(text: str | None) -> float | None:
+    """A form's `since_minutes`: empty means all; anything but a positive number is a 400."""
+    if not text:
+        return None
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if minutes <= 0:
+        raise HTTPException(400, f"since_minutes must be a positive number, not `{text}`")
+    return minutes
+
+
 def create_app(observer: Observer, *, registry: CollectorRegistry | None = None) -> FastAPI:
     """The web app over one observer; `registry` is what `/metrics` exposes."""
     app = FastAPI(
@@ -84,7 +97,7 @@ def create_app(observer: Observer, *, registry: CollectorRegistry | None = None)
         request: Request,
         table: str | None = None,
         closed_by: str | None = None,
-        since_minutes: SinceMinutes = None,
+        since_minutes: str | None = None,
         limit: Limit = 100,
     ) -> HTMLResponse:
         rows = latest_batches(
@@ -92,7 +105,7 @@ def create_app(observer: Observer, *, registry: CollectorRegistry | None = None)
             limit=limit,
             table=table or None,
             closed_by=closed_by or None,
-            since=_since(since_minutes),
+            since=_since(_form_minutes(since_minutes)),
         )
         filters = {"table": table, "closed_by": closed_by, "since_minutes": since_minutes}
         return page(request, "batches.html", batches=rows, filters=filters, limit=limit)
@@ -103,7 +116,7 @@ def create_app(observer: Observer, *, registry: CollectorRegistry | None = None)
         table: str | None = None,
         stage: str | None = None,
         q: str | None = None,
-        since_minutes: SinceMinutes = None,
+        since_minutes: str | None = None,
         limit: Limit = 100,
     ) -> HTMLResponse:
         rows = dead_letters(
@@ -112,7 +125,7 @@ def create_app(observer: Observer, *, registry: CollectorRegistry | None = None)
             table=table or None,
             stage=stage or None,
             text=q or None,
-            since=_since(since_minutes),
+            since=_since(_form_minutes(since_minutes)),
         )
         filters = {"table": table, "stage": stage, "q": q, "since_minutes": since_minutes}
         return page(request, "dead_letters.html", letters=rows, filters=filters, limit=limit)
