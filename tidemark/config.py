@@ -220,8 +220,13 @@ class PipelineConfig(_Frozen):
         return frozenset(chosen)
 
     def sla_for(self, lake_table: str) -> SlaConfig:
-        """The freshness targets of a lake table (its own, else `*`, else the defaults)."""
-        return self.sla.get(lake_table) or self.sla.get("*") or SlaConfig()
+        """The freshness targets of a lake table: its own entry's keys, then `*`'s, then the
+        defaults."""
+        base = self.sla.get("*") or SlaConfig()
+        own = self.sla.get(lake_table)
+        if own is None:
+            return base
+        return base.model_copy(update={key: getattr(own, key) for key in own.model_fields_set})
 
     @property
     def app_id(self) -> str:

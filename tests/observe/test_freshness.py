@@ -100,6 +100,9 @@ def test_sla_defaults_wildcard_and_per_table():
     assert config.sla_for("s.public.a").for_layer(Layer.FORENSIC) == 600  # default kept
     assert config.sla_for("s.public.b").for_layer(Layer.LIVE) is None  # no target
     assert config.sla_for("s.public.b").for_layer(Layer.FORENSIC) == 3600
+    # a table's entry overrides `*` key by key
+    config = parse_config({**BASE, "sla": {"*": {"live": "30s"}, "s.public.b": {"forensic": "1h"}}})
+    assert config.sla_for("s.public.b").for_layer(Layer.LIVE) == 30
 
 
 @pytest.mark.parametrize(

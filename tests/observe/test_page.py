@@ -225,12 +225,14 @@ def browser():
         chromium.close()
 
 
-def screenshot(page, running: Running, name: str) -> Path:
+def screenshot(page, running: Running, name: str, *, publish: bool = False) -> Path:
+    """Save a screenshot under the test's tmp dir; `publish`ed ones also go to
+    `$TIDEMARK_SCREENSHOTS` when it is set (how docs/status-page.png is made)."""
     path = running.tmp / "screenshots" / name
     path.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
     copy_to = os.environ.get("TIDEMARK_SCREENSHOTS")
-    if copy_to:
+    if copy_to and publish:
         shutil.copy(path, Path(copy_to) / name)
     return path
 
@@ -270,7 +272,7 @@ def test_the_page_shows_every_table_filling_and_fresh(running, browser) -> None:
         "#source-bank"
     )
     assert page.locator("svg.spark").count() >= len(TABLES)
-    screenshot(page, running, "status-page.png")
+    screenshot(page, running, "status-page.png", publish=True)
 
     # A phone: the page fits the screen (wide tables scroll inside their own box).
     phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)

@@ -49,10 +49,12 @@ def test_up_then_verify_status_query_and_resume(tmp_path: Path, stops_its_databa
     assert checked.stdout.count("ok   bank.public.") == 3
 
     status = json.loads(_cli(tmp_path, "status", "--json").stdout)
-    tables = {t["table"]: t for t in status[0]["tables"]}
+    tables = {t["table"]: t for t in status["sources"][0]["tables"]}
     assert set(tables) == {f"bank.public.{t}" for t in ("customers", "accounts", "transactions")}
     assert tables["bank.public.transactions"]["rows"]["changelog"] > 0
     assert all(t["dead_letters"] == 0 for t in tables.values())
+    assert "status page: http://127.0.0.1:" in first.stderr  # the newcomer is told where
+    assert status["breaches"] == []  # caught up at the end of `up`: every layer fresh
 
     def count(sql: str) -> int:
         return json.loads(_cli(tmp_path, "query", "--format", "json", sql).stdout)["n"]
