@@ -265,3 +265,54 @@ def test_lag_is_never_negative_and_counts_from_the_source_newest_commit(
     layers = {x["layer"]: x for x in body["sources"][0]["tables"][0]["layers"]}
     assert layers["live"]["colour"] == "green" and layers["forensic"]["sla_s"] == 600
     assert Layer.LIVE.value in layers
+
+
+GOLD_STATUS = {  # what the gold model refresher writes (docs/consumers.md, format 1)
+    "format": 1,
+    "model": "customer_accounts",
+    "status": "ok",
+    "table": "gold/customer_accounts",
+    "inputs": ['live."shop.public.customers"', "live.accounts"],
+    "mode": "overwrite",
+    "last_refresh": {"at": "2026-12-06T22:52:36+00:00", "batch": 9},
+    "last_error": None,
+    "columns": [
+        {
+            "column": "email",
+            "expression": "c.email",
+            "sources": [{"view": 'live."shop.public.customers"', "column": "email", "tag": "pii"}],
+        },
+        {"column": "accounts", "expression": "count(a.id)", "sources": []},
+    ],
+}
+
+
+def test_lineage_draws_gold_models_from_their_status_files(tmp_path) -> None:
+    lake = tmp_path / "lake"
+    _story(str(lake)).close()
+    folder = lake / "_tidemark" / "gold"
+    folder.mkdir(parents=True)
+    (folder / "customer_accounts.json").write_text(json.dumps(GOLD_STATUS))
+    failed = {
+        **GOLD_STATUS,
+        "model": "broken",
+        "status": "failed",
+        "inputs": ["gold.customer_accounts"],
+    }
+    failed["last_error"] = {"message": "Binder Error: no column `x`"}
+    (folder / "broken.json").write_text(json.dumps(failed))
+    (folder / "half.json").write_text('{"format": 1, "model": ')  # being rewritten: skipped
+    config = load_config(write_config(tmp_path / "p.yaml", lake=str(lake), dsn=NOWHERE))
+    observer = Observer(config)
+    pages = _serve_and_get(observer, ["/api/lineage", "/lineage"])
+    graph = json.loads(pages["/api/lineage"])
+    edges = {(e["source"], e["target"]) for e in graph["edges"]}
+    assert ("live:shop.public.customers", "gold:customer_accounts") in edges
+    assert ("live:shop.public.accounts", "gold:customer_accounts") in edges  # a short name
+    assert ("gold:customer_accounts", "gold:broken") in edges
+    assert ("source:shop.public.customers", "changelog:shop.public.customers") in edges
+    assert [m["name"] for m in graph["models"]] == ["broken", "customer_accounts"]
+    assert graph["models"][1]["columns"][0]["tags"] == ["pii"]
+    page = pages["/lineage"]
+    assert 'id="model-customer_accounts"' in page and "Binder Error" in page and "pii" in page
+    assert 'href="/tables/shop.public.accounts"' in page

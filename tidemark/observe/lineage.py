@@ -1,17 +1,16 @@
 """Lineage: source tables -> topics (distributed) -> changelog / live / forensic -> gold models.
 
 Drawn from the config (which tables are captured, into which layers, through which topics)
-and the lake (which layer tables exist, which gold models are materialised under
-`<lake>/gold/<model>` and what they read). A gold model's inputs come from the metadata the
-model writer stores beside it (`gold_inputs`); a model without readable metadata is shown
-without edges.
+and the lake (which layer tables exist, and the gold models that the refresher describes in
+`<lake>/_tidemark/gold/<model>.json`: their status, the views they read and each output
+column's sources and classification tags, docs/consumers.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -43,13 +42,6 @@ class Edge(BaseModel):
 
     source: str
     target: str
-
-
-class Lineage(BaseModel):
-    """The whole diagram."""
-
-    nodes: list[Node]
-    edges: list[Edge]
 
 
 def table_href(table: str) -> str:
@@ -101,16 +93,30 @@ def lineage(config: PipelineConfig, meta: LakeMeta) -> Lineage:
                 )
                 edges.append(Edge(source=upstream, target=node))
     known = {n.id for n in nodes}
-    models = gold_inputs(config.lake, config.storage_options)
-    for model, inputs in sorted(models.items()):
-        node = f"gold:{model}"
-        nodes.append(Node(id=node, kind="gold", label=f"gold.{model}", href=f"/lineage#{node}"))
-        for schema, name in inputs:
-            if schema == "gold":
-                edges.append(Edge(source=f"gold:{name}", target=node))
-            elif (upstream := f"{schema}:{_full_name(name, config)}") in known:
-                edges.append(Edge(source=upstream, target=node))
-    return Lineage(nodes=nodes, edges=edges)
+    models = gold_models(config.lake, config.storage_options)
+    for model in models:
+        node = f"gold:{model.name}"
+        nodes.append(
+            Node(
+                id=node,
+                kind="gold",
+                label=f"gold.{model.name}" + (f" ({model.status})" if model.status != "ok" else ""),
+                exists=model.status == "ok",
+                href=f"/lineage#model-{model.name}",
+            )
+        )
+    for model in models:
+        for view in model.inputs:
+            parsed = parse_view(view)
+            if parsed is None:
+                continue
+            schema, name = parsed
+            upstream = (
+                f"gold:{name}" if schema == "gold" else f"{schema}:{_full_name(name, config)}"
+            )
+            if upstream in known or schema == "gold":
+                edges.append(Edge(source=upstream, target=f"gold:{model.name}"))
+    return Lineage(nodes=nodes, edges=edges, models=models)
 
 
 def _full_name(name: str, config: PipelineConfig) -> str:
@@ -122,41 +128,100 @@ def _full_name(name: str, config: PipelineConfig) -> str:
     return matches[0] if len(matches) == 1 else name
 
 
-def gold_inputs(
-    root: str, storage_options: Mapping[str, str] | None = None
-) -> dict[str, list[tuple[str, str]]]:
-    """Each gold model under `<lake>/gold/` and the (layer, table) pairs it reads.
+GOLD_FOLDER = ("_tidemark", "gold")
 
-    Inputs are read from the model's stored metadata (`<lake>/gold/<model>.lineage.json`
-    or `<lake>/gold/_models/<model>.json`, with `inputs: [{schema, name}]`); a model
-    without it has none. Local lakes only for now: object stores list no models.
+
+class GoldColumn(BaseModel):
+    """One output column of a gold model and the lake columns it comes from."""
+
+    column: str
+    expression: str | None = None
+    sources: list[str] = Field(default_factory=list, description="`view.column` it reads.")
+    tags: list[str] = Field(default_factory=list, description="Classification tags (pii...).")
+
+
+class GoldModel(BaseModel):
+    """A gold model as its writer describes it (`<lake>/_tidemark/gold/<model>.json`)."""
+
+    name: str
+    status: str | None = Field(default=None, description="ok, failed, waiting or never.")
+    mode: str | None = None
+    inputs: list[str] = Field(default_factory=list, description="The views it reads.")
+    last_refresh: str | None = None
+    last_error: str | None = None
+    columns: list[GoldColumn] = Field(default_factory=list)
+
+
+class Lineage(BaseModel):
+    """The whole diagram, and the gold models' details."""
+
+    nodes: list[Node]
+    edges: list[Edge]
+    models: list[GoldModel] = Field(default_factory=list)
+
+
+_VIEW = re.compile(r'^(?P<schema>[a-z_]+)\.(?:"(?P<quoted>[^"]+)"|(?P<plain>[A-Za-z0-9_.]+))$')
+
+
+def parse_view(text: str) -> tuple[str, str] | None:
+    """`live."bank.public.accounts"` or `live.accounts` -> (schema, name); None otherwise."""
+    match = _VIEW.match(text.strip())
+    if match is None:
+        return None
+    return match.group("schema"), match.group("quoted") or match.group("plain")
+
+
+def gold_models(root: str, storage_options: Mapping[str, str] | None = None) -> list[GoldModel]:
+    """The gold models under a lake, from their status files (none when there are none).
+
+    The files are written by the gold model refresher (`<lake>/_tidemark/gold/<model>.json`,
+    format 1: `model`, `status`, `mode`, `inputs`, `last_refresh`, `last_error`, `columns`);
+    an unreadable file is skipped.
     """
-    if "://" in root and not root.startswith("file://"):
-        return {}
-    folder = os.path.join(os.path.abspath(root.removeprefix("file://")), "gold")
-    if not os.path.isdir(folder):
-        return {}
-    found: dict[str, list[tuple[str, str]]] = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith(("_", ".")):
-            continue
-        if not os.path.isdir(os.path.join(entry.path, "_delta_log")):
-            continue
-        found[entry.name] = _stored_inputs(folder, entry.name)
-    return found
+    from pyarrow import fs
 
+    from tidemark.sinks.progress import filesystem
 
-def _stored_inputs(folder: str, model: str) -> list[tuple[str, str]]:
-    for path in (
-        os.path.join(folder, f"{model}.lineage.json"),
-        os.path.join(folder, "_models", f"{model}.json"),
-    ):
-        if not os.path.isfile(path):
+    try:
+        filesystem_, base = filesystem(root, dict(storage_options or {}))
+        folder = "/".join([base.rstrip("/"), *GOLD_FOLDER])
+        infos = filesystem_.get_file_info(fs.FileSelector(folder, allow_not_found=True))
+    except Exception as exc:  # unreachable storage: no models shown
+        logger.info("cannot list gold models under %s: %s", root, exc)
+        return []
+    models = []
+    for info in sorted(infos, key=lambda i: i.base_name):
+        if info.type != fs.FileType.File or not info.base_name.endswith(".json"):
             continue
         try:
-            with open(path) as handle:
-                body = json.load(handle)
-            return [(str(i["schema"]), str(i["name"])) for i in body.get("inputs", [])]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.info("unreadable lineage of gold model %s: %s", model, exc)
-    return []
+            with filesystem_.open_input_stream(info.path) as stream:
+                body = json.loads(stream.read())
+            models.append(_model(body, info.base_name.removesuffix(".json")))
+        except Exception as exc:  # half-written or another format: skip it, say why
+            logger.info("unreadable gold model status %s: %s", info.path, exc)
+    return models
+
+
+def _model(body: Mapping[str, object], fallback: str) -> GoldModel:
+    refresh = body.get("last_refresh")
+    error = body.get("last_error")
+    columns = []
+    for column in body.get("columns") or []:  # type: ignore[attr-defined]
+        sources = column.get("sources") or []
+        columns.append(
+            GoldColumn(
+                column=str(column.get("column")),
+                expression=column.get("expression"),
+                sources=[f"{s.get('view')}.{s.get('column')}" for s in sources],
+                tags=sorted({str(s["tag"]) for s in sources if s.get("tag")}),
+            )
+        )
+    return GoldModel(
+        name=str(body.get("model") or fallback),
+        status=str(body["status"]) if body.get("status") else None,
+        mode=str(body["mode"]) if body.get("mode") else None,
+        inputs=[str(i) for i in body.get("inputs") or []],  # type: ignore[attr-defined]
+        last_refresh=str(refresh.get("at")) if isinstance(refresh, dict) else None,
+        last_error=str(error.get("message")) if isinstance(error, dict) else None,
+        columns=columns,
+    )
