@@ -15,8 +15,10 @@ its place, never an exception: the status must show what it can.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.kernel.columns import Layer
@@ -185,16 +187,21 @@ def probe_distributed(
     )
     partitions: list[PartitionLag] = []
     try:
-        topics = source_topics([source])
+        topics = [t for t in source_topics([source])]
         metadata = consumer.list_topics(timeout=timeout_s).topics
+        every = [
+            TopicPartition(t.topic, number)
+            for t in topics
+            if t.topic in metadata
+            for number in sorted(metadata[t.topic].partitions)
+        ]
+        ends = _end_offsets(consumer, every, timeout_s)
         for spec in topics:
             if spec.topic not in metadata:
                 continue
             layers = config.layers_for(spec.table)
             for number in sorted(metadata[spec.topic].partitions):
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(spec.topic, number), timeout=timeout_s
-                )
+                high = ends[(spec.topic, number)]
                 applied = []
                 for layer in Layer:
                     if layer not in layers:
@@ -211,6 +218,47 @@ def probe_distributed(
     finally:
         consumer.close()
     return DistributedProbe(partitions, connector)
+
+
+def _end_offsets(
+    consumer: Any, partitions: list[Any], timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """The offset after each partition's last record.
+
+    The high watermark, checked by reading from the record before it: the Tansu broker (the
+    local and test broker) reports a watermark that counts record batches, not records (one
+    batch of 10 records: watermark 1, offsets 0..9), so the last batch is read to find its
+    last record. With Kafka this reads one record per partition and agrees with the
+    watermark. All partitions are read together, until the broker has sent nothing for 0.2 s.
+    """
+    from confluent_kafka import TopicPartition
+
+    ends: dict[tuple[str, int], int] = {}
+    starts = []
+    for tp in partitions:
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        ends[(tp.topic, tp.partition)] = int(high)
+        if high > low:
+            starts.append(TopicPartition(tp.topic, tp.partition, int(high) - 1))
+    if not starts:
+        return ends
+    consumer.assign(starts)
+    deadline = time.monotonic() + timeout_s
+    seen = False
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None:
+                if seen:
+                    break
+                continue
+            if message.error() is None:
+                seen = True
+                key = (message.topic(), message.partition())
+                ends[key] = max(ends[key], int(message.offset()) + 1)
+    finally:
+        consumer.unassign()
+    return ends
 
 
 def _connector_state(config: PipelineConfig, source: SourceConfig, url: str) -> ConnectorState:
