@@ -62,7 +62,8 @@ def filesystem(root: str, storage_options: Mapping[str, str]) -> tuple[fs.FileSy
             scheme="http" if options.get("AWS_ALLOW_HTTP") in ("true", "1") else "https",
         )
         return filesystem_, f"{parts.netloc}{parts.path}".rstrip("/")
-    return fs.FileSystem.from_uri(root)
+    other, path = fs.FileSystem.from_uri(root)
+    return other, str(path)
 
 
 class ProgressMarks:
