@@ -41,6 +41,7 @@ from tidemark.sinks.progress import read_marks
 logger = logging.getLogger(__name__)
 
 MINUTES = 60  # the throughput chart's span
+RETRY_UNREACHABLE_S = 15.0
 
 
 def position_label(position: str | None) -> str | None:
@@ -79,6 +80,20 @@ class Observer:
         self.meta = LakeMeta(config.lake, storage_options=config.storage_options)
         self._lock = threading.Lock()
         self._last: tuple[float, PipelineReport] | None = None
+        self._unreachable: dict[str, tuple[float, SlotProbe]] = {}
+
+    def probe(self, source: SourceConfig) -> SlotProbe:
+        """Ask a Postgres source; a source that could not be reached is asked again only
+        after `RETRY_UNREACHABLE_S` (each attempt can wait for its connect timeout)."""
+        failed = self._unreachable.get(source.name)
+        if failed is not None and time.monotonic() - failed[0] < RETRY_UNREACHABLE_S:
+            return failed[1]
+        probe = probe_postgres(self.config, source)
+        if probe.error is not None:
+            self._unreachable[source.name] = (time.monotonic(), probe)
+        else:
+            self._unreachable.pop(source.name, None)
+        return probe
 
     def report(self, *, fresh: bool = False) -> PipelineReport:
         """The current report (reused for `cache_s` unless `fresh`)."""
@@ -108,9 +123,7 @@ def build_report(observer: Observer) -> PipelineReport:
     distributed: dict[str, DistributedProbe | None] = {}
     for source in config.sources:
         probes[source.name] = (
-            probe_postgres(config, source)
-            if observer.probe_sources and source.kind == "postgres"
-            else None
+            observer.probe(source) if observer.probe_sources and source.kind == "postgres" else None
         )
         distributed[source.name] = (
             probe_distributed(config, source, meta, connect_url=observer.connect_url)
