@@ -30,6 +30,10 @@ def _source_line(source: SourceReport) -> str:
         else f"lag {seconds_text(source.lag_s)}"
     )
     parts = [head, slot, lag]
+    if source.latest_commit is not None:
+        parts.append(f"newest commit {source.latest_commit:%Y-%m-%d %H:%M:%S}")
+    if source.caught_up_at is not None:
+        parts.append(f"caught up at {source.caught_up_at:%H:%M:%S}")
     if source.connector is not None:
         parts.append(f"connector {source.connector.name}: {source.connector.state}")
     if source.partitions:
