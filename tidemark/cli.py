@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "tail": "tidemark.commands.tail:tail",
     "up": "tidemark.commands.up:up",
     "verify": "tidemark.commands.verify:verify",
+    "views": "tidemark.commands.views:views",
     "worker": "tidemark.commands.worker:worker",
 }
 

@@ -163,6 +163,47 @@ class SlaConfig(_Frozen):
         return target
 
 
+_REFRESH = re.compile(r"^(batch|[1-9][0-9]*[smh])$")
+
+
+class TagPolicy(_Frozen):
+    """What a classification tag does on the consumer side and in the raw layers."""
+
+    mask: Literal["hash", "drop"] = Field(
+        default="hash",
+        description="In views and gold models: hashed with the lake's key, or left out.",
+    )
+    raw: Literal["keep", "drop"] = Field(
+        default="keep", description="drop: never captured, so changelog/live/forensic lack it."
+    )
+
+
+class ModelsConfig(_Frozen):
+    """Gold models: SQL files (DuckDB dialect) materialised into `<lake>/gold/<name>`."""
+
+    path: str = Field(description="Folder of `<name>.sql` files; relative to the config file.")
+    refresh: dict[str, str] = Field(
+        default_factory=lambda: {"*": "batch"},
+        description="Per model or `*`: `batch` (after each batch touching its inputs) or an "
+        "interval such as 30s, 5m, 1h.",
+    )
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh_is_known(cls, value: dict[str, str]) -> dict[str, str]:
+        for model, every in value.items():
+            if not _REFRESH.match(str(every)):
+                raise ValueError(f"[{model}] `{every}` must be `batch` or an interval like 5m")
+        return value
+
+    def refresh_seconds(self, model: str) -> float | None:
+        """None for `batch`, else the interval in seconds."""
+        every = self.refresh.get(model) or self.refresh.get("*") or "batch"
+        if every == "batch":
+            return None
+        return float(every[:-1]) * {"s": 1, "m": 60, "h": 3600}[every[-1]]
+
+
 class PipelineConfig(_Frozen):
     """A whole pipeline: sources, lake, layers, batching."""
 
@@ -188,6 +229,19 @@ class PipelineConfig(_Frozen):
     )
     kafka: KafkaConfig | None = Field(default=None, description="Distributed runtime only.")
     debezium: DebeziumConfig = Field(default_factory=DebeziumConfig, description="Engine.")
+    models: ModelsConfig | None = Field(default=None, description="Gold models; none by default.")
+    classify: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Column tags per table (schema.table or source.schema.table): {email: pii}.",
+    )
+    tags: dict[str, TagPolicy] = Field(
+        default_factory=dict, description="Per tag: mask (hash|drop) and raw (keep|drop)."
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
     @field_validator("pipeline")
     @classmethod
@@ -208,7 +262,20 @@ class PipelineConfig(_Frozen):
                 raise ValueError(
                     f"{key} names unknown tables {sorted(unknown)}; known: {sorted(known)}"
                 )
+        captured = known | {t for source in self.sources for t in source.tables}
+        for table, columns in self.classify.items():
+            if table not in captured:
+                raise ValueError(f"classify names `{table}`, which is not captured")
+            for column, tag in columns.items():
+                if not re.match(rf"^{_IDENT}$", str(tag)):
+                    raise ValueError(f"classify.{table}.{column}: tag `{tag}` is not a name")
         return self
+
+    def classified(self, lake_table: str) -> dict[str, tuple[str, TagPolicy]]:
+        """Column -> (tag, policy) of a lake table (`source.schema.table`)."""
+        short = lake_table.split(".", 1)[1] if lake_table.count(".") == 2 else lake_table
+        columns = {**self.classify.get(short, {}), **self.classify.get(lake_table, {})}
+        return {c: (tag, self.tags.get(tag) or TagPolicy()) for c, tag in columns.items()}
 
     @staticmethod
     def lake_tables_of(source: SourceConfig) -> list[str]:
@@ -321,4 +388,10 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Pi
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("", f"`{file}` is not valid YAML{where}") from None
-    return parse_config(data, env=env)
+    config = parse_config(data, env=env)
+    if config.models is not None and not Path(config.models.path).is_absolute():
+        folder = str((file.parent / config.models.path).resolve())
+        config = config.model_copy(
+            update={"models": config.models.model_copy(update={"path": folder})}
+        )
+    return config

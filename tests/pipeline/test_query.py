@@ -12,7 +12,8 @@ import pytest
 
 from tests.pipeline.handmade_lake import T0, build, story
 from tidemark.kernel.errors import UsageError
-from tidemark.query import connect, discover, format_result, run_query
+from tidemark.query import connect, discover, run_query
+from tidemark.render import format_result
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ def lake(tmp_path: Path) -> Path:
 
 
 def test_discover_lists_every_table_and_layer(lake: Path) -> None:
-    found = {(t.layer.value, t.name) for t in discover(str(lake))}
+    found = {(t.schema, t.name) for t in discover(str(lake))}
     assert found == {
         (layer, name)
         for layer in ("changelog", "live", "forensic")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
 
 from tidemark.commands._options import config_option, resolve_config
-from tidemark.query import OutputFormat, connect, format_result, run_query
+from tidemark.query import connect, run_query
+from tidemark.render import OutputFormat, format_result
+from tidemark.sinks.views.masking import Masking
 
 
 @click.command()
@@ -17,35 +20,31 @@ from tidemark.query import OutputFormat, connect, format_result, run_query
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json"]),
+    type=click.Choice(["table", "records", "csv", "json"]),
     default="table",
     show_default=True,
-    help="Output: a table, CSV with a header, or JSON lines.",
+    help="Output: a table folded to the terminal's width (columns that do not fit are named "
+    "below it), one record per block, CSV with a header, or JSON lines.",
 )
 def query(sql: str, config_path: Path | None, lake: str | None, fmt: OutputFormat) -> None:
     """Run SQL over the lake with DuckDB.
 
     Views: live."<source>.<schema>.<table>" (also live.<table> when unique), likewise
-    changelog.* and forensic.*; `as_of('<table>', TIMESTAMP '2026-01-01 12:00')` gives the
-    table as it was at that instant. Example:
+    changelog.*, forensic.* and gold.*; `as_of('<table>', TIMESTAMP '2026-01-01 12:00')`
+    gives the table as it was at that instant, `changes_between('<table>', t1, t2)` the
+    changes in between. Classified columns are masked as in `tidemark views`. Example:
 
         tidemark query "SELECT count(*) FROM live.accounts"
     """
     storage: dict[str, str] = {}
+    masking = Masking()
     if lake is None:
-        config = resolve_config(config_path)
-        lake, storage = config.lake, dict(config.storage_options)
-    result = run_query(connect(lake, storage_options=storage), sql)
-    if fmt != "table":
-        click.echo(format_result(result, fmt))
-        return
-    from rich.console import Console
-    from rich.table import Table
+        from tidemark.views import masking_for
 
-    view = Table(show_lines=False)
-    for name in result.column_names:
-        view.add_column(name)
-    for row in result.to_pylist():
-        view.add_row(*("NULL" if v is None else str(v) for v in row.values()))
-    Console().print(view)
-    click.echo(f"({result.num_rows} rows)", err=True)
+        config = resolve_config(config_path)
+        lake, storage, masking = config.lake, dict(config.storage_options), masking_for(config)
+    result = run_query(connect(lake, storage_options=storage, masking=masking), sql)
+    width = shutil.get_terminal_size((100, 24)).columns
+    click.echo(format_result(result, fmt, width=width))
+    if fmt in ("table", "records"):
+        click.echo(f"({result.num_rows} rows)", err=True)
