@@ -74,6 +74,25 @@ class BatchResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class TablePin:
+    """One layer of a lake table at one Delta version.
+
+    Attributes:
+        uri: the Delta table.
+        version: its Delta version.
+        batch: the last batch committed to it (0 if none).
+        position: the last source position committed to it.
+        table_id: the Delta table's id (a table deleted and created again has a new one).
+    """
+
+    uri: str
+    version: int
+    batch: int
+    position: str | None
+    table_id: str
+
+
 class Lake:
     """All Delta tables under one lake root.
 
@@ -160,6 +179,22 @@ class Lake:
         if not positions or None in positions:
             return None
         return min(p for p in positions if p is not None)
+
+    def pin(self, table: str, layer: Layer) -> TablePin | None:
+        """Where one layer of a table stands now (None before its first commit): what a gold
+        refresh reads. Taken between two batches it is a transaction-consistent cut."""
+        handle = self.sink(table, layer).handle
+        if handle.dt is None:
+            handle.open()
+        if handle.dt is None:
+            return None
+        return TablePin(
+            handle.uri,
+            handle.dt.version(),
+            handle.applied_batch(),
+            handle.applied_position(),
+            handle.dt.metadata().id,
+        )
 
     def current_versions(
         self, table: str, keys: pa.Table, layers: frozenset[Layer] = ALL_LAYERS

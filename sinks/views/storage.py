@@ -52,6 +52,18 @@ def list_dirs(uri: str, storage_options: Mapping[str, str] | None = None) -> lis
     return sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
 
 
+def list_files(uri: str, storage_options: Mapping[str, str] | None = None) -> list[str]:
+    """Names of the files directly in `uri`, sorted (none when it does not exist)."""
+    if is_local(uri):
+        path = local_path(uri)
+        if not os.path.isdir(path):
+            return []
+        return sorted(e.name for e in os.scandir(path) if e.is_file())
+    filesystem, base = _filesystem(uri, storage_options)
+    infos = filesystem.get_file_info(fs.FileSelector(base, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == fs.FileType.File)
+
+
 def read_text(uri: str, storage_options: Mapping[str, str] | None = None) -> str | None:
     """The file's text, None when it does not exist."""
     if is_local(uri):
