@@ -21,6 +21,7 @@ from tidemark.kernel.secrets import mask
 COMMANDS: dict[str, str] = {
     "connectors": "tidemark.commands.connectors:connectors",
     "db": "tidemark.commands.db:db",
+    "lineage": "tidemark.commands.lineage:lineage",
     "query": "tidemark.commands.query:query",
     "run": "tidemark.commands.run:run",
     "serve": "tidemark.commands.serve:serve",

@@ -28,6 +28,7 @@ from tidemark.stream_processors.embedded.runner import (
 
 if TYPE_CHECKING:
     from tidemark.connectors.debezium.engine import EmbeddedEngine
+    from tidemark.sinks.gold.scheduler import GoldScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,29 @@ def _engine_factory(
             hint="run SQL Server sources with the distributed runtime (`tidemark worker`)",
         )
     return lambda: open_source_engine(config, source, state=state, max_batch=max_batch)
+
+
+def attach_gold(
+    config: PipelineConfig,
+    lake: Lake,
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> tuple[GoldScheduler | None, Callable[[BatchReport], None] | None]:
+    """The config's gold scheduler (started) and an `on_batch` that also tells it of each
+    batch; (None, `on_batch`) when the config has no models. Close the scheduler after the
+    runner stopped."""
+    from tidemark.gold import build_scheduler
+
+    gold = build_scheduler(config, lake)
+    if gold is None:
+        return None, on_batch
+    gold.start()
+
+    def both(report: BatchReport) -> None:
+        gold.on_batch(report.batch_id, report.tables)
+        if on_batch is not None:
+            on_batch(report)
+
+    return gold, both
 
 
 def build_runner(

@@ -40,6 +40,33 @@ class UpOptions:
     drain_timeout: float = 60.0
 
 
+CLASSIFIED = {
+    "bank": {"public.customers": {"email": "pii", "phone": "pii"}},
+    "customers": {"public.customers": {"email": "pii", "phone": "pii"}},
+    "retail": {"public.sales": {"customer_email": "pii"}},
+}
+"""The demo's classified columns: masked (hashed) in views and gold models."""
+
+
+def templates_of(profile: str) -> Path:
+    """The folder of a profile's gold model templates."""
+    from tidemark.simulator import profiles
+
+    return Path(profiles.__file__).resolve().parent / "models" / profile
+
+
+def install_templates(profile: str) -> Path:
+    """Copy a profile's model templates to `<state>/up/models/<profile>` (once: later edits
+    of the copies are kept) and return that folder."""
+    import shutil
+
+    target = state_dir() / "up" / "models" / profile
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(templates_of(profile), target)
+    return target
+
+
 def config_path() -> Path:
     return state_dir() / "up" / "pipeline.yaml"
 
@@ -58,6 +85,7 @@ def bootstrap(options: UpOptions) -> tuple[PipelineConfig, str]:
     url = LocalCluster(postgres_dir()).start()
     Simulator(url, profile=options.profile).setup()
     profile = get_profile(options.profile)
+    models = install_templates(options.profile)
     document = {
         "pipeline": PIPELINE,
         "lake": str(options.lake.absolute()),
@@ -71,6 +99,8 @@ def bootstrap(options: UpOptions) -> tuple[PipelineConfig, str]:
         ],
         "batching": {"max_events": 20_000, "max_latency_ms": 500},
         "debezium": {"heartbeat_ms": 2_000},
+        "models": {"path": str(models)},
+        "classify": CLASSIFIED.get(options.profile, {}),
     }
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)

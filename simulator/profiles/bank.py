@@ -1,4 +1,4 @@
-"""`bank`: customers, accounts and transactions.
+"""`bank`: customers, their addresses, accounts and transactions.
 
 Invariant kept by every operation: an account's `balance` equals the sum of its
 transactions' `amount`. A transaction insert, amount change or delete always updates its
@@ -14,7 +14,7 @@ from typing import Any
 
 from tidemark.simulator.engine import Tx
 from tidemark.simulator.profiles.base import Operation, Profile
-from tidemark.simulator.profiles.customers import customer_row
+from tidemark.simulator.profiles.customers import ADDRESS_COLS, address_row, customer_row
 from tidemark.simulator.schema import Column, table
 from tidemark.simulator.values import maybe, money
 
@@ -30,6 +30,17 @@ CUSTOMERS = table(
     Column("credit_score", "int", nullable=True),
     Column("annual_income", "money", nullable=True),
     Column("created_at", "ts", default_now=True),
+)
+ADDRESSES = table(
+    "addresses",
+    Column("customer_id", "ref", references="customers"),
+    Column("address_type", "code", length=10, choices=("home", "mailing")),
+    Column("line1", "text"),
+    Column("line2", "text", nullable=True),
+    Column("city", "text", length=100),
+    Column("postal_code", "code", nullable=True, length=20),
+    Column("country", "code", length=2),
+    Column("is_default", "bool"),
 )
 ACCOUNTS = table(
     "accounts",
@@ -145,14 +156,29 @@ def _txn(tx: Tx, account_id: int) -> tuple[object, ...]:
 
 
 def onboard(tx: Tx) -> None:
-    """New customers, each opening one or two accounts (balance 0: no transactions yet)."""
+    """New customers with a home address, each opening one or two accounts (balance 0: no
+    transactions yet)."""
     ids = tx.insert(
         "customers",
         CUSTOMER_COLS,
         [_customer(tx) for _ in range(min(tx.rng.randint(1, 2), tx.remaining))],
     )
+    homes = [address_row(tx, cid, "home", True) for cid in ids]
+    tx.insert("addresses", ADDRESS_COLS, homes[: tx.remaining])
     rows = [_account(tx, cid) for cid in ids for _ in range(tx.rng.randint(1, 2))]
     tx.insert("accounts", ACCOUNT_COLS, rows[: tx.remaining])
+
+
+def move_house(tx: Tx) -> None:
+    """A customer moves: their address changes in place."""
+    r, p = tx.rng, tx.pools
+    rows = []
+    for aid in tx.pick("addresses", r.randint(1, 2)):
+        i = r.randrange(len(p.streets))
+        rows.append(
+            (aid, p.streets[i], p.cities[i], maybe(r, p.postcodes[i], 0.05), p.countries[i])
+        )
+    tx.update("addresses", ("line1", "city", "postal_code", "country"), rows)
 
 
 def post_transactions(tx: Tx) -> None:
@@ -259,21 +285,26 @@ def close_account(tx: Tx) -> None:
 
 
 def forget_customer(tx: Tx) -> None:
-    """A customer without accounts asks to be forgotten."""
-    tx.delete_tree(
-        "customers", tx.pick("customers", 2), [("accounts", "customer_id")], max_children=0
-    )
+    """A customer without accounts asks to be forgotten: their addresses go, then they do.
+
+    Locked first, so no account can be opened for them meanwhile (that needs a key-share
+    lock on the customer)."""
+    ids = [row[0] for row in tx.lock("customers", tx.pick("customers", 2), mode="update")]
+    accounts = tx.count_children("accounts", "customer_id", ids)
+    lonely = [c for c in ids if not accounts.get(c)]
+    tx.delete_tree("customers", lonely, [("addresses", "customer_id")])
 
 
 PROFILE = Profile(
     name="bank",
-    tables=(CUSTOMERS, ACCOUNTS, TRANSACTIONS),
+    tables=(CUSTOMERS, ADDRESSES, ACCOUNTS, TRANSACTIONS),
     operations=(
         Operation("insert", "onboard", 1, onboard),
         Operation("insert", "post_transactions", 5, post_transactions),
         Operation("update", "settle", 3, settle),
         Operation("update", "review_customer", 1, review_customer),
         Operation("update", "change_account", 1, change_account),
+        Operation("update", "move_house", 1, move_house),
         Operation("update", "correct_amount", 1, correct_amount),
         Operation("delete", "reverse", 4, reverse),
         Operation("delete", "close_account", 1, close_account),

@@ -71,7 +71,8 @@ def customer_row(tx: Tx) -> tuple[object, ...]:
     )
 
 
-def _address_row(tx: Tx, customer_id: int, kind: str, default: bool) -> tuple[object, ...]:
+def address_row(tx: Tx, customer_id: int, kind: str, default: bool) -> tuple[object, ...]:
+    """An address of `kind` for a customer (shared with the bank profile)."""
     r, p = tx.rng, tx.pools
     i = r.randrange(len(p.streets))
     return (
@@ -93,14 +94,14 @@ def sign_up(tx: Tx) -> None:
     rows = []
     for cid in ids:
         for kind in ("billing", "shipping")[: tx.rng.randint(0, 2)]:
-            rows.append(_address_row(tx, cid, kind, kind == "billing"))
+            rows.append(address_row(tx, cid, kind, kind == "billing"))
     tx.insert("addresses", ADDRESS_COLS, rows[: tx.remaining])
 
 
 def add_address(tx: Tx) -> None:
     """Existing customers add an address (only those still there; they stay until commit)."""
     rows = [
-        _address_row(tx, cid, tx.rng.choice(("billing", "shipping")), False)
+        address_row(tx, cid, tx.rng.choice(("billing", "shipping")), False)
         for cid in tx.pick("customers", min(3, tx.remaining))
     ]
     tx.insert_children("addresses", ADDRESS_COLS, rows, fk="customer_id", parent="customers")

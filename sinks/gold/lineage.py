@@ -13,12 +13,15 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 
 from tidemark.sinks.gold.model import MACROS, Input, Model
+from tidemark.sinks.views.catalog import Catalog
+from tidemark.sinks.views.duck import quote
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +130,21 @@ def render_tree(model: Model, lineages: Sequence[ColumnLineage]) -> str:
             tag = f"  [{source.tag}: {source.masking}]" if source.tag else ""
             lines.append(f"{stem}{twig}{source.view}.{source.column}{tag}")
     return "\n".join(lines)
+
+
+def lineage_in(
+    con: duckdb.DuckDBPyConnection, model: Model, catalog: Catalog, columns: Sequence[str]
+) -> list[ColumnLineage]:
+    """Lineage of `model` against the views installed in `con` (their real columns)."""
+    schemas: dict[Input, list[str]] = {}
+    for item in model.inputs:
+        view = f"{item.schema}.{quote(item.name)}"
+        schemas[item] = [str(r[0]) for r in con.execute(f"DESCRIBE {view}").fetchall()]
+
+    def classify(view: Input, column: str) -> tuple[str, str] | None:
+        table = catalog.resolve(view.schema, view.name)
+        if table is None or table.layer is None:
+            return None
+        return catalog.masking.of(table.name, column)
+
+    return model_lineage(model, columns, schemas, classify)

@@ -49,6 +49,8 @@ STABLE_METADATA = frozenset({VALID_FROM, BATCH_IN})
 class ModelError(UsageError):
     """A model file cannot be used as it is (name, syntax, unknown input)."""
 
+    model: str | None = None
+
 
 @dataclass(frozen=True)
 class Input:
@@ -107,12 +109,13 @@ class Model:
         return "incremental" if self.incremental else "overwrite"
 
 
-def load_models(folder: str | os.PathLike[str]) -> list[Model]:
+def load_models(folder: str | os.PathLike[str]) -> tuple[list[Model], dict[str, str]]:
     """Every `*.sql` file of `folder`, parsed, in dependency order (a model after the gold
-    models it reads).
+    models it reads), and the files that could not be used: name -> why. One broken model
+    never keeps the others from running.
 
     Raises:
-        ModelError: the folder is missing, or a file's name, SQL or inputs are wrong.
+        ModelError: the folder is missing.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -120,8 +123,21 @@ def load_models(folder: str | os.PathLike[str]) -> list[Model]:
             f"models folder `{root}` does not exist",
             hint="create it with one <name>.sql file per model, or fix `models:` in the config",
         )
-    models = [parse_model(path.stem, path.read_text(), path) for path in sorted(root.glob("*.sql"))]
-    return order(models)
+    models, broken = [], {}
+    for path in sorted(root.glob("*.sql")):
+        try:
+            models.append(parse_model(path.stem, path.read_text(), path))
+        except ModelError as exc:
+            broken[path.stem] = exc.message
+    while True:
+        try:
+            return order(models), broken
+        except ModelError as exc:
+            culprit = getattr(exc, "model", None)
+            if culprit is None:
+                raise
+            broken[culprit] = exc.message
+            models = [m for m in models if m.name != culprit]
 
 
 def parse_model(name: str, sql: str, path: Path | None = None) -> Model:
@@ -183,8 +199,10 @@ def _incremental(
 ) -> tuple[Incremental | None, str | None]:
     if not isinstance(tree, exp.Select):
         return None, "a set operation or a non-SELECT top level"
-    if len(inputs) != 1 or inputs[0].schema not in ("live", "forensic"):
-        return None, "it reads more than one view, or not live/forensic"
+    if len(inputs) != 1:
+        return None, f"it reads {len(inputs)} views"
+    if inputs[0].schema not in ("live", "forensic"):
+        return None, f"it reads {inputs[0].schema}, not live or forensic"
     if any(
         isinstance(f, exp.Anonymous) and f.name.lower() in VOLATILE
         for f in tree.find_all(exp.Anonymous)
@@ -264,10 +282,12 @@ def order(models: Sequence[Model]) -> list[Model]:
             if item.schema == "gold":
                 upstream = by_name.get(item.name)
                 if upstream is None:
-                    raise ModelError(
+                    error = ModelError(
                         f"model `{model.name}` reads gold.{item.name}, which is no model",
                         hint=f"add {item.name}.sql to the models folder",
                     )
+                    error.model = model.name
+                    raise error
                 visit(upstream, (*path, model.name))
         done[model.name] = model
 

@@ -29,6 +29,7 @@ from tidemark.kernel.columns import BATCH, BATCH_IN, BATCH_OUT, VALID_TO, Layer,
 from tidemark.kernel.errors import TerminalError
 from tidemark.sinks.delta.table import table_uri
 from tidemark.sinks.errors import delta_errors
+from tidemark.sinks.gold.lineage import ColumnLineage, lineage_in
 from tidemark.sinks.gold.model import Input, Model
 from tidemark.sinks.lake import TablePin
 from tidemark.sinks.views.catalog import Catalog, LakeTable, delta_scan
@@ -62,6 +63,7 @@ class Refreshed:
     seconds: float
     columns: tuple[str, ...]
     inputs: dict[str, dict[str, Any]]
+    lineage: tuple[ColumnLineage, ...] = ()
 
 
 @dataclass
@@ -97,8 +99,7 @@ class Refresher:
         con = connect(storage_options=self.storage_options)
         try:
             used = self._attach(con, tables, pins)
-            views = self.catalog.install(con, relation=lambda t: used[t], only=list(used))
-            del views
+            self.catalog.install(con, relation=lambda t: used[t], only=list(used))
             previous = self._previous(model)
             plan = self._incremental_plan(model, tables, pins, previous)
             positions = {
@@ -129,9 +130,10 @@ class Refresher:
                 raise ModelFailed(
                     f"model `{model.name}` failed: {first}", hint=f"fix {model.path}"
                 ) from exc
+            columns = tuple(n for n in result.schema.names if not is_metadata(n))
+            lineage = tuple(lineage_in(con, model, self.catalog, columns))
         finally:
             con.close()
-        columns = tuple(n for n in result.schema.names if not is_metadata(n) or n == GONE)
         return Refreshed(
             model.name,
             mode,
@@ -139,8 +141,9 @@ class Refresher:
             version,
             batch,
             time.perf_counter() - clock,
-            tuple(c for c in columns if c != GONE),
+            columns,
             metadata["inputs"],
+            lineage,
         )
 
     # -- inputs ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from types import FrameType
 import click
 
 from tidemark.config import PipelineConfig, load_config
-from tidemark.pipeline import build_runner, start_jvm_for
+from tidemark.pipeline import attach_gold, build_runner, open_lake, start_jvm_for
 from tidemark.state import state_dir
 from tidemark.stream_processors.embedded.runner import BatchReport, EmbeddedRunner
 
@@ -92,11 +92,15 @@ def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
             host=metrics_host,
             stats=lambda: built[0].stats if built else None,
         )
-    runner, lake = build_runner(config, state=state, on_batch=on_batch)
+    lake = open_lake(config)
+    gold, on_batch = attach_gold(config, lake, on_batch)
+    runner, lake = build_runner(config, state=state, lake=lake, on_batch=on_batch)
     built.append(runner)
     try:
         stats = runner.run(stop)
     finally:
+        if gold is not None:
+            gold.close()
         lake.close()
     click.echo(
         f"stopped: {stats.batches} batches, {stats.events} events, "

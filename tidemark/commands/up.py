@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -11,8 +12,9 @@ from pathlib import Path
 import click
 
 from tidemark.commands.run import install_stop_handlers
+from tidemark.config import PipelineConfig
 from tidemark.kernel.errors import TidemarkError
-from tidemark.pipeline import build_runner, run_until, start_jvm_for
+from tidemark.pipeline import attach_gold, build_runner, open_lake, run_until, start_jvm_for
 from tidemark.progress import ProgressState, plain_line, refresh_report, render
 from tidemark.state import state_dir
 from tidemark.up import Threads, UpOptions, bootstrap, start_page, wait_caught_up, wait_idle
@@ -81,9 +83,9 @@ def up(
     if page is not None:
         click.echo(f"status page: {page.url}  (tables, freshness, batches, lineage)", err=True)
         progress.page = page.url
-    runner, lake_facade = build_runner(
-        config, state=state, on_batch=page.on_batch if page else progress.on_batch
-    )
+    lake_facade = open_lake(config)
+    gold, on_batch = attach_gold(config, lake_facade, page.on_batch if page else progress.on_batch)
+    runner, lake_facade = build_runner(config, state=state, lake=lake_facade, on_batch=on_batch)
     if page is not None:
         page.runner = runner
     from tidemark.observe.report import Observer
@@ -145,9 +147,14 @@ def up(
             show()
             if interactive:
                 live.update(render(progress))  # type: ignore[union-attr]
+        if gold is not None and not threads.errors:
+            progress.phase = "refreshing the gold models"
+            gold.wait_idle(timeout=options.drain_timeout)
     finally:
         pipeline_stop.set()
         simulator_stop.set()
+        if gold is not None:
+            gold.close()
         lake_facade.close()
         if page is not None:
             page.stop()
@@ -157,6 +164,8 @@ def up(
         if isinstance(error, TidemarkError):
             raise error
         raise RuntimeError("the demo failed; see the log above") from error
+    if gold is not None:
+        show_gold_sample(config)
     summary = threads.results.get("simulator")
     simulated = summary.total if summary is not None else progress.simulated
     click.echo(
@@ -165,3 +174,32 @@ def up(
         f"Next: `tidemark verify`, `tidemark status`, `tidemark serve`, `tidemark query`.",
         err=True,
     )
+
+
+def show_gold_sample(config: PipelineConfig, rows: int = 5) -> None:
+    """Print a few rows of the first gold model (the demo's Customer 360 for `bank`)."""
+    from tidemark.gold import models_of
+    from tidemark.query import connect, run_query
+    from tidemark.render import format_result
+    from tidemark.sinks.gold.status import read_status
+    from tidemark.views import masking_for
+
+    models, _ = models_of(config)
+    if not models:
+        return
+    first = next((m for m in models if m.name == "customer_360"), models[0])
+    status = read_status(config.lake, first.name, config.storage_options) or {}
+    if status.get("status") != "ok":
+        reason = (status.get("last_error") or {}).get("message") or status.get("status", "never")
+        click.echo(f"gold.{first.name} is not ready: {reason}", err=True)
+        return
+    con = connect(config.lake, storage_options=config.storage_options, masking=masking_for(config))
+    sample = run_query(
+        con, f"SELECT * EXCLUDE (_tm_input_positions) FROM gold.{first.name} LIMIT {rows}"
+    )
+    width = shutil.get_terminal_size((100, 24)).columns
+    click.echo(
+        f"\ngold.{first.name}, a sample (`tidemark query` for more, `tidemark lineage` for "
+        "where each column comes from):"
+    )
+    click.echo(format_result(sample, "table", width=width))
