@@ -103,8 +103,12 @@ def render_connector(
     secrets_file: str = SECRETS_FILE,
     heartbeat_ms: int = 10_000,
     partitions: int = 4,
+    exclude_columns: str | None = None,
 ) -> dict[str, str]:
     """The Kafka Connect config of one source's Debezium connector.
+
+    `exclude_columns` is Debezium's `column.exclude.list` (classified columns that must
+    never be captured).
 
     Raises:
         SourceConfigError: unknown source kind, or the password would leak into the config.
@@ -165,6 +169,8 @@ def render_connector(
             ),
         }
     )
+    if exclude_columns:
+        config["column.exclude.list"] = exclude_columns
     if source.kind == "sqlserver":
         config["schema.history.internal.kafka.bootstrap.servers"] = bootstrap
         config["schema.history.internal.kafka.topic"] = (
@@ -187,11 +193,18 @@ def render_connectors(
     bootstrap: str,
     secrets: SecretsProvider = "file",
     secrets_file: str = SECRETS_FILE,
+    exclude_columns: Mapping[str, str | None] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Every source's connector config, keyed by connector name."""
+    """Every source's connector config, keyed by connector name (`exclude_columns`: per
+    source name, Debezium's `column.exclude.list`)."""
     return {
         connector_name(pipeline, s.name): render_connector(
-            s, pipeline=pipeline, bootstrap=bootstrap, secrets=secrets, secrets_file=secrets_file
+            s,
+            pipeline=pipeline,
+            bootstrap=bootstrap,
+            secrets=secrets,
+            secrets_file=secrets_file,
+            exclude_columns=(exclude_columns or {}).get(s.name),
         )
         for s in sources
     }

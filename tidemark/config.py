@@ -295,6 +295,17 @@ class PipelineConfig(_Frozen):
             return base
         return base.model_copy(update={key: getattr(own, key) for key in own.model_fields_set})
 
+    def excluded_columns(self, source: SourceConfig) -> str | None:
+        """Debezium's `column.exclude.list` for a source: the columns whose tag asks
+        `raw: drop` (never captured, so no layer of the lake holds them), or None."""
+        names = [
+            re.escape(f"{table}.{column}")
+            for table in source.tables
+            for column, (_, policy) in self.classified(source.lake_table(table)).items()
+            if policy.raw == "drop"
+        ]
+        return ",".join(names) or None
+
     @property
     def app_id(self) -> str:
         """The Delta transaction app id prefix for this pipeline."""

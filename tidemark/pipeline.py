@@ -104,6 +104,8 @@ def open_source_engine(
     """
     from tidemark.connectors.postgres.capture import open_postgres_engine
 
+    excluded = config.excluded_columns(source)
+    dropped = {"column.exclude.list": excluded} if excluded else {}
     return open_postgres_engine(
         pipeline=pipeline or config.pipeline,
         source=source.name,
@@ -112,7 +114,7 @@ def open_source_engine(
         state=state,
         heap=config.debezium.jvm_heap,
         heartbeat_ms=config.debezium.heartbeat_ms,
-        extra={**TYPE_SETTINGS, **config.debezium.properties, **(extra or {})},
+        extra={**TYPE_SETTINGS, **dropped, **config.debezium.properties, **(extra or {})},
         **options,
     )
 

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import duckdb
@@ -175,9 +175,13 @@ def check_table(
     app_id: str,
     key_override: tuple[str, ...] | None = None,
     sample: int = 5,
+    excluded: Collection[str] = (),
 ) -> TableCheck:
-    """Compare one source table (in `snapshot`) with its lake table, then the invariants."""
+    """Compare one source table (in `snapshot`) with its lake table, then the invariants.
+
+    `excluded` columns are never captured (classified `raw: drop`) and not compared."""
     columns, keys = source_columns(snapshot, source_table)
+    columns = [c for c in columns if c.name not in excluded or c.name in keys]
     keys = list(key_override or keys)
     if not keys:
         raise UsageError(
@@ -321,6 +325,11 @@ def verify_source(
                 app_id=config.app_id,
                 key_override=source.keys.get(table),
                 sample=sample,
+                excluded=[
+                    column
+                    for column, (_, policy) in config.classified(source.lake_table(table)).items()
+                    if policy.raw == "drop"
+                ],
             )
             for table in source.tables
         )

@@ -64,6 +64,7 @@ def rendered(
         bootstrap=bootstrap,
         secrets=secrets,
         secrets_file=secrets_file,
+        exclude_columns={source.name: cfg.excluded_columns(source) for source in cfg.sources},
     )
 
 
