@@ -301,7 +301,8 @@ class Refresher:
             result = con.sql(select).to_arrow_table()
             return result.num_rows, self._overwrite(model, result, batch, metadata), result
         values = {c: f"s.{quote(c)}" for c in columns}
-        on = " AND ".join(f"t.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)}" for k in keys)
+        # Parenthesised: DataFusion binds AND tighter than IS NOT DISTINCT FROM.
+        on = " AND ".join(f"(t.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)})" for k in keys)
         with delta_errors(uri):
             (
                 dt.merge(
