@@ -126,7 +126,7 @@ class Refresher:
                     mode = "incremental"
                     rows, version, result = self._merge(con, model, plan, select, batch, metadata)
             except duckdb.Error as exc:
-                first = " ".join(str(exc).split())
+                first = str(exc).strip().splitlines()[0]  # later lines quote the SQL
                 raise ModelFailed(
                     f"model `{model.name}` failed: {first}", hint=f"fix {model.path}"
                 ) from exc

@@ -23,7 +23,9 @@ import sqlglot
 from deltalake import DeltaTable
 
 from tests.consumers.pipeline_run import GoldRun, drop_slots, start_gold_run
-from tidemark.gold import lineage_text
+from tidemark.config import ModelsConfig
+from tidemark.gold import build_scheduler, lineage_text
+from tidemark.pipeline import open_lake
 from tidemark.query import connect, run_query
 from tidemark.sinks.gold.model import load_models
 from tidemark.sinks.gold.status import read_status
@@ -309,3 +311,47 @@ def test_no_classified_value_in_clear_in_any_view_or_gold_table(run: GoldRun) ->
     )
     digest = hashed.fetchone()[0]
     assert any(masking.hashes(c) == digest for c in clear)
+
+
+def test_a_failing_model_keeps_its_last_good_version(run: GoldRun, tmp_path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model = folder / "fragile.sql"
+    model.write_text('SELECT id, segment FROM live."bank.public.customers"')
+    config = run.config.model_copy(update={"models": ModelsConfig(path=str(folder))})
+    lake = open_lake(config)
+    try:
+
+        def refresh() -> None:
+            gold = build_scheduler(config, lake)
+            assert gold is not None
+            gold.refresh({"fragile"}, gold.pin(), batch=lake.last_batch_id())
+
+        refresh()
+        good = _lake_rows(run, "SELECT * FROM gold.fragile ORDER BY id")
+        uri = f"{run.config.lake}/gold/fragile"
+        version = DeltaTable(uri).version()
+        assert len(good) > 20 and read_status(run.config.lake, "fragile")["status"] == "ok"
+        # Fails while running (a text that is no integer), then before writing (a _tm_ name).
+        broken = {
+            'SELECT id, CAST(segment AS INTEGER) AS segment FROM live."bank.public.customers"': (
+                "Conversion Error"
+            ),
+            'SELECT id, segment AS _tm_segment FROM live."bank.public.customers"': "_tm_segment",
+        }
+        for number, (sql, reason) in enumerate(broken.items(), 1):
+            model.write_text(sql)
+            refresh()
+            status = read_status(run.config.lake, "fragile")
+            assert status["status"] == "failed" and reason in status["last_error"]["message"]
+            assert status["last_refresh"]["version"] == version  # the last good refresh stays
+            assert DeltaTable(uri).version() == version
+            assert _lake_rows(run, "SELECT * FROM gold.fragile ORDER BY id") == good
+            failures = DeltaTable(f"{run.config.lake}/_tidemark/gold_failures").to_pyarrow_table()
+            mine = sorted(
+                (r for r in failures.to_pylist() if r["model"] == "fragile"),
+                key=lambda r: r["failed_at"],
+            )
+            assert len(mine) == number and reason in mine[-1]["error"]
+    finally:
+        lake.close()
