@@ -275,9 +275,11 @@ def order(models: Sequence[Model]) -> list[Model]:
         if model.name in done:
             return
         if model.name in path:
-            raise ModelError(
+            error = ModelError(
                 f"models read each other in a cycle: {' -> '.join((*path, model.name))}"
             )
+            error.model = model.name
+            raise error
         for item in model.inputs:
             if item.schema == "gold":
                 upstream = by_name.get(item.name)
