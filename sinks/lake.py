@@ -193,7 +193,7 @@ class Lake:
             handle.dt.version(),
             handle.applied_batch(),
             handle.applied_position(),
-            handle.dt.metadata().id,
+            str(handle.dt.metadata().id),
         )
 
     def current_versions(

@@ -76,7 +76,8 @@ def _folded(names: list[str], rows: list[dict[str, object]], width: int) -> str:
         max([len(_clip(n, MAX_CELL))] + [len(line[i]) for line in cells])
         for i, n in enumerate(names)
     ]
-    shown, used = [], 0
+    shown: list[int] = []
+    used = 0
     for index, w in enumerate(widths):
         extra = w + (len(SEPARATOR) if shown else 0)
         if shown and used + extra > width:

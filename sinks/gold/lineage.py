@@ -96,7 +96,7 @@ def model_lineage(
     return found
 
 
-def _with_macros_as_views(model: Model) -> exp.Expression:
+def _with_macros_as_views(model: Model) -> exp.Expr:
     """The model's SQL with `as_of('x', ...)` read as forensic.x (and `changes_between` as
     changelog.x), so lineage can follow columns through the macros."""
     tree = sqlglot.parse_one(model.sql, dialect="duckdb")

@@ -97,7 +97,7 @@ class Model:
     inputs: tuple[Input, ...]
     incremental: Incremental | None = None
     why_overwrite: str | None = None
-    tree: exp.Expression | None = field(default=None, compare=False, repr=False)
+    tree: exp.Expr | None = field(default=None, compare=False, repr=False)
 
     @property
     def digest(self) -> str:
@@ -173,7 +173,7 @@ def parse_model(name: str, sql: str, path: Path | None = None) -> Model:
     return Model(name, where, sql.strip().rstrip(";"), inputs, incremental, why, tree)
 
 
-def _inputs(tree: exp.Expression) -> tuple[Input, ...]:
+def _inputs(tree: exp.Expr) -> tuple[Input, ...]:
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     found: list[Input] = []
     for table in tree.find_all(exp.Table):
@@ -194,9 +194,7 @@ def _inputs(tree: exp.Expression) -> tuple[Input, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _incremental(
-    tree: exp.Expression, inputs: Sequence[Input]
-) -> tuple[Incremental | None, str | None]:
+def _incremental(tree: exp.Expr, inputs: Sequence[Input]) -> tuple[Incremental | None, str | None]:
     if not isinstance(tree, exp.Select):
         return None, "a set operation or a non-SELECT top level"
     if len(inputs) != 1:
@@ -258,7 +256,7 @@ def _incremental(
     return Incremental(inputs[0], tuple(keys), tuple(expressions)), None
 
 
-def _unaliased(expression: exp.Expression) -> exp.Expression:
+def _unaliased(expression: exp.Expr) -> exp.Expr:
     return expression.this if isinstance(expression, exp.Alias) else expression
 
 

@@ -108,14 +108,12 @@ class Refresher:
                 if t.layer is not None
             }
             select = _audited(model.sql, batch, positions)
-            metadata = {
-                "digest": model.digest,
-                "inputs": {
-                    f"{t.schema}/{t.name}": _pin_json(pins[(t.name, Layer(t.schema))])
-                    for t in used
-                    if t.layer is not None
-                },
+            inputs: dict[str, dict[str, Any]] = {
+                f"{t.schema}/{t.name}": _pin_json(pins[(t.name, Layer(t.schema))])
+                for t in used
+                if t.layer is not None
             }
+            metadata = {"digest": model.digest, "inputs": inputs}
             try:
                 if plan is None:
                     result = con.sql(select).to_arrow_table()
@@ -142,7 +140,7 @@ class Refresher:
             batch,
             time.perf_counter() - clock,
             columns,
-            metadata["inputs"],
+            inputs,
             lineage,
         )
 
