@@ -44,13 +44,17 @@ def test_up_then_verify_status_query_and_resume(tmp_path: Path, stops_its_databa
     first = _cli(tmp_path, "up", "--duration", "15", "--rate", "300", "--lake", lake)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "stopped: simulator wrote" in first.stderr
+    assert "gold.customer_360, a sample" in first.stdout  # the demo prints its gold model
+    assert "customer_id" in first.stdout and "total_balance" in first.stdout
     checked = _cli(tmp_path, "verify")
     assert checked.returncode == 0, checked.stdout + checked.stderr[-2000:]
-    assert checked.stdout.count("ok   bank.public.") == 3
+    assert checked.stdout.count("ok   bank.public.") == 4
 
     status = json.loads(_cli(tmp_path, "status", "--json").stdout)
     tables = {t["table"]: t for t in status["sources"][0]["tables"]}
-    assert set(tables) == {f"bank.public.{t}" for t in ("customers", "accounts", "transactions")}
+    assert set(tables) == {
+        f"bank.public.{t}" for t in ("customers", "addresses", "accounts", "transactions")
+    }
     assert tables["bank.public.transactions"]["rows"]["changelog"] > 0
     assert all(t["dead_letters"] == 0 for t in tables.values())
     assert "status page: http://127.0.0.1:" in first.stderr  # the newcomer is told where
@@ -68,3 +72,8 @@ def test_up_then_verify_status_query_and_resume(tmp_path: Path, stops_its_databa
     assert count(snapshot_rows) == snapshots  # resumed from its offsets: no second snapshot
     again = _cli(tmp_path, "verify")
     assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+    lineage = _cli(tmp_path, "lineage", "customer_360")
+    assert lineage.returncode == 0, lineage.stderr
+    assert 'live."bank.public.customers".email  [pii: hash]' in lineage.stdout
+    gold = count("SELECT count(*) AS n FROM gold.customer_360")
+    assert gold == count("SELECT count(*) AS n FROM live.customers")
