@@ -66,7 +66,11 @@ def test_bank_invariants_hold_after_a_concurrent_run(fresh_database):
         "SELECT conname FROM pg_constraint WHERE contype = 'f' "
         "AND connamespace = 'public'::regnamespace ORDER BY 1",
     )
-    assert [f for (f,) in fks] == ["fk_accounts_customer_id", "fk_transactions_account_id"]
+    assert [f for (f,) in fks] == [
+        "fk_accounts_customer_id",
+        "fk_addresses_customer_id",
+        "fk_transactions_account_id",
+    ]
     counts = query(
         url, "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM transactions)"
     )
@@ -127,7 +131,7 @@ def test_schema_has_keys_money_and_modified_at(fresh_database):
         FROM information_schema.columns WHERE table_schema = 'public'""",
         )
     )
-    for table in ("customers", "accounts", "transactions"):
+    for table in ("customers", "addresses", "accounts", "transactions"):
         assert cols[(table, "id")][0] == "bigint"
         assert cols[(table, "modified_at")][0] == "timestamp with time zone"
     assert cols[("accounts", "balance")] == ("numeric", 18, 2)
@@ -136,7 +140,7 @@ def test_schema_has_keys_money_and_modified_at(fresh_database):
         "SELECT count(*) FROM pg_constraint WHERE contype = 'p' "
         "AND connamespace = 'public'::regnamespace",
     )
-    assert pks == [(3,)]
+    assert pks == [(4,)]
 
 
 def _run_seeded(url: str, seed: int, profile: str, tmp_path, name: str):
