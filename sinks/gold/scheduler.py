@@ -193,7 +193,9 @@ class GoldScheduler:
                     log.exception("model %s: unexpected failure", model.name)
                 self.failures += 1
                 self._write(
-                    model.name, {"status": "failed", "last_error": _error(message, batch)}, model
+                    model.name,
+                    {"status": "failed", "last_error": _error(message, batch), "waiting_for": None},
+                    model,
                 )
                 record_failure(
                     self.lake.root,
@@ -211,6 +213,7 @@ class GoldScheduler:
                 {
                     "status": "ok",
                     "last_error": None,
+                    "waiting_for": None,
                     "last_refresh": {
                         "at": started.isoformat(),
                         "batch": result.batch,

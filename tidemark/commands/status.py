@@ -8,13 +8,18 @@ its freshness target, naming each one, for cron and alerting.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tidemark.commands._options import config_option, resolve_config
 from tidemark.observe.freshness import seconds_text
 from tidemark.observe.model import PipelineReport, SourceReport
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _COLOURS = {"green": "green", "amber": "yellow", "red": "red", "none": "dim"}
 
@@ -41,8 +46,8 @@ def _source_line(source: SourceReport) -> str:
     return "  ".join(parts)
 
 
-def render(report: PipelineReport) -> None:
-    """The report as rich tables, one per source."""
+def render(report: PipelineReport, storage_options: Mapping[str, str] | None = None) -> None:
+    """The report as rich tables, one per source, then the gold models."""
     from rich.console import Console
     from rich.table import Table
 
@@ -79,6 +84,34 @@ def render(report: PipelineReport) -> None:
         console.print(view)
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
+    _gold(console, report.lake, storage_options)
+
+
+def _gold(console: Console, lake: str, storage_options: Mapping[str, str] | None) -> None:
+    """The gold models' last refresh or failure (docs/consumers.md, model status files)."""
+    from rich.table import Table
+
+    from tidemark.sinks.gold.status import read_all
+
+    models = read_all(lake, storage_options)
+    if not models:
+        return
+    view = Table(title="gold models")
+    for name in ("model", "status", "mode", "batch", "refreshed", "rows", "last error"):
+        view.add_column(name)
+    for model in models:
+        last = model.get("last_refresh") or {}
+        error = (model.get("last_error") or {}).get("message") or model.get("waiting_for") or ""
+        view.add_row(
+            model.get("model", "?"),
+            model.get("status", "?"),
+            last.get("mode", "-"),
+            str(last.get("batch", "-")),
+            str(last.get("at", "-"))[:19],
+            str(last.get("rows_written", "-")),
+            error[:80],
+        )
+    console.print(view)
 
 
 @click.command()
@@ -109,7 +142,7 @@ def status(config_path: Path | None, as_json: bool, check: bool) -> None:
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
-        render(report)
+        render(report, config.storage_options)
     if not check:
         return
     for breach in report.breaches:
