@@ -27,17 +27,18 @@ def local_path(uri: str) -> str:
 
 
 def _filesystem(uri: str, storage_options: Mapping[str, str] | None) -> tuple[fs.FileSystem, str]:
-    filesystem, base = fs.FileSystem.from_uri(uri)
     options = dict(storage_options or {})
-    if isinstance(filesystem, fs.S3FileSystem) and options:
-        filesystem = fs.S3FileSystem(
+    if uri.startswith(("s3://", "s3a://")) and options:
+        # Built directly: `from_uri` would first ask AWS itself for the bucket's region.
+        filesystem: fs.FileSystem = fs.S3FileSystem(
             endpoint_override=options.get("AWS_ENDPOINT_URL"),
             access_key=options.get("AWS_ACCESS_KEY_ID"),
             secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
             region=options.get("AWS_REGION", "us-east-1"),
             scheme="http" if options.get("AWS_ALLOW_HTTP") in ("true", "1") else "https",
         )
-    return filesystem, base
+        return filesystem, uri.split("://", 1)[1].rstrip("/")
+    return fs.FileSystem.from_uri(uri)
 
 
 def list_dirs(uri: str, storage_options: Mapping[str, str] | None = None) -> list[str]:

@@ -192,3 +192,31 @@ def test_cli_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
 def test_classify_names_a_captured_table(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"classify names `public\.nope`"):
         _config(tmp_path, classify={"public.nope": {"x": "pii"}})
+
+
+def test_query_and_views_on_an_s3_lake(s3_lake, tmp_path: Path) -> None:
+    """An object-store lake: query gets a temporary S3 secret from the storage options; the
+    views file names s3:// paths and holds no credentials."""
+    root, options = s3_lake()
+    rows = pa.table({"id": pa.array([1, 2], pa.int64()), "name": ["ada", "bob"]})
+    write_deltalake(f"{root}/live/shop.public.customers", rows, storage_options=options)
+    from tidemark.query import connect, run_query
+
+    con = connect(root, storage_options=options)
+    assert run_query(con, "SELECT count(*) AS n FROM live.customers").to_pylist() == [{"n": 2}]
+    config = _config(Path("unused")).model_copy(update={"lake": root, "storage_options": options})
+    path = tmp_path / "s3.duckdb"
+    write_views(config, path)
+    reader = _open(path)
+    from tidemark.sinks.views.duck import s3_secret
+
+    s3_secret(reader, options)
+    assert reader.sql("SELECT name FROM live.customers ORDER BY id").fetchall() == [
+        ("ada",),
+        ("bob",),
+    ]
+    definitions = " ".join(
+        r[0] for r in reader.sql("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
+    )
+    assert f"{root}/live/shop.public.customers" in definitions
+    assert options["AWS_SECRET_ACCESS_KEY"] not in definitions
