@@ -129,7 +129,11 @@ class Refresher:
                     f"model `{model.name}` failed: {first}", hint=f"fix {model.path}"
                 ) from exc
             columns = tuple(n for n in result.schema.names if not is_metadata(n))
-            lineage = tuple(lineage_in(con, model, self.catalog, columns))
+            try:
+                lineage = tuple(lineage_in(con, model, self.catalog, columns))
+            except duckdb.Error as exc:  # the table is written: lineage is extra
+                log.warning("model %s: no lineage (%s)", model.name, str(exc).splitlines()[0])
+                lineage = ()
         finally:
             con.close()
         return Refreshed(

@@ -20,7 +20,7 @@ import yaml
 from tidemark.simulator.runner import Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = ["public.customers", "public.accounts", "public.transactions"]
+TABLES = ["public.customers", "public.addresses", "public.accounts", "public.transactions"]
 
 
 def write_config(path: Path, *, url: str, lake: Path, tables: list[str], name: str) -> Path:
