@@ -38,7 +38,8 @@ def _filesystem(uri: str, storage_options: Mapping[str, str] | None) -> tuple[fs
             scheme="http" if options.get("AWS_ALLOW_HTTP") in ("true", "1") else "https",
         )
         return filesystem, uri.split("://", 1)[1].rstrip("/")
-    return fs.FileSystem.from_uri(uri)
+    found, path = fs.FileSystem.from_uri(uri)
+    return found, str(path)
 
 
 def list_dirs(uri: str, storage_options: Mapping[str, str] | None = None) -> list[str]:
