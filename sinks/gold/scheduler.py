@@ -71,6 +71,9 @@ class GoldScheduler:
         self._wake = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._asked = 0  # requests (start, batches) so far
+        self._answered = 0  # requests whose refreshes have finished
+        self._running = False
         self.refreshes = 0
         self.failures = 0
 
@@ -88,6 +91,7 @@ class GoldScheduler:
         pins = self.pin()
         with self._wake:
             self._pins, self._batch = pins, batch_id
+            self._asked += 1
             for model in self.models:
                 if self.refresh_seconds(model.name) is not None and model.name in self._last:
                     continue  # interval models run on their clock
@@ -95,6 +99,8 @@ class GoldScheduler:
                     i.schema == "gold" and i.name in self._due for i in model.inputs
                 ):
                     self._due.add(model.name)
+            if not self._due and not self._running:
+                self._answered = self._asked  # nothing to do for this batch
             self._wake.notify()
 
     def pin(self) -> Pins:
@@ -117,10 +123,12 @@ class GoldScheduler:
             self._thread.join(timeout)
 
     def wait_idle(self, timeout: float = 120.0) -> bool:
-        """Block until nothing is due (tests, the demo). False on timeout."""
+        """Block until the refreshes asked for so far (by `start` and `on_batch`) have run
+        (tests, the demo; interval refreshes keep going). False on timeout."""
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._due or self._busy:
+            target = self._asked
+            while self._answered < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -128,8 +136,6 @@ class GoldScheduler:
         return True
 
     # -- the refresh thread ---------------------------------------------------------------
-    _busy = False
-
     def _loop(self) -> None:
         while True:
             with self._wake:
@@ -139,13 +145,16 @@ class GoldScheduler:
                     return
                 due = self._due_now()
                 self._due -= due
-                pins, batch = dict(self._pins), self._batch
-                self._busy = True
+                pins, batch, asked = dict(self._pins), self._batch, self._asked
+                self._running = True
             try:
                 self.refresh(due, pins, batch)
             finally:
                 with self._wake:
-                    self._busy = False
+                    self._running = False
+                    # Every request up to `asked` was in this round; with nothing left due,
+                    # the later ones (batches that touched no model) are answered too.
+                    self._answered = self._asked if not self._due else asked
                     self._wake.notify_all()
 
     def _due_now(self) -> set[str]:
