@@ -26,10 +26,11 @@ from tidemark.up import templates_of, wait_caught_up, wait_idle
 
 PROFILES = ("bank", "customers", "retail")
 CLASSIFY = {
-    "bank.public.customers": {"email": "pii", "phone": "pii"},
+    "bank.public.customers": {"email": "pii", "phone": "secret"},
     "customers.public.customers": {"email": "pii", "phone": "pii"},
     "retail.public.sales": {"customer_email": "pii"},
 }
+TAGS = {"secret": {"mask": "drop", "raw": "drop"}}  # bank's phone is never captured
 
 
 @dataclass
@@ -106,6 +107,7 @@ def start_gold_run(postgres, root: Path, *, changes: int = 600) -> GoldRun:
         "debezium": {"heartbeat_ms": 500},
         "models": {"path": "models"},
         "classify": CLASSIFY,
+        "tags": TAGS,
     }
     config_path = root / "pipeline.yaml"
     config_path.write_text(yaml.safe_dump(document, sort_keys=False))
