@@ -28,7 +28,8 @@ from tidemark.kernel.columns import (
     VALID_FROM,
     Layer,
 )
-from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.dead_letter import DeadLetter, safe_rows
+from tidemark.kernel.errors import TidemarkError
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.base import CommitResult
 from tidemark.sinks.batch_log import BatchLog, TableCounts
@@ -38,7 +39,7 @@ from tidemark.sinks.delta.changelog import ChangelogSink
 from tidemark.sinks.delta.forensic import ForensicSink
 from tidemark.sinks.delta.live import LiveSink
 from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.errors import SinkSchemaMismatch
+from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
 from tidemark.sinks.schema import all_nullable
 
@@ -278,6 +279,22 @@ class Lake:
     def _commit_table(
         self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
     ) -> list[CommitResult]:
+        try:
+            return self._commit_layers(batch, sinks, batch_id)
+        except TidemarkError:
+            raise
+        except Exception as exc:  # a value our writers cannot handle: never a crash loop
+            log.exception("batch %s, table %s: writing failed", batch_id, batch.table)
+            raise SinkValueError(
+                f"writing table `{batch.table}` failed: {type(exc).__name__}: {exc}",
+                hint="the batch's events of this table go to the dead letters",
+                table=batch.table,
+                batch_id=batch_id,
+            ) from exc
+
+    def _commit_layers(
+        self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
+    ) -> list[CommitResult]:
         for sink in sinks:
             sink.write(batch, batch_id=batch_id)
         early = [s for s in sinks if s.layer is not Layer.FORENSIC]
@@ -332,7 +349,7 @@ def _counts(batch: MilestonedTable) -> TableCounts:
 
 def _as_dead_letters(batch: MilestonedTable, reason: str) -> list[DeadLetter]:
     """One dead letter per changelog event of a table that cannot be applied."""
-    rows = batch.changelog.to_pylist()
+    rows = safe_rows(batch.changelog)
     keys = batch.key_columns
     return [
         DeadLetter(

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from tidemark.kernel.columns import VALID_FROM, VALID_TO, Layer
 from tidemark.kernel.errors import UsageError
+from tidemark.kernel.names import from_path_segment
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def discover(root: str, *, storage_options: Mapping[str, str] | None = None) -> 
             uri = _join(root, layer.value, name)
             if _is_local(uri) and not os.path.isdir(os.path.join(_local_path(uri), "_delta_log")):
                 continue
-            found.append(LakeTable(layer, name, uri))
+            found.append(LakeTable(layer, from_path_segment(name), uri))
     return found
 
 
@@ -115,6 +116,7 @@ def connect(
         UsageError: the lake holds no tables yet.
     """
     from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
 
     tables = list(tables) if tables is not None else discover(root, storage_options=storage_options)
     if not tables:
@@ -127,15 +129,31 @@ def connect(
     aliases = short_names(sorted({t.name for t in tables}))
     for layer in Layer:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer.value}")
+    opened = 0
     for index, table in enumerate(tables):
-        dataset = DeltaTable(
-            table.uri, storage_options=dict(storage_options or {})
-        ).to_pyarrow_dataset()
+        try:
+            dataset = DeltaTable(
+                table.uri, storage_options=dict(storage_options or {})
+            ).to_pyarrow_dataset()
+        except (DeltaError, OSError, ValueError) as exc:
+            # A table whose first commit is still being written (or was cut off) has a
+            # `_delta_log` folder and nothing readable yet: leave it out, say so.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            logger.warning(
+                "%s.%s is not readable yet, left out: %s", table.layer, table.name, first
+            )
+            continue
+        opened += 1
         hidden = f"_tm_ds_{index}"
         con.register(hidden, dataset)
         names = [table.name] + ([aliases[table.name]] if table.name in aliases else [])
         for name in names:
             con.execute(f"CREATE VIEW {table.layer.value}.{_quote(name)} AS SELECT * FROM {hidden}")
+    if not opened:
+        raise UsageError(
+            f"no readable Delta tables under `{root}` yet",
+            hint="wait for the pipeline's first commit, then run the query again",
+        )
     con.execute(
         f"""CREATE MACRO as_of(t, ts) AS TABLE
             SELECT * FROM query_table('forensic."' || t || '"')

@@ -29,6 +29,7 @@ from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot,
 from tidemark.invariants import rows, scalar
 from tidemark.kernel.columns import OP, POSITION, TX_ID, Layer
 from tidemark.kernel.errors import UsageError
+from tidemark.kernel.names import location
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class VerifyReport:
 
 
 def _uri(root: str, *parts: str) -> str:
-    base = root if "://" in root else os.path.abspath(root)
-    return "/".join([base.rstrip("/"), *parts])
+    return location(root, *parts)
 
 
 def _open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:

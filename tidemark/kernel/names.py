@@ -44,7 +44,7 @@ def _part(text: str, at: int) -> tuple[str, int]:
     end = len(text) if end < 0 else end
     value = text[at:end]
     if not value or value != value.strip() or '"' in value:
-        raise ValueError("write each part bare (no dots or quotes) or in double quotes")
+        raise ValueError("a bare part holds no quote, dot or edge space")
     return value, end
 
 
@@ -56,10 +56,10 @@ def split_table(name: str) -> tuple[str, str]:
     """
     schema, at = _part(name, 0)
     if not name.startswith(".", at):
-        raise ValueError("must be schema.table, e.g. public.customers or \"Sales\".\"Order Items\"")
+        raise ValueError("it has one part")
     table, end = _part(name, at + 1)
     if end != len(name):
-        raise ValueError("must be schema.table: a name with a dot goes in double quotes")
+        raise ValueError("it has more than two parts")
     return schema, table
 
 
@@ -90,6 +90,14 @@ def path_segment(lake_table: str) -> str:
     return "".join(
         c if c in _SAFE else "".join(f"~{b:02X}" for b in c.encode()) for c in lake_table
     )
+
+
+def location(root: str, *parts: str) -> str:
+    """`root/part/...`: a local root made absolute, each part escaped by `path_segment`."""
+    import os
+
+    base = root if "://" in root else os.path.abspath(root)
+    return "/".join([base.rstrip("/"), *(path_segment(p) for p in parts)])
 
 
 def from_path_segment(segment: str) -> str:
