@@ -176,7 +176,8 @@ def _pg_scalar(kind: Kind, x: str) -> str:
         "bpchar": f"rtrim({x}::text)",
         "bit1": f"(CASE WHEN {x} = B'1' THEN 'true' ELSE 'false' END)",
         "bits": f"ltrim({x}::text, '0')",
-        "text": f"{x}::text",
+        # The type's output function, as Debezium reads it (`::text` of an inet adds /32).
+        "text": f"format('%s', {x})",
     }[kind]
 
 

@@ -268,7 +268,7 @@ def _invariant_findings(
     counted: bool = False,
 ) -> tuple[str, ...]:
     if counted:  # the row's count is part of what live and forensic must agree on
-        columns = [*columns, Column(COUNT, "int8", "int")]
+        columns = [*columns, Column(ROW, "text", "text"), Column(COUNT, "int8", "int")]
     checks: list[Callable[[], str | None]] = []
     if Layer.FORENSIC in present:
         checks += [

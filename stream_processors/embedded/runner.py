@@ -396,8 +396,8 @@ class EmbeddedRunner:
             changes = drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
             layers = (self.settings.layers or {}).get(name, frozenset(Layer))
-            current = self.lake.current_versions(name, keys, layers)
             try:
+                current = self.lake.current_versions(name, keys, layers)
                 result = milestone(
                     changes,
                     current,
