@@ -181,10 +181,18 @@ def _pg_scalar(kind: Kind, x: str) -> str:
     }[kind]
 
 
+def _element(kind: Kind | None) -> Kind:
+    """The kind an array's elements are compared as. Arrays arrive as their elements' text
+    (connectors/decode/pgtext.py): bits and geometric values stay exactly that text."""
+    if kind is None or kind in ("bit1", "bits", "point", "geometric"):
+        return "text"
+    return kind
+
+
 def _pg_text(column: Column) -> str:
     x = ident(column.name)
     if column.kind == "array":
-        element = _pg_field(column.element or "text", "e")
+        element = _pg_field(_element(column.element), "e")
         return (
             f"(SELECT '[' || coalesce(string_agg({element}, ',' ORDER BY o), '') || ']' "
             f"FROM unnest({x}) WITH ORDINALITY u(e, o))"
@@ -307,7 +315,7 @@ def _duck_text(column: Column, lake_type: str | None) -> str | None:
         return None
     x = ident(column.name)
     if column.kind == "array" and lake_type.endswith("[]"):
-        element = _duck_scalar(column.element or "text", "e", _element_type(lake_type))
+        element = _duck_scalar(_element(column.element), "e", _element_type(lake_type))
         return (
             f"('[' || array_to_string(list_transform({x}, lambda e: tm_field({element})), ',')"
             " || ']')"

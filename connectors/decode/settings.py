@@ -22,6 +22,10 @@ registration and the decoder agree on what the envelopes contain (docs/decoding.
   the propagated source type the decoder keeps it as that text.
 - `column.propagate.source.type=.*`: every field's schema carries the Postgres type name,
   length and scale (`__debezium.source.column.type`, ...).
+- `converters=tidemark_arrays` (`tidemark.convert.PgArrayText`, in tidemark-bridge.jar):
+  arrays whose elements Debezium drops or damages (interval, money, xml, bit, varbit,
+  geometric types, enums holding NULL, numerics holding NaN, time and timetz) arrive as
+  their elements' text; connectors/decode/pgtext.py types them again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ TYPE_SETTINGS: Final[dict[str, str]] = {
     "hstore.handling.mode": "json",
     "include.unknown.datatypes": "true",
     "column.propagate.source.type": ".*",
+    "converters": "tidemark_arrays",
+    "tidemark_arrays.type": "tidemark.convert.PgArrayText",
 }
 
 # Debezium's default placeholder for values it cannot see (unchanged TOAST columns).

@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-from tidemark.connectors.decode import temporal
+from tidemark.connectors.decode import pgtext, temporal
 from tidemark.connectors.decode.settings import UNAVAILABLE_VALUE
 from tidemark.connectors.decode.temporal import (  # noqa: F401  (re-exported)
     INFINITY_US,
@@ -197,6 +197,18 @@ def _array(item: ColumnType) -> ColumnType:
     return ColumnType(arrow, convert, _PLACEHOLDER_LISTS)
 
 
+def _text_array(params: dict[str, str]) -> ColumnType:
+    """An array the Java converter sent as element texts (connectors/decode/pgtext.py)."""
+    arrow, convert = pgtext.element_type(params.get("tidemark.element", ""), params, _numeric_text)
+    listed = _array(ColumnType(arrow, convert))
+
+    def checked(values: Sequence[Any]) -> pa.Array:
+        pgtext.check_dimensions(values)
+        return listed.convert(values)
+
+    return ColumnType(listed.arrow, checked, listed.placeholders)
+
+
 def _struct(fields: list[tuple[str, ColumnType]]) -> ColumnType:
     arrow = pa.struct([pa.field(name, col.arrow) for name, col in fields])
 
@@ -308,6 +320,8 @@ def column_type(schema: dict[str, Any], *, zoned_unit: str = "us") -> ColumnType
     if name in _SEMANTIC:
         return _SEMANTIC[name]
     params = schema.get("parameters") or {}
+    if name == pgtext.SCHEMA_NAME:
+        return _text_array(params)
     source_type = params.get("__debezium.source.column.type")
     if name is None and source_type in _NUMERIC_TYPES:
         if kind == "string":
