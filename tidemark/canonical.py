@@ -192,10 +192,11 @@ def _element(kind: Kind | None) -> Kind:
 def _pg_text(column: Column) -> str:
     x = ident(column.name)
     if column.kind == "array":
-        element = _pg_field(_element(column.element), "e")
+        # By subscript: `unnest` of an array of a composite type would expand its fields.
+        element = _pg_field(_element(column.element), f"{x}[i]")
         return (
-            f"(SELECT '[' || coalesce(string_agg({element}, ',' ORDER BY o), '') || ']' "
-            f"FROM unnest({x}) WITH ORDINALITY u(e, o))"
+            f"(SELECT '[' || coalesce(string_agg({element}, ',' ORDER BY i), '') || ']' "
+            f"FROM generate_subscripts({x}, 1) AS g(i))"
         )
     return _pg_scalar(column.kind, x)
 
@@ -317,8 +318,8 @@ def _duck_text(column: Column, lake_type: str | None) -> str | None:
     if column.kind == "array" and lake_type.endswith("[]"):
         element = _duck_scalar(_element(column.element), "e", _element_type(lake_type))
         return (
-            f"('[' || array_to_string(list_transform({x}, lambda e: tm_field({element})), ',')"
-            " || ']')"
+            f"('[' || array_to_string(list_transform({x}, lambda e: CASE WHEN e IS NULL "
+            f"THEN 'N' ELSE tm_field({element}) END), ',') || ']')"
         )
     return _duck_scalar(column.kind, x, lake_type)
 

@@ -254,6 +254,48 @@ CASES: tuple[Case, ...] = (
         expect={1: {"ai": [7]}, 6: {"ai": [None, 4]}},
     ),
     Case(
+        "arrays_more",
+        "id int PRIMARY KEY, am money[], ax xml[], ab bit(3)[], avb varbit[], ap point[],"
+        " abx box[], atz timetz[], anv numeric[], an numeric(6,2)[], ae mood2[], ac pair2[],"
+        " ai int[], ahs hstore[], adom posint2[]",
+        prepare="CREATE TYPE mood2 AS ENUM ('sad', 'ok'); CREATE TYPE pair2 AS (x int, y text);"
+        " CREATE DOMAIN posint2 AS int CHECK (VALUE > 0);"
+        " CREATE EXTENSION IF NOT EXISTS hstore;",
+        snapshot=(
+            "(1, '{1.50,NULL,-1234.5}', ARRAY['<a x=\"1\"/>'::xml, NULL], '{101,NULL}',"
+            " '{1,0011,\"\"}', '{\"(1,2)\",NULL}', '{\"(1,2),(3,4)\";\"(5,6),(7,8)\"}',"
+            " '{\"10:00:00.123456+02\",NULL}', '{NaN,1.5,-Infinity,NULL}', '{1.10,NULL}',"
+            " '{sad,NULL}', ARRAY['(1,\"a b\")'::pair2, NULL], '{1,NULL}',"
+            " ARRAY['a=>1'::hstore, NULL], '{5,NULL}')",
+        ),
+        inserts=(
+            "(2, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+            # a second dimension cannot be a list: a dead letter, never NULLs
+            "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+            " '{{1,2},{3,4}}', NULL, NULL)",
+            # NaN has no decimal(6,2): a dead letter, never a NULL array
+            "(4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{NaN}', NULL, NULL, NULL,"
+            " NULL, NULL)",
+        ),
+        changes=(
+            "UPDATE {t} SET ae = '{ok,NULL,sad}', atz = '{\"23:59:59.999999-01\"}' WHERE id = 1",
+            "UPDATE {t} SET am = '{0.01}' WHERE id = 2",
+        ),
+        later=(
+            "UPDATE {t} SET ai = '{5}' WHERE id = 3",
+            "UPDATE {t} SET an = '{2.5}' WHERE id = 4",
+        ),
+        dead=2,
+        expect={1: {"ae": ["ok", None, "sad"], "avb": ["1", "0011", ""]}},
+    ),
+    Case(
+        "emptied",
+        "id int PRIMARY KEY, v text",
+        snapshot=("(1, 'a')",),
+        inserts=("(2, 'b')",),
+        changes=("DELETE FROM {t}",),
+    ),
+    Case(
         "geometry",
         "id int PRIMARY KEY, p point, note text",
         snapshot=("(1, '(1,2)', 'a')",),
