@@ -279,6 +279,8 @@ def _duck_scalar(kind: Kind, x: str, lake_type: str) -> str:
     if kind == "date":
         return f"CAST(datediff('day', DATE '1970-01-01', CAST({x} AS DATE)) AS VARCHAR)"
     if kind in ("time", "timetz"):
+        if t in ("BIGINT", "INTEGER"):  # microseconds since midnight already
+            return text
         if t.startswith("TIME"):
             return f"CAST(datediff('microsecond', TIME '00:00:00', CAST({x} AS TIME)) AS VARCHAR)"
         return f"tm_clock({text})"
