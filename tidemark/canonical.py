@@ -154,7 +154,7 @@ def _pg_scalar(kind: Kind, x: str) -> str:
         )
     if kind == "hstore":
         pair = f"{_pg_field('text', 'key')} || {_pg_field('text', 'value')}"
-        ordered = "ORDER BY key COLLATE \"C\""
+        ordered = 'ORDER BY key COLLATE "C"'
         return f"(SELECT coalesce(string_agg({pair}, '' {ordered}), '') FROM each({x}))"
     if kind == "interval":
         return (

@@ -5,6 +5,8 @@ character: `"Sales"."Order Items"`. Three spellings, defined once here:
 - the config's `schema.table`: each part bare (`public.customers`, case kept as written) or
   double-quoted with `""` for a quote inside (`"Sales"."Order Items"`, `public."a.b"`).
   `config_name` writes the canonical form: a part is quoted only when it needs it.
+- the topic `<source>.<schema>.<table>` Debezium writes to: each character a topic cannot
+  hold becomes `_` (`shop.Sales.Order_Items`), as Debezium's topic naming does;
 - the lake table name `<source>.<schema>.<table>`: the parts as they are, joined by dots
   (`shop.Sales.Order Items`), as the decoder builds it from Debezium's `source` block.
 - the directory of a lake table under `<lake>/<layer>/`: the lake table name with every
@@ -21,6 +23,7 @@ from typing import Final
 _SIMPLE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-$")
 _ESCAPED: Final = re.compile(r"~([0-9A-F]{2})")
+_TOPIC_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _part(text: str, at: int) -> tuple[str, int]:
@@ -90,6 +93,12 @@ def path_segment(lake_table: str) -> str:
     return "".join(
         c if c in _SAFE else "".join(f"~{b:02X}" for b in c.encode()) for c in lake_table
     )
+
+
+def topic_part(part: str) -> str:
+    """A name part as Debezium writes it in a topic name: every character a Kafka topic
+    cannot hold (anything but ASCII letters, digits, `.`, `_`, `-`) becomes `_`."""
+    return _TOPIC_UNSAFE.sub("_", part)
 
 
 def location(root: str, *parts: str) -> str:
