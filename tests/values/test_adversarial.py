@@ -55,3 +55,41 @@ def _spot_check(lake: Path | None, case: Case) -> None:
     for key, values in case.expect.items():
         for column, value in values.items():
             assert rows[key][column] == value, (key, column, rows[key][column])
+
+
+def test_commands_name_a_table_with_a_space(outcome: Outcome, tmp_path: Path) -> None:
+    """`"Sales"."Order Items"` through status, query and verify (run and tail are the run
+    above and tests/test_tail_cli.py): its lake folder is escaped, its view name is not."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from tidemark.cli import cli
+
+    assert outcome.lake is not None
+    assert (outcome.lake / "live" / "src.Sales.Order~20Items" / "_delta_log").is_dir()
+    config = tmp_path / "pipeline.yaml"
+    document = outcome.config.model_dump(mode="json")
+    document["sources"][0]["tables"] = ['"Sales"."Order Items"']  # as a user would write it
+    config.write_text(yaml.safe_dump(document))
+    runner = CliRunner()
+    status = runner.invoke(cli, ["status", "--config", str(config), "--json"])
+    assert status.exit_code == 0, status.output
+    assert "src.Sales.Order Items" in status.output
+    query = runner.invoke(
+        cli,
+        [
+            "query",
+            "--config",
+            str(config),
+            "--format",
+            "json",
+            'SELECT "Item No", "Qty" FROM live."src.Sales.Order Items" ORDER BY 1',
+        ],
+    )
+    assert query.exit_code == 0, query.output
+    rows = [json.loads(line) for line in query.output.splitlines() if line.startswith("{")]
+    assert rows == [{"Item No": 1, "Qty": 9}, {"Item No": 3, "Qty": 4}]
+    verify = runner.invoke(cli, ["verify", "--config", str(config)])
+    assert verify.exit_code == 0, verify.output
