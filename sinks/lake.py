@@ -29,7 +29,6 @@ from tidemark.kernel.columns import (
     Layer,
 )
 from tidemark.kernel.dead_letter import DeadLetter, safe_rows
-from tidemark.kernel.errors import TidemarkError
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.base import CommitResult
 from tidemark.sinks.batch_log import BatchLog, TableCounts
@@ -281,9 +280,10 @@ class Lake:
     ) -> list[CommitResult]:
         try:
             return self._commit_layers(batch, sinks, batch_id)
-        except TidemarkError:
-            raise
-        except Exception as exc:  # a value our writers cannot handle: never a crash loop
+        except (pa.ArrowException, ArithmeticError, ValueError) as exc:
+            # A value our writers cannot handle: retrying fails the same way, so the table's
+            # events become dead letters rather than a crash loop. Anything else (a bug, a
+            # process being stopped) still propagates, and the batch is replayed.
             log.exception("batch %s, table %s: writing failed", batch_id, batch.table)
             raise SinkValueError(
                 f"writing table `{batch.table}` failed: {type(exc).__name__}: {exc}",

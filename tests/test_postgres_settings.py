@@ -36,7 +36,7 @@ def test_settings_name_slot_publication_and_exact_tables():
     assert not [
         k
         for k in settings
-        if k.startswith(("offset.", "converter", "key.converter", "value.converter"))
+        if k.startswith(("offset.", "converter.", "key.converter", "value.converter"))
     ]
 
 

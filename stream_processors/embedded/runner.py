@@ -407,10 +407,11 @@ class EmbeddedRunner:
                 )
             except TransientError:
                 raise
-            except Exception as exc:  # e.g. a column type the lake's cannot take
-                # Whatever it is, it follows from this table's events: they go to the dead
-                # letters and the other tables go on; raising would fail the same way on
-                # every restart (DESIGN §3.3, guarantee 7).
+            except (TerminalError, pa.ArrowException, ArithmeticError, ValueError) as exc:
+                # E.g. a column type the lake's cannot take, a value Arrow cannot handle: it
+                # follows from this table's events, so they go to the dead letters and the
+                # other tables go on; raising would fail the same way on every restart
+                # (DESIGN §3.3, guarantee 7).
                 reason = exc.message if isinstance(exc, TerminalError) else _reason(exc)
                 logger.error(
                     "batch %d, table %s: %s; its %d events go to the dead letters",
