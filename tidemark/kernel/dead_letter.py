@@ -54,10 +54,11 @@ def safe_rows(table: pa.Table) -> list[dict[str, Any]]:
     their integers (days or time units since 1970).
     """
     try:
-        return table.to_pylist()
+        rows: list[dict[str, Any]] = table.to_pylist()
     except (OverflowError, ValueError):
         columns = [
             column if _plain(column.type) == column.type else column.cast(_plain(column.type))
             for column in table.columns
         ]
-        return pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
+        rows = pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
+    return rows
