@@ -14,8 +14,11 @@ except where said:
   is dropped (DESIGN §3.1 asks for microseconds; delta-rs would drop it silently anyway).
 
 - Postgres +/-infinity (the int32/int64 extremes in the decoder's dates and timestamps)
-  -> 9999-12-31 [23:59:59.999999] / 0001-01-01, the ends of the Delta range: delta-rs cannot
-  write the extremes. A real 9999-12-31 and infinity then look alike.
+  -> 9999-12-31 [23:59:59.999999] / 0001-01-01, the ends of the Delta range (the lake's
+  sentinels): delta-rs cannot write the extremes. A real value at either end reads alike.
+- Any other date or timestamp outside 0001-01-01 .. 9999-12-31 raises `ValueError` naming
+  the value: the decoder makes its event a dead letter (delta-rs panics on such dates, and
+  readers fail on their statistics), never a sentinel.
 
 Lists and structs are converted element-wise.
 """
