@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tidemark.kernel.names import config_name, sql_name
+from tidemark.kernel.names import config_name, shown_sql_name
 
 Fetch = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 PUBLISHES_GENERATED = 180000  # Postgres 18: publications can send stored generated columns
@@ -83,7 +83,7 @@ class TableShape:
 
     def problems(self, server_version: int) -> list[tuple[str, str]]:
         """(what is wrong, what to do) for each reason the table cannot be captured exactly."""
-        table, sql = self.table, sql_name(self.schema, self.name)
+        table, sql = self.table, shown_sql_name(self.schema, self.name)
         found = []
         if not self.can_select:
             found.append(

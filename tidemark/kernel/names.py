@@ -21,6 +21,7 @@ import re
 from typing import Final
 
 _SIMPLE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_LOWER: Final = re.compile(r"^[a-z_][a-z0-9_$]*$")
 _SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-$")
 _ESCAPED: Final = re.compile(r"~([0-9A-F]{2})")
 _TOPIC_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
@@ -79,6 +80,12 @@ def config_name(schema: str, table: str) -> str:
 def sql_name(schema: str, table: str) -> str:
     """`"schema"."table"` for SQL."""
     return f"{quote(schema)}.{quote(table)}"
+
+
+def shown_sql_name(schema: str, table: str) -> str:
+    """The name for SQL a person types (hints): each part quoted only when Postgres would
+    otherwise fold or misread it (`public.orders`, `"Sales"."Order Items"`)."""
+    return ".".join(p if _LOWER.match(p) else quote(p) for p in (schema, table))
 
 
 def lake_name(source: str, schema: str, table: str) -> str:
