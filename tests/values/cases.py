@@ -75,7 +75,11 @@ CASES: tuple[Case, ...] = (
         "id int PRIMARY KEY, s smallint, i int, b bigint, o oid",
         snapshot=("(1, -32768, -2147483648, -9223372036854775808, 0)",),
         inserts=("(2, 32767, 2147483647, 9223372036854775807, 4294967295)", "(3, 0, 0, 0, 1)"),
-        changes=("UPDATE {t} SET b = b - 1 WHERE id = 2", "DELETE FROM {t} WHERE id = 3"),
+        changes=(
+            "UPDATE {t} SET b = b - 1 WHERE id = 2",
+            "UPDATE {t} SET s = s WHERE id = 1",  # changes nothing: no version
+            "DELETE FROM {t} WHERE id = 3",
+        ),
         later=("UPDATE {t} SET s = 7 WHERE id = 1",),
         expect={2: {"b": 9223372036854775806, "o": 4294967295}},
     ),
@@ -466,18 +470,19 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "keyless",
-        "a int, b text, c int[], d jsonb, e float8",
-        after_create="ALTER TABLE {t} REPLICA IDENTITY FULL",
+        "a int, b text, c int[], d jsonb, e float8, f text",
+        after_create="ALTER TABLE {t} REPLICA IDENTITY FULL;"
+        " ALTER TABLE {t} ALTER COLUMN f SET STORAGE EXTERNAL",
         snapshot=(
-            "(1, 'x', '{1}', '{\"k\": 1}', 1.5)",
-            "(1, 'x', '{1}', '{\"k\": 1}', 1.5)",
-            "(2, NULL, NULL, NULL, NULL)",
+            "(1, 'x', '{1}', '{\"k\": 1}', 1.5, NULL)",
+            "(1, 'x', '{1}', '{\"k\": 1}', 1.5, NULL)",
+            "(2, NULL, NULL, NULL, NULL, NULL)",
         ),
         inserts=(
-            "(1, 'x', '{1}', '{\"k\": 1}', 1.5)",
-            "(2, NULL, NULL, NULL, NULL)",
-            "(3, 'y', '{}', 'null', 'NaN')",
-            "(4, 'gone', NULL, NULL, NULL)",
+            "(1, 'x', '{1}', '{\"k\": 1}', 1.5, NULL)",
+            "(2, NULL, NULL, NULL, NULL, NULL)",
+            "(3, 'y', '{}', 'null', 'NaN', repeat('t', 9000))",  # a TOASTed value
+            "(4, 'gone', NULL, NULL, NULL, NULL)",
         ),
         changes=(
             # one of three identical rows changes; one of two identical NULL-ish rows goes
@@ -488,7 +493,8 @@ CASES: tuple[Case, ...] = (
         ),
         later=(
             "UPDATE {t} SET b = 'x' WHERE b = 'z'",
-            "INSERT INTO {t} VALUES (2, NULL, NULL, NULL, NULL)",
+            "UPDATE {t} SET b = 'w' WHERE a = 3",  # f is TOASTed and unchanged
+            "INSERT INTO {t} VALUES (2, NULL, NULL, NULL, NULL, NULL)",
         ),
         key=None,
         expect={},
