@@ -48,6 +48,12 @@ class SinkSchemaMismatch(SinkError, TerminalError):
     """The batch cannot be written with the table's schema (e.g. a type that cannot widen)."""
 
 
+class SinkValueError(SinkError, TerminalError):
+    """A value of the batch cannot be written (delta-rs panicked on it, or our own writer
+    failed on it): retrying the same batch fails the same way, so its table's events go to
+    the dead letters and the other tables go on (DESIGN §3.3, guarantee 7)."""
+
+
 class SinkLocationError(SinkError, TerminalError):
     """The lake location is wrong (not a Delta table, no permission, bad URL)."""
 
@@ -91,6 +97,15 @@ def _translate(exc: BaseException, uri: str, batch_id: int | None) -> SinkError:
             f"cannot open or create the Delta table at `{uri}`: {detail}",
             hint="check the lake root and its permissions",
             table=uri,
+        )
+    if "panicked" in detail:
+        # A panic inside delta-rs follows from the data (e.g. a date chrono cannot hold), not
+        # from the store: retrying would stall the pipeline on it forever.
+        return SinkValueError(
+            f"delta-rs could not write a value to `{uri}`: {detail}",
+            hint="the batch's events of this table go to the dead letters",
+            table=uri,
+            batch_id=batch_id,
         )
     return SinkUnavailable(
         f"Delta operation on `{uri}` failed: {detail}",

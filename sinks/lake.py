@@ -28,7 +28,7 @@ from tidemark.kernel.columns import (
     VALID_FROM,
     Layer,
 )
-from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.dead_letter import DeadLetter, safe_rows
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.base import CommitResult
 from tidemark.sinks.batch_log import BatchLog, TableCounts
@@ -38,7 +38,7 @@ from tidemark.sinks.delta.changelog import ChangelogSink
 from tidemark.sinks.delta.forensic import ForensicSink
 from tidemark.sinks.delta.live import LiveSink
 from tidemark.sinks.delta.table import table_uri
-from tidemark.sinks.errors import SinkSchemaMismatch
+from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
 from tidemark.sinks.schema import all_nullable
 
@@ -313,6 +313,23 @@ class Lake:
     def _commit_table(
         self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
     ) -> list[CommitResult]:
+        try:
+            return self._commit_layers(batch, sinks, batch_id)
+        except (pa.ArrowException, ArithmeticError, ValueError) as exc:
+            # A value our writers cannot handle: retrying fails the same way, so the table's
+            # events become dead letters rather than a crash loop. Anything else (a bug, a
+            # process being stopped) still propagates, and the batch is replayed.
+            log.exception("batch %s, table %s: writing failed", batch_id, batch.table)
+            raise SinkValueError(
+                f"writing table `{batch.table}` failed: {type(exc).__name__}: {exc}",
+                hint="the batch's events of this table go to the dead letters",
+                table=batch.table,
+                batch_id=batch_id,
+            ) from exc
+
+    def _commit_layers(
+        self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
+    ) -> list[CommitResult]:
         for sink in sinks:
             sink.write(batch, batch_id=batch_id)
         early = [s for s in sinks if s.layer is not Layer.FORENSIC]
@@ -367,7 +384,7 @@ def _counts(batch: MilestonedTable) -> TableCounts:
 
 def _as_dead_letters(batch: MilestonedTable, reason: str) -> list[DeadLetter]:
     """One dead letter per changelog event of a table that cannot be applied."""
-    rows = batch.changelog.to_pylist()
+    rows = safe_rows(batch.changelog)
     keys = batch.key_columns
     return [
         DeadLetter(

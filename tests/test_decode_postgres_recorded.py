@@ -141,11 +141,11 @@ def test_replica_identity_full_gives_before_images_and_key_changes():
     )
 
 
-def test_keyless_tables_use_every_column_and_keys_can_be_overridden():
+def test_keyless_tables_are_keyed_by_their_row_image_and_keys_can_be_overridden():
     batch = Decoder("postgres").decode(TOAST)
-    assert batch.changes["src.public.nokey"].key_columns == ("a", "b")
+    assert batch.changes["src.public.nokey"].key_columns == ("_tm_row",)
     assert batch.changes["src.public.fullrow"].key_columns == ("id",)
-    # with every column as the key, an update is the old row leaving and the new arriving
+    # the row image is the identity: an update is the old row leaving and the new arriving
     nokey = batch.changes["src.public.nokey"].events
     assert [(r["_tm_op"], r["a"], r["b"]) for r in nokey.to_pylist()] == [
         ("c", 1, "x"),
@@ -153,6 +153,8 @@ def test_keyless_tables_use_every_column_and_keys_can_be_overridden():
         ("c", 1, "y"),
         ("d", 1, "y"),
     ]
+    rows = nokey.column("_tm_row").to_pylist()
+    assert rows[0] == rows[1] != rows[2] == rows[3]  # a delete finds the row its insert made
     positions = nokey.column("_tm_position").to_pylist()
     assert positions == sorted(positions) and len(set(positions)) == 4
     keyed = decode_records(TOAST, source_kind="postgres", key_columns={"src.public.nokey": ("a",)})

@@ -29,7 +29,7 @@ def test_settings_from_a_dsn():
     assert settings["provide.transaction.metadata"] == "true"
     assert settings["heartbeat.interval.ms"] == "10000"
     assert settings["driver.loginTimeout"] == "10" and settings["driver.encrypt"] == "false"
-    for key in ("decimal.handling.mode", "time.precision.mode", "binary.handling.mode"):
+    for key in ("time.precision.mode", "binary.handling.mode"):
         assert settings[key] == TYPE_SETTINGS[key]
     assert settings["decimal.handling.mode"] == "precise"
     assert settings["time.precision.mode"] == "adaptive"  # keeps datetime2(7)/time(7) exact

@@ -27,10 +27,10 @@ from pydantic import (
 
 from tidemark.errors import ConfigError
 from tidemark.kernel.columns import Layer
+from tidemark.kernel.names import config_name, lake_name, split_table
 from tidemark.kernel.secrets import mask
 
-_IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
-_TABLE = re.compile(rf"^{_IDENT}\.{_IDENT}$")
+_TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a classification tag names a policy
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SCHEMES = {"postgres": ("postgresql", "postgres"), "sqlserver": ("mssql", "sqlserver")}
@@ -71,7 +71,10 @@ class SourceConfig(_Frozen):
     name: str = Field(description="Short name; prefixes topics and lake tables.")
     kind: Literal["postgres", "sqlserver"] = Field(description="The source database kind.")
     dsn: str = Field(description="postgresql://user:pass@host:port/db or mssql://...; use ${VAR}.")
-    tables: tuple[str, ...] = Field(min_length=1, description="Captured tables as schema.table.")
+    tables: tuple[str, ...] = Field(
+        min_length=1,
+        description="Captured tables as schema.table (quote names with spaces or dots).",
+    )
     keys: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="Key columns per table, overriding the primary key."
     )
@@ -86,12 +89,29 @@ class SourceConfig(_Frozen):
     @field_validator("tables")
     @classmethod
     def _tables_are_qualified(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = []
         for index, table in enumerate(value):
-            if not _TABLE.match(table):
-                raise ValueError(f"[{index}] `{table}` must be schema.table, e.g. public.customers")
-        if len(set(value)) != len(value):
+            try:
+                names.append(config_name(*split_table(table)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"[{index}] `{table}` must be schema.table ({exc}), e.g. public.customers;"
+                    ' quote names with spaces or dots: "Sales"."Order Items"'
+                ) from None
+        if len(set(names)) != len(names):
             raise ValueError("lists a table twice")
-        return value
+        return tuple(names)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_name_tables(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        keys = {}
+        for table, columns in value.items():
+            try:
+                keys[config_name(*split_table(table))] = columns
+            except ValueError as exc:
+                raise ValueError(f"`{table}`: {exc}") from None
+        return keys
 
     @model_validator(mode="after")
     def _dsn_matches_kind(self) -> SourceConfig:
@@ -108,8 +128,8 @@ class SourceConfig(_Frozen):
         return self
 
     def lake_table(self, table: str) -> str:
-        """The lake table name `<source>.<schema>.<table>`."""
-        return f"{self.name}.{table}"
+        """The lake table name `<source>.<schema>.<table>` (the names unquoted)."""
+        return lake_name(self.name, *split_table(table))
 
 
 class BatchingConfig(_Frozen):
@@ -267,7 +287,7 @@ class PipelineConfig(_Frozen):
             if table not in captured:
                 raise ValueError(f"classify names `{table}`, which is not captured")
             for column, tag in columns.items():
-                if not re.match(rf"^{_IDENT}$", str(tag)):
+                if not _TAG.match(str(tag)):
                     raise ValueError(f"classify.{table}.{column}: tag `{tag}` is not a name")
         return self
 

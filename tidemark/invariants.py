@@ -140,3 +140,19 @@ def changelog_implies_versions(
     if implied == versions:
         return None
     return f"the changelog implies {implied} version(s) but forensic holds {versions}"
+
+
+def changelog_implies_counts(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> str | None:
+    """A table without a key: every event changes its row image's count (+1 for a create or
+    a read, -1 for a delete), and each event that leaves a count above zero is a version."""
+    k = _keys(keys)
+    implied = scalar(
+        con,
+        f"""SELECT count(*) FILTER (WHERE n > 0) FROM (
+              SELECT sum(CASE WHEN {OP} = 'd' THEN -1 ELSE 1 END)
+                     OVER (PARTITION BY {k} ORDER BY {POSITION}) AS n FROM cl)""",
+    )
+    versions = scalar(con, "SELECT count(*) FROM fo")
+    if implied == versions:
+        return None
+    return f"the changelog implies {implied} version(s) but forensic holds {versions}"

@@ -119,15 +119,43 @@ def open_source_engine(
     )
 
 
+def source_keys(source: SourceConfig) -> dict[str, tuple[str, ...]]:
+    """Key columns per lake table: the config's `keys`, else the replica identity's.
+
+    A table with `REPLICA IDENTITY USING INDEX` is keyed by that index's columns (Postgres
+    logs those for updates and deletes; Debezium's message key would be the primary key or
+    nothing). Other tables take their key from Debezium's message key (the primary key; none
+    for `REPLICA IDENTITY FULL` without one: every row image is its identity).
+
+    Raises:
+        SourceUnavailable: the source cannot be reached (transient: the runner retries).
+        SourceConfigError: a table cannot be captured exactly (connectors/postgres/tables.py).
+    """
+    from tidemark.connectors.postgres.setup import table_shapes
+
+    keys = {
+        source.lake_table(table): shape.identity_index
+        for table, shape in table_shapes(source.dsn, source.tables).items()
+        if shape.identity == "i"
+    }
+    keys.update({source.lake_table(t): tuple(k) for t, k in source.keys.items()})
+    return keys
+
+
 def _engine_factory(
-    config: PipelineConfig, source: SourceConfig, state: Path, max_batch: int
+    config: PipelineConfig, source: SourceConfig, state: Path, max_batch: int, decoder: Decoder
 ) -> Callable[[], Engine]:
     if source.kind != "postgres":
         raise UsageError(
             f"the embedded runtime captures Postgres sources; `{source.name}` is `{source.kind}`",
             hint="run SQL Server sources with the distributed runtime (`tidemark worker`)",
         )
-    return lambda: open_source_engine(config, source, state=state, max_batch=max_batch)
+
+    def open_engine() -> Engine:
+        decoder.key_columns = source_keys(source)  # before the first record is decoded
+        return open_source_engine(config, source, state=state, max_batch=max_batch)
+
+    return open_engine
 
 
 def attach_gold(
@@ -174,11 +202,12 @@ def build_runner(
     sources = []
     for source in config.sources:
         keys = {source.lake_table(t): tuple(k) for t, k in source.keys.items()}
+        decoder = Decoder(source.kind, key_columns=keys)
         sources.append(
             SourceSpec(
                 name=source.name,
-                open_engine=_engine_factory(config, source, state, max_batch),
-                decoder=Decoder(source.kind, key_columns=keys),
+                open_engine=_engine_factory(config, source, state, max_batch, decoder),
+                decoder=decoder,
                 resume_position=functools.partial(lake_source_position, lake, source.name),
             )
         )

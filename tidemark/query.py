@@ -50,7 +50,12 @@ def connect(
             hint="run the pipeline first (`tidemark up` or `tidemark run --config FILE`)",
         )
     con = duck_connect(storage_options=storage_options)
-    Catalog(tables, masking or Masking()).install(con)
+    views = Catalog(tables, masking or Masking()).install(con)
+    if not views:
+        raise UsageError(
+            f"no readable Delta tables under `{root}` yet",
+            hint="a first commit may still be in progress; retry, or see `tidemark status`",
+        )
     logger.debug("lake %s: %d tables", root, len(tables))
     return con
 

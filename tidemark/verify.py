@@ -22,13 +22,22 @@ import duckdb
 from deltalake import DeltaTable
 
 from tidemark import invariants
-from tidemark.canonical import Column, duckdb_rows, ident, kind_of, postgres_rows
+from tidemark.canonical import (
+    Column,
+    duckdb_rows,
+    ident,
+    install_macros,
+    kind_of,
+    postgres_rows,
+)
 from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
+from tidemark.connectors.postgres.tables import describe
 from tidemark.invariants import rows, scalar
-from tidemark.kernel.columns import OP, POSITION, TX_ID, Layer
+from tidemark.kernel.columns import COUNT, OP, POSITION, ROW, TX_ID, Layer
 from tidemark.kernel.errors import UsageError
+from tidemark.kernel.names import location, split_table, sql_name
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +76,7 @@ class VerifyReport:
 
 
 def _uri(root: str, *parts: str) -> str:
-    base = root if "://" in root else os.path.abspath(root)
-    return "/".join([base.rstrip("/"), *parts])
+    return location(root, *parts)
 
 
 def _open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:
@@ -89,31 +97,46 @@ def lake_position(root: str, storage_options: Mapping[str, str] | None = None) -
     return None
 
 
-def source_columns(snapshot: Snapshot, table: str) -> tuple[list[Column], list[str]]:
-    """A source table's columns (in order) and primary key.
+_COLUMNS = """
+SELECT a.attname::text, bt.typname::text, bt.typcategory::text, et.typname::text,
+       et.typcategory::text, a.atttypmod
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type e0 ON e0.oid = bt.typelem AND bt.typcategory = 'A'
+LEFT JOIN pg_type et ON et.oid = CASE WHEN e0.typtype = 'd' THEN e0.typbasetype ELSE e0.oid END
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum"""
+
+
+def source_columns(snapshot: Snapshot, table: str) -> tuple[list[Column], list[str] | None]:
+    """A source table's columns (in order, domains resolved to their base types) and key.
+
+    The key is what capture uses (connectors/postgres/tables.py): the primary key, or the
+    `REPLICA IDENTITY USING INDEX` index's columns; None for a table without one (every
+    row image is its identity, identical rows counted).
 
     Raises:
         UsageError: the table does not exist.
     """
-    schema, name = table.split(".", 1)
-    found = snapshot.fetch(
-        """SELECT a.attname, t.typname, t.typcategory,
-                  coalesce((SELECT k.ord FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord)
-                            WHERE k.num = a.attnum), 0)
-           FROM pg_attribute a
-           JOIN pg_class c ON c.oid = a.attrelid
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-           JOIN pg_type t ON t.oid = a.atttypid
-           LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-           WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-           ORDER BY a.attnum""",
-        (schema, name),
-    )
-    if not found:
+    schema, name = split_table(table)
+    found = snapshot.fetch(_COLUMNS, (schema, name))
+    shape = describe(snapshot.fetch, schema, name)
+    if not found or shape is None:
         raise UsageError(f"source table `{table}` not found", hint="check sources[].tables")
-    columns = [Column(r[0], r[1], kind_of(r[1], r[2])) for r in found]
-    keys = [r[0] for r in sorted((r for r in found if r[3]), key=lambda r: r[3])]
-    return columns, keys
+    columns = [
+        Column(
+            r[0],
+            r[1],
+            kind_of(r[1], r[2], r[5]),
+            kind_of(r[3], r[4]) if r[3] is not None else None,
+            r[5],
+        )
+        for r in found
+    ]
+    return columns, list(shape.key) if shape.key else None
 
 
 def _load_layers(
@@ -136,15 +159,26 @@ def _load_layers(
     return found
 
 
-def _lake_state(present: set[Layer], keys: list[str], snapshot: Snapshot) -> tuple[str, str | None]:
+def _lake_state(
+    present: set[Layer], keys: list[str], snapshot: Snapshot, *, counted: bool = False
+) -> tuple[str, str | None]:
     """SQL for the lake's rows of a table as the snapshot sees the source, and a caveat.
 
     An event counts when its transaction is visible in the snapshot (snapshot rows, op r,
     always are). pgoutput delivers transactions in commit order, so these are exactly the
-    changelog's events before the first invisible transaction.
+    changelog's events before the first invisible transaction. In a table without a key
+    every event changes its row's count, so the state is the version its last event made
+    (none when that event took the count to zero).
     """
     k = ", ".join(ident(c) for c in keys)
     seen = f"({OP} = 'r' OR {snapshot.visible_sql(TX_ID)})"
+    if counted and {Layer.CHANGELOG, Layer.FORENSIC} <= present:
+        on = " AND ".join(f"last.{ident(c)} = fo.{ident(c)}" for c in keys)
+        return (
+            f"""SELECT fo.* FROM (SELECT {k}, max({POSITION}) AS _p FROM cl WHERE {seen}
+                GROUP BY {k}) last JOIN fo ON {on} AND fo.{POSITION} = last._p""",
+            None,
+        )
     if {Layer.CHANGELOG, Layer.FORENSIC} <= present:
         on = " AND ".join(f"last.{ident(c)} = fo.{ident(c)}" for c in keys)
         return (
@@ -180,44 +214,52 @@ def check_table(
     """Compare one source table (in `snapshot`) with its lake table, then the invariants.
 
     `excluded` columns are never captured (classified `raw: drop`) and not compared."""
-    columns, keys = source_columns(snapshot, source_table)
+    columns, found_keys = source_columns(snapshot, source_table)
+    keys = list(key_override or found_keys or [ROW])
     columns = [c for c in columns if c.name not in excluded or c.name in keys]
-    keys = list(key_override or keys)
-    if not keys:
-        raise UsageError(
-            f"source table `{source_table}` has no primary key",
-            hint=f"set sources[].keys: {{{source_table}: [column, ...]}}",
-        )
+    counted = keys == [ROW]  # no key: compare how many of each row image there are
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    install_macros(con)
     with tempfile.TemporaryDirectory(prefix="tidemark-verify-") as tmp:
         path = os.path.join(tmp, "source.csv")
-        snapshot.copy_to(postgres_rows(source_table, columns, keys), path)
-        con.execute(
-            "CREATE TEMP TABLE src AS SELECT * FROM read_csv(?, header=false, "
-            "columns={'k': 'VARCHAR', 'h': 'VARCHAR'}, quote='\"', escape='\"')",
-            [path],
-        )
+        quoted = sql_name(*split_table(source_table))
+        snapshot.copy_to(postgres_rows(quoted, columns, keys, counted=counted), path)
+        con.execute("CREATE TEMP TABLE src (k VARCHAR, h VARCHAR)")
+        if os.path.getsize(path):  # DuckDB cannot sniff an empty file
+            con.execute(
+                "INSERT INTO src SELECT * FROM read_csv(?, header=false, "
+                "columns={'k': 'VARCHAR', 'h': 'VARCHAR'}, quote='\"', escape='\"')",
+                [path],
+            )
     layers = _load_layers(root, lake_table, storage_options, app_id)
-    source_rows = scalar(con, "SELECT count(*) FROM src")
+    source_rows = _rows_of(con, "src", counted)
     if not layers:
-        counts = {"missing": source_rows} if source_rows else {}
+        counts = {"missing": scalar(con, "SELECT count(*) FROM src")} if source_rows else {}
         return TableCheck(lake_table, source_rows, 0, counts, notes=("no lake table yet",))
     names = {Layer.CHANGELOG: "cl", Layer.FORENSIC: "fo", Layer.LIVE: "lv"}
     for layer, dt in layers.items():
         con.register(names[layer], dt.to_pyarrow_dataset())
     any_layer = names[next(iter(layers))]
     lake_types = {r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")}
-    state, caveat = _lake_state(set(layers), keys, snapshot)
-    con.execute(f"CREATE TEMP TABLE lake AS {duckdb_rows(f'({state})', columns, keys, lake_types)}")
-    lake_rows = scalar(con, "SELECT count(*) FROM lake")
+    state, caveat = _lake_state(set(layers), keys, snapshot, counted=counted)
+    hashed = duckdb_rows(f"({state})", columns, keys, lake_types, count=COUNT if counted else None)
+    con.execute(f"CREATE TEMP TABLE lake AS {hashed}")
+    lake_rows = _rows_of(con, "lake", counted)
     counts, examples = invariants.compare_hashed(con, "src", "lake", sample)
-    findings = _invariant_findings(con, set(layers), columns, keys, lake_types, sample)
+    findings = _invariant_findings(con, set(layers), columns, keys, lake_types, sample, counted)
     notes = tuple(n for n in [caveat] if n)
     missing_cols = [c.name for c in columns if c.name not in lake_types]
     if missing_cols:
         notes += (f"source columns not in the lake yet: {missing_cols}",)
     return TableCheck(lake_table, source_rows, lake_rows, counts, examples, findings, notes)
+
+
+def _rows_of(con: duckdb.DuckDBPyConnection, relation: str, counted: bool) -> int:
+    """Rows a hashed relation stands for (a counted one holds a count per row image)."""
+    if counted:
+        return int(scalar(con, f"SELECT coalesce(sum(CAST(h AS BIGINT)), 0) FROM {relation}"))
+    return int(scalar(con, f"SELECT count(*) FROM {relation}"))
 
 
 def _invariant_findings(
@@ -227,7 +269,10 @@ def _invariant_findings(
     keys: list[str],
     lake_types: dict[str, str],
     sample: int,
+    counted: bool = False,
 ) -> tuple[str, ...]:
+    if counted:  # the row's count is part of what live and forensic must agree on
+        columns = [*columns, Column(ROW, "text", "text"), Column(COUNT, "int8", "int")]
     checks: list[Callable[[], str | None]] = []
     if Layer.FORENSIC in present:
         checks += [
@@ -238,7 +283,9 @@ def _invariant_findings(
             checks.append(
                 lambda: invariants.as_of_now_equals_live(con, columns, keys, lake_types, sample)
             )
-        if Layer.CHANGELOG in present:
+        if Layer.CHANGELOG in present and counted:
+            checks.append(lambda: invariants.changelog_implies_counts(con, keys))
+        elif Layer.CHANGELOG in present:
             checks.append(
                 lambda: invariants.changelog_implies_versions(con, columns, keys, lake_types)
             )

@@ -9,7 +9,7 @@ Heartbeats are skipped; transaction BEGIN/END markers are shown on request.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tidemark.connectors.debezium.engine import EmbeddedEngine
@@ -48,9 +48,14 @@ def raw_event(record: RawRecord, *, markers: bool = False) -> dict[str, Any] | N
     source = payload.get("source") or {}
     lsn = source.get("lsn")
     key = record.key_payload()
+    named = all(source.get(k) for k in ("name", "schema", "table"))
     return {
         "op": payload.get("op"),
-        "table": lake_table(record.destination),
+        # The source block names the table exactly; Debezium's topic name replaces spaces
+        # and other characters a Kafka topic cannot hold.
+        "table": f"{source['name']}.{source['schema']}.{source['table']}"
+        if named
+        else lake_table(record.destination),
         "key": key,
         "position": f"{lsn:016x}" if isinstance(lsn, int) else source.get("change_lsn"),
         "tx": str(source.get("txId") or source.get("commit_lsn") or ""),
@@ -125,6 +130,7 @@ def tail_events(
     engines: Sequence[EmbeddedEngine],
     *,
     source_kind: SourceKind = "postgres",
+    key_columns: Mapping[str, tuple[str, ...]] | None = None,
     raw: bool = False,
     markers: bool = False,
     max_events: int | None = None,
@@ -133,9 +139,10 @@ def tail_events(
     """Yield events from every engine as they arrive, acknowledging what was yielded.
 
     Stops after `max_events` change events (markers not counted) or after `idle_timeout`
-    seconds without any record.
+    seconds without any record. `key_columns` (lake table -> columns) overrides the keys
+    Debezium's message keys give (tables keyed by a replica identity index).
     """
-    decoders = {id(engine): Decoder(source_kind) for engine in engines}
+    decoders = {id(engine): Decoder(source_kind, dict(key_columns or {})) for engine in engines}
     count = 0
     last_seen = time.monotonic()
     timeout = 0.5 / max(1, len(engines))

@@ -184,6 +184,7 @@ class Decoder:
         before = payload.get("before")
         if layout.keyless and op == "u" and before is not None:
             # Every column is the key: the update is the old row leaving, the new arriving.
+            row = layout.fill_unchanged(row, before)
             rows.add(before, before, "d", position, tx_id, ts, record)
             position = position[:-8] + f"{int(position[-8:], 16) + 1:08x}"
             op, before = "c", None
@@ -242,17 +243,16 @@ class Decoder:
     ) -> tuple[dict[str, TableChanges], str | None]:
         tables: dict[str, list[pa.Table]] = {}
         keys: dict[str, tuple[str, ...]] = {}
+        finish = delta_storable if self.target == "delta" else None
         for layout, rows in pending.items():
             try:
-                built = rows.build()
+                built = rows.build(finish)
             except Exception:
-                rows, bad = rows.split_bad()
+                rows, bad = rows.split_bad(finish)
                 for record, reason, position in bad:
                     dead.append(self._dead(record, reason, table=layout.table, position=position))
-                built = rows.build()
+                built = rows.build(finish)
             if built.num_rows:
-                if self.target == "delta":
-                    built = delta_storable(built)
                 tables.setdefault(layout.table, []).append(built)
                 keys[layout.table] = layout.key_columns
         changes: dict[str, TableChanges] = {}

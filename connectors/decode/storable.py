@@ -14,8 +14,11 @@ except where said:
   is dropped (DESIGN §3.1 asks for microseconds; delta-rs would drop it silently anyway).
 
 - Postgres +/-infinity (the int32/int64 extremes in the decoder's dates and timestamps)
-  -> 9999-12-31 [23:59:59.999999] / 0001-01-01, the ends of the Delta range: delta-rs cannot
-  write the extremes. A real 9999-12-31 and infinity then look alike.
+  -> 9999-12-31 [23:59:59.999999] / 0001-01-01, the ends of the Delta range (the lake's
+  sentinels): delta-rs cannot write the extremes. A real value at either end reads alike.
+- Any other date or timestamp outside 0001-01-01 .. 9999-12-31 raises `ValueError` naming
+  the value: the decoder makes its event a dead letter (delta-rs panics on such dates, and
+  readers fail on their statistics), never a sentinel.
 
 Lists and structs are converted element-wise.
 """
@@ -54,7 +57,9 @@ def delta_type(kind: pa.DataType) -> pa.DataType:
 
 
 def _infinities(array: pa.Array) -> pa.Array:
-    """Dates and timestamps: the +/-infinity extremes become the ends of the Delta range."""
+    """Dates and timestamps: the +/-infinity extremes become the ends of the Delta range, and
+    any other value outside that range raises `ValueError` (the event becomes a dead letter:
+    Delta cannot hold it, and folding it into a sentinel would change it silently)."""
     kind = array.type
     if pa.types.is_date32(kind):
         top, bottom, new_top, new_bottom, raw = _EXTREMES["date"]
@@ -64,11 +69,47 @@ def _infinities(array: pa.Array) -> pa.Array:
         return array
     ints = array.cast(raw)
     bounds = pc.min_max(ints)
-    if bounds["max"].as_py() != top and bounds["min"].as_py() != bottom:
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None or (new_bottom <= low and high <= new_top):
         return array
+    infinite = pc.or_(pc.equal(ints, top), pc.equal(ints, bottom))
+    outside = pc.or_(pc.less(ints, new_bottom), pc.greater(ints, new_top))
+    bad = pc.filter(ints, pc.and_(outside, pc.invert(infinite)))
+    if len(bad):
+        raise ValueError(
+            f"{_spelled(bad[0].as_py(), kind)} is outside what Delta can store (years 0001 to 9999)"
+        )
     ints = pc.if_else(pc.equal(ints, top), pa.scalar(new_top, raw), ints)
     ints = pc.if_else(pc.equal(ints, bottom), pa.scalar(new_bottom, raw), ints)
     return ints.cast(kind)
+
+
+def _spelled(value: int, kind: pa.DataType) -> str:
+    """A date or timestamp integer as Postgres prints the day (years beyond Python's too)."""
+    if pa.types.is_date32(kind):
+        days, unit = value, "days"
+    else:
+        days, unit = value // 86_400_000_000, "µs"
+    year, month, day = _civil(days)
+    text = (
+        f"{year:04d}-{month:02d}-{day:02d}"
+        if year > 0
+        else f"{1 - year:04d}-{month:02d}-{day:02d} BC"
+    )
+    return f"`{text}` ({value} {unit} since 1970)"
+
+
+def _civil(days: int) -> tuple[int, int, int]:
+    """(ISO year, month, day) of a day number since 1970, proleptic Gregorian (H. Hinnant)."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 def _needs_work(kind: pa.DataType) -> bool:
@@ -151,6 +192,10 @@ def delta_storable(table: pa.Table) -> pa.Table:
         if not _needs_work(field.type):
             arrays.append(column)
         else:
-            arrays.append(pa.chunked_array([delta_array(c) for c in column.chunks], type=target))
+            try:
+                converted = [delta_array(c) for c in column.chunks]
+            except ValueError as exc:
+                raise ValueError(f"column `{field.name}`: {exc}") from exc
+            arrays.append(pa.chunked_array(converted, type=target))
         fields.append(pa.field(field.name, target, nullable=field.nullable))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

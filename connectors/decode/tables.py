@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from tidemark.connectors.decode.rowkey import row_digests
 from tidemark.connectors.decode.types import ColumnType, column_type
 from tidemark.kernel import columns as tm
 
@@ -31,9 +33,9 @@ class TableLayout:
         types: one `ColumnType` per name.
         key_columns: the key (Debezium's message key, or the configured override).
         schema: the Arrow schema of the built batch (row image + `_tm_` columns).
-        keyless: the table has no key (no primary key, no override): every column is the
-            key, so the decoder turns each update into a delete of the before image and a
-            create of the after image.
+        keyless: the table has no key (no primary key, no override): its key is `_tm_row`,
+            a digest of the whole row image (connectors/decode/rowkey.py), and the decoder
+            turns each update into a delete of the before image and a create of the after.
     """
 
     table: str
@@ -59,9 +61,9 @@ class TableLayout:
         types = tuple(column_type(f, zoned_unit=zoned_unit) for f in row["fields"])
         keyless = not key_columns
         if keyless:
-            log.info("table %s has no key; using all %d columns as its key", table, len(names))
-            key_columns = names
-        missing = [k for k in key_columns if k not in names]
+            log.info("table %s has no key: each row image is its own identity", table)
+            key_columns = (tm.ROW,)
+        missing = [k for k in key_columns if k not in names and not keyless]
         if missing:
             raise ValueError(f"key columns `{', '.join(missing)}` are not columns of `{table}`")
         image = [pa.field(n, t.arrow) for n, t in zip(names, types, strict=True)]
@@ -77,6 +79,20 @@ class TableLayout:
             ]
         )
         return cls(table, names, types, key_columns, schema, keyless)
+
+    def fill_unchanged(self, after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        """`after` with each unchanged-TOAST placeholder replaced by the before image's value.
+
+        A keyless table's update becomes a delete of the before image and a create of the
+        after image; with `REPLICA IDENTITY FULL` the before image is complete, so the
+        create gets the real value of a column the update did not touch.
+        """
+        filled = dict(after)
+        for name, kind in zip(self.names, self.types, strict=True):
+            value = after.get(name)
+            if kind.placeholders and value is not None and value in kind.placeholders:
+                filled[name] = before.get(name)
+        return filled
 
 
 @dataclass
@@ -110,8 +126,9 @@ class TableRows:
         self.source_ts.append(source_ts)
         self.records.append(record)
 
-    def build(self) -> pa.Table:
-        """The Arrow table; raises if any value cannot be converted (see `split_bad`)."""
+    def build(self, finish: Callable[[pa.Table], pa.Table] | None = None) -> pa.Table:
+        """The Arrow table (passed through `finish`, e.g. the Delta conversion); raises if any
+        value cannot be converted or stored (see `split_bad`)."""
         layout = self.layout
         count = len(self.rows)
         columns = (
@@ -136,6 +153,10 @@ class TableRows:
         table = pa.Table.from_arrays(arrays, schema=layout.schema)
         if any(a > b for a, b in zip(self.positions, self.positions[1:], strict=False)):
             table = table.sort_by(tm.POSITION)
+        if finish is not None:
+            table = finish(table)
+        if layout.keyless:
+            table = table.add_column(len(layout.names), tm.ROW, row_digests(table, layout.names))
         return table
 
     def _before_array(self) -> pa.Array:
@@ -152,7 +173,9 @@ class TableRows:
         mask = pa.array([b is None for b in self.befores], type=pa.bool_())
         return pa.StructArray.from_arrays(children, fields=list(struct_type), mask=mask)
 
-    def split_bad(self) -> tuple[TableRows, list[tuple[Any, str, str]]]:
+    def split_bad(
+        self, finish: Callable[[pa.Table], pa.Table] | None = None
+    ) -> tuple[TableRows, list[tuple[Any, str, str]]]:
         """Find the events whose values do not convert: the rest, and (record, reason, position)."""
         good = TableRows(self.layout)
         bad: list[tuple[Any, str, str]] = []
@@ -168,7 +191,7 @@ class TableRows:
                 self.records[i],
             )
             try:
-                one.build()
+                one.build(finish)
             except Exception as exc:  # any conversion failure isolates this event only
                 bad.append((self.records[i], f"{type(exc).__name__}: {exc}", self.positions[i]))
                 continue

@@ -8,7 +8,6 @@ docs/decoding.md has the full mapping table and the reasons behind each choice.
 
 from __future__ import annotations
 
-import re
 from binascii import a2b_base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,9 +15,14 @@ from typing import Any, Final
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from tidemark.connectors.decode import pgtext, temporal
 from tidemark.connectors.decode.settings import UNAVAILABLE_VALUE
+from tidemark.connectors.decode.temporal import (  # noqa: F401  (re-exported)
+    INFINITY_US,
+    MINUS_INFINITY_US,
+    parse_interval,
+)
 
 Converter = Callable[[Sequence[Any]], pa.Array]
 
@@ -27,17 +31,6 @@ _PLACEHOLDER_B64: Final = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
 # What Debezium puts in an unchanged TOAST array: the placeholder as one string element,
 # or, for arrays of numbers, the placeholder's bytes as numbers (seen on real envelopes).
 _PLACEHOLDER_LISTS: Final = ([UNAVAILABLE_VALUE], list(_PLACEHOLDER_BYTES))
-
-
-# Postgres +/-infinity: we store the int64 (timestamps) or int32 (dates) extremes.
-INFINITY_US: Final = 2**63 - 1
-MINUS_INFINITY_US: Final = -(2**63) + 1
-_EXTREMES: Final = frozenset((INFINITY_US, MINUS_INFINITY_US))
-# Debezium's documented sentinels for Postgres timestamp +/-infinity (micro timestamps).
-_INFINITIES: Final = {9223372036825200000: INFINITY_US, -9223372036832400000: MINUS_INFINITY_US}
-# Postgres stores date infinity as int32 max/min days since 2000-01-01; Debezium adds the
-# 10957 days to 1970 in 32 bits and wraps around to these values (seen on real events).
-_DATE_INFINITIES: Final = {-2147472692: 2**31 - 1, -2147472691: -(2**31)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +112,58 @@ def decimal_text(unscaled: int, scale: int) -> str:
     return f"{sign}{digits[:-scale]}.{digits[-scale:]}"
 
 
+_NUMERIC_WORDS: Final = {
+    "NAN": "NaN",
+    "POSITIVE_INFINITY": "Infinity",
+    "NEGATIVE_INFINITY": "-Infinity",
+    "NaN": "NaN",
+    "Infinity": "Infinity",
+    "-Infinity": "-Infinity",
+}
+_VARIABLE_LENGTHS: Final = frozenset((0, 131089))  # what Postgres reports for bare `numeric`
+
+
+def _numeric_text(params: dict[str, str], source_type: str) -> ColumnType:
+    """NUMERIC/MONEY as Debezium's exact text (`decimal.handling.mode=string`).
+
+    `numeric(p, s)` becomes `decimal(p, s)` (128 bits up to p = 38, 256 up to 76, the exact
+    text beyond), built by Arrow's parser, which refuses rather than rounds. NaN and the
+    infinities have no decimal: such a value raises (the event is a dead letter, never
+    NULL). Bare `numeric` stays its exact text, NaN and the infinities spelled as Postgres
+    spells them. MONEY is `decimal(38, 2)`, as with the `precise` mode.
+    """
+    length = int(params.get("__debezium.source.column.length") or 0)
+    scale = int(params.get("__debezium.source.column.scale") or 0)
+    if source_type in ("MONEY", "_MONEY"):
+        length, scale = 38, 2
+    elif length in _VARIABLE_LENGTHS and scale == 0:
+        return ColumnType(pa.string(), _numeric_words, (UNAVAILABLE_VALUE,))
+    if length > 76:
+        arrow: pa.DataType = pa.string()
+    elif length > 38:
+        arrow = pa.decimal256(length, scale)
+    else:
+        arrow = pa.decimal128(length, scale)
+
+    def convert(values: Sequence[Any]) -> pa.Array:
+        special = next((v for v in values if v is not None and v[-1:].isalpha()), None)
+        if special is not None:
+            word = _NUMERIC_WORDS.get(special, special)
+            raise ValueError(f"numeric `{word}` has no value in numeric({length},{scale})")
+        text = pa.array(values, type=pa.string())
+        return text if arrow == pa.string() else text.cast(arrow)
+
+    return ColumnType(arrow, convert, (UNAVAILABLE_VALUE,))
+
+
+def _numeric_words(values: Sequence[Any]) -> pa.Array:
+    if any(v is not None and v[-1:].isalpha() for v in values):
+        values = [
+            v if v is None or not v[-1:].isalpha() else _NUMERIC_WORDS.get(v, v) for v in values
+        ]
+    return pa.array(values, type=pa.string())
+
+
 def _decimal_strings(values: Sequence[Any], scale: int) -> pa.Array:
     return pa.array(
         [None if v is None else decimal_text(_unscaled(v), scale) for v in values], type=pa.string()
@@ -130,120 +175,6 @@ def _variable_decimal(values: Sequence[Any]) -> pa.Array:
     return pa.array(
         [None if v is None else decimal_text(_unscaled(v["value"]), v["scale"]) for v in values],
         type=pa.string(),
-    )
-
-
-def _scaled_ints(factor: int, arrow: pa.DataType) -> ColumnType:
-    """Integer epoch/clock values, rescaled to the Arrow unit (`factor` 1 = as is).
-
-    Postgres +/-infinity arrive as Debezium sentinels (see `_INFINITIES`) or overflow when
-    rescaled; both become the int64 extremes, as for zoned timestamps.
-    """
-
-    def convert(values: Sequence[Any]) -> pa.Array:
-        ints = pa.array(values, type=pa.int64())
-        if _INFINITIES.keys() & set(values):
-            ints = pa.array([_INFINITIES.get(v, v) for v in values], type=pa.int64())
-            if factor != 1:
-                ints = pa.array(
-                    [
-                        None if v is None else v if v in _EXTREMES else v * factor
-                        for v in ints.to_pylist()
-                    ],
-                    type=pa.int64(),
-                )
-        elif factor != 1:
-            try:
-                ints = pc.multiply_checked(ints, factor)
-            except pa.ArrowInvalid:  # only an infinity sentinel can overflow
-                ints = pa.array(
-                    [None if v is None else _clamp(v * factor) for v in values], type=pa.int64()
-                )
-        return ints.cast(arrow)
-
-    return ColumnType(arrow, convert)
-
-
-def _clamp(value: int) -> int:
-    return (
-        INFINITY_US
-        if value > INFINITY_US
-        else MINUS_INFINITY_US
-        if value < MINUS_INFINITY_US
-        else value
-    )
-
-
-def _date(values: Sequence[Any]) -> pa.Array:
-    """Epoch days; Postgres date +/-infinity overflow inside Debezium to fixed values."""
-    if _DATE_INFINITIES.keys() & set(values):
-        values = [_DATE_INFINITIES.get(v, v) for v in values]
-    return pa.array(values, type=pa.date32())
-
-
-def _zoned_timestamp(unit: str) -> ColumnType:
-    """ISO-8601 UTC strings; Arrow's parser refuses (never truncates) extra precision."""
-    arrow = pa.timestamp(unit, tz="UTC")
-    specials = {"infinity": INFINITY_US, "-infinity": MINUS_INFINITY_US}
-
-    def convert(values: Sequence[Any]) -> pa.Array:
-        if not any(v in specials for v in values if v is not None and len(v) < 10):
-            return pa.array(values, type=pa.string()).cast(arrow)
-        plain = [None if v in specials else v for v in values]
-        parsed = pa.array(plain, type=pa.string()).cast(arrow).cast(pa.int64()).to_pylist()
-        ints = [
-            specials.get(v, p) if v is not None else None
-            for v, p in zip(values, parsed, strict=True)
-        ]
-        return pa.array(ints, type=pa.int64()).cast(arrow)
-
-    return ColumnType(arrow, convert)
-
-
-_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
-
-
-def _zoned_time(values: Sequence[Any]) -> pa.Array:
-    """ZonedTime `HH:MM:SS[.f]Z` (Debezium normalises to UTC) -> time64[us] in UTC."""
-    out: list[int | None] = []
-    for value in values:
-        if value is None:
-            out.append(None)
-            continue
-        match = _TIME.match(value)
-        if match is None or match.group(5) not in (None, "Z"):
-            raise ValueError(f"unexpected ZonedTime `{value}`")
-        hours, minutes, seconds, fraction = match.group(1, 2, 3, 4)
-        micros = int((fraction or "").ljust(6, "0")[:6])
-        if fraction and len(fraction) > 6 and int(fraction[6:]):
-            raise ValueError(f"ZonedTime `{value}` has more than microsecond precision")
-        out.append(((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1_000_000 + micros)
-    return pa.array(out, type=pa.int64()).cast(pa.time64("us"))
-
-
-_INTERVAL = re.compile(
-    r"^P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?"
-    r"(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?)(\d+)(?:\.(\d{1,9}))?S)?)?$"
-)
-
-
-def parse_interval(value: str) -> tuple[int, int, int]:
-    """Debezium's ISO-8601 interval (`P-1Y-2M3DT-4H-5M-6.789S`) -> (months, days, nanos)."""
-    match = _INTERVAL.match(value)
-    if match is None:
-        raise ValueError(f"unexpected interval `{value}`")
-    years, months, days, hours, minutes, sec_sign, secs, frac = match.groups()
-    nanos = int(secs or 0) * 10**9 + int((frac or "").ljust(9, "0"))
-    if sec_sign:
-        nanos = -nanos
-    nanos += (int(hours or 0) * 60 + int(minutes or 0)) * 60 * 10**9
-    return int(years or 0) * 12 + int(months or 0), int(days or 0), nanos
-
-
-def _interval(values: Sequence[Any]) -> pa.Array:
-    return pa.array(
-        [None if v is None else parse_interval(v) for v in values],
-        type=pa.month_day_nano_interval(),
     )
 
 
@@ -264,6 +195,18 @@ def _array(item: ColumnType) -> ColumnType:
         )
 
     return ColumnType(arrow, convert, _PLACEHOLDER_LISTS)
+
+
+def _text_array(params: dict[str, str]) -> ColumnType:
+    """An array the Java converter sent as element texts (connectors/decode/pgtext.py)."""
+    arrow, convert = pgtext.element_type(params.get("tidemark.element", ""), params, _numeric_text)
+    listed = _array(ColumnType(arrow, convert))
+
+    def checked(values: Sequence[Any]) -> pa.Array:
+        pgtext.check_dimensions(values)
+        return listed.convert(values)
+
+    return ColumnType(listed.arrow, checked, listed.placeholders)
 
 
 def _struct(fields: list[tuple[str, ColumnType]]) -> ColumnType:
@@ -290,10 +233,32 @@ def _as_text(values: Sequence[Any]) -> pa.Array:
     )
 
 
+def _epoch(factor: int, arrow: pa.DataType) -> ColumnType:
+    """Timestamps since the epoch: infinities told apart (connectors/decode/temporal.py)."""
+    return ColumnType(arrow, temporal.epoch_ints(factor, arrow, timestamp=True))
+
+
+def _clock(factor: int, arrow: pa.DataType) -> ColumnType:
+    """Times of day, durations, nanosecond timestamps (SQL Server): no infinities."""
+    return ColumnType(arrow, temporal.epoch_ints(factor, arrow, timestamp=False))
+
+
 _STRING = ColumnType(
     pa.string(), lambda values: pa.array(values, type=pa.string()), (UNAVAILABLE_VALUE,)
 )
 _BYTES = ColumnType(pa.large_binary(), _bytes, (_PLACEHOLDER_B64,))
+_NUMERIC_TYPES: Final = frozenset(("NUMERIC", "_NUMERIC", "MONEY", "_MONEY"))
+
+
+def _text_of_bytes(values: Sequence[Any]) -> pa.Array:
+    """Base64 of UTF-8 text (how unknown types arrive) -> the text."""
+    return pa.array(
+        [None if v is None else a2b_base64(v, strict_mode=True).decode() for v in values],
+        type=pa.string(),
+    )
+
+
+_UNKNOWN_TEXT = ColumnType(pa.string(), _text_of_bytes, (_PLACEHOLDER_B64,))
 
 _PRIMITIVES: Final[dict[str, ColumnType]] = {
     "boolean": _plain(pa.bool_()),
@@ -312,20 +277,20 @@ _PRIMITIVES: Final[dict[str, ColumnType]] = {
 # Semantic types by Connect schema name. Names not listed fall back to the literal type
 # (io.debezium.data.Uuid, Json, Enum, EnumSet, Xml, Ltree, ... are strings already).
 _SEMANTIC: Final[dict[str, ColumnType]] = {
-    "io.debezium.time.Date": ColumnType(pa.date32(), _date),
-    "org.apache.kafka.connect.data.Date": ColumnType(pa.date32(), _date),
-    "io.debezium.time.Time": _scaled_ints(1000, pa.time64("us")),
-    "org.apache.kafka.connect.data.Time": _scaled_ints(1000, pa.time64("us")),
-    "io.debezium.time.MicroTime": _scaled_ints(1, pa.time64("us")),
-    "io.debezium.time.NanoTime": _scaled_ints(1, pa.time64("ns")),
-    "io.debezium.time.Timestamp": _scaled_ints(1000, pa.timestamp("us")),
-    "org.apache.kafka.connect.data.Timestamp": _scaled_ints(1000, pa.timestamp("us")),
-    "io.debezium.time.MicroTimestamp": _scaled_ints(1, pa.timestamp("us")),
-    "io.debezium.time.NanoTimestamp": _scaled_ints(1, pa.timestamp("ns")),
-    "io.debezium.time.MicroDuration": _scaled_ints(1, pa.duration("us")),
-    "io.debezium.time.NanoDuration": _scaled_ints(1, pa.duration("ns")),
-    "io.debezium.time.ZonedTime": ColumnType(pa.time64("us"), _zoned_time),
-    "io.debezium.time.Interval": ColumnType(pa.month_day_nano_interval(), _interval),
+    "io.debezium.time.Date": ColumnType(pa.date32(), temporal.dates),
+    "org.apache.kafka.connect.data.Date": ColumnType(pa.date32(), temporal.dates),
+    "io.debezium.time.Time": _clock(1000, pa.time64("us")),
+    "org.apache.kafka.connect.data.Time": _clock(1000, pa.time64("us")),
+    "io.debezium.time.MicroTime": _clock(1, pa.time64("us")),
+    "io.debezium.time.NanoTime": _clock(1, pa.time64("ns")),
+    "io.debezium.time.Timestamp": _epoch(1000, pa.timestamp("us")),
+    "org.apache.kafka.connect.data.Timestamp": _epoch(1000, pa.timestamp("us")),
+    "io.debezium.time.MicroTimestamp": _epoch(1, pa.timestamp("us")),
+    "io.debezium.time.NanoTimestamp": _clock(1, pa.timestamp("ns")),
+    "io.debezium.time.MicroDuration": _clock(1, pa.duration("us")),
+    "io.debezium.time.NanoDuration": _clock(1, pa.duration("ns")),
+    "io.debezium.time.ZonedTime": ColumnType(pa.time64("us"), temporal.zoned_times),
+    "io.debezium.time.Interval": ColumnType(pa.month_day_nano_interval(), temporal.intervals),
     "io.debezium.data.VariableScaleDecimal": ColumnType(pa.string(), _variable_decimal),
     "io.debezium.data.Bits": _BYTES,
 }
@@ -350,9 +315,21 @@ def column_type(schema: dict[str, Any], *, zoned_unit: str = "us") -> ColumnType
         precision = params.get("connect.decimal.precision")
         return _decimal(int(params.get("scale", 0)), int(precision) if precision else None)
     if name == "io.debezium.time.ZonedTimestamp":
-        return _zoned_timestamp(zoned_unit)
+        arrow = pa.timestamp(zoned_unit, tz="UTC")
+        return ColumnType(arrow, temporal.zoned_timestamps(zoned_unit))
     if name in _SEMANTIC:
         return _SEMANTIC[name]
+    params = schema.get("parameters") or {}
+    if name == pgtext.SCHEMA_NAME:
+        return _text_array(params)
+    source_type = params.get("__debezium.source.column.type")
+    if name is None and source_type in _NUMERIC_TYPES:
+        if kind == "string":
+            return _numeric_text(params, source_type)
+        if kind == "array" and schema["items"].get("type") == "string":
+            return _array(_numeric_text(params, source_type))
+    if name is None and kind == "bytes" and source_type not in (None, "BYTEA"):
+        return _UNKNOWN_TEXT  # a type Debezium does not map: the bytes of its text form
     if kind == "array":
         return _array(column_type(schema["items"], zoned_unit=zoned_unit))
     if kind == "struct":

@@ -13,6 +13,7 @@ from psycopg2.extensions import parse_dsn
 
 from tidemark.connectors.decode.settings import TYPE_SETTINGS
 from tidemark.connectors.errors import SourceConfigError
+from tidemark.kernel.names import split_table
 from tidemark.kernel.secrets import mask
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
@@ -56,9 +57,22 @@ def parse_postgres_dsn(dsn: str) -> dict[str, str]:
     }
 
 
+def _literal(text: str) -> str:
+    """`text` as a Java regex literal: letters, digits and `_` as they are, every other
+    character as `\\x{hex}` (so commas, which separate list entries, spaces and quotes too)."""
+    return "".join(
+        c if c.isascii() and (c.isalnum() or c == "_") else f"\\x{{{ord(c):x}}}" for c in text
+    )
+
+
 def table_regex(table: str) -> str:
-    """A `table.include.list` entry matching exactly `schema.table`."""
-    return "^" + re.escape(table) + "$"
+    """A `table.include.list` entry matching exactly the config table `schema.table`.
+
+    Debezium matches the list case-insensitively; `(?-i)` makes it exact, so `public.Orders`
+    does not also capture `public.orders`.
+    """
+    schema, name = split_table(table)
+    return f"^(?-i){_literal(schema)}\\.{_literal(name)}$"
 
 
 def connector_settings(

@@ -17,6 +17,8 @@ import psycopg2
 from psycopg2 import sql
 
 from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
+from tidemark.connectors.postgres.tables import PUBLISHES_GENERATED, TableShape, describe
+from tidemark.kernel.names import split_table
 from tidemark.kernel.secrets import mask
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,13 @@ def connect(dsn: str, *, timeout_s: int = 5) -> psycopg2.extensions.connection:
 
 
 def _split(table: str) -> tuple[str, str]:
-    schema, dot, name = table.partition(".")
-    if not dot or not schema or not name:
+    try:
+        return split_table(table)
+    except ValueError as exc:
         raise SourceConfigError(
-            f"table `{table}` is not `schema.table`", hint="write tables as `public.customers`"
-        )
-    return schema, name
+            f"table `{table}`: {exc}",
+            hint='write tables as `public.customers` or `"Sales"."Order Items"`',
+        ) from None
 
 
 def _one(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
@@ -87,37 +90,41 @@ def _check_rights(cur: psycopg2.extensions.cursor) -> None:
         )
 
 
-def _check_table(cur: psycopg2.extensions.cursor, table: str) -> None:
+def _check_table(cur: psycopg2.extensions.cursor, table: str, version: int) -> TableShape:
     schema, name = _split(table)
-    cur.execute(
-        """
-        SELECT c.relreplident,
-               EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-               has_table_privilege(c.oid, 'SELECT')
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
-        """,
-        (schema, name),
-    )
-    row = cur.fetchone()
-    if row is None:
+
+    def fetch(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cur.execute(query, params)
+        return list(cur.fetchall())
+
+    shape = describe(fetch, schema, name)
+    if shape is None:
         raise SourceConfigError(
             f"table `{table}` does not exist in this database",
-            hint="check the name in `sources[].tables` (schema.table)",
+            hint="check the name in `sources[].tables` (schema.table; quote names with "
+            'spaces or dots: "Sales"."Order Items")',
         )
-    identity, has_pk, can_select = row
-    if not can_select:
-        raise SourceConfigError(
-            f"the capture role cannot SELECT from `{table}` (needed for the snapshot)",
-            hint=f"GRANT SELECT ON {table} TO <capture role>;",
-        )
-    if identity == "f" or (identity == "d" and has_pk):
-        return
-    why = "has no primary key" if identity == "d" else f"has replica identity `{identity}`"
-    raise SourceConfigError(
-        f"table `{table}` {why}, so updates and deletes cannot be captured with their keys",
-        hint=f"add a primary key, or run: ALTER TABLE {table} REPLICA IDENTITY FULL;",
-    )
+    problems = shape.problems(version)
+    if problems:
+        message, hint = problems[0]
+        raise SourceConfigError(message, hint=hint)
+    return shape
+
+
+def table_shapes(dsn: str, tables: Sequence[str]) -> dict[str, TableShape]:
+    """Each table's shape (its key by replica identity, see `tables.py`), by config name.
+
+    Raises:
+        SourceUnavailable: the server cannot be reached.
+        SourceConfigError: a table is missing or cannot be captured exactly.
+    """
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            version = _check_server(cur)
+            return {table: _check_table(cur, table, version) for table in tables}
+    finally:
+        conn.close()
 
 
 def _ensure_publication(
@@ -138,11 +145,11 @@ def _ensure_publication(
         if row[0]:
             return False, ()
         cur.execute(
-            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
             (publication,),
         )
-        present = {r[0] for r in cur.fetchall()}
-        missing = [t for t in tables if t not in present]
+        present = {(r[0], r[1]) for r in cur.fetchall()}
+        missing = [t for t in tables if _split(t) not in present]
         if missing:
             cur.execute(
                 sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
@@ -211,13 +218,19 @@ def prepare_source(
         with conn.cursor() as cur:
             version = _check_server(cur)
             _check_rights(cur)
-            for table in tables:
-                _check_table(cur, table)
+            shapes = [_check_table(cur, table, version) for table in tables]
             captured = list(tables)
             if signal_table:
                 ensure_signal_table(cur, signal_table)
                 captured.append(signal_table)
             created, added = _ensure_publication(cur, publication, captured)
+            if version >= PUBLISHES_GENERATED and any(s.generated for s in shapes):
+                # Postgres 18 sends stored generated columns when the publication says so.
+                cur.execute(
+                    sql.SQL("ALTER PUBLICATION {} SET (publish_generated_columns = stored)").format(
+                        sql.Identifier(publication)
+                    )
+                )
             slot_exists = _check_slot(cur, slot)
     finally:
         conn.close()

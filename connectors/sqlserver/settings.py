@@ -20,7 +20,7 @@ from tidemark.kernel.secrets import mask
 CONNECTOR_CLASS = "io.debezium.connector.sqlserver.SqlServerConnector"
 DEFAULT_PORT = 1433
 # The type settings that mean something to the SQL Server connector.
-_SQLSERVER_TYPE_KEYS = ("decimal.handling.mode", "time.precision.mode", "binary.handling.mode")
+_SQLSERVER_TYPE_KEYS = ("time.precision.mode", "binary.handling.mode")
 _TABLE = re.compile(r"^[^.\s]+\.[^.\s]+$")
 
 
@@ -121,6 +121,7 @@ def connector_settings(
         # them polls the log every 5 s by default (sys.sp_cdc_change_job @pollinginterval).
         "poll.interval.ms": "500",
         "driver.loginTimeout": str(login_timeout_s),
+        "decimal.handling.mode": "precise",  # SQL Server decimals have no NaN: Connect Decimal
         **{key: TYPE_SETTINGS[key] for key in _SQLSERVER_TYPE_KEYS},
     }
     for key, value in conn.driver_options:

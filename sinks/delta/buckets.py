@@ -115,6 +115,45 @@ def split_by_bucket(table: pa.Table) -> dict[int, pa.Table]:
     return parts
 
 
+_LEFT, _RIGHT = "__tm_left_row", "__tm_right_row"
+
+
+def _keys_as(keys: pa.Table, table: pa.Table, key_columns: Sequence[str]) -> pa.Table:
+    """The key columns of `keys` in the types `table` has them (binary read back from Delta
+    meets large_binary from the decoder; Arrow's join wants them identical)."""
+    return pa.table(
+        {name: pc.cast(keys.column(name), table.schema.field(name).type) for name in key_columns}
+    )
+
+
+def _numbered(table: pa.Table, key_columns: Sequence[str], name: str) -> pa.Table:
+    """The key columns of `table` and each row's number: what a join may carry.
+
+    Arrow's hash join refuses nested payload (lists, structs, maps: "not supported in join
+    non-key field"), so joins here see keys and row numbers only, and rows are fetched
+    afterwards with `take`.
+    """
+    n = table.num_rows
+    rows = pc.subtract(pc.cumulative_sum(pa.repeat(1, n).cast(pa.int64())), 1) if n else None
+    return table.select(list(key_columns)).append_column(
+        name, rows if rows is not None else pa.array([], pa.int64())
+    )
+
+
+def join_rows(
+    left: pa.Table, right: pa.Table, key_columns: Sequence[str]
+) -> tuple[pa.Array, pa.Array]:
+    """Row numbers (left, right) of the pairs of rows with equal keys (an inner join)."""
+    right = _keys_as(right, left, key_columns)
+    joined = _numbered(left, key_columns, _LEFT).join(
+        _numbered(right, key_columns, _RIGHT), list(key_columns), join_type="inner"
+    )
+    return (
+        joined.column(_LEFT).combine_chunks(),
+        joined.column(_RIGHT).combine_chunks(),
+    )
+
+
 def key_filter(
     table: pa.Table, keys: pa.Table, key_columns: Sequence[str], *, keep: bool
 ) -> pa.Table:
@@ -126,8 +165,11 @@ def key_filter(
         values = pc.cast(keys.column(name), table.schema.field(name).type)
         mask = pc.is_in(table.column(name), value_set=values.combine_chunks())
         return table.filter(mask if keep else pc.invert(mask))
-    right = keys.select(list(key_columns)).group_by(list(key_columns)).aggregate([])
-    return table.join(right, list(key_columns), join_type="left semi" if keep else "left anti")
+    right = _keys_as(keys, table, key_columns).group_by(list(key_columns)).aggregate([])
+    numbered = _numbered(table, key_columns, _LEFT)
+    hit = numbered.join(right, list(key_columns), join_type="left semi").column(_LEFT)
+    mask = pc.is_in(numbered.column(_LEFT), value_set=hit.combine_chunks())
+    return table.filter(mask if keep else pc.invert(mask))
 
 
 class BucketRows:

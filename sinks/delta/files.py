@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,7 +33,6 @@ from deltalake.transaction import AddAction
 
 DEFAULT_INDEXED_COLUMNS = 32  # delta.dataSkippingNumIndexedCols
 _MAX_STRING_STAT = 32  # writers truncate longer bounds (Spark at 32); we leave them out
-_MS = timedelta(milliseconds=1)
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidemark-files")
 
 
@@ -63,25 +62,43 @@ def _bounded(dtype: pa.DataType) -> bool:
     )
 
 
-def _stat(value: Any, dtype: pa.DataType, *, upper: bool) -> Any:
-    """`value` as Delta writes it in min/max, or None to leave it out."""
-    if value is None:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAYS = (-719_162, 2_932_896)  # 0001-01-01 and 9999-12-31 in days since 1970: Delta's range
+_MILLIS = (-62_135_596_800_000, 253_402_300_799_999)  # the same range in milliseconds
+
+
+def _stat(value: pa.Scalar, dtype: pa.DataType, *, upper: bool) -> Any:
+    """`value` as Delta writes it in min/max, or None to leave it out.
+
+    Dates and timestamps are formatted from their integers: a bound outside Delta's range
+    (or one that rounding would push out of it) is left out rather than raising.
+    """
+    if not value.is_valid:
         return None
     if pa.types.is_integer(dtype):
-        return int(value)
+        return int(value.as_py())
     if pa.types.is_floating(dtype):
-        return None if math.isnan(value) or math.isinf(value) else float(value)
+        number = value.as_py()
+        return None if math.isnan(number) or math.isinf(number) else float(number)
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return value if len(value) <= _MAX_STRING_STAT else None
-    if pa.types.is_date(dtype) and isinstance(value, date):
-        return value.isoformat()
-    if pa.types.is_timestamp(dtype) and isinstance(value, datetime):
+        text = value.as_py()
+        return text if len(text) <= _MAX_STRING_STAT else None
+    if pa.types.is_date32(dtype):
+        days = value.cast(pa.int32()).as_py()
+        if not _DAYS[0] <= days <= _DAYS[1]:
+            return None
+        return (_EPOCH + timedelta(days=days)).date().isoformat()
+    if pa.types.is_timestamp(dtype):
         # Delta keeps milliseconds: round the min down and the max up, so no row escapes.
-        value = value.astimezone(UTC)
-        whole = value.replace(microsecond=value.microsecond // 1000 * 1000)
-        if upper and whole < value:
-            whole += _MS
-        return whole.strftime("%Y-%m-%dT%H:%M:%S.") + f"{whole.microsecond // 1000:03d}Z"
+        ticks = value.cast(pa.int64()).as_py()
+        per_ms = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[dtype.unit]
+        if per_ms is None:
+            return None
+        millis = -(-ticks // per_ms) if upper else ticks // per_ms
+        if not _MILLIS[0] <= millis <= _MILLIS[1]:
+            return None
+        moment = _EPOCH + timedelta(milliseconds=millis)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return None
 
 
@@ -100,7 +117,7 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
             continue
         if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():
             continue
-        bounds = pc.min_max(column).as_py()
+        bounds = pc.min_max(column)
         low = _stat(bounds["min"], dtype, upper=False)
         high = _stat(bounds["max"], dtype, upper=True)
         if low is not None and high is not None:

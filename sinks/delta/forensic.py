@@ -28,7 +28,7 @@ from tidemark.kernel.columns import (
 )
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.delta.bucketed import BucketedSink, conform
-from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
+from tidemark.sinks.delta.buckets import join_rows, key_filter, split_by_bucket
 from tidemark.sinks.layout import in_list
 
 _STATS = (VALID_FROM, VALID_TO, BATCH_IN, BATCH_OUT, POSITION, OP)
@@ -85,11 +85,11 @@ class ForensicSink(BucketedSink):
             added = opened.get(bucket)
             content[bucket] = rows if added is None else pa.concat_tables([rows, added])
         if closing:
-            closed = (
-                pa.concat_tables(closing)
-                .drop_columns([VALID_TO, BATCH_OUT, CURRENT])
-                .join(closes, keys, join_type="inner")
-            )
+            versions = pa.concat_tables(closing).drop_columns([VALID_TO, BATCH_OUT, CURRENT])
+            mine, theirs = join_rows(versions, closes, keys)
+            closed = versions.take(mine)
+            for name in (VALID_TO, BATCH_OUT):
+                closed = closed.append_column(closes.field(name), closes.column(name).take(theirs))
             closed = closed.append_column(CURRENT, pa.repeat(False, closed.num_rows))
             history.append(conform(closed, new_rows.schema))
         return content, pa.concat_tables(history)

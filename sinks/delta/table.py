@@ -8,7 +8,6 @@ already holds. delta-rs accepts a lower txn version without complaint; the write
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction
 
+from tidemark.kernel.names import location
 from tidemark.sinks.errors import delta_errors
 from tidemark.sinks.schema import align
 
@@ -31,8 +31,7 @@ _HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commit
 
 def table_uri(root: str, *parts: str) -> str:
     """`root/part/...` for a local path (made absolute) or an object-store URL."""
-    base = root if "://" in root else os.path.abspath(root)
-    return "/".join([base.rstrip("/"), *parts])
+    return location(root, *parts)
 
 
 class DeltaHandle:

@@ -34,6 +34,7 @@ from tidemark.kernel.columns import (
     VALID_TO,
     Layer,
 )
+from tidemark.kernel.names import from_path_segment
 from tidemark.sinks.views.duck import literal, quote
 from tidemark.sinks.views.masking import Masking
 from tidemark.sinks.views.storage import is_local, join, list_dirs, local_path
@@ -70,7 +71,7 @@ def discover(root: str, *, storage_options: Mapping[str, str] | None = None) -> 
                 uri = local_path(uri)
                 if not os.path.isdir(os.path.join(uri, "_delta_log")):
                     continue
-            found.append(LakeTable(schema, name, uri))
+            found.append(LakeTable(schema, from_path_segment(name), uri))
     return found
 
 
@@ -156,7 +157,16 @@ class Catalog:
             if only is not None and table not in only:
                 continue
             source = relation(table)
-            found = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+            try:
+                found = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+            except duckdb.Error as exc:
+                # A table whose first commit is still being written (or was cut off) has a
+                # `_delta_log` folder and nothing readable yet: leave it out, say so.
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning(
+                    "%s.%s is not readable yet, left out: %s", table.schema, table.name, first
+                )
+                continue
             for name in self.names_of(table):
                 previous = _view_columns(con, table.schema, name) if reconcile else {}
                 view = self._view(table, name, found, previous)

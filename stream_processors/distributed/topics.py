@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 from tidemark.connectors.kafka_connect import SourceSpec
+from tidemark.kernel.names import lake_name, split_table, topic_part
 
 SourceKind = Literal["postgres", "sqlserver"]
 
@@ -65,16 +66,17 @@ def source_topics(sources: Iterable[SourceLike]) -> list[SourceTopic]:
         kind: SourceKind = "sqlserver" if source.kind == "sqlserver" else "postgres"
         database = urlsplit(source.dsn).path.lstrip("/")
         for table in source.tables:
+            schema, name = split_table(table)
             topic = (
                 f"{source.name}.{database}.{table}"
                 if kind == "sqlserver"
-                else f"{source.name}.{table}"
+                else f"{source.name}.{topic_part(schema)}.{topic_part(name)}"
             )
             keys = source.keys.get(table) if source.keys else None
             out.append(
                 SourceTopic(
                     topic,
-                    f"{source.name}.{table}",
+                    lake_name(source.name, schema, name),
                     source.name,
                     kind,
                     tuple(keys) if keys else None,

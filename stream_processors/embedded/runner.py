@@ -396,8 +396,8 @@ class EmbeddedRunner:
             changes = drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
             layers = (self.settings.layers or {}).get(name, frozenset(Layer))
-            current = self.lake.current_versions(name, keys, layers)
             try:
+                current = self.lake.current_versions(name, keys, layers)
                 result = milestone(
                     changes,
                     current,
@@ -405,17 +405,23 @@ class EmbeddedRunner:
                     ingested_at=started,
                     applied_position=self.lake.applied_position(name, layers),
                 )
-            except TerminalError as exc:  # e.g. a column type the lake's cannot take
+            except TransientError:
+                raise
+            except (TerminalError, pa.ArrowException, ArithmeticError, ValueError) as exc:
+                # E.g. a column type the lake's cannot take, a value Arrow cannot handle: it
+                # follows from this table's events, so they go to the dead letters and the
+                # other tables go on; raising would fail the same way on every restart
+                # (DESIGN §3.3, guarantee 7).
+                reason = exc.message if isinstance(exc, TerminalError) else _reason(exc)
                 logger.error(
                     "batch %d, table %s: %s; its %d events go to the dead letters",
                     batch.batch_id,
                     name,
-                    exc.message,
+                    reason,
                     changes.events.num_rows,
+                    exc_info=not isinstance(exc, TerminalError),
                 )
-                letters += rows_as_dead_letters(
-                    name, changes.key_columns, changes.events, exc.message
-                )
+                letters += rows_as_dead_letters(name, changes.key_columns, changes.events, reason)
                 continue
             tables.append(result)
         return self._commit_isolating(batch, tables, started, letters)
@@ -520,3 +526,9 @@ class EmbeddedRunner:
             source_ts=every.combine_chunks() if self.keep_source_ts and every is not None else None,
             lake_result=result,
         )
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming an unexpected failure (a dead letter's reason)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

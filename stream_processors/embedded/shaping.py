@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tidemark.kernel.columns import POSITION
-from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.kernel.dead_letter import DeadLetter, safe_rows
 from tidemark.kernel.errors import TerminalError
 from tidemark.kernel.model import MilestonedTable, TableChanges
+from tidemark.kernel.names import path_segment
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ def refused_table(exc: TerminalError, tables: Sequence[MilestonedTable]) -> str 
     """The batch table a terminal lake error is about, if it names one."""
     named = str(getattr(exc, "table", None) or "")
     for t in tables:
-        if named and (named == t.table or named.rstrip("/").endswith("/" + t.table)):
+        folder = "/" + path_segment(t.table)
+        if named and (named == t.table or named.rstrip("/").endswith(folder)):
             return t.table
         if f"`{t.table}`" in exc.message:
             return t.table
@@ -47,7 +49,7 @@ def rows_as_dead_letters(
             origin="runner.apply",
             position=row.get(POSITION),
         )
-        for row in events.to_pylist()
+        for row in safe_rows(events)
     ]
 
 

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tidemark.kernel.columns import POSITION
+from tidemark.kernel.columns import POSITION, ROW
 from tidemark.kernel.model import MilestonedTable, TableChanges
-from tidemark.stream_processors.milestoning import arrays, layers, noop, timeline, toast
+from tidemark.stream_processors.milestoning import arrays, layers, multiset, noop, timeline, toast
 from tidemark.stream_processors.milestoning.errors import MilestoningError
 from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
@@ -62,6 +62,8 @@ def milestone(
     line = _one_open_version(line, table=changes.table)
     line = _drop_replays(line, table=changes.table)
     line = toast.carry_forward(line, table=changes.table)
+    if changes.key_columns == (ROW,):  # a table without a key: count identical rows
+        line = multiset.count_rows(line)
     unchanged = noop.unchanged_rows(line)
     upserts, deletes = layers.live(line, batch_id=batch_id)
     inserts, closes = layers.forensic(line, unchanged, batch_id=batch_id)

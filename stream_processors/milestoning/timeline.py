@@ -84,17 +84,21 @@ def _starts(rows: pa.Table, keys: tuple[str, ...]) -> pa.BooleanArray:
 def _only_batch_keys(current: pa.Table, events: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """The open versions of the batch's keys only, when a caller passed many more.
 
-    A semi join is far cheaper than sorting versions no event refers to. If the key types
-    differ between the two (the sort below reconciles them), everything is kept.
+    A semi join is far cheaper than sorting versions no event refers to. It joins the keys
+    and row numbers only (Arrow's join refuses nested payload such as lists and structs),
+    then takes the rows. If the key types differ between the two (the sort below reconciles
+    them), everything is kept.
     """
     missing = [k for k in keys if k not in current.column_names]
     if missing:
         return current  # `build` reports the missing columns
     wanted = events.select(list(keys)).group_by(list(keys)).aggregate([])
+    numbered = current.select(list(keys)).append_column(ORD, arrays.row_index(current.num_rows))
     try:
-        return current.join(wanted, keys=list(keys), join_type="left semi")
+        hit = numbered.join(wanted, keys=list(keys), join_type="left semi").column(ORD)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return current
+    return current.take(hit.combine_chunks())  # any order: `build` sorts everything
 
 
 def build(

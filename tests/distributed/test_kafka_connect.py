@@ -61,8 +61,9 @@ def test_render_keeps_engine_settings_and_drops_engine_only_keys():
     shop = render_connectors([SHOP], pipeline="demo", bootstrap="k:9092")["demo-shop"]
     assert shop["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
     assert shop["topic.prefix"] == "shop"  # topics are <source>.<schema>.<table>
-    assert shop["table.include.list"] == r"^public\.customers$,^public\.orders$"
-    assert shop["decimal.handling.mode"] == "precise"
+    assert shop["table.include.list"] == r"^(?-i)public\.customers$,^(?-i)public\.orders$"
+    assert shop["decimal.handling.mode"] == "string"  # numeric NaN told apart from NULL
+    assert shop["converters"] == "tidemark_arrays"  # the jar sits beside the connector
     assert shop["slot.name"] == "tidemark_demo_shop_connect"
     assert shop["provide.transaction.metadata"] == "true"
     assert shop["value.converter"] == "org.apache.kafka.connect.json.JsonConverter"

@@ -20,7 +20,7 @@ from tidemark.connectors.postgres.capture import engine_dir
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.setup import drop_slot
 from tidemark.errors import ConfigError
-from tidemark.pipeline import open_source_engine
+from tidemark.pipeline import open_source_engine, source_keys
 from tidemark.state import state_dir
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,10 @@ def tail(
             engines.append((engine, source.dsn, slot))
         click.echo(f"tail: {len(engines)} source(s), {describe_java()}; Ctrl+C stops", err=True)
         out = sys.stdout.buffer
+        keys = {table: k for source in sources for table, k in source_keys(source).items()}
         for event in tail_events(
             [e for e, _, _ in engines],
+            key_columns=keys,
             raw=raw,
             markers=markers,
             max_events=max_events,

@@ -44,9 +44,22 @@ class Layer(StrEnum):
     FORENSIC = "forensic"
 
 
+# A table without a key (REPLICA IDENTITY FULL, no primary key): every row image is its own
+# identity. The decoder adds ROW, a digest of the row image, as the table's key, and the core
+# keeps COUNT, how many identical rows the source holds (docs/milestoning.md, "Tables
+# without a key"). Both travel with the row through every layer like source columns.
+ROW: Final = "_tm_row"
+COUNT: Final = "_tm_count"
+ROW_VALUED: Final = frozenset((ROW, COUNT))
+
+
 def is_metadata(column: str) -> bool:
-    """True for Tidemark's own columns, which never come from a source row."""
-    return column.startswith(PREFIX)
+    """True for Tidemark's own columns that do not belong to a row's value.
+
+    `_tm_row` and `_tm_count` (tables without a key) start with the prefix but are part of
+    the row: they are kept, compared and versioned like the source columns.
+    """
+    return column.startswith(PREFIX) and column not in ROW_VALUED
 
 
 # Physical columns the sinks add to a layer's Delta table (extra to DESIGN §3.2).

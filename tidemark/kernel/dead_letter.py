@@ -7,6 +7,9 @@ importing `connectors/`. The raw key and value are kept verbatim for replay by h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -28,3 +31,34 @@ class DeadLetter:
     reason: str
     origin: str
     position: str | None
+
+
+def _plain(kind: pa.DataType) -> pa.DataType:
+    """A type whose values Python can always hold (dates and times as their integers)."""
+    if pa.types.is_date32(kind) or pa.types.is_time32(kind):
+        return pa.int32()
+    if pa.types.is_temporal(kind) and not pa.types.is_interval(kind):
+        return pa.int64()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.list_(_plain(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _plain(f.type)) for f in kind])
+    return kind
+
+
+def safe_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The rows of `table` as Python dicts, for a dead letter's raw value.
+
+    A value Python cannot hold (a date beyond year 9999, an infinity's sentinel in Arrow's
+    own range) must not stop the dead letter that reports it: such columns are written as
+    their integers (days or time units since 1970).
+    """
+    try:
+        rows: list[dict[str, Any]] = table.to_pylist()
+    except (OverflowError, ValueError):
+        columns = [
+            column if _plain(column.type) == column.type else column.cast(_plain(column.type))
+            for column in table.columns
+        ]
+        rows = pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
+    return rows

@@ -15,7 +15,6 @@ is counted by delta-rs's own query engine, which applies them (`numRecords` does
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, QueryBuilder
 
 from tidemark.kernel.columns import INGESTED_AT, SOURCE_TS, VALID_FROM, VALID_TO, Layer
+from tidemark.kernel.names import location
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ _HISTORY_SCAN = 50  # commits to look back for our metadata (maintenance commits
 
 
 def table_uri(root: str, *parts: str) -> str:
-    """`root/part/...` for a local path (made absolute) or an object-store URL."""
-    base = root if "://" in root else os.path.abspath(root)
-    return "/".join([base.rstrip("/"), *parts])
+    """`root/part/...` for a local path (made absolute) or an object-store URL, each part
+    escaped as the sinks write it (`tidemark.kernel.names.path_segment`)."""
+    return location(root, *parts)
 
 
 @dataclass(frozen=True)
