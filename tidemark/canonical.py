@@ -319,9 +319,10 @@ def _duck_text(column: Column, lake_type: str | None) -> str | None:
     x = ident(column.name)
     if column.kind == "array" and lake_type.endswith("[]"):
         element = _duck_scalar(_element(column.element), "e", _element_type(lake_type))
+        # coalesce: DuckDB 1.4 joins an empty list into NULL, not ''
         return (
-            f"('[' || array_to_string(list_transform({x}, lambda e: CASE WHEN e IS NULL "
-            f"THEN 'N' ELSE tm_field({element}) END), ',') || ']')"
+            f"('[' || coalesce(array_to_string(list_transform({x}, lambda e: CASE WHEN e IS "
+            f"NULL THEN 'N' ELSE tm_field({element}) END), ','), '') || ']')"
         )
     return _duck_scalar(column.kind, x, lake_type)
 

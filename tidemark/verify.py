@@ -220,6 +220,9 @@ def check_table(
     counted = keys == [ROW]  # no key: compare how many of each row image there are
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB 1.4.4 pushes a join's runtime filter into a registered pyarrow dataset scan and
+    # loses every matching row (a keyless table's 3 row images joined as 0); off until fixed.
+    con.execute("SET disabled_optimizers = 'join_filter_pushdown'")
     install_macros(con)
     with tempfile.TemporaryDirectory(prefix="tidemark-verify-") as tmp:
         path = os.path.join(tmp, "source.csv")
