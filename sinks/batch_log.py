@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from tidemark.sinks.base import StreamCommit
+from tidemark.sinks.delta.retry import retry_conflicts
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
 SCHEMA = pa.schema(
@@ -81,14 +83,36 @@ class BatchLog:
         started_at: datetime,
         committed_at: datetime | None = None,
         closed_by: str | None = None,
+        app: str | None = None,
     ) -> bool:
         """Record one batch; False (and nothing written) if it is already recorded.
 
         Args:
             closed_by: what closed the batch (`size`, `latency`, `force`), for the status
                 page; a batch log written before this column existed gains it here.
+            app: the stream whose txn records the row (default the lake's app id); a commit
+                of several Kafka partitions records it under its first partition's, whose
+                batch ids grow (the lake's one would not: ids of partitions interleave).
         """
-        if batch_id <= self.handle.applied_batch():
+        return retry_conflicts(
+            self.handle,
+            lambda: self._append(
+                batch_id, source_positions, counts, started_at, committed_at, closed_by, app
+            ),
+        )
+
+    def _append(
+        self,
+        batch_id: int,
+        source_positions: Mapping[str, str],
+        counts: Sequence[TableCounts],
+        started_at: datetime,
+        committed_at: datetime | None,
+        closed_by: str | None,
+        app: str | None,
+    ) -> bool:
+        app_id = f"{app}:_batches" if app else self.handle.app_id
+        if batch_id <= self.handle.applied_batch(app_id):
             return False
         row = {
             "batch_id": batch_id,
@@ -105,6 +129,7 @@ class BatchLog:
             batch_id=batch_id,
             position=position,
             evolves=schema is not None and not set(SCHEMA.names) <= set(schema.names),
+            streams=[StreamCommit(app_id, batch_id, position)],
         )
         return True
 

@@ -14,6 +14,8 @@ from typing import Literal
 import pyarrow as pa
 
 from tidemark.kernel.dead_letter import DeadLetter
+from tidemark.sinks.base import StreamCommit
+from tidemark.sinks.delta.retry import retry_conflicts
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
 
 Stage = Literal["decode", "apply"]
@@ -61,12 +63,41 @@ class DeadLetterTable:
         """The open handles (one per stage used so far), for maintenance."""
         return list(self._handles.values())[:1]  # one table; either handle names it
 
-    def append(self, letters: Sequence[DeadLetter], *, batch_id: int, stage: Stage) -> int:
-        """Write `letters`; returns how many were written (0 for a replayed batch)."""
+    def refresh(self) -> None:
+        """Catch up with other writers of the table."""
+        for handle in self._handles.values():
+            handle.refresh()
+
+    def append(
+        self,
+        letters: Sequence[DeadLetter],
+        *,
+        batch_id: int,
+        stage: Stage,
+        app: str | None = None,
+    ) -> int:
+        """Write `letters`; returns how many were written (0 for a replayed batch).
+
+        `app`: the stream whose txn records them (default the lake's app id; see
+        `BatchLog.append`).
+        """
         if not letters:
             return 0
         handle = self._handle(stage)
-        if batch_id <= handle.applied_batch():
+        app_id = f"{app}:_dead_letters:{stage}" if app else handle.app_id
+        return retry_conflicts(
+            handle, lambda: self._append(handle, app_id, letters, batch_id, stage)
+        )
+
+    def _append(
+        self,
+        handle: DeltaHandle,
+        app_id: str,
+        letters: Sequence[DeadLetter],
+        batch_id: int,
+        stage: Stage,
+    ) -> int:
+        if batch_id <= handle.applied_batch(app_id):
             return 0
         now = datetime.now(UTC)
         rows = [
@@ -83,7 +114,12 @@ class DeadLetterTable:
             }
             for letter in letters
         ]
-        handle.commit(pa.Table.from_pylist(rows, schema=SCHEMA), batch_id=batch_id, position=None)
+        handle.commit(
+            pa.Table.from_pylist(rows, schema=SCHEMA),
+            batch_id=batch_id,
+            position=None,
+            streams=[StreamCommit(app_id, batch_id, None)],
+        )
         return len(rows)
 
     def read(self) -> pa.Table:

@@ -1,36 +1,29 @@
-"""The `Lake` facade: the only sink API the runtimes call (docs/sinks.md).
+"""The `Lake` facade: the typed writer API both runtimes call (`sinks/writer.py`,
+docs/sinks.md).
 
-One `commit_batch` writes every table's layers, each in its own Delta commit stamped with
-`Transaction(f"{app_id}:{table}:{layer}", batch_id)`, then the batch log. A replayed batch is
-skipped layer by layer, so a crash anywhere in between is completed by the replay and
-nothing lands twice. A table whose batch cannot fit its schema goes to the dead letters with
-the reason, and the other tables go on (DESIGN §3.3, guarantee 5).
+One `commit_batch` writes every table's layers, each in its own Delta commit stamped, per
+stream, with `Transaction(f"{stream}:{table}:{layer}", batch_id)` and the stream's replay-guard
+watermark, then the batch's dead letters, then the batch log. A crash anywhere in between is
+completed by the replay: each layer keeps only what it does not hold yet, so nothing lands
+twice. A table whose events cannot be applied goes to the dead letters with the reason, and
+the other tables go on (DESIGN §3.3, guarantee 7).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from tidemark.kernel.columns import (
-    BATCH,
-    BATCH_IN,
-    POSITION,
-    SOURCE_TS,
-    VALID_FROM,
-    Layer,
-)
-from tidemark.kernel.dead_letter import DeadLetter, safe_rows
+from tidemark.kernel.columns import BATCH, BATCH_IN, SOURCE_TS, VALID_FROM, Layer
+from tidemark.kernel.dead_letter import DeadLetter, dead_letters_of
 from tidemark.kernel.model import MilestonedTable
-from tidemark.sinks.base import CommitResult
+from tidemark.sinks.base import CommitResult, StreamCommit
 from tidemark.sinks.batch_log import BatchLog, TableCounts
 from tidemark.sinks.dead_letters import DeadLetterTable
 from tidemark.sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
@@ -41,59 +34,22 @@ from tidemark.sinks.delta.table import table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
 from tidemark.sinks.schema import all_nullable
+from tidemark.sinks.streams import ALL_LAYERS, LayerSink, StreamLayers
+from tidemark.sinks.writer import BatchResult, Refused, Stage, TablePin
 
 log = logging.getLogger(__name__)
 
-ALL_LAYERS = frozenset(Layer)
 # Forensic last: `current_versions` reads it, so a batch half-applied before a crash is
 # milestoned again from the state before it, and the replay fills the missing layers.
 _ORDER = (Layer.CHANGELOG, Layer.LIVE, Layer.FORENSIC)
-LayerSink = ChangelogSink | LiveSink | ForensicSink
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """What `commit_batch` did.
-
-    Attributes:
-        batch_id: the batch.
-        counts: rows per table and layer operation (what the batch log records).
-        commits: one result per (table, layer) written or skipped.
-        dead_letters: events sent to the dead letters because they could not be applied.
-        skipped: True when every layer and the batch log already held this batch.
-        committed_at: when the batch log row was written.
-        seconds: wall time of `commit_batch`: what an adaptive batcher steers by.
-    """
-
-    batch_id: int
-    counts: tuple[TableCounts, ...]
-    commits: tuple[CommitResult, ...]
-    dead_letters: int
-    skipped: bool
-    committed_at: datetime
-    seconds: float
+_REFUSED = (SinkSchemaMismatch, SinkValueError)
+"""Errors that follow from one table's batch (a schema that cannot widen, a value that
+cannot be written): that table's events go to the dead letters, the other tables go on."""
 
 
-@dataclass(frozen=True)
-class TablePin:
-    """One layer of a lake table at one Delta version.
-
-    Attributes:
-        uri: the Delta table.
-        version: its Delta version.
-        batch: the last batch committed to it (0 if none).
-        position: the last source position committed to it.
-        table_id: the Delta table's id (a table deleted and created again has a new one).
-    """
-
-    uri: str
-    version: int
-    batch: int
-    position: str | None
-    table_id: str
-
-
-class Lake:
+class Lake(StreamLayers):
     """All Delta tables under one lake root.
 
     Args:
@@ -168,14 +124,14 @@ class Lake:
                 targets.append((handle.uri, "append"))
         return targets
 
-    def applied_position(self, table: str, layers: frozenset[Layer] = ALL_LAYERS) -> str | None:
-        """The highest position committed to every one of `layers` of `table` (the layers it
-        is kept in); None while any of them holds nothing, e.g. when a process was killed
-        after the changelog's first commit but before live and forensic existed."""
-        positions = []
-        for layer in layers:
-            handle = self.sink(table, layer).handle
-            positions.append(handle.applied_position() if handle.dt is not None else None)
+    def applied_position(
+        self, table: str, layers: frozenset[Layer] = ALL_LAYERS, stream: str | None = None
+    ) -> str | None:
+        """The replay guard's watermark of `table` for `stream` (default this lake's own app
+        id): the lowest position applied to the `layers` the table is kept in, the one the
+        core milestones at; None while any of them holds nothing (a process killed after the
+        changelog's first commit, before live and forensic existed)."""
+        positions = [self._layer_position(table, layer, stream) for layer in layers]
         if not positions or None in positions:
             return None
         return min(p for p in positions if p is not None)
@@ -246,9 +202,16 @@ class Lake:
             highest = max(highest, sink.handle.applied_batch())
         return highest
 
-    def write_dead_letters(self, letters: Sequence[DeadLetter], *, batch_id: int) -> None:
-        """Store the decoder's dead letters of one batch (idempotent per batch)."""
-        self.dead_letters.append(letters, batch_id=batch_id, stage="decode")
+    def write_dead_letters(
+        self,
+        letters: Sequence[DeadLetter],
+        *,
+        batch_id: int,
+        stage: Stage = "decode",
+        stream: str | None = None,
+    ) -> int:
+        """Store dead letters of one batch (idempotent per stage and batch); how many."""
+        return self.dead_letters.append(letters, batch_id=batch_id, stage=stage, app=stream)
 
     def commit_batch(
         self,
@@ -259,50 +222,73 @@ class Lake:
         started_at: datetime,
         layers: Mapping[str, frozenset[Layer]] | None = None,
         closed_by: str | None = None,
+        streams: Sequence[StreamCommit] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+        refused: Sequence[Refused] = (),
     ) -> BatchResult:
-        """Commit one batch to every table's layers, then to the batch log.
+        """Commit one batch: every table's layers, its dead letters, then the batch log.
 
         Returns only when all of it is durable; offsets may be acknowledged then.
         `closed_by` (what closed the batch) goes to the batch log.
+
+        Args:
+            streams: the streams the batch applies, each with its txn version and position
+                (several Kafka partitions); empty: this lake's own app id alone, at
+                `batch_id` and each table's last position (the embedded runtime).
+            dead_letters: the decoder's dead letters of the batch (stage `decode`).
+            refused: tables the runtime could not milestone (stage `apply`).
+
+        A table the lake cannot take for good (a terminal error naming it: a column that
+        cannot widen) goes to the dead letters too, and the other tables are committed.
 
         Raises:
             SinkCommitConflict: a layer kept losing to concurrent writers (transient).
             SinkError: storage failed; the batch can be replayed as a whole.
         """
         clock = time.perf_counter()
+        first = streams[0].app if streams else None
         commits: list[CommitResult] = []
-        counts: list[TableCounts] = []
+        counts: dict[str, TableCounts] = {}
         letters: list[DeadLetter] = []
+        for r in refused:
+            table, events = r.changes.table, r.changes.events
+            letters += _refusal(table, r.changes.key_columns, events, r.reason)
+            counts[table] = TableCounts(table, dead_letters=events.num_rows)
         jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
         for batch in map(all_nullable, tables):
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
-                self._preflight(batch, wanted)
-            except SinkSchemaMismatch as exc:
-                log.error("batch %s, table %s: %s", batch_id, batch.table, exc.message)
-                letters.extend(_as_dead_letters(batch, exc.message))
-                counts.append(TableCounts(batch.table, dead_letters=batch.changelog.num_rows))
+                self._preflight(batch, wanted, streams)
+            except _REFUSED as exc:
+                letters += self._refuse(batch, exc, batch_id, counts)
                 continue
             jobs.append((batch, [self.sink(batch.table, lay) for lay in _ORDER if lay in wanted]))
-            counts.append(_counts(batch))
+            counts[batch.table] = _counts(batch)
         # Tables are independent: commit them side by side (delta-rs releases the GIL while
         # it writes). Within a table, changelog and live go together, forensic strictly last.
-        futures = [self._pool.submit(self._commit_table, b, sinks, batch_id) for b, sinks in jobs]
-        for future in futures:
-            commits.extend(future.result())
-        if letters:
-            self.dead_letters.append(letters, batch_id=batch_id, stage="apply")
+        futures = [
+            (b, self._pool.submit(self._commit_table, b, sinks, batch_id, streams))
+            for b, sinks in jobs
+        ]
+        for batch, future in futures:
+            try:
+                commits.extend(future.result())
+            except _REFUSED as exc:  # e.g. delta-rs refused the batch's schema or a value
+                letters += self._refuse(batch, exc, batch_id, counts)
+        self.dead_letters.append(dead_letters, batch_id=batch_id, stage="decode", app=first)
+        self.dead_letters.append(letters, batch_id=batch_id, stage="apply", app=first)
         logged = self.batch_log.append(
             batch_id,
             source_positions=source_positions,
-            counts=counts,
+            counts=list(counts.values()),
             started_at=started_at,
             closed_by=closed_by,
+            app=first,
         )
         skipped = not logged and all(c.skipped for c in commits)
         return BatchResult(
             batch_id,
-            tuple(counts),
+            tuple(counts.values()),
             tuple(commits),
             len(letters),
             skipped,
@@ -310,11 +296,33 @@ class Lake:
             time.perf_counter() - clock,
         )
 
+    def _refuse(
+        self,
+        batch: MilestonedTable,
+        exc: SinkSchemaMismatch | SinkValueError,
+        batch_id: int,
+        counts: dict[str, TableCounts],
+    ) -> list[DeadLetter]:
+        """A table the lake cannot take: its events become dead letters (stage `apply`)."""
+        log.error(
+            "batch %s, table %s: %s; its %d events go to the dead letters",
+            batch_id,
+            batch.table,
+            exc.message,
+            batch.changelog.num_rows,
+        )
+        counts[batch.table] = TableCounts(batch.table, dead_letters=batch.changelog.num_rows)
+        return _refusal(batch.table, batch.key_columns, batch.changelog, exc.message)
+
     def _commit_table(
-        self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
+        self,
+        batch: MilestonedTable,
+        sinks: list[LayerSink],
+        batch_id: int,
+        streams: Sequence[StreamCommit],
     ) -> list[CommitResult]:
         try:
-            return self._commit_layers(batch, sinks, batch_id)
+            return self._commit_layers(batch, sinks, batch_id, streams)
         except (pa.ArrowException, ArithmeticError, ValueError) as exc:
             # A value our writers cannot handle: retrying fails the same way, so the table's
             # events become dead letters rather than a crash loop. Anything else (a bug, a
@@ -328,10 +336,15 @@ class Lake:
             ) from exc
 
     def _commit_layers(
-        self, batch: MilestonedTable, sinks: list[LayerSink], batch_id: int
+        self,
+        batch: MilestonedTable,
+        sinks: list[LayerSink],
+        batch_id: int,
+        streams: Sequence[StreamCommit],
     ) -> list[CommitResult]:
         for sink in sinks:
-            sink.write(batch, batch_id=batch_id)
+            parts = [s.in_layer(batch.table, sink.layer.value) for s in streams]
+            sink.write(batch, batch_id=batch_id, streams=parts)
         early = [s for s in sinks if s.layer is not Layer.FORENSIC]
         late = [s for s in sinks if s.layer is Layer.FORENSIC]
         if len(early) == 2:
@@ -345,8 +358,13 @@ class Lake:
             results = [s.commit() for s in early]
         return results + [s.commit() for s in late]
 
-    def _preflight(self, batch: MilestonedTable, layers: frozenset[Layer]) -> None:
-        """Raise `SinkSchemaMismatch` before any layer is written if one cannot take the batch."""
+    def _preflight(
+        self, batch: MilestonedTable, layers: frozenset[Layer], streams: Sequence[StreamCommit]
+    ) -> None:
+        """Raise before any layer is written if one cannot take the batch: a schema that
+        cannot widen (`SinkSchemaMismatch`), or, for a commit of several streams, a stream
+        whose layers are apart (a crash between them: replay that stream alone first; the
+        layers' own guard needs each row's stream, which such a commit does not carry)."""
         incoming = {
             Layer.CHANGELOG: batch.changelog,
             Layer.LIVE: batch.live_upserts,
@@ -354,6 +372,7 @@ class Lake:
         }
         for layer in layers:
             self.sink(batch.table, layer).handle.fit(incoming[layer])
+        self.check_streams_agree(batch.table, layers, streams)
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Block until a maintenance round has finished (tests, benchmarks)."""
@@ -382,18 +401,5 @@ def _counts(batch: MilestonedTable) -> TableCounts:
     )
 
 
-def _as_dead_letters(batch: MilestonedTable, reason: str) -> list[DeadLetter]:
-    """One dead letter per changelog event of a table that cannot be applied."""
-    rows = safe_rows(batch.changelog)
-    keys = batch.key_columns
-    return [
-        DeadLetter(
-            table=batch.table,
-            raw_key=json.dumps({k: row.get(k) for k in keys}, default=str),
-            raw_value=json.dumps(row, default=str, ensure_ascii=False),
-            reason=reason,
-            origin="sinks.schema",
-            position=row.get(POSITION),
-        )
-        for row in rows
-    ]
+def _refusal(table: str, keys: Sequence[str], rows: pa.Table, reason: str) -> list[DeadLetter]:
+    return dead_letters_of(table, keys, rows, reason=reason, origin="sinks.apply")

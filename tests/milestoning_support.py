@@ -50,8 +50,8 @@ def ts(seconds: float) -> datetime:
 
 
 def pos(i: int) -> str:
-    """A fixed-width position, as the decoder makes them."""
-    return f"{i:016x}"
+    """A fixed-width position, shaped as the decoder makes them (commit, event, counter)."""
+    return f"{i:016x}{i:016x}{0:08x}"
 
 
 def events(

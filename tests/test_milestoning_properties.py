@@ -79,6 +79,25 @@ def expected_versions(history: list[Event], batch_of: dict[int, int]) -> list[tu
     )
 
 
+def expected_changelog(history: list[Event]) -> list[str]:
+    """Every event's position, but for snapshot reads that repeat their key's state: those
+    read the same source state again and are the same event (the replay guard's rule)."""
+    state: dict[int, dict] = {}
+    kept = []
+    for e in history:
+        if e.op == "d":
+            state.pop(e.key, None)
+            kept.append(pos(e.position))
+            continue
+        row = {c: e.row.get(c) for c in SOURCE}
+        for name in e.unchanged:
+            row[name] = state[e.key][name]
+        if not (e.op == "r" and state.get(e.key) == row):
+            kept.append(pos(e.position))
+        state[e.key] = row
+    return kept
+
+
 def actual_versions(lake: MemoryLake) -> list[tuple]:
     return sorted(
         (
@@ -151,7 +170,7 @@ def test_any_split_into_batches_gives_the_same_lake(history, data):
     lake, batch_of = load(history, cuts)
     assert actual_versions(lake) == expected_versions(history, batch_of)
     assert lake.live_rows() == replay(history)
-    assert [r[POSITION] for r in lake.changelog] == [pos(e.position) for e in history]
+    assert [r[POSITION] for r in lake.changelog] == expected_changelog(history)
     for second in sorted({e.second for e in history}):
         assert lake.as_of(ts(second)) == replay(history, second)
 

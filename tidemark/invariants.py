@@ -49,6 +49,33 @@ def one_open_version(
     return f"{total} key(s) with more than one open version, e.g. {_examples(found)}"
 
 
+def one_version_per_position(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[str], sample: int
+) -> str | None:
+    """No key has two forensic versions at one source position (one event, one version)."""
+    k = _keys(keys)
+    sql = f"SELECT {k} FROM fo GROUP BY {k}, {POSITION} HAVING count(*) > 1"
+    total = scalar(con, f"SELECT count(DISTINCT ({k})) FROM ({sql})")
+    if not total:
+        return None
+    found = rows(con, f"SELECT DISTINCT {k} FROM ({sql}) ORDER BY {k} LIMIT {sample}")
+    return f"{total} key(s) with two versions at one source position, e.g. {_examples(found)}"
+
+
+def changelog_events_once(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[str], sample: int
+) -> str | None:
+    """Every changelog event is there once: unique by (key, position)."""
+    k = _keys(keys)
+    sql = f"SELECT {k} FROM cl GROUP BY {k}, {POSITION} HAVING count(*) > 1"
+    counted = f"SELECT count(*) AS n FROM cl GROUP BY {k}, {POSITION}"
+    total = scalar(con, f"SELECT coalesce(sum(n - 1), 0) FROM ({counted})")
+    if not total:
+        return None
+    found = rows(con, f"SELECT DISTINCT {k} FROM ({sql}) ORDER BY {k} LIMIT {sample}")
+    return f"the changelog holds {total} event(s) more than once, e.g. keys {_examples(found)}"
+
+
 def no_overlaps(con: duckdb.DuckDBPyConnection, keys: Sequence[str], sample: int) -> str | None:
     """Per key, versions ordered by valid-from never overlap and each ends before the next."""
     k = _keys(keys)
@@ -109,14 +136,13 @@ def changelog_implies_versions(
     keys: Sequence[str],
     lake_types: dict[str, str],
 ) -> str | None:
-    """Every changelog event is there once, and they imply exactly the forensic versions.
+    """No source change is there twice under two positions, no snapshot row repeats its
+    key's previous version, and the events imply exactly the forensic versions.
 
     A non-delete event makes a version unless the key's previous event was a non-delete with
-    the same row (a no-op update).
+    the same row (a no-op update). A snapshot row (op `r`) like that is the same source state
+    read again (a snapshot redone) and must not be in the changelog at all.
     """
-    duplicates = scalar(con, f"SELECT count(*) - count(DISTINCT {POSITION}) FROM cl")
-    if duplicates:
-        return f"the changelog holds {duplicates} event(s) more than once"
     # A streamed Postgres change is identified by its own LSN (and seq) alone; the commit
     # part of its position comes from Debezium's `sequence`, so a source change stored twice
     # under two positions would pass the check above.
@@ -130,12 +156,18 @@ def changelog_implies_versions(
     hashed = duckdb_rows("cl", columns, keys, lake_types).replace(
         " FROM cl", f", {OP} AS op, {POSITION} AS p FROM cl"
     )
-    implied = scalar(
+    implied, repeated = rows(
         con,
-        f"""SELECT count(*) FILTER (WHERE op <> 'd' AND NOT coalesce(pop <> 'd' AND ph = h, false))
+        f"""SELECT count(*) FILTER (WHERE op <> 'd' AND NOT coalesce(pop <> 'd' AND ph = h, false)),
+                   count(*) FILTER (WHERE op = 'r' AND coalesce(pop <> 'd' AND ph = h, false))
             FROM (SELECT op, h, lag(op) OVER w AS pop, lag(h) OVER w AS ph
                   FROM ({hashed}) WINDOW w AS (PARTITION BY k ORDER BY p))""",
-    )
+    )[0]
+    if repeated:
+        return (
+            f"the changelog holds {repeated} snapshot row(s) that repeat their key's "
+            "previous version (a snapshot read twice)"
+        )
     versions = scalar(con, "SELECT count(*) FROM fo")
     if implied == versions:
         return None

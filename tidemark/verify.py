@@ -280,6 +280,7 @@ def _invariant_findings(
     if Layer.FORENSIC in present:
         checks += [
             lambda: invariants.one_open_version(con, keys, sample),
+            lambda: invariants.one_version_per_position(con, keys, sample),
             lambda: invariants.no_overlaps(con, keys, sample),
         ]
         if Layer.LIVE in present:
@@ -292,6 +293,8 @@ def _invariant_findings(
             checks.append(
                 lambda: invariants.changelog_implies_versions(con, columns, keys, lake_types)
             )
+    if Layer.CHANGELOG in present:
+        checks.insert(0, lambda: invariants.changelog_events_once(con, keys, sample))
     return tuple(f for check in checks if (f := check()) is not None)
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from tidemark.kernel.columns import BUCKET, CURRENT, Layer
 from tidemark.kernel.model import MilestonedTable
-from tidemark.sinks.base import CommitResult
+from tidemark.sinks.base import CommitResult, StreamCommit
 from tidemark.sinks.delta.buckets import BucketCache, BucketRows, key_filter, split_by_bucket
 from tidemark.sinks.delta.files import FileWriter
 from tidemark.sinks.delta.retry import commit_with_retries, table_version
@@ -69,7 +69,8 @@ class BucketedSink(ABC):
         self.rows = BucketRows(self.handle, scope=self.scope, cache=cache)
         self.range_size = range_size
         self.bucketing: Bucketing | None = None
-        self._staged: tuple[MilestonedTable, int] | None = None
+        self._staged: tuple[MilestonedTable, int, Sequence[StreamCommit]] | None = None
+        self._seen: int | None = None  # the table version our cached rows are exact at
 
     @property
     def scope_values(self) -> dict[str, str]:
@@ -88,8 +89,24 @@ class BucketedSink(ABC):
         self.rows.clear()
         self._staged = None
 
-    def write(self, batch: MilestonedTable, *, batch_id: int) -> None:
-        self._staged = (batch, batch_id)
+    def write(
+        self, batch: MilestonedTable, *, batch_id: int, streams: Sequence[StreamCommit] = ()
+    ) -> None:
+        self._staged = (batch, batch_id, streams)
+
+    @property
+    def shares_buckets(self) -> bool:
+        """True unless the buckets follow one Kafka partition each (then each has one writer)."""
+        return self.bucketing is None or self.bucketing.kind != "partition"
+
+    def refresh(self) -> None:
+        """Catch up with other writers. Where they may write the buckets we do, a commit by
+        anyone else makes our cached rows stale: they are dropped (re-read on demand)."""
+        self.handle.refresh()
+        version = table_version(self.handle)
+        if version != self._seen and self.shares_buckets:
+            self.rows.clear()
+        self._seen = version
 
     def ensure_bucketing(self, schema: pa.Schema, key_columns: Sequence[str]) -> Bucketing:
         if self.bucketing is None:
@@ -100,7 +117,7 @@ class BucketedSink(ABC):
     def commit(self) -> CommitResult:
         if self._staged is None:
             raise SinkError("commit without write", table=self.handle.uri)
-        batch, batch_id = self._staged
+        batch, batch_id, streams = self._staged
 
         def forget_rows_if_others_wrote(base: int | None) -> None:
             if not self.handle.only_maintenance_since(base):
@@ -109,14 +126,18 @@ class BucketedSink(ABC):
         result = commit_with_retries(
             self.handle,
             layer=self.layer,
-            batch_id=batch_id,
-            attempt=lambda: self._commit_once(batch, batch_id),
+            batch_id=streams[0].batch_id if streams else batch_id,
+            attempt=lambda: self._commit_once(batch, batch_id, streams),
             on_conflict=forget_rows_if_others_wrote,
+            app_id=streams[0].app if streams else None,
         )
+        self._seen = table_version(self.handle)
         self._staged = None  # kept on failure, so the caller may retry the same batch
         return result
 
-    def _commit_once(self, batch: MilestonedTable, batch_id: int) -> int:
+    def _commit_once(
+        self, batch: MilestonedTable, batch_id: int, streams: Sequence[StreamCommit]
+    ) -> int:
         keys = batch.key_columns
         if self.handle.dt is None:
             # Another worker may have created the table since we opened: adopt its layout.
@@ -124,14 +145,14 @@ class BucketedSink(ABC):
             stored = Bucketing.from_json(self.handle.description)
             if stored is not None and stored != self.bucketing:  # equal: keep our pins
                 self.bucketing = stored
-        new_rows, touched = self.stage(batch, batch_id)
+        new_rows, touched = self.stage(batch, batch_id, streams)
         bucketing = self.ensure_bucketing(new_rows.schema, keys)
         new_rows = with_bucket(new_rows, bucketing, keys)
         touched = with_bucket(touched, bucketing, keys)
         fitted, evolves = self.handle.fit(new_rows)
         buckets = sorted(set(touched.column(BUCKET).to_pylist()))
         if self.handle.dt is not None and buckets and not evolves:
-            return self._replace_buckets(buckets, fitted, touched, batch, batch_id)
+            return self._replace_buckets(buckets, fitted, touched, batch, batch_id, streams)
         current = self.rows.get(buckets)
         empty = fitted.slice(0, 0)
         content, extra = self.rebuild(
@@ -152,6 +173,7 @@ class BucketedSink(ABC):
                 batch_id=batch_id,
                 position=batch.last_position,
                 description=bucketing.to_json(),
+                streams=streams,
             )
         else:
             self.handle.commit(
@@ -161,6 +183,7 @@ class BucketedSink(ABC):
                 mode="overwrite",
                 predicate=self.predicate(buckets, batch_id),
                 evolves=evolves,
+                streams=streams,
             )
         after = table_version(self.handle)
         if before is None and after != 0:
@@ -183,6 +206,7 @@ class BucketedSink(ABC):
         touched: pa.Table,
         batch: MilestonedTable,
         batch_id: int,
+        streams: Sequence[StreamCommit] = (),
     ) -> int:
         """Rebuild and write the touched buckets a group at a time, then commit the files.
 
@@ -220,8 +244,12 @@ class BucketedSink(ABC):
             partitions=[(BUCKET, "in", [str(b) for b in buckets]), *self.scope],
             batch_id=batch_id,
             position=batch.last_position,
+            streams=streams,
         )
-        if not self.handle.only_maintenance_since(before, ours=batch_id):
+        first = streams[0] if streams else None
+        ours = first.batch_id if first else batch_id
+        app = first.app if first else None
+        if not self.handle.only_maintenance_since(before, ours=ours, app_id=app):
             self.rows.clear()  # another writer changed rows meanwhile: see `_commit_once`
             return writer.rows_written
         for bucket, rows in keep.items():
@@ -255,7 +283,9 @@ class BucketedSink(ABC):
         return rows.drop_columns([c for c in PHYSICAL if c in rows.column_names])
 
     @abstractmethod
-    def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
+    def stage(
+        self, batch: MilestonedTable, batch_id: int, streams: Sequence[StreamCommit] = ()
+    ) -> tuple[pa.Table, pa.Table]:
         """(rows the batch adds, key rows of every key the batch touches)."""
 
     @abstractmethod

@@ -27,6 +27,7 @@ from tidemark.kernel.columns import (
     Layer,
 )
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.base import StreamCommit
 from tidemark.sinks.delta.bucketed import BucketedSink, conform
 from tidemark.sinks.delta.buckets import join_rows, key_filter, split_by_bucket
 from tidemark.sinks.layout import in_list
@@ -48,7 +49,9 @@ class ForensicSink(BucketedSink):
         names = [n if n.isidentifier() else f"`{n}`" for n in (*key_columns, *_STATS)]
         return {"delta.dataSkippingStatsColumns": ",".join(names)}
 
-    def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
+    def stage(
+        self, batch: MilestonedTable, batch_id: int, streams: Sequence[StreamCommit] = ()
+    ) -> tuple[pa.Table, pa.Table]:
         keys = list(batch.key_columns)
         inserts = batch.forensic_inserts
         if CURRENT in inserts.column_names:

@@ -12,8 +12,10 @@ import pyarrow as pa
 
 from tidemark.kernel.columns import BUCKET, Layer
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.base import StreamCommit
 from tidemark.sinks.delta.bucketed import BucketedSink
 from tidemark.sinks.delta.buckets import key_filter, split_by_bucket
+from tidemark.sinks.guard import not_applied
 from tidemark.sinks.layout import in_list
 
 
@@ -22,13 +24,18 @@ class LiveSink(BucketedSink):
 
     layer = Layer.LIVE
 
-    def stage(self, batch: MilestonedTable, batch_id: int) -> tuple[pa.Table, pa.Table]:
+    def stage(
+        self, batch: MilestonedTable, batch_id: int, streams: Sequence[StreamCommit] = ()
+    ) -> tuple[pa.Table, pa.Table]:
         keys = list(batch.key_columns)
+        # A key's row here already at or past its last change of the batch keeps it: live may
+        # be ahead of the layer the batch was milestoned from (the replay guard, per layer).
+        upserts = batch.live_upserts.filter(not_applied(self.handle, batch.live_upserts, streams))
+        deletes = batch.live_deletes.filter(not_applied(self.handle, batch.live_deletes, streams))
         touched = pa.concat_tables(
-            [batch.live_upserts.select(keys), batch.live_deletes.select(keys)],
-            promote_options="permissive",
+            [upserts.select(keys), deletes.select(keys)], promote_options="permissive"
         )
-        return batch.live_upserts, touched
+        return upserts, touched
 
     def rebuild(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from tidemark.kernel.columns import Layer
 from tidemark.sinks.base import CommitResult
@@ -15,6 +16,7 @@ from tidemark.sinks.errors import SinkCommitConflict
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+T = TypeVar("T")
 
 
 def table_version(handle: DeltaHandle) -> int | None:
@@ -29,10 +31,12 @@ def commit_with_retries(
     batch_id: int,
     attempt: Callable[[], int],
     on_conflict: Callable[[int | None], None] | None = None,
+    app_id: str | None = None,
 ) -> CommitResult:
     """Run `attempt` (which commits and returns the rows written) until it lands.
 
-    A batch at or below the table's txn version is skipped (a replay). On
+    A batch at or below the table's txn version of `app_id` (default the handle's) is
+    skipped: this very commit landed before (a retry after a failure elsewhere). On
     `SinkCommitConflict` the handle is refreshed, `on_conflict(version before the attempt)`
     lets the writer drop what it cached, and the attempt is retried (6 tries in all).
 
@@ -41,7 +45,7 @@ def commit_with_retries(
     """
     started = time.perf_counter()
     for number in range(1, MAX_ATTEMPTS + 1):
-        if batch_id <= handle.applied_batch():
+        if batch_id <= handle.applied_batch(app_id):
             return CommitResult(layer, batch_id, 0, True, table_version(handle), 0.0)
         base = table_version(handle)
         try:
@@ -57,4 +61,23 @@ def commit_with_retries(
             continue
         elapsed = time.perf_counter() - started
         return CommitResult(layer, batch_id, rows, False, table_version(handle), elapsed)
+    raise AssertionError("unreachable")
+
+
+def retry_conflicts(handle: DeltaHandle, attempt: Callable[[], T]) -> T:
+    """`attempt()`, again after catching up with the table when another writer won a race
+    (bookkeeping tables every worker appends to: the batch log, the dead letters).
+
+    Raises:
+        SinkCommitConflict: the last of 6 attempts still lost (transient).
+    """
+    for number in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except SinkCommitConflict:
+            if number == MAX_ATTEMPTS:
+                raise
+            log.warning("conflict on %s, attempt %s", handle.uri, number)
+            handle.refresh()
+            time.sleep(0.05 * 2**number)
     raise AssertionError("unreachable")

@@ -1,8 +1,12 @@
 """One Delta table as a layer writer sees it: create, read back the txn, commit once.
 
-Every commit carries `Transaction(app_id, batch_id)` and the last applied source position
-(commit metadata `tidemark.position`), so after a crash `open` tells which batch the table
-already holds. delta-rs accepts a lower txn version without complaint; the writers check.
+Every commit carries, per stream it applies (`StreamCommit`; by default the handle's own app
+id), `Transaction(app_id, batch_id)` and the stream's replay-guard watermark (the highest
+source position applied, `watermarks.py`), so after a crash the handle tells which batch the
+table already holds and which events it has. The commit metadata says the same for people
+and older readers: `tidemark.app` and `tidemark.batch` of the first stream, `tidemark.position`
+the highest watermark of the commit's streams. delta-rs accepts a lower txn version without
+complaint; the writers check.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction
 
 from tidemark.kernel.names import location
+from tidemark.sinks.base import StreamCommit
+from tidemark.sinks.delta.watermarks import position_transactions, read_position
 from tidemark.sinks.errors import delta_errors
 from tidemark.sinks.schema import align
 
@@ -60,17 +66,14 @@ class DeltaHandle:
         self.partition_by = list(partition_by)
         self.configuration = dict(configuration or {})
         self.dt: DeltaTable | None = None
-        self._position: str | None = None
-        self.extra_transactions: dict[str, int] = {}
-        """More (app id, version) txn actions for the next commits: one commit that applies
-        several writers' batches (the distributed runtime's partitions) records each."""
+        # watermark per txn app id, with the table version it was read (or written) at
+        self._watermarks: dict[str, tuple[int, str | None]] = {}
 
     def open(self) -> None:
         """Load the table if it exists (it is created by the first commit)."""
         with delta_errors(self.uri):
             if DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options or None):
                 self.dt = DeltaTable(self.uri, storage_options=self.storage_options or None)
-                self._position = self._read_position()
 
     def refresh(self) -> None:
         """Catch up with commits made by others (maintenance, other workers)."""
@@ -88,28 +91,44 @@ class DeltaHandle:
     def description(self) -> str | None:
         return None if self.dt is None else self.dt.metadata().description
 
-    def applied_batch(self) -> int:
-        """The last batch id committed by this app id, 0 if none."""
+    def applied_batch(self, app_id: str | None = None) -> int:
+        """The last batch id committed by `app_id` (default this handle's), 0 if none."""
         if self.dt is None:
             return 0
         with delta_errors(self.uri):
-            return self.dt.transaction_version(self.app_id) or 0
+            return self.dt.transaction_version(app_id or self.app_id) or 0
 
-    def applied_position(self) -> str | None:
-        """The last source position committed by this app id."""
-        return self._position
+    def applied_position(self, app_id: str | None = None) -> str | None:
+        """The replay-guard watermark of `app_id` (default this handle's): the highest source
+        position that stream applied to this table; None if it applied nothing yet."""
+        if self.dt is None:
+            return None
+        app = app_id or self.app_id
+        version = self.dt.version()
+        known = self._watermarks.get(app)
+        if known is not None and known[0] == version:
+            return known[1]
+        with delta_errors(self.uri):
+            position = read_position(self.dt, app)
+            if position is None and app == self.app_id:
+                position = self._metadata_position()
+        self._watermarks[app] = (version, position)
+        return position
 
-    def _read_position(self) -> str | None:
+    def _metadata_position(self) -> str | None:
+        """A table written before watermarks were txn actions: its last own commit's
+        `tidemark.position` (exact for a table with one writer, the embedded runtime's)."""
         assert self.dt is not None
-        # Only our own commits: another worker's position says nothing about our events.
         for commit in self.dt.history(_HISTORY_SCAN):
             if commit.get(APP_KEY) == self.app_id and POSITION_KEY in commit:
                 return str(commit[POSITION_KEY]) or None
         return None
 
-    def only_maintenance_since(self, version: int | None, *, ours: int | None = None) -> bool:
+    def only_maintenance_since(
+        self, version: int | None, *, ours: int | None = None, app_id: str | None = None
+    ) -> bool:
         """True if every commit after `version` only compacted or vacuumed (no row changed),
-        besides our own commit of batch `ours`."""
+        besides our own commit of batch `ours` (recorded under `app_id`, default ours)."""
         if self.dt is None or version is None:
             return False
         newer = self.dt.version() - version
@@ -120,7 +139,9 @@ class DeltaHandle:
         return all(
             c.get("operation") in _MAINTENANCE
             or (
-                ours is not None and c.get(APP_KEY) == self.app_id and c.get(BATCH_KEY) == str(ours)
+                ours is not None
+                and c.get(APP_KEY) == (app_id or self.app_id)
+                and c.get(BATCH_KEY) == str(ours)
             )
             for c in commits
         )
@@ -151,14 +172,16 @@ class DeltaHandle:
         predicate: str | None = None,
         evolves: bool = False,
         description: str | None = None,
+        streams: Sequence[StreamCommit] = (),
     ) -> None:
-        """Write `data` in one Delta commit stamped with (app id, batch id) and `position`.
+        """Write `data` in one Delta commit stamped with (app id, batch id) and `position`,
+        or with each of `streams` (txn app ids of this table) when given.
 
         Raises:
             SinkCommitConflict: a concurrent writer won; retry the batch.
             SinkError: any other storage failure.
         """
-        props, position = self._properties(batch_id, position)
+        props, marks = self._properties(batch_id, position, streams)
         with delta_errors(self.uri, batch_id=batch_id):
             if self.dt is None:
                 write_deltalake(
@@ -189,7 +212,7 @@ class DeltaHandle:
                     schema_mode="merge" if evolves else None,
                     commit_properties=props,
                 )
-        self._committed(batch_id, position)
+        self._committed(batch_id, marks)
 
     def replace_files(
         self,
@@ -198,6 +221,7 @@ class DeltaHandle:
         partitions: list[tuple[str, str, Any]],
         batch_id: int,
         position: str | None,
+        streams: Sequence[StreamCommit] = (),
     ) -> None:
         """Commit files written beside the table (`FileWriter`) in place of every file in
         `partitions` (delta-rs filters), with the same stamps as `commit`.
@@ -207,7 +231,7 @@ class DeltaHandle:
             SinkError: any other storage failure.
         """
         assert self.dt is not None
-        props, position = self._properties(batch_id, position)
+        props, marks = self._properties(batch_id, position, streams)
         with delta_errors(self.uri, batch_id=batch_id):
             self.dt.create_write_transaction(
                 [*actions],
@@ -218,35 +242,38 @@ class DeltaHandle:
                 commit_properties=props,
             )
             self.dt.update_incremental()  # unlike write_deltalake, this leaves dt behind
-        self._committed(batch_id, position)
+        self._committed(batch_id, marks)
 
-    def _committed(self, batch_id: int, position: str | None) -> None:
-        if position is not None:
-            self._position = position
+    def _committed(self, batch_id: int, marks: Sequence[StreamCommit]) -> None:
         assert self.dt is not None
-        log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, self.dt.version())
+        version = self.dt.version()
+        self._watermarks = {  # others' watermarks may have moved: read them again
+            mark.app: (version, mark.position) for mark in marks if mark.position is not None
+        }
+        log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, version)
 
     def _properties(
-        self, batch_id: int, position: str | None
-    ) -> tuple[CommitProperties, str | None]:
-        """The txn actions and metadata of a commit, and the position it records."""
-        metadata = {BATCH_KEY: str(batch_id), APP_KEY: self.app_id}
-        if self._position is not None and (position is None or position < self._position):
-            position = self._position  # a replay never moves the position back
-        if position is not None:
-            metadata[POSITION_KEY] = position
-        props = CommitProperties(
-            app_transactions=[
-                Transaction(self.app_id, batch_id),
-                *(
-                    Transaction(app, version)
-                    for app, version in self.extra_transactions.items()
-                    if app != self.app_id
-                ),
-            ],
-            custom_metadata=metadata,
-        )
-        return props, position
+        self, batch_id: int, position: str | None, streams: Sequence[StreamCommit]
+    ) -> tuple[CommitProperties, list[StreamCommit]]:
+        """The txn actions and metadata of a commit, and each stream's part of it with its
+        watermark after the commit (a replay never moves a watermark back)."""
+        marks = []
+        actions: list[Transaction] = []
+        for stream in streams or (StreamCommit(self.app_id, batch_id, position),):
+            actions.append(Transaction(stream.app, stream.batch_id))
+            reached = stream.position or None
+            if reached is not None:  # else the stream's last watermark actions stay in force
+                applied = self.applied_position(stream.app)
+                if applied is not None and reached < applied:
+                    reached = applied
+                actions.extend(position_transactions(stream.app, reached))
+            marks.append(StreamCommit(stream.app, stream.batch_id, reached))
+        first = marks[0]
+        metadata = {BATCH_KEY: str(first.batch_id), APP_KEY: first.app}
+        reached_all = [m.position for m in marks if m.position is not None]
+        if reached_all:  # how far the table got, for `status` and people
+            metadata[POSITION_KEY] = max(reached_all)
+        return CommitProperties(app_transactions=actions, custom_metadata=metadata), marks
 
     def fit(self, data: pa.Table) -> tuple[pa.Table, bool]:
         """`schema.align` against this table (see there)."""

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from tidemark.kernel.columns import Layer
+from tidemark.sinks.writer import StreamWriter
 from tidemark.stream_processors.distributed.bulk import install, take
+from tidemark.stream_processors.distributed.commits import Outcome
 from tidemark.stream_processors.distributed.group import TopicGroup
 from tidemark.stream_processors.distributed.lane import (
     KafkaRecord,
-    LaneOutcome,
     PartitionLane,
     lane_decoder,
 )
@@ -97,7 +98,7 @@ class WorkerStats:
     assigned: list[str] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
-    def add(self, outcome: LaneOutcome) -> None:
+    def add(self, outcome: Outcome) -> None:
         now = time.time()
         self.events += outcome.events
         self.batches += outcome.batches
@@ -124,7 +125,7 @@ class LaneRegistry:
         self,
         settings: WorkerSettings,
         *,
-        lake_factory: Callable[[str], Any],
+        lake_factory: Callable[[str], StreamWriter],
         outputs: Any = None,
         gate: Any = None,
         gated: frozenset[str] = frozenset(),
@@ -200,7 +201,7 @@ class LaneRegistry:
 def build_app(
     settings: WorkerSettings,
     *,
-    lake_factory: Callable[[str], Any],
+    lake_factory: Callable[[str], StreamWriter],
     outputs: Any = None,
     gate: Any = None,
     gated: frozenset[str] = frozenset(),

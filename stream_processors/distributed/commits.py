@@ -1,19 +1,33 @@
 """How a lane, or a topic's group of lanes, commits one batch (shared by `lane.py` and
-`group.py`): batch ids that encode Kafka offsets, one milestoning pass, the bucketing a new
-table gets, and a commit whose txn actions record every partition's next offset.
+`group.py`): batch ids that encode Kafka offsets, the replay guard per partition, one
+milestoning pass, and one `Lake.commit_batch` whose streams record every partition's next
+offset (txn version) and watermark (the highest source position it applied).
+
+Each Kafka partition is a stream of the replay guard (docs/pipeline.md): Debezium keys
+records by primary key, so a partition holds a subsequence of the source's changes in
+source order, and its positions grow. Kafka Connect re-sends what followed its last offset
+flush at *new* offsets after a crash; those records are at or below the partition's
+watermark and are dropped, whatever offset brought them and whatever became of their keys.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from tidemark.kernel.columns import Layer
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tidemark.kernel.columns import POSITION, Layer
+from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import MilestonedTable, TableChanges
-from tidemark.sinks.layout import Bucketing
+from tidemark.kernel.replay import Watermark
+from tidemark.sinks.base import StreamCommit
+from tidemark.sinks.writer import StreamWriter
 from tidemark.stream_processors.milestoning.core import milestone
 
 log = logging.getLogger(__name__)
@@ -43,92 +57,110 @@ class RecordedLane(Protocol):
     partition: int
     lane_app: str
 
-    def app_for(self, layer: Layer) -> str: ...
 
+@dataclass
+class LaneBatch:
+    """One lane's part of a batch: its records' end, and its decoded events' highest
+    position (None: no change events), for the stream the commit records."""
 
-def is_conflict(exc: BaseException) -> bool:
-    """A concurrent-writer conflict (retry the batch), told apart without importing sinks."""
-    return type(exc).__name__ in {"SinkCommitConflict", "CommitFailedError"}
+    lane: RecordedLane
+    end: int
+    position: str | None
 
-
-def refresh_logs(lake: Any) -> None:
-    """Catch the batch log and dead letters up with other writers before a retry: the
-    layers' commit loop refreshes their handles, nothing refreshes these (two workers that
-    both create `_tidemark/batches` kept losing with "Metadata changed since last commit")."""
-    for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
-        handle.refresh()
-
-
-@contextmanager
-def recording(
-    lake: Any, table: str, layers: frozenset[Layer], lanes: Sequence[tuple[RecordedLane, int]]
-) -> Iterator[None]:
-    """Commits of `table` in this block record each lane's offset in every layer.
-
-    The first lane's app id is the commit's own (the sinks skip a batch that it already
-    holds; the batch log and dead letters use it too); the others ride along as extra txn
-    actions of the same Delta commit, so one commit per layer carries the next offset of
-    every partition it contains.
-    """
-    first = lanes[0][0]
-    saved: list[tuple[Any, str, Any]] = []
-
-    def swap(obj: Any, attr: str, value: Any) -> None:
-        saved.append((obj, attr, getattr(obj, attr)))
-        setattr(obj, attr, value)
-
-    for layer in layers:
-        handle = lake.sink(table, layer).handle
-        swap(handle, "app_id", first.app_for(layer))
-        # Positions of several partitions interleave: the changelog's table-wide "drop at or
-        # below the last position" must not apply (the lanes' offsets drop replays).
-        swap(handle, "_position", None)
-        swap(
-            handle,
-            "extra_transactions",
-            {lane.app_for(layer): batch_id_of(end, lane.partition) for lane, end in lanes[1:]},
+    def stream(self) -> StreamCommit:
+        return StreamCommit(
+            self.lane.lane_app, batch_id_of(self.end, self.lane.partition), self.position
         )
-    letters = dict(lake.dead_letters._handles)
-    if first.lane_app != lake.app_id:  # a shared lake: its batch log and dead letters too
-        for handle in (lake.batch_log.handle, *lake.dead_letters._handles.values()):
-            swap(handle, "app_id", handle.app_id.replace(lake.app_id, first.lane_app, 1))
-        swap(lake.dead_letters, "app_id", first.lane_app)
-    try:
-        yield
-    finally:
-        for obj, attr, value in reversed(saved):
-            setattr(obj, attr, value)
-        if first.lane_app != lake.app_id:
-            lake.dead_letters._handles = letters  # drop handles opened under the lane's id
+
+
+@dataclass
+class Outcome:
+    """What applying records did (per lane, or for a topic's group of lanes).
+
+    Attributes:
+        seek_to: the consumer must re-read the partition from this offset (gap, zombie).
+        events: change events committed.
+        batches: Delta batches committed (0, 1 or 2: a crash-boundary batch splits).
+        commit_seconds: wall time of each committed batch (decode to durable commit).
+        dead_letters: records sent to the dead letters.
+        seeks: partition -> offset to re-read (a group of lanes).
+    """
+
+    seek_to: int | None = None
+    events: int = 0
+    batches: int = 0
+    commit_seconds: list[float] = field(default_factory=list)
+    dead_letters: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    seeks: dict[int, int] = field(default_factory=dict)
+
+    def timed(self, phase: str, seconds: float) -> None:
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
+
+    def committed(
+        self, tables: Sequence[MilestonedTable], letters: Sequence[DeadLetter], started: float
+    ) -> None:
+        """Count one committed batch (the post-commit bookkeeping of lanes and groups)."""
+        self.events += sum(t.changelog.num_rows for t in tables)
+        self.batches += 1 if tables else 0
+        self.dead_letters += len(letters)
+        self.commit_seconds.append(time.perf_counter() - started)
+
+    def merge(self, partition: int, other: Outcome) -> None:
+        """Add a lane's outcome to a group's."""
+        self.events += other.events
+        self.batches += other.batches
+        self.dead_letters += other.dead_letters
+        self.commit_seconds.extend(other.commit_seconds)
+        for phase, seconds in other.phase_seconds.items():
+            self.timed(phase, seconds)
+        if other.seek_to is not None:
+            self.seeks[partition] = other.seek_to
+
+
+def highest_position(events: pa.Table) -> str | None:
+    """The highest `_tm_position` of decoded events (None when there are none)."""
+    if events.num_rows == 0 or POSITION not in events.column_names:
+        return None
+    top = pc.max(events.column(POSITION)).as_py()
+    return str(top) if top is not None else None
 
 
 def write_batch(
-    lake: Any,
-    table: str,
+    lake: StreamWriter,
     layers: frozenset[Layer],
-    lanes: Sequence[tuple[RecordedLane, int]],
+    lanes: Sequence[LaneBatch],
     batch_id: int,
     tables: Sequence[MilestonedTable],
-    letters: Sequence[Any],
+    letters: Sequence[DeadLetter],
 ) -> None:
-    """The batch's dead letters and tables, each commit recording every lane's offset."""
-    with recording(lake, table, layers, lanes):
-        if letters:
-            lake.write_dead_letters(letters, batch_id=batch_id)
-        if tables:
-            lake.commit_batch(
-                batch_id,
-                tables,
-                source_positions={t.table: t.last_position for t in tables},
-                started_at=datetime.now(UTC),
-                layers={t.table: layers for t in tables},
-            )
+    """The batch's tables and dead letters in one `commit_batch`, recording every lane's
+    stream (the first lane's txn also stamps the batch log and dead letters). Without tables
+    only the dead letters are stored: the lanes' offsets stay, the records come again."""
+    streams = [lane.stream() for lane in lanes]
+    if not tables:
+        lake.write_dead_letters(letters, batch_id=batch_id, stream=streams[0].app)
+        return
+    lake.commit_batch(
+        batch_id,
+        tables,
+        source_positions={t.table: t.last_position for t in tables},
+        started_at=datetime.now(UTC),
+        layers={t.table: layers for t in tables},
+        streams=streams,
+        dead_letters=letters,
+    )
 
 
 def milestone_tables(
-    lake: Any, changes: Mapping[str, TableChanges], batch_id: int, layers: frozenset[Layer]
+    lake: StreamWriter,
+    changes: Mapping[str, TableChanges],
+    batch_id: int,
+    layers: frozenset[Layer],
+    watermarks: Mapping[str, Watermark],
 ) -> list[MilestonedTable]:
-    """The core over each table's events, against the open versions the lake holds."""
+    """The core over each table's events, against the open versions the lake holds, with
+    each table's replay-guard watermarks (one per event when partitions are merged)."""
     out = []
     now = datetime.now(UTC)
     for table, change in changes.items():
@@ -139,28 +171,13 @@ def milestone_tables(
             events.select(list(change.key_columns)).group_by(list(change.key_columns)).aggregate([])
         )
         current = lake.current_versions(table, keys, layers)
-        out.append(milestone(change, current, batch_id=batch_id, ingested_at=now))
+        out.append(
+            milestone(
+                change,
+                current,
+                batch_id=batch_id,
+                ingested_at=now,
+                applied_position=watermarks.get(table),
+            )
+        )
     return out
-
-
-def pin_bucketing(
-    lake: Any,
-    sink_of: Callable[[Layer], Any],
-    layers: frozenset[Layer],
-    tables: Sequence[MilestonedTable],
-    *,
-    partition_buckets: bool,
-    pin: Callable[[Bucketing], Bucketing],
-) -> None:
-    """Give the live/forensic writers the table's bucketing with `pin` applied to buckets
-    that follow the partition; a new table gets such buckets when `partition_buckets`."""
-    for layer in (Layer.LIVE, Layer.FORENSIC):  # both: lookups read either
-        sink = sink_of(layer)
-        bucketing = sink.bucketing or Bucketing.from_json(sink.handle.description)
-        if bucketing is None and tables and partition_buckets and layer in layers:
-            sample = tables[0].live_upserts if layer is Layer.LIVE else tables[0].forensic_inserts
-            extra = {"range_size": lake.range_size} if lake.range_size else {}
-            bucketing = pin(Bucketing.for_keys(sample.schema, tables[0].key_columns, **extra))
-        if bucketing is not None and bucketing.kind == "partition":
-            bucketing = pin(bucketing)
-        sink.bucketing = bucketing

@@ -11,8 +11,9 @@ alone; a commit is atomic, so either every partition in it moved or none did.
 
 What stays per lane (`lane.py`): admitting records (replays, gaps, seek requests), the
 transaction gate's cut, the zombie check (each lane's offsets are re-read before the
-commit; a lane another worker moved is left out and re-synced), and a lane whose layers a
-crash left at different offsets, which replays that range alone first.
+commit; a lane another worker moved is left out and re-synced), a lane whose layers a
+crash left at different offsets, which replays that range alone first, and the replay
+guard: each lane's events are milestoned against its own partition's watermark.
 
 With buckets that follow the Kafka partition, a row's bucket needs its partition: the
 group knows it from the records (Debezium keys records by primary key, so a key lives in
@@ -26,30 +27,32 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
+from tidemark.connectors.decode.decoder import DecodedBatch
 from tidemark.kernel.columns import POSITION, Layer
+from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import MilestonedTable, TableChanges
+from tidemark.kernel.records import RawRecord
+from tidemark.kernel.replay import Watermark, per_event
+from tidemark.sinks.errors import SinkCommitConflict
+from tidemark.sinks.writer import StreamWriter
 from tidemark.stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
+    LaneBatch,
+    Outcome,
     batch_id_of,
-    is_conflict,
+    highest_position,
     milestone_tables,
-    offset_of,
-    pin_bucketing,
-    refresh_logs,
     write_batch,
 )
 from tidemark.stream_processors.distributed.lane import (
     KafkaRecord,
-    LaneOutcome,
+    Outputs,
     PartitionLane,
-    _own_buckets,
-    _table_lock,
-    raw_records,
+    publish,
+    table_lock,
 )
 from tidemark.stream_processors.distributed.topics import SourceTopic
 
@@ -57,23 +60,7 @@ log = logging.getLogger(__name__)
 
 _PART = "__tm_kafka_partition"
 _ROW = "__tm_row"
-
-
-@dataclass
-class GroupOutcome(LaneOutcome):
-    """A `LaneOutcome` for several partitions: `seeks` maps partition -> offset to re-read."""
-
-    seeks: dict[int, int] = field(default_factory=dict)
-
-    def merge(self, partition: int, other: LaneOutcome) -> None:
-        self.events += other.events
-        self.batches += other.batches
-        self.dead_letters += other.dead_letters
-        self.commit_seconds.extend(other.commit_seconds)
-        for phase, seconds in other.phase_seconds.items():
-            self.timed(phase, seconds)
-        if other.seek_to is not None:
-            self.seeks[partition] = other.seek_to
+_MARK = "__tm_watermark"
 
 
 class TopicGroup:
@@ -81,9 +68,10 @@ class TopicGroup:
 
     Args:
         spec: the topic.
-        lake: the `Lake` shared by the topic's lanes (each lane has its own txn app ids).
+        lake: the lake shared by the topic's lanes (each lane is its own stream in it).
         layers: the table's layers.
-        decode: the topic's decoder (one per worker and topic; calls are serialized here).
+        decode: the topic's decoder (one per worker and topic, given to its lanes too;
+            calls are serialized here).
         outputs: optional Kafka outputs (dead-letter topic, live topics).
         partition_buckets: a new table gets live/forensic buckets that follow the partition.
     """
@@ -92,10 +80,10 @@ class TopicGroup:
         self,
         spec: SourceTopic,
         *,
-        lake: Any,
+        lake: StreamWriter,
         layers: frozenset[Layer],
-        decode: Callable[[Sequence[Any]], Any],
-        outputs: Any = None,
+        decode: Callable[[Sequence[RawRecord]], DecodedBatch] | None = None,
+        outputs: Outputs | None = None,
         partition_buckets: bool = True,
     ) -> None:
         self.spec = spec
@@ -105,36 +93,32 @@ class TopicGroup:
         self.outputs = outputs
         self.partition_buckets = partition_buckets
         self._lock = threading.Lock()
-        self._seen: dict[Layer, int | None] = {}
 
     def forget_rows(self) -> None:
         """Drop cached bucket rows (a partition moved: another worker may have written)."""
         with self._lock:
-            for layer in self.layers:
-                sink = self.lake.sink(self.spec.table, layer)
-                if hasattr(sink, "rows"):
-                    sink.rows.clear()
+            self.lake.forget_cache(self.spec.table)
 
     def wait_idle(self) -> None:
         """Return once no batch of this topic is being applied."""
         with self._lock:
             pass
 
-    def apply(self, work: Mapping[PartitionLane, Sequence[KafkaRecord]]) -> GroupOutcome:
+    def apply(self, work: Mapping[PartitionLane, Sequence[KafkaRecord]]) -> Outcome:
         """Admit each lane's records and commit what may be committed (blocking)."""
         with self._lock:
-            outcome = GroupOutcome()
+            outcome = Outcome()
             ready: list[tuple[PartitionLane, int]] = []
             for lane, records in sorted(work.items(), key=lambda item: item[0].partition):
-                with lane._lock:
+                with lane.lock:
                     seek = lane.admit(records)
                     if seek is not None:
                         outcome.seeks[lane.partition] = seek
                     if lane.boundary is not None:  # after a crash: that range alone first
-                        outcome.merge(lane.partition, lane._apply([]))
+                        outcome.merge(lane.partition, lane.apply_locked([]))
                         if lane.boundary is not None or not lane.has_pending:
                             continue
-                    count = lane._cut() if lane.has_pending else 0
+                    count = lane.cut()
                     if count:
                         ready.append((lane, count))
             if ready:
@@ -143,113 +127,72 @@ class TopicGroup:
 
     # -- the commit ------------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        for layer in sorted(self.layers):
-            sink = self.lake.sink(self.spec.table, layer)
-            sink.handle.refresh()
-            dt = sink.handle.dt
-            version = None if dt is None else dt.version()
-            if (
-                version != self._seen.get(layer)
-                and hasattr(sink, "rows")
-                and not _own_buckets(sink)
-            ):
-                sink.rows.clear()  # another worker wrote shared buckets
-            self._seen[layer] = version
-
     def _unmoved(
-        self, ready: Sequence[tuple[PartitionLane, int]], outcome: GroupOutcome
-    ) -> list[tuple[PartitionLane, list[KafkaRecord], int]]:
-        """The lanes whose lake offsets are still where they left them (zombie check)."""
+        self, ready: Sequence[tuple[PartitionLane, int]], outcome: Outcome
+    ) -> list[tuple[PartitionLane, int, int]]:
+        """(lane, records, end) of the lanes whose lake offsets are still where they left
+        them (zombie check; the lake was refreshed just before)."""
         out = []
         for lane, count in ready:
-            chunk = lane._pending[:count]
-            end = chunk[-1].offset + 1
-            offsets = [offset_of(lane.applied(layer)) for layer in self.layers]
-            low, high = min(offsets), max(offsets)
-            if low != lane.committed or high not in (lane.committed, end):
-                log.warning(
-                    "lane %s: the lake moved to offsets %s..%s under us (expected "
-                    "%s); dropping its records",
-                    lane.name,
-                    low,
-                    high,
-                    lane.committed,
-                )
+            end = lane.pending(count)[-1].offset + 1
+            if lane.moved(end, refresh=False):
                 outcome.seeks[lane.partition] = lane.sync()
                 continue
-            out.append((lane, chunk, end))
+            out.append((lane, count, end))
         return out
 
-    def _commit(self, ready: Sequence[tuple[PartitionLane, int]], outcome: GroupOutcome) -> None:
+    def _commit(self, ready: Sequence[tuple[PartitionLane, int]], outcome: Outcome) -> None:
         started = mark = time.perf_counter()
-        self._refresh()
+        self.lake.refresh(self.spec.table, self.layers)
         lanes = self._unmoved(ready, outcome)
         outcome.timed("refresh", time.perf_counter() - mark)
         if not lanes:
             return
         mark = time.perf_counter()
-        changes, letters, partitions = self._decode(lanes)
+        changes, watermarks, letters, partitions, batches = self._decode(lanes)
         outcome.timed("decode", time.perf_counter() - mark)
         batch_id = batch_id_of(lanes[0][2], lanes[0][0].partition)
-        shared = not all(
-            _own_buckets(self.lake.sink(self.spec.table, layer)) for layer in self.layers
-        )
-        with _table_lock(self.spec.table) if shared else nullcontext():
-            tables = self._commit_locked(lanes, batch_id, changes, letters, partitions, outcome)
-        for lane, chunk, end in lanes:
-            lane._pending = lane._pending[len(chunk) :]
-            if tables:
-                lane.committed = end
-            lane._seen = dict(self._seen)
-        if self.outputs is not None:
-            if letters:
-                self.outputs.dead_letters(letters)
-            for table in tables:
-                self.outputs.live(table)
-        outcome.events += sum(t.changelog.num_rows for t in tables)
-        outcome.batches += 1 if tables else 0
-        outcome.dead_letters += len(letters)
-        outcome.commit_seconds.append(time.perf_counter() - started)
+        shared = self.lake.shares_buckets(self.spec.table, self.layers)
+        with table_lock(self.spec.table) if shared else nullcontext():
+            tables = self._commit_locked(
+                batches, batch_id, changes, watermarks, letters, partitions, outcome
+            )
+        for lane, count, end in lanes:
+            lane.settle(count, end, committed=bool(tables))
+        publish(self.outputs, tables, letters)
+        outcome.committed(tables, letters, started)
         log.info(
             "topic %s: batch %s committed (%s partitions, %s records)",
             self.spec.topic,
             batch_id,
             len(lanes),
-            sum(len(c) for _, c, _ in lanes),
+            sum(count for _, count, _ in lanes),
         )
 
     def _commit_locked(
         self,
-        lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]],
+        lanes: Sequence[LaneBatch],
         batch_id: int,
         changes: Mapping[str, TableChanges],
-        letters: list[Any],
+        watermarks: Mapping[str, Watermark],
+        letters: list[DeadLetter],
         partitions: pa.Table,
-        outcome: GroupOutcome,
+        outcome: Outcome,
     ) -> list[MilestonedTable]:
         # Milestoned once: a retry must not milestone again, since the layers that did
         # commit would make the batch's own events look like replays. Other workers cannot
         # change the versions it read (their keys are in other partitions).
         mark = time.perf_counter()
         self._pin_buckets(partitions, ())
-        tables = milestone_tables(self.lake, changes, batch_id, self.layers)
+        tables = milestone_tables(self.lake, changes, batch_id, self.layers, watermarks)
         self._pin_buckets(partitions, tables)
         outcome.timed("milestone", time.perf_counter() - mark)
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             try:
-                write_batch(
-                    self.lake,
-                    self.spec.table,
-                    self.layers,
-                    [(lane, end) for lane, _, end in lanes],
-                    batch_id,
-                    tables,
-                    letters,
-                )
-            except Exception as exc:
-                if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
+                write_batch(self.lake, self.layers, lanes, batch_id, tables, letters)
+            except SinkCommitConflict:
+                if attempt == MAX_CONFLICT_RETRIES:
                     raise
                 log.warning(
                     "topic %s: batch %s conflicted (attempt %s); retrying",
@@ -258,32 +201,41 @@ class TopicGroup:
                     attempt,
                 )
                 time.sleep(0.05 * attempt)
-                self._refresh()
-                refresh_logs(self.lake)
+                self.lake.refresh(self.spec.table, self.layers)
                 continue
             outcome.timed("commit", time.perf_counter() - mark)
             break
-        for layer in self.layers:
-            dt = self.lake.sink(self.spec.table, layer).handle.dt
-            self._seen[layer] = None if dt is None else dt.version()
         return tables
 
     def _decode(
-        self, lanes: Sequence[tuple[PartitionLane, list[KafkaRecord], int]]
-    ) -> tuple[dict[str, TableChanges], list[Any], pa.Table]:
-        """Decode each lane's chunk; merge per table; a key -> partition table."""
+        self, lanes: Sequence[tuple[PartitionLane, int, int]]
+    ) -> tuple[
+        dict[str, TableChanges],
+        dict[str, Watermark],
+        list[DeadLetter],
+        pa.Table,
+        list[LaneBatch],
+    ]:
+        """Decode each lane's chunk and merge per table, each event with its partition's
+        watermark; also a key -> partition table and each lane's part of the commit."""
         parts: dict[str, list[pa.Table]] = {}
         keys: dict[str, tuple[str, ...]] = {}
         owners: list[pa.Table] = []
-        letters: list[Any] = []
-        for lane, chunk, _ in lanes:
-            decoded = self.decode(raw_records(lane.spec.topic, lane.partition, chunk))
+        letters: list[DeadLetter] = []
+        batches = []
+        for lane, count, end in lanes:
+            decoded = lane.decode(lane.pending(count))
             letters.extend(decoded.dead_letters)
+            watermark = lane.watermark()
+            top: str | None = None
             for name, change in decoded.changes.items():
                 events = change.events
                 if events.num_rows == 0:
                     continue
-                parts.setdefault(name, []).append(events)
+                high = highest_position(events)
+                top = high if top is None or (high is not None and high > top) else top
+                marks = per_event(watermark, events.num_rows)
+                parts.setdefault(name, []).append(events.append_column(_MARK, marks))
                 keys[name] = change.key_columns
                 if name == self.spec.table and change.key_columns:
                     owned = events.select(list(change.key_columns))
@@ -292,13 +244,17 @@ class TopicGroup:
                             _PART, pa.repeat(pa.scalar(lane.partition, pa.int64()), owned.num_rows)
                         )
                     )
-        changes = {}
+            batches.append(LaneBatch(lane, end, top))
+        changes: dict[str, TableChanges] = {}
+        watermarks: dict[str, Watermark] = {}
         for name, tables in parts.items():
             events = (
                 tables[0]
                 if len(tables) == 1
                 else pa.concat_tables(tables, promote_options="permissive").sort_by(POSITION)
             )
+            watermarks[name] = events.column(_MARK).combine_chunks()
+            events = events.drop_columns([_MARK])
             changes[name] = TableChanges(name, keys[name], events)
         partitions = (
             pa.concat_tables(owners, promote_options="permissive")
@@ -307,14 +263,13 @@ class TopicGroup:
         )
         if owners:
             partitions = partitions.group_by(partitions.column_names).aggregate([])
-        return changes, letters, partitions
+        return changes, watermarks, letters, partitions, batches
 
     def _pin_buckets(self, partitions: pa.Table, tables: Sequence[MilestonedTable]) -> None:
         """Each row in the buckets of its own partition (a new table's buckets follow them)."""
         lookup = _partition_lookup(partitions)
-        pin_bucketing(
-            self.lake,
-            lambda layer: self.lake.sink(self.spec.table, layer),
+        self.lake.pin_buckets(
+            self.spec.table,
             self.layers,
             tables,
             partition_buckets=self.partition_buckets,

@@ -8,7 +8,10 @@ Delta commit records the offsets it contains, and `transaction_version(app id)` 
 gives the next offset to read:
 
 - on assignment the lane reads that version back and the consumer seeks there;
-- records below it are replays (a rebalance, a commit the consumer lost) and are dropped;
+- records below it were read before (a rebalance, a commit the consumer lost) and are
+  dropped; records Kafka Connect re-sent at *new* offsets after a crash are dropped by the
+  replay guard instead: their source positions are at or below the partition's watermark
+  (`commits.py`), whatever their keys became since;
 - a record above it is a gap (a consumer that committed past unapplied records): the lane
   asks the consumer to seek back, and accepts a gap only when re-reading confirms it;
 - if a crash left the layers at different versions, the first batch is cut exactly at the
@@ -27,21 +30,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Protocol
 
-from tidemark.connectors.decode.decoder import Decoder
+from tidemark.connectors.decode.decoder import DecodedBatch, Decoder
 from tidemark.kernel.columns import Layer
+from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import MilestonedTable
 from tidemark.kernel.records import RawRecord
+from tidemark.sinks.errors import SinkCommitConflict
+from tidemark.sinks.writer import StreamWriter
 from tidemark.stream_processors.distributed.commits import (
     MAX_CONFLICT_RETRIES,
+    LaneBatch,
+    Outcome,
     batch_id_of,
-    is_conflict,
+    highest_position,
     milestone_tables,
     offset_of,
-    pin_bucketing,
-    refresh_logs,
     write_batch,
 )
 from tidemark.stream_processors.distributed.topics import SourceTopic
@@ -58,33 +65,10 @@ class KafkaRecord:
     value: bytes | None
 
 
-@dataclass
-class LaneOutcome:
-    """What one `LaneWork.apply` call did.
-
-    Attributes:
-        seek_to: the consumer must re-read the partition from this offset (gap, zombie).
-        events: change events committed.
-        batches: Delta batches committed (0, 1 or 2: a crash-boundary batch splits).
-        commit_seconds: wall time of each committed batch (decode to durable commit).
-        dead_letters: records sent to the dead letters.
-    """
-
-    seek_to: int | None = None
-    events: int = 0
-    batches: int = 0
-    commit_seconds: list[float] = field(default_factory=list)
-    dead_letters: int = 0
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-
-    def timed(self, phase: str, seconds: float) -> None:
-        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
-
-
 class Outputs(Protocol):
     """Where a lane publishes besides the lake (Kafka topics); see `outputs.py`."""
 
-    def dead_letters(self, letters: Sequence[Any]) -> None: ...
+    def dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
     def live(self, table: MilestonedTable) -> None: ...
 
 
@@ -100,7 +84,7 @@ class PartitionLane:
     Args:
         spec: the table's topic, lake name, source kind and key override.
         partition: the Kafka partition.
-        lake: a `sinks.lake.Lake` whose app id is unique to this lane.
+        lake: the lake (`sinks.lake.Lake`), the lane's own or shared by the topic's lanes.
         layers: the layers this table is written to.
         outputs: optional Kafka outputs (dead-letter topic, live topics).
         gate: optional transaction gate (holds back records of unfinished transactions).
@@ -108,8 +92,8 @@ class PartitionLane:
         verify_gap: `(topic, partition, offset) -> first existing offset` (`gaps.py`);
             without it a gap is never accepted (the lane keeps asking to seek back).
         decode: the decoder (`connectors.decode.decode_records`), injectable for tests.
-        lane_app: this lane's app id prefix in a lake shared by the topic's lanes
-            (`group.py`); None when `lake` is the lane's own (its app id is the prefix).
+        lane_app: this lane's stream (txn app id prefix) in a lake shared by the topic's
+            lanes (`group.py`); None when `lake` is the lane's own (its app id is the prefix).
     """
 
     def __init__(
@@ -117,19 +101,15 @@ class PartitionLane:
         spec: SourceTopic,
         partition: int,
         *,
-        lake: Any,
+        lake: StreamWriter,
         layers: frozenset[Layer],
         outputs: Outputs | None = None,
         gate: TxGate | None = None,
         partition_buckets: bool = True,
         verify_gap: Callable[[str, int, int], int | None] | None = None,
-        decode: Callable[..., Any] | None = None,
+        decode: Callable[[Sequence[RawRecord]], DecodedBatch] | None = None,
         lane_app: str | None = None,
     ) -> None:
-        if decode is None:
-            decode = lane_decoder(spec)
-        # `lane_app`: the lane's txn app id prefix when `lake` is shared by the lanes of a
-        # topic (the worker's group commits); None: the lake is the lane's own.
         self.lane_app = lane_app or lake.app_id
         self._owns_lake = lane_app is None
         self.spec = spec
@@ -141,12 +121,12 @@ class PartitionLane:
         self.gate = gate
         self.partition_buckets = partition_buckets
         self.verify_gap = verify_gap
+        self.lock = threading.Lock()
+        """Held while the lane admits or commits records (a group takes it too)."""
         self._awaiting: int | None = None
         self._awaiting_since = 0.0
-        self._decode = decode
+        self._decode = decode or lane_decoder(spec)
         self._pending: list[KafkaRecord] = []
-        self._lock = threading.Lock()
-        self._seen: dict[Layer, int | None] = {}
         self.committed = 0
         self.next_offset = 0
         self.boundary: int | None = None
@@ -154,57 +134,24 @@ class PartitionLane:
 
     # -- lake state ------------------------------------------------------------------------
 
-    def app_for(self, layer: Layer) -> str:
-        """The Delta txn app id that records this lane's offset in one layer."""
-        return f"{self.lane_app}:{self.spec.table}:{layer.value}"
-
     def applied(self, layer: Layer) -> int:
         """The batch id (txn version) this lane last committed to `layer` (0: none)."""
-        dt = self._sink(layer).handle.dt
-        return 0 if dt is None else int(dt.transaction_version(self.app_for(layer)) or 0)
+        return self.lake.applied_batch(self.spec.table, layer, self.lane_app)
 
-    def _sink(self, layer: Layer) -> Any:
-        sink = self.lake.sink(self.spec.table, layer)
-        handle = sink.handle
-        if not getattr(handle, "_tidemark_lane", False):
-            # The sinks assume one writer per table; lanes are several. Two adjustments
-            # (to move into sinks/ as a multi-writer mode):
-            # - the changelog drops events at or below a *table-wide* position read from the
-            #   last commit of any writer; lanes interleave positions, so a lane must not
-            #   inherit another's. Replays are handled by the lane's offsets (txn versions)
-            #   and the core's per-key replay filter instead.
-            handle._read_position = lambda: None
-            handle._position = None
-            handle._tidemark_lane = True
-        return sink
+    def watermark(self) -> str | None:
+        """The replay guard's watermark of this partition: the highest source position its
+        layers hold (the lowest layer's), None when one holds nothing of it."""
+        return self.lake.applied_position(self.spec.table, self.layers, stream=self.lane_app)
 
-    def lake_offsets(self) -> tuple[int, int]:
-        """(lowest, highest) next offset recorded by this lane's layers, refreshed.
+    def lake_offsets(self, *, refresh: bool = True) -> tuple[int, int]:
+        """(lowest, highest) next offset recorded by this lane's layers.
 
-        Also drops the sinks' cached bucket rows of a layer when another writer (another
-        lane of the table) committed since this lane last looked: the cache holds only what
-        this lane wrote, and a bucket rewritten from a stale cache would lose their rows.
-        """
-        versions = []
-        for layer in sorted(self.layers):
-            sink = self._sink(layer)
-            handle = sink.handle
-            handle.refresh()
-            version = None if handle.dt is None else handle.dt.version()
-            if (
-                version != self._seen.get(layer)
-                and hasattr(sink, "rows")
-                and not _own_buckets(sink)
-            ):
-                sink.rows.clear()
-            self._seen[layer] = version
-            versions.append(offset_of(self.applied(layer)))
+        `refresh` first catches the lake up with other writers (another lane of the table
+        may have written buckets this lane's cache holds; the lake drops those)."""
+        if refresh:
+            self.lake.refresh(self.spec.table, self.layers)
+        versions = [offset_of(self.applied(layer)) for layer in sorted(self.layers)]
         return min(versions), max(versions)
-
-    def _remember_versions(self) -> None:
-        for layer in self.layers:
-            dt = self._sink(layer).handle.dt
-            self._seen[layer] = None if dt is None else dt.version()
 
     def sync(self) -> int:
         """Re-read the lane's offsets from the lake; returns the offset to consume from."""
@@ -223,6 +170,23 @@ class PartitionLane:
             )
         return low
 
+    def moved(self, end: int, *, refresh: bool = True) -> bool:
+        """True when another worker moved the lane since it last looked (a zombie check):
+        its batch ending before `end` must be dropped and the lane re-synced."""
+        low, high = self.lake_offsets(refresh=refresh)
+        if low == self.committed and high in (self.committed, end):
+            return False
+        log.warning(
+            "lane %s: the lake moved to offsets %s..%s under us (expected %s); dropping "
+            "records up to %s",
+            self.name,
+            low,
+            high,
+            self.committed,
+            end,
+        )
+        return True
+
     # -- consuming -------------------------------------------------------------------------
 
     def admit(self, records: Sequence[KafkaRecord]) -> int | None:
@@ -236,7 +200,7 @@ class PartitionLane:
         """
         for record in records:
             if record.offset < self.next_offset:
-                continue  # a replay: already applied or already pending
+                continue  # read before: already applied or already pending
             if record.offset > self.next_offset:
                 if (
                     self._awaiting == self.next_offset
@@ -284,93 +248,105 @@ class PartitionLane:
         """Records read but not committed yet (held for a transaction or a boundary)."""
         return bool(self._pending)
 
-    def apply(self, records: Sequence[KafkaRecord]) -> LaneOutcome:
-        """Admit `records` and commit what may be committed (blocking: run in a thread)."""
-        with self._lock:
-            return self._apply(records)
+    def pending(self, count: int) -> list[KafkaRecord]:
+        """The first `count` pending records (the next batch, once `cut` said how many)."""
+        return self._pending[:count]
 
-    def _apply(self, records: Sequence[KafkaRecord]) -> LaneOutcome:
-        outcome = LaneOutcome()
+    def settle(self, count: int, end: int, *, committed: bool) -> None:
+        """After a commit attempt of the first `count` pending records (ending before
+        `end`): they leave the pending list; the lake holds them when `committed`."""
+        del self._pending[:count]
+        if committed:
+            self.committed = end
+        if self.boundary is not None and end >= self.boundary:
+            self.boundary = None
+
+    def cut(self) -> int:
+        """How many pending records form the next batch (0: wait for more)."""
+        pending = self._pending
+        if not pending:
+            return 0
+        if self.boundary is not None:
+            if pending[-1].offset + 1 < self.boundary:
+                return 0  # the crash-boundary batch must be replayed whole
+            return sum(1 for r in pending if r.offset < self.boundary)
+        if self.gate is not None:
+            return self.gate.committable(self.name, self.spec.table, pending)
+        return len(pending)
+
+    def decode(self, records: Sequence[KafkaRecord]) -> DecodedBatch:
+        """The lane's records decoded (the topic's decoder; callers serialize calls)."""
+        return self._decode(raw_records(self.spec.topic, self.partition, records))
+
+    def apply(self, records: Sequence[KafkaRecord]) -> Outcome:
+        """Admit `records` and commit what may be committed (blocking: run in a thread)."""
+        with self.lock:
+            return self.apply_locked(records)
+
+    def apply_locked(self, records: Sequence[KafkaRecord]) -> Outcome:
+        """`apply`, with `lock` held by the caller (a group replays a crash boundary)."""
+        outcome = Outcome()
         seek = self.admit(records)
         while self._pending:
-            count = self._cut()
+            count = self.cut()
             if count == 0:
                 break
-            chunk, self._pending = self._pending[:count], self._pending[count:]
-            if not self._commit(chunk, outcome):
+            if not self._commit(count, outcome):
                 outcome.seek_to = self.sync()
                 return outcome
         if seek is not None:
             outcome.seek_to = seek
         return outcome
 
-    def _cut(self) -> int:
-        """How many pending records form the next batch (0: wait for more)."""
-        pending = self._pending
-        if self.boundary is not None:
-            if pending[-1].offset + 1 < self.boundary:
-                return 0  # the crash-boundary batch must be replayed whole
-            count = sum(1 for r in pending if r.offset < self.boundary)
-            return count
-        if self.gate is not None:
-            return self.gate.committable(self.name, self.spec.table, pending)
-        return len(pending)
-
-    def _commit(self, chunk: list[KafkaRecord], outcome: LaneOutcome) -> bool:
-        """Commit one batch; False when another worker moved the lane (caller re-syncs)."""
+    def _commit(self, count: int, outcome: Outcome) -> bool:
+        """Commit the next `count` records; False when another worker moved the lane."""
         started = time.perf_counter()
+        chunk = self.pending(count)
         end = chunk[-1].offset + 1  # the next offset after this batch
-        decoded = self._decode(raw_records(self.spec.topic, self.partition, chunk))
+        decoded = self.decode(chunk)
         outcome.timed("decode", time.perf_counter() - started)
         # Buckets that follow the partition are this lane's alone: no lock, no conflict.
-        if all(_own_buckets(self._sink(layer)) for layer in self.layers):
-            return self._commit_locked(chunk, end, decoded, outcome, started)
-        with _table_lock(self.spec.table):
-            return self._commit_locked(chunk, end, decoded, outcome, started)
+        shared = self.lake.shares_buckets(self.spec.table, self.layers)
+        with table_lock(self.spec.table) if shared else nullcontext():
+            return self._commit_locked(count, end, decoded, outcome, started)
 
     def _commit_locked(
-        self, chunk: list[KafkaRecord], end: int, decoded: Any, outcome: LaneOutcome, started: float
+        self, count: int, end: int, decoded: DecodedBatch, outcome: Outcome, started: float
     ) -> bool:
         batch_id = batch_id_of(end, self.partition)
         letters = list(decoded.dead_letters)
-        tables: list[MilestonedTable] = []
-        milestoned: list[MilestonedTable] | None = None
+        position = max(
+            (p for c in decoded.changes.values() if (p := highest_position(c.events))),
+            default=None,
+        )
+        tables: list[MilestonedTable] | None = None
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
-            low, high = self.lake_offsets()
+            moved = self.moved(end)
             outcome.timed("refresh", time.perf_counter() - mark)
-            if low != self.committed or high not in (self.committed, end):
-                log.warning(
-                    "lane %s: the lake moved to offsets %s..%s under us (expected %s);"
-                    " dropping batch %s",
-                    self.name,
-                    low,
-                    high,
-                    self.committed,
-                    end,
-                )
+            if moved:
+                self.settle(count, end, committed=False)
                 return False
-            if milestoned is None:  # once: on a retry, layers that did commit would make
-                # the batch's own events look like replays
+            if tables is None:  # once: on a retry, layers that did commit would make the
+                # batch's own events look like replays
                 mark = time.perf_counter()
                 self._pin_buckets(())  # existing tables: current_versions needs the partition
-                milestoned = milestone_tables(self.lake, decoded.changes, batch_id, self.layers)
+                watermark = self.watermark()
+                tables = milestone_tables(
+                    self.lake,
+                    decoded.changes,
+                    batch_id,
+                    self.layers,
+                    {name: watermark for name in decoded.changes},
+                )
                 outcome.timed("milestone", time.perf_counter() - mark)
-                self._pin_buckets(milestoned)  # a new table: its layout is chosen here
-            tables = milestoned
+                self._pin_buckets(tables)  # a new table: its layout is chosen here
             mark = time.perf_counter()
             try:
-                write_batch(
-                    self.lake,
-                    self.spec.table,
-                    self.layers,
-                    [(self, end)],
-                    batch_id,
-                    tables,
-                    letters,
-                )
-            except Exception as exc:
-                if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
+                lanes = [LaneBatch(self, end, position)]
+                write_batch(self.lake, self.layers, lanes, batch_id, tables, letters)
+            except SinkCommitConflict:
+                if attempt == MAX_CONFLICT_RETRIES:
                     raise
                 log.warning(
                     "lane %s: batch %s conflicted (attempt %s); retrying",
@@ -379,32 +355,20 @@ class PartitionLane:
                     attempt,
                 )
                 time.sleep(0.05 * attempt)
-                refresh_logs(self.lake)
                 continue
             outcome.timed("commit", time.perf_counter() - mark)
             break
-        if tables:
-            self.committed = end
-            self._remember_versions()
-        if self.boundary is not None and end >= self.boundary:
-            self.boundary = None
-        if self.outputs is not None:
-            if letters:
-                self.outputs.dead_letters(letters)
-            for table in tables:
-                self.outputs.live(table)
-        outcome.events += sum(t.changelog.num_rows for t in tables)
-        outcome.batches += 1 if tables else 0
-        outcome.dead_letters += len(letters)
-        outcome.commit_seconds.append(time.perf_counter() - started)
-        log.info("lane %s: batch %s committed (%s records)", self.name, batch_id, len(chunk))
+        assert tables is not None
+        self.settle(count, end, committed=bool(tables))
+        publish(self.outputs, tables, letters)
+        outcome.committed(tables, letters, started)
+        log.info("lane %s: batch %s committed (%s records)", self.name, batch_id, count)
         return True
 
     def _pin_buckets(self, tables: Sequence[MilestonedTable]) -> None:
         """This partition pinned in the table's bucketing (a new table's buckets follow it)."""
-        pin_bucketing(
-            self.lake,
-            self._sink,
+        self.lake.pin_buckets(
+            self.spec.table,
             self.layers,
             tables,
             partition_buckets=self.partition_buckets,
@@ -414,6 +378,18 @@ class PartitionLane:
     def close(self) -> None:
         if self._owns_lake:
             self.lake.close()
+
+
+def publish(
+    outputs: Outputs | None, tables: Sequence[MilestonedTable], letters: Sequence[DeadLetter]
+) -> None:
+    """Publish a committed batch to the Kafka outputs (never ahead of the lake)."""
+    if outputs is None:
+        return
+    if letters:
+        outputs.dead_letters(letters)
+    for table in tables:
+        outputs.live(table)
 
 
 def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> list[RawRecord]:
@@ -430,7 +406,7 @@ def raw_records(topic: str, partition: int, chunk: Sequence[KafkaRecord]) -> lis
     ]
 
 
-def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], Any]:
+def lane_decoder(spec: SourceTopic) -> Callable[[Sequence[RawRecord]], DecodedBatch]:
     """A decoder of the lane's own: decoders keep per-source position state (snapshot
     counters), which must not be shared across lanes that run in parallel threads."""
     keys = {spec.table: spec.key_columns} if spec.key_columns else {}
@@ -441,15 +417,7 @@ _TABLE_LOCKS: dict[str, threading.Lock] = {}
 _TABLE_LOCKS_GUARD = threading.Lock()
 
 
-def _own_buckets(sink: Any) -> bool:
-    """True for a layer whose buckets follow the Kafka partition (or that has none)."""
-    if not hasattr(sink, "rows"):
-        return True  # the changelog: append only
-    bucketing = getattr(sink, "bucketing", None)
-    return bucketing is not None and bucketing.kind == "partition"
-
-
-def _table_lock(table: str) -> threading.Lock:
+def table_lock(table: str) -> threading.Lock:
     """Lanes of one table in one process commit one at a time: they would only conflict
     on the table's shared files (and retry); decoding still runs in parallel."""
     with _TABLE_LOCKS_GUARD:

@@ -28,17 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tidemark.kernel.columns import SOURCE_TS, Layer
-from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.errors import TerminalError, TransientError
-from tidemark.kernel.model import MilestonedTable
 from tidemark.kernel.records import RawRecord
+from tidemark.sinks.writer import BatchResult, LakeWriter, Refused
 from tidemark.stream_processors.batching import Batcher, PipelineBatch
 from tidemark.stream_processors.embedded.inflight import InFlight
-from tidemark.stream_processors.embedded.shaping import (
-    drop_redelivered,
-    refused_table,
-    rows_as_dead_letters,
-)
 from tidemark.stream_processors.milestoning.core import milestone
 
 logger = logging.getLogger(__name__)
@@ -59,27 +53,6 @@ class Decoder(Protocol):
 
     def decode(self, records: Sequence[RawRecord]) -> Any: ...
     def resume_from(self, source: str, position: str | None) -> None: ...
-
-
-class LakeWriter(Protocol):
-    """What the runner needs from the sinks (`sinks.lake.Lake`)."""
-
-    def applied_position(self, table: str, layers: frozenset[Layer]) -> str | None: ...
-    def current_versions(
-        self, table: str, keys: pa.Table, layers: frozenset[Layer]
-    ) -> pa.Table | None: ...
-    def commit_batch(
-        self,
-        batch_id: int,
-        tables: Sequence[MilestonedTable],
-        *,
-        source_positions: Mapping[str, str],
-        started_at: datetime,
-        layers: Mapping[str, frozenset[Layer]] | None = None,
-        closed_by: str | None = None,
-    ) -> Any: ...
-    def write_dead_letters(self, letters: Sequence[Any], *, batch_id: int) -> None: ...
-    def last_batch_id(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +99,7 @@ class BatchReport:
     committed_at: datetime
     max_source_ts: datetime | None
     source_ts: pa.Array | None = None  # every event's commit time (for latency percentiles)
-    lake_result: Any = None  # what the lake returned (`sinks.lake.BatchResult`: commit times)
+    lake_result: BatchResult | None = None  # what the lake returned (commit times, counts)
 
 
 @dataclass
@@ -162,7 +135,7 @@ class EmbeddedRunner:
 
     Args:
         sources: the sources to capture.
-        lake: the lake facade (`sinks.lake.Lake`) or a test double with the same verbs.
+        lake: the lake (`sinks.lake.Lake`, or a test double with the same typed API).
         settings: batching, backpressure, retries.
         on_batch: called after each committed and acknowledged batch.
         keep_source_ts: put every event's commit time in the reports (benchmarks).
@@ -190,7 +163,7 @@ class EmbeddedRunner:
         self._sources = [_Open(spec) for spec in sources]
         self._batcher = self._new_batcher()
         self.idle_since: float | None = None  # since when polls bring no change events
-        self._inflight: InFlight[PipelineBatch, tuple[Any, datetime, int]] = InFlight()
+        self._inflight: InFlight[PipelineBatch, tuple[BatchResult, datetime, int]] = InFlight()
         self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
 
     def _new_batcher(self) -> Batcher:
@@ -200,14 +173,10 @@ class EmbeddedRunner:
             max_events=self.settings.max_events,
             max_latency_ms=self.settings.max_latency_ms,
             max_events_cap=self.max_pending // 2,
-            first_batch_id=self._highest_batch_id() + 1,
+            # Never reuse a batch id a killed process left in some layers: the replayed
+            # batch may hold other events, and those layers would skip all of it.
+            first_batch_id=self.lake.highest_batch_id() + 1,
         )
-
-    def _highest_batch_id(self) -> int:
-        """Never reuse a batch id a killed process left in some layers (`Lake.highest_batch_id`):
-        the replayed batch may hold other events, and those layers would skip all of it."""
-        highest = getattr(self.lake, "highest_batch_id", None)
-        return int(highest()) if highest is not None else self.lake.last_batch_id()
 
     @property
     def pending_events(self) -> int:
@@ -348,7 +317,7 @@ class EmbeddedRunner:
 
     def _apply_retrying(
         self, batch: PipelineBatch, stop: threading.Event, stopping: bool
-    ) -> tuple[Any, datetime, int]:
+    ) -> tuple[BatchResult, datetime, int]:
         """On the commit thread: (the lake's result, when the batch started, retries)."""
         started = datetime.now(UTC)
         backoff = self.settings.backoff_initial_s
@@ -375,7 +344,7 @@ class EmbeddedRunner:
         report = self._report(batch, started, result)
         self.stats.batches += 1
         self.stats.events += batch.event_count
-        self.stats.dead_letters += len(batch.dead_letters)
+        self.stats.dead_letters += len(batch.dead_letters) + result.dead_letters
         self.stats.last = report
         logger.info(
             "batch %d committed: %d events, %d tx (%s)",
@@ -387,13 +356,18 @@ class EmbeddedRunner:
         if self.on_batch is not None:
             self.on_batch(report)
 
-    def _apply(self, batch: PipelineBatch, started: datetime) -> Any:
-        if batch.dead_letters:
-            self.lake.write_dead_letters(list(batch.dead_letters), batch_id=batch.batch_id)
+    def _apply(self, batch: PipelineBatch, started: datetime) -> BatchResult:
+        """Milestone each table against the lake and commit the batch with its dead letters.
+
+        The replay guard runs inside `milestone` at the table's watermark (events Debezium
+        delivers again, copies of one position, snapshot rows the lake already holds); a
+        table that cannot be milestoned (a column type the lake's cannot take, a value Arrow
+        cannot handle) goes to the dead letters with the batch and the rest is committed
+        (DESIGN §3.3, guarantee 7).
+        """
         tables = []
-        letters: list[DeadLetter] = []
+        refused: list[Refused] = []
         for name, changes in batch.changes.items():
-            changes = drop_redelivered(changes, batch.batch_id)
             keys = changes.events.select(list(changes.key_columns))
             layers = (self.settings.layers or {}).get(name, frozenset(Layer))
             try:
@@ -421,59 +395,19 @@ class EmbeddedRunner:
                     changes.events.num_rows,
                     exc_info=not isinstance(exc, TerminalError),
                 )
-                letters += rows_as_dead_letters(name, changes.key_columns, changes.events, reason)
+                refused.append(Refused(changes, reason))
                 continue
             tables.append(result)
-        return self._commit_isolating(batch, tables, started, letters)
-
-    def _commit_isolating(
-        self,
-        batch: PipelineBatch,
-        tables: list[MilestonedTable],
-        started: datetime,
-        letters: list[DeadLetter],
-    ) -> Any:
-        """Commit; a table the lake refuses for good (a terminal error naming it, such as a
-        column type that cannot widen) goes to the dead letters and the rest is committed
-        (DESIGN §3.3, guarantee 5). Layers already written are skipped on the retry."""
-        refused: set[str] = set()
-        while True:
-            try:
-                result = self.lake.commit_batch(
-                    batch.batch_id,
-                    [t for t in tables if t.table not in refused],
-                    source_positions=batch.positions,
-                    started_at=started,
-                    layers=self.settings.layers,
-                    closed_by=batch.closed_by,
-                )
-                if letters:
-                    self._dead_letters(letters, batch.batch_id)
-                return result
-            except TerminalError as exc:
-                table = refused_table(exc, tables)
-                if table is None or table in refused:
-                    raise
-                refused.add(table)
-                failed = next(t for t in tables if t.table == table)
-                logger.error(
-                    "batch %d, table %s: %s; its %d events go to the dead letters",
-                    batch.batch_id,
-                    table,
-                    exc.message,
-                    failed.changelog.num_rows,
-                )
-                letters += rows_as_dead_letters(
-                    table, failed.key_columns, failed.changelog, exc.message
-                )
-
-    def _dead_letters(self, letters: list[DeadLetter], batch_id: int) -> None:
-        store = getattr(self.lake, "dead_letters", None)
-        if store is not None and hasattr(store, "append"):
-            store.append(letters, batch_id=batch_id, stage="apply")  # sinks.lake.Lake
-        else:
-            self.lake.write_dead_letters(letters, batch_id=batch_id)
-        self.stats.dead_letters += len(letters)
+        return self.lake.commit_batch(
+            batch.batch_id,
+            tables,
+            source_positions=batch.positions,
+            started_at=started,
+            layers=self.settings.layers,
+            closed_by=batch.closed_by,
+            dead_letters=batch.dead_letters,
+            refused=refused,
+        )
 
     def _acknowledge(self, batch: PipelineBatch) -> None:
         """Acknowledge, per source, the newest polled chunk the batch fully covers."""
@@ -500,7 +434,7 @@ class EmbeddedRunner:
             if self.on_idle is not None:
                 self.on_idle(source.spec.name)
 
-    def _report(self, batch: PipelineBatch, started: datetime, result: Any) -> BatchReport:
+    def _report(self, batch: PipelineBatch, started: datetime, result: BatchResult) -> BatchReport:
         stamps = [
             t.events.column(SOURCE_TS)
             for t in batch.changes.values()
@@ -512,7 +446,7 @@ class EmbeddedRunner:
             else None
         )
         highest = pc.max(every).as_py() if every is not None and len(every) else None
-        committed = getattr(result, "committed_at", None) or datetime.now(UTC)
+        committed = result.committed_at
         return BatchReport(
             batch_id=batch.batch_id,
             events=batch.event_count,

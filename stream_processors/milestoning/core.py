@@ -15,7 +15,16 @@ import pyarrow.compute as pc
 
 from tidemark.kernel.columns import POSITION, ROW
 from tidemark.kernel.model import MilestonedTable, TableChanges
-from tidemark.stream_processors.milestoning import arrays, layers, multiset, noop, timeline, toast
+from tidemark.kernel.replay import Watermark
+from tidemark.stream_processors.milestoning import (
+    arrays,
+    guard,
+    layers,
+    multiset,
+    noop,
+    timeline,
+    toast,
+)
 from tidemark.stream_processors.milestoning.errors import MilestoningError
 from tidemark.stream_processors.milestoning.timeline import IS_CURRENT, Timeline
 
@@ -30,7 +39,7 @@ def milestone(
     *,
     batch_id: int,
     ingested_at: datetime,
-    applied_position: str | None = None,
+    applied_position: Watermark = None,
 ) -> MilestonedTable:
     """Turn one table's ordered change events into what each layer must write.
 
@@ -40,12 +49,15 @@ def milestone(
             columns plus `_tm_valid_from` and `_tm_position`; None or empty for new keys.
         batch_id: this batch's id, stamped into `_tm_batch`, `_tm_batch_in/_out`.
         ingested_at: when the batch was taken in (naive means UTC).
-        applied_position: optional table-wide watermark: events at or below it were
-            committed before and are dropped, even for keys that have no open version.
+        applied_position: what the event's stream has applied (the replay guard's
+            watermark, `tidemark.kernel.replay`): one position for every event (the table's),
+            one per event (several Kafka partitions in one batch; NULL where unknown), or
+            None. Events at or below it were committed before and are dropped, whatever
+            became of their keys. Where it is unknown, the key's open version bounds it.
 
     Returns:
-        The rows to append, upsert, delete and close per layer. Events whose position is at
-        or below their key's current `_tm_position` (a replay) appear nowhere.
+        The rows to append, upsert, delete and close per layer. Replayed events, copies of
+        one position and snapshot rows that repeat their key's version appear nowhere.
 
     Raises:
         MilestoningError: a key or `_tm_` column is missing, or a column's type cannot be
@@ -56,15 +68,16 @@ def milestone(
     last_position = (pc.max(positions).as_py() if positions is not None else None) or ""
     if ingested_at.tzinfo is None:
         ingested_at = ingested_at.replace(tzinfo=UTC)
-    if applied_position is not None and positions is not None:
-        events = events.filter(pc.greater(positions, pa.scalar(applied_position, pa.string())))
-    line = timeline.build(events, current, table=changes.table, key_columns=changes.key_columns)
-    line = _one_open_version(line, table=changes.table)
-    line = _drop_replays(line, table=changes.table)
-    line = toast.carry_forward(line, table=changes.table)
+    table = changes.table
+    events, watermarks = guard.admit(events, applied_position, table=table)
+    line = timeline.build(events, current, table=table, key_columns=changes.key_columns)
+    line = _one_open_version(line, table=table)
+    line = guard.drop_below_key(line, watermarks, table=table)
+    line = toast.carry_forward(line, table=table)
     if changes.key_columns == (ROW,):  # a table without a key: count identical rows
         line = multiset.count_rows(line)
     unchanged = noop.unchanged_rows(line)
+    line, unchanged = guard.drop_repeated_snapshots(line, unchanged, watermarks, table=table)
     upserts, deletes = layers.live(line, batch_id=batch_id)
     inserts, closes = layers.forensic(line, unchanged, batch_id=batch_id)
     return MilestonedTable(
@@ -93,24 +106,3 @@ def _one_open_version(line: Timeline, *, table: str) -> Timeline:
         return line
     logger.warning("table %s: %d key(s) had several open versions; kept the newest", table, dropped)
     return line.filter(pc.invert(stale))
-
-
-def _drop_replays(line: Timeline, *, table: str) -> Timeline:
-    """Drop events at or below their key's current `_tm_position`: already in the lake.
-
-    The current version sorts first in its key's run, so its position is broadcast to the
-    run's rows by taking the run's first row.
-    """
-    if line.rows.num_rows == 0:
-        return line
-    is_current = line.column(IS_CURRENT)
-    position = line.column(POSITION)
-    own = pc.if_else(is_current, position, pa.scalar(None, position.type))
-    key_position = own.take(arrays.group_starts(line.starts))
-    at_or_below = pc.fill_null(pc.less_equal(position, key_position), False)
-    replay = pc.and_(pc.invert(is_current), at_or_below)
-    dropped = pc.sum(replay).as_py() or 0
-    if not dropped:
-        return line
-    logger.info("table %s: dropped %d replayed event(s)", table, dropped)
-    return line.filter(pc.invert(replay))

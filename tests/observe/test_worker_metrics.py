@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tidemark.observe.metrics import WorkerMetrics
-from tidemark.stream_processors.distributed.lane import LaneOutcome
+from tidemark.stream_processors.distributed.commits import Outcome as LaneOutcome
 
 
 def test_worker_counts_events_batches_dead_letters_and_commit_times_per_table() -> None:

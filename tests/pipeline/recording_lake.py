@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from tidemark.kernel.dead_letter import dead_letters_of
 from tidemark.kernel.errors import TransientError
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks.writer import BatchResult
 
 
 class Crash(Exception):
@@ -37,7 +39,9 @@ class RecordingLake:
     _applied: dict[str, str] = field(default_factory=dict)
     _schemas: dict[str, pa.Schema] = field(default_factory=dict)
 
-    def applied_position(self, table: str, layers: frozenset = frozenset()) -> str | None:
+    def applied_position(
+        self, table: str, layers: frozenset = frozenset(), stream: str | None = None
+    ) -> str | None:
         return self._applied.get(table)
 
     def current_versions(
@@ -60,7 +64,10 @@ class RecordingLake:
         started_at: datetime,
         layers: Mapping | None = None,
         closed_by: str | None = None,
-    ) -> object:
+        streams: Sequence = (),
+        dead_letters: Sequence = (),
+        refused: Sequence = (),
+    ) -> BatchResult:
         if self.crash_at_batch == batch_id:
             raise Crash(f"crash at batch {batch_id}")
         if self.transient_failures:
@@ -82,13 +89,31 @@ class RecordingLake:
         self.batches.append(
             Committed(batch_id, {t.table: t for t in tables}, dict(source_positions))
         )
-        return type("Result", (), {"committed_at": datetime.now(UTC)})()
+        applied = [
+            letter
+            for r in refused
+            for letter in dead_letters_of(
+                r.changes.table,
+                r.changes.key_columns,
+                r.changes.events,
+                reason=r.reason,
+                origin="test",
+            )
+        ]
+        self.dead_letters.extend([*dead_letters, *applied])
+        return BatchResult(batch_id, (), (), len(applied), False, datetime.now(UTC), 0.0)
 
-    def write_dead_letters(self, letters: Sequence, *, batch_id: int) -> None:
+    def write_dead_letters(
+        self, letters: Sequence, *, batch_id: int, stage: str = "decode", stream=None
+    ) -> int:
         self.dead_letters.extend(letters)
+        return len(letters)
 
     def last_batch_id(self) -> int:
         return self.batches[-1].batch_id if self.batches else 0
+
+    def highest_batch_id(self) -> int:
+        return self.last_batch_id()
 
     # -- for assertions -------------------------------------------------------------------
     def changelog(self, table: str) -> list[dict]:

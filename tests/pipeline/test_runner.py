@@ -129,10 +129,14 @@ def test_batches_hold_whole_transactions_and_every_event_once(fresh_database, st
 
 def test_offsets_advance_only_after_the_commit(fresh_database, state) -> None:
     """A crash inside commit_batch: nothing of that batch was acknowledged, so a new runner
-    receives it again, and every event ends up committed exactly once."""
+    receives it again, and every event ends up committed exactly once.
+
+    The crash hits batch 3, the first streamed one (batches 1 and 2 are the five seed rows of
+    the snapshot). A crash inside the snapshot makes Debezium redo it, which folds the
+    streamed changes into snapshot rows: tests/pipeline/test_redelivery.py covers that."""
     url = fresh_database()
     _setup(url)
-    lake = RecordingLake(crash_at_batch=2)
+    lake = RecordingLake(crash_at_batch=3)
     expected = 5 + 4 * 4
     first = _run_until(
         _runner(url, state, lake, max_events=4, max_latency_ms=100),
@@ -141,7 +145,7 @@ def test_offsets_advance_only_after_the_commit(fresh_database, state) -> None:
         then=lambda: _transactions(url, [3, 3, 3, 3]),
     )
     assert isinstance(first.get("error"), Crash)
-    assert [b.batch_id for b in lake.batches] == [1]
+    assert [b.batch_id for b in lake.batches] == [1, 2]
     lake.crash_at_batch = None
     outcome = _run_until(
         _runner(url, state, lake, max_events=4, max_latency_ms=100),
@@ -219,15 +223,15 @@ def test_the_next_batch_is_captured_while_a_commit_runs(fresh_database, state) -
 
 
 def test_redelivered_events_in_one_batch_are_dropped() -> None:
-    """Debezium re-delivers after reconnecting by itself: one event per position survives."""
+    """Debezium re-delivers after reconnecting by itself: one event per position survives
+    (the replay guard, as the core applies it before milestoning)."""
     import pyarrow as pa
 
-    from tidemark.kernel.model import TableChanges
-    from tidemark.stream_processors.embedded.shaping import drop_redelivered
+    from tidemark.stream_processors.milestoning.guard import admit
 
     events = pa.table({"id": [1, 1, 2, 2], "_tm_position": ["a", "a", "b", "c"]})
-    kept = drop_redelivered(TableChanges("s.p.t", ("id",), events), batch_id=1)
-    assert kept.events.to_pylist() == [
+    kept, _ = admit(events, None, table="s.p.t")
+    assert kept.to_pylist() == [
         {"id": 1, "_tm_position": "a"},
         {"id": 2, "_tm_position": "b"},
         {"id": 2, "_tm_position": "c"},

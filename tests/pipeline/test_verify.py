@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from tests.pipeline.handmade_lake import Change, build, pos, row, story
+from tests.pipeline.handmade_lake import T0, Change, build, pos, row, story
 from tidemark.config import parse_config
 from tidemark.connectors.postgres.snapshot import consistent_snapshot
 from tidemark.verify import check_table, verify_source
@@ -262,3 +262,126 @@ def test_canonical_text_agrees_across_types(fresh_database, tmp_path: Path) -> N
         )
     assert check.source_rows == check.lake_rows == 2
     assert check.ok, check
+
+
+# -- the replay guard's invariants, each seen by the command (exit 1) ---------------------
+
+
+def _verify_cli(url: str, lake: Path, tmp_path: Path) -> tuple[int, str]:
+    """`tidemark verify --config ...` in-process: (exit code, its output)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from tidemark.cli import cli
+
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "t",
+                "lake": str(lake),
+                "sources": [
+                    {
+                        "name": "shop",
+                        "kind": "postgres",
+                        "dsn": url,
+                        "tables": ["public.customers"],
+                    }
+                ],
+            }
+        )
+    )
+    result = CliRunner().invoke(cli, ["verify", "--config", str(config), "--timeout", "5"])
+    return result.exit_code, result.output
+
+
+def _append(lake: Path, layer: str, rows: pa.Table) -> None:
+    from deltalake import DeltaTable
+
+    path = str(lake / layer / "shop.public.customers")
+    write_deltalake(path, rows.cast(pa.schema(DeltaTable(path).schema().to_arrow())), mode="append")
+
+
+def _layer(lake: Path, layer: str) -> pa.Table:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(lake / layer / "shop.public.customers")).to_pyarrow_table()
+
+
+def test_a_key_with_two_versions_at_one_position_is_found(fresh_database, tmp_path) -> None:
+    """The same event applied twice (zero-length intervals overlap nothing, so only this
+    check sees it)."""
+    url = fresh_database()
+    _source(url, story())
+    lake = tmp_path / "lake"
+    build(lake, "shop.public.customers", story())
+    closed = _layer(lake, "forensic").filter(pa.compute.field("_tm_valid_to").is_valid())
+    first = closed.slice(0, 1)
+    again = first.set_column(
+        first.schema.get_field_index("_tm_valid_to"),
+        "_tm_valid_to",
+        first.column("_tm_valid_from"),
+    )
+    _append(lake, "forensic", again)
+    code, out = _verify_cli(url, lake, tmp_path)
+    assert code == 1, out
+    assert "two versions at one source position" in out
+
+
+def test_changelog_events_are_unique_by_key_and_position(fresh_database, tmp_path) -> None:
+    """Two keys may share a position (snapshot counters restart in a distributed worker);
+    one key's event twice is a double."""
+    url = fresh_database()
+    _source(url, story())
+    lake = tmp_path / "lake"
+    changes = story()
+    # keys 1 and 2 were both inserted at one position: not a double
+    shared = [Change("c", changes[0].row, pos(0x100), changes[0].ts), *changes[1:]]
+    shared[1] = Change("c", changes[1].row, pos(0x100), changes[1].ts)
+    build(lake, "shop.public.customers", shared)
+    code, out = _verify_cli(url, lake, tmp_path)
+    assert code == 0, out
+    _append(lake, "changelog", _layer(lake, "changelog").slice(0, 1))
+    code, out = _verify_cli(url, lake, tmp_path)
+    assert code == 1, out
+    assert "more than once" in out
+
+
+def test_overlapping_forensic_intervals_are_found(fresh_database, tmp_path) -> None:
+    """The Kafka Connect redelivery: a deleted key's events applied again under their own
+    positions left a repeated version whose interval overlaps the others."""
+    url = fresh_database()
+    _source(url, story())
+    lake = tmp_path / "lake"
+    build(lake, "shop.public.customers", story())
+    deleted = _layer(lake, "forensic").filter(pa.compute.field("id") == 2)
+    again = deleted.set_column(
+        deleted.schema.get_field_index("_tm_position"),
+        "_tm_position",
+        pa.array([pos(0x450)], pa.string()),
+    )
+    _append(lake, "forensic", again)
+    code, out = _verify_cli(url, lake, tmp_path)
+    assert code == 1, out
+    assert "overlapping" in out
+
+
+def test_a_snapshot_row_read_twice_is_found(fresh_database, tmp_path) -> None:
+    """A snapshot redone after a crash landed its rows again under new positions: the same
+    rows, so live and forensic look right; only the changelog shows it."""
+    url = fresh_database()
+    _source(url, story())
+    lake = tmp_path / "lake"
+    changes = story()
+    snapshot = [
+        Change("r", c.row, f"{0x50:016x}{0:016x}{i:08x}", T0) for i, c in enumerate(changes[:3])
+    ]
+    redone = [
+        Change("r", c.row, f"{0x60:016x}{0:016x}{i:08x}", T0) for i, c in enumerate(changes[:3])
+    ]
+    build(lake, "shop.public.customers", [*snapshot, *changes[3:]])
+    assert _verify_cli(url, lake, tmp_path)[0] == 0
+    build(lake, "shop.public.customers", [*snapshot, *redone, *changes[3:]])
+    code, out = _verify_cli(url, lake, tmp_path)
+    assert code == 1, out
+    assert "snapshot row(s) that repeat their key's previous version" in out

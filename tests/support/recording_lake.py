@@ -16,7 +16,7 @@ from tidemark.kernel.columns import Layer
 from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.batch_log import TableCounts
-from tidemark.sinks.lake import BatchResult
+from tidemark.sinks.writer import BatchResult
 
 
 class RecordingLake:
@@ -30,7 +30,9 @@ class RecordingLake:
         self._open: dict[str, dict[tuple, dict]] = {}
         self._positions: dict[str, str] = {}
 
-    def applied_position(self, table: str, layers: frozenset = frozenset()) -> str | None:
+    def applied_position(
+        self, table: str, layers: frozenset = frozenset(), stream: str | None = None
+    ) -> str | None:
         return self._positions.get(table)
 
     def current_versions(
@@ -52,6 +54,9 @@ class RecordingLake:
         started_at: datetime,
         layers: Mapping[str, frozenset[Layer]] | None = None,
         closed_by: str | None = None,
+        streams: Sequence = (),
+        dead_letters: Sequence[DeadLetter] = (),
+        refused: Sequence = (),
     ) -> BatchResult:
         if batch_id <= self.last_batch_id():
             return BatchResult(batch_id, (), (), 0, True, datetime.now(UTC), 0.0)
@@ -66,14 +71,26 @@ class RecordingLake:
             if mt.last_position:
                 self._positions[mt.table] = max(mt.last_position, self._positions.get(mt.table, ""))
         self.batches.append((batch_id, list(tables), dict(source_positions)))
+        self.dead.extend((batch_id, letter) for letter in dead_letters)
         counts = tuple(TableCounts(mt.table, changelog=mt.changelog.num_rows) for mt in tables)
         return BatchResult(batch_id, counts, (), 0, False, datetime.now(UTC), 0.0)
 
-    def write_dead_letters(self, letters: Sequence[DeadLetter], *, batch_id: int) -> None:
+    def write_dead_letters(
+        self,
+        letters: Sequence[DeadLetter],
+        *,
+        batch_id: int,
+        stage: str = "decode",
+        stream: str | None = None,
+    ) -> int:
         self.dead.extend((batch_id, letter) for letter in letters)
+        return len(letters)
 
     def last_batch_id(self) -> int:
         return self.batches[-1][0] if self.batches else 0
+
+    def highest_batch_id(self) -> int:
+        return self.last_batch_id()
 
     def close(self) -> None:
         pass

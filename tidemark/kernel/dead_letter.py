@@ -6,10 +6,14 @@ importing `connectors/`. The raw key and value are kept verbatim for replay by h
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
+from tidemark.kernel.columns import POSITION
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,28 @@ def safe_rows(table: pa.Table) -> list[dict[str, Any]]:
         ]
         rows = pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
     return rows
+
+
+def dead_letters_of(
+    table: str,
+    key_columns: Sequence[str],
+    rows: pa.Table,
+    *,
+    reason: str,
+    origin: str,
+) -> list[DeadLetter]:
+    """One dead letter per row (a change event) of a table that cannot be applied.
+
+    The row is kept whole as JSON (`raw_value`), its key columns as `raw_key`.
+    """
+    return [
+        DeadLetter(
+            table=table,
+            raw_key=json.dumps({k: row.get(k) for k in key_columns}, default=str),
+            raw_value=json.dumps(row, default=str, ensure_ascii=False),
+            reason=reason,
+            origin=origin,
+            position=row.get(POSITION),
+        )
+        for row in safe_rows(rows)
+    ]

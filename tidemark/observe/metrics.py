@@ -255,7 +255,7 @@ class WorkerMetrics:
         )
 
     def on_outcome(self, topic: str, outcome: Any) -> None:
-        """Count what one group apply did (`LaneOutcome`-like)."""
+        """Count what one group apply did (`distributed.commits.Outcome`)."""
         labels = (self.pipeline, self.tables.get(topic, topic))
         self.events.labels(*labels).inc(outcome.events)
         self.batches.labels(*labels).inc(outcome.batches)
