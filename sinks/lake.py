@@ -35,7 +35,9 @@ from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
 from tidemark.sinks.schema import all_nullable
 from tidemark.sinks.streams import ALL_LAYERS, LayerSink, StreamLayers
-from tidemark.sinks.writer import BatchResult, Refused, Stage, TablePin
+from tidemark.sinks.writer import BatchResult as BatchResult
+from tidemark.sinks.writer import Refused, Stage
+from tidemark.sinks.writer import TablePin as TablePin
 
 log = logging.getLogger(__name__)
 
