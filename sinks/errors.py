@@ -6,6 +6,7 @@ a schema mismatch or a bad location is terminal (a person must act).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,6 +61,21 @@ class SinkLocationError(SinkError, TerminalError):
     exit_code = 2
 
 
+class SinkLogDamaged(SinkError, TerminalError):
+    """A table's Delta log cannot be read (a commit file cut short or corrupted)."""
+
+    exit_code = 2
+
+
+# How delta-rs reports a commit file it cannot parse (a truncated or corrupted
+# `_delta_log/<version>.json`).
+_DAMAGED = re.compile(
+    r"json error|truncated record|eof while parsing|invalid json|expected value at line|"
+    r"unexpected end of|invalid commit|failed to parse (?:log|commit|action)",
+    re.I,
+)
+
+
 @contextmanager
 def delta_errors(uri: str, *, batch_id: int | None = None) -> Iterator[None]:
     """Translate `deltalake` exceptions raised inside the block into `SinkError`s."""
@@ -71,13 +87,26 @@ def delta_errors(uri: str, *, batch_id: int | None = None) -> Iterator[None]:
         raise _translate(exc, uri, batch_id) from exc
 
 
+def damaged(exc: BaseException, uri: str) -> SinkLogDamaged | None:
+    """The `SinkLogDamaged` for an exception that reports an unreadable Delta log, else None."""
+    found = _translate(exc, uri, None) if isinstance(exc, dx.DeltaError | OSError) else None
+    return found if isinstance(found, SinkLogDamaged) else None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
 def _translate(exc: BaseException, uri: str, batch_id: int | None) -> SinkError:
     """The `SinkError` for one deltalake (or OS) exception."""
-    detail = _one_line(exc)
+    detail = _one_line(exc).split(" 0: ")[0]  # delta-rs may append a backtrace
+    if _DAMAGED.search(detail):
+        return SinkLogDamaged(
+            f"the Delta log of `{uri}` is damaged: {detail}",
+            hint="run `tidemark repair --config FILE`: it restores the table to its last "
+            "good version and says what to resync",
+            table=uri,
+        )
     if isinstance(exc, dx.CommitFailedError):
         return SinkCommitConflict(
             f"commit to `{uri}` lost to a concurrent writer: {detail}",

@@ -11,6 +11,7 @@ the other tables go on (DESIGN §3.3, guarantee 7).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -20,9 +21,10 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from tidemark.kernel.columns import BATCH, BATCH_IN, SOURCE_TS, VALID_FROM, Layer
+from tidemark.kernel.columns import BATCH, BATCH_IN, GENERATION, SOURCE_TS, VALID_FROM, Layer
 from tidemark.kernel.dead_letter import DeadLetter, dead_letters_of
 from tidemark.kernel.model import MilestonedTable
+from tidemark.sinks import whole_table
 from tidemark.sinks.base import CommitResult, StreamCommit
 from tidemark.sinks.batch_log import BatchLog, TableCounts
 from tidemark.sinks.dead_letters import DeadLetterTable
@@ -33,7 +35,9 @@ from tidemark.sinks.delta.live import LiveSink
 from tidemark.sinks.delta.table import table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
+from tidemark.sinks.rewrite import ColumnChange
 from tidemark.sinks.schema import all_nullable
+from tidemark.sinks.schema_log import SchemaLog
 from tidemark.sinks.streams import ALL_LAYERS, LayerSink, StreamLayers
 from tidemark.sinks.writer import BatchResult as BatchResult
 from tidemark.sinks.writer import Refused, Stage
@@ -88,6 +92,7 @@ class Lake(StreamLayers):
         self.dead_letters = DeadLetterTable(
             root, app_id=app_id, storage_options=self.storage_options
         )
+        self.schema_log = SchemaLog(root, app_id=app_id, storage_options=self.storage_options)
         self.maintenance: Maintenance | None = None
         if maintenance:
             self.maintenance = Maintenance(self._maintained, storage_options=self.storage_options)
@@ -258,6 +263,7 @@ class Lake(StreamLayers):
             counts[table] = TableCounts(table, dead_letters=events.num_rows)
         jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
         for batch in map(all_nullable, tables):
+            batch = self._with_generation(batch)
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
                 self._preflight(batch, wanted, streams)
@@ -296,6 +302,44 @@ class Lake(StreamLayers):
             skipped,
             datetime.now(UTC),
             time.perf_counter() - clock,
+        )
+
+    def _with_generation(self, batch: MilestonedTable) -> MilestonedTable:
+        """Stamp new forensic versions with the table's generation (docs/schema-changes.md)."""
+        inserts = batch.forensic_inserts
+        if GENERATION in inserts.column_names:
+            inserts = inserts.drop_columns([GENERATION])
+        generation = pa.scalar(self.schema_log.generation(batch.table), pa.int64())
+        inserts = inserts.append_column(GENERATION, pa.repeat(generation, inserts.num_rows))
+        return dataclasses.replace(batch, forensic_inserts=inserts)
+
+    def current_rows(self, table: str, layers: frozenset[Layer] = ALL_LAYERS) -> pa.Table | None:
+        """Every current row of `table` (`sinks/whole_table.py`); None when none is kept."""
+        return whole_table.current_rows(self, table, layers)
+
+    def key_columns(self, table: str) -> tuple[str, ...] | None:
+        """The key columns the lake keeps `table` by, when it holds the table."""
+        return whole_table.key_columns(self, table)
+
+    def change_column(
+        self,
+        table: str,
+        change: ColumnChange,
+        *,
+        batch_id: int,
+        position: str,
+        layers: frozenset[Layer] = ALL_LAYERS,
+        key_columns: tuple[str, ...] = (),
+    ) -> int:
+        """Rename or widen one column in every layer of `table` (`sinks/whole_table.py`)."""
+        return whole_table.change_column(
+            self,
+            table,
+            change,
+            batch_id=batch_id,
+            position=position,
+            layers=layers,
+            key_columns=key_columns,
         )
 
     def _refuse(

@@ -102,9 +102,31 @@ class Bucketing:
             pa.int64(),
         )
 
-    def to_json(self) -> str:
-        extra = {"inner": self.inner} if self.inner else {}
+    def to_json(self, keys: Sequence[str] = ()) -> str:
+        """The Delta table description: the bucketing, and the key columns it applies to."""
+        extra: dict[str, object] = {"inner": self.inner} if self.inner else {}
+        if keys:
+            extra["keys"] = list(keys)
         return json.dumps({"tidemark_bucketing": self.kind, "size": self.size, **extra})
+
+    @staticmethod
+    def keys_from_json(text: str | None) -> tuple[str, ...] | None:
+        """The key columns stored with the bucketing (tables created since they are)."""
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            return None
+        keys = data.get("keys") if isinstance(data, dict) else None
+        return tuple(keys) if isinstance(keys, list) and keys else None
+
+    @staticmethod
+    def with_keys(text: str | None, keys: Sequence[str]) -> str:
+        """A stored description with its key columns replaced (a key column was renamed)."""
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            data = {}
+        return json.dumps({**(data if isinstance(data, dict) else {}), "keys": list(keys)})
 
     @classmethod
     def from_json(cls, text: str | None) -> Bucketing | None:

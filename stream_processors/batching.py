@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from tidemark.kernel.columns import POSITION, TX_ID
 from tidemark.kernel.model import TableChanges
+from tidemark.kernel.table_ops import TableOp
 from tidemark.stream_processors.milestoning import arrays
 from tidemark.stream_processors.transactions import Cut, plan_cut
 
@@ -65,6 +66,9 @@ class PipelineBatch:
         tx_count: distinct source transactions in the batch.
         dead_letters: undecodable records that arrived since the previous batch.
         closed_by: what closed it: "size", "latency" or "force" (`poll(force=True)`).
+        ops: table-wide changes (DDL, TRUNCATE) in position order; the runtime applies
+            each between the events before and after it, each step under its own batch id
+            (`batch_id` .. `last_batch_id`, reserved here).
     """
 
     batch_id: int
@@ -74,19 +78,27 @@ class PipelineBatch:
     tx_count: int
     dead_letters: tuple[Any, ...] = ()
     closed_by: ClosedBy = "size"
+    ops: tuple[TableOp, ...] = ()
+
+    @property
+    def last_batch_id(self) -> int:
+        """The highest id reserved for this batch: one per op and one per stretch of
+        events around them."""
+        return self.batch_id + 2 * len(self.ops)
 
 
 @dataclass
 class _Chunk:
-    """One `add` call's events, until all of them went out in batches."""
+    """One `add` call's events (and table ops), until all of them went out in batches."""
 
     source: str
     arrived: float
     tables: dict[str, TableChanges]
+    ops: list[TableOp] = field(default_factory=list)
 
     @property
     def event_count(self) -> int:
-        return sum(t.events.num_rows for t in self.tables.values())
+        return sum(t.events.num_rows for t in self.tables.values()) + len(self.ops)
 
 
 @dataclass
@@ -169,8 +181,9 @@ class Batcher:
             state.last_seen = decoded.last_position
         self._dead_letters.extend(decoded.dead_letters)
         tables = {name: t for name, t in decoded.changes.items() if t.events.num_rows > 0}
-        if tables:
-            self._chunks.append(_Chunk(source, self._clock(), tables))
+        ops = list(getattr(decoded, "ops", ()) or ())
+        if tables or ops:
+            self._chunks.append(_Chunk(source, self._clock(), tables, ops))
 
     def due(self, *, force: bool = False, latency: bool = True) -> bool:
         """Whether `poll` may return a batch now (it may still hold back an open transaction)."""
@@ -247,6 +260,7 @@ class Batcher:
         """Move the planned events out of the buffer into a batch."""
         out: dict[str, list[TableChanges]] = {}
         table_source: dict[str, str] = {}
+        ops: list[tuple[str, TableOp]] = []
         kept: list[_Chunk] = []
         for chunk in self._chunks:
             if chunk.source not in cuts:
@@ -261,18 +275,26 @@ class Batcher:
                     table_source[name] = chunk.source
                 if leave is not None:
                     rest[name] = leave
-            if rest:
-                kept.append(_Chunk(chunk.source, chunk.arrived, rest))
+            ops += [(chunk.source, op) for op in chunk.ops if cut is None or op.position < cut]
+            later = [op for op in chunk.ops if cut is not None and op.position >= cut]
+            if rest or later:
+                kept.append(_Chunk(chunk.source, chunk.arrived, rest, later))
         self._chunks = kept
-        return self._emit(out, table_source, cuts, closed_by)
+        return self._emit(out, table_source, cuts, closed_by, ops)
 
     def _source_cut(self, source: str, limit: int | None) -> Cut:
         state = self._sources[source]
         parts = [t.events for c in self._chunks if c.source == source for t in c.tables.values()]
+        ops = [op for c in self._chunks if c.source == source for op in c.ops]
         position = pa.concat_arrays(
-            [arrays.flat(p.column(POSITION)).cast(pa.string()) for p in parts]
+            [
+                *(arrays.flat(p.column(POSITION)).cast(pa.string()) for p in parts),
+                pa.array([op.position for op in ops], pa.string()),
+            ]
         )
-        tx = pa.concat_arrays([_tx_column(p) for p in parts])
+        tx = pa.concat_arrays(
+            [*(_tx_column(p) for p in parts), pa.array([op.tx_id for op in ops], pa.string())]
+        )
         return plan_cut(position, tx, marker_mode=state.marker_mode, ended=state.ended, limit=limit)
 
     def _emit(
@@ -281,6 +303,7 @@ class Batcher:
         table_source: Mapping[str, str],
         cuts: Mapping[str, str | None],
         closed_by: ClosedBy,
+        ops: Sequence[tuple[str, TableOp]] = (),
     ) -> PipelineBatch:
         changes: dict[str, TableChanges] = {}
         positions: dict[str, str] = {}
@@ -293,6 +316,10 @@ class Batcher:
             highest = pc.max(events.column(POSITION)).as_py()
             if source not in positions or highest > positions[source]:
                 positions[source] = highest
+        for source, op in ops:
+            tx_ids.update([op.tx_id] if op.tx_id is not None else [])
+            if source not in positions or op.position > positions[source]:
+                positions[source] = op.position
         for source, cut in cuts.items():
             state = self._sources[source]
             quiet = cut is None and not state.begun  # nothing held back, no transaction open
@@ -307,8 +334,9 @@ class Batcher:
             tx_count=len(tx_ids),
             dead_letters=tuple(self._dead_letters),
             closed_by=closed_by,
+            ops=tuple(sorted((op for _, op in ops), key=lambda op: op.position)),
         )
-        self._next_id += 1
+        self._next_id = batch.last_batch_id + 1
         self._dead_letters = []
         logger.debug(
             "batch %d closed by %s: %d events, %d transactions",
@@ -325,6 +353,7 @@ class Batcher:
             if chunk.source == source:
                 for t in chunk.tables.values():
                     held.update(x for x in pc.unique(_tx_column(t.events)).to_pylist() if x)
+                held.update(op.tx_id for op in chunk.ops if op.tx_id)
         return held
 
 

@@ -31,6 +31,7 @@ class Decoded:
     transactions: list[Marker] = field(default_factory=list)
     dead_letters: list[str] = field(default_factory=list)
     last_position: str | None = None
+    ops: list = field(default_factory=list)
 
 
 def p(i: int) -> str:

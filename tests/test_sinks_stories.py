@@ -56,6 +56,7 @@ def version(id, name, balance, op, n, batch_in, closed=None):
         c.BATCH_OUT: batch_out,
         c.OP: op,
         c.POSITION: pos(n),
+        c.GENERATION: 1,  # the table was never created again (docs/schema-changes.md)
     }
 
 

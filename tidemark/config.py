@@ -78,6 +78,11 @@ class SourceConfig(_Frozen):
     keys: dict[str, tuple[str, ...]] = Field(
         default_factory=dict, description="Key columns per table, overriding the primary key."
     )
+    ddl_capture: bool = Field(
+        default=True,
+        description="Postgres: require Tidemark's DDL capture (`tidemark setup`) so schema "
+        "changes reach the lake exactly; false runs without it (docs/schema-changes.md).",
+    )
 
     @field_validator("name")
     @classmethod

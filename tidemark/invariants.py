@@ -14,7 +14,7 @@ import duckdb
 
 from tidemark.canonical import Column, decode_key, duckdb_rows, ident
 from tidemark.connectors.decode.position import PG_WIDTH
-from tidemark.kernel.columns import OP, POSITION, VALID_FROM, VALID_TO
+from tidemark.kernel.columns import OP, POSITION, VALID_FROM, VALID_TO, Op
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
@@ -153,15 +153,25 @@ def changelog_implies_versions(
     )
     if respelled:
         return f"the changelog holds {respelled} source change(s) twice, under different positions"
-    hashed = duckdb_rows("cl", columns, keys, lake_types).replace(
-        " FROM cl", f", {OP} AS op, {POSITION} AS p FROM cl"
+    # A TRUNCATE or DROP (`t`, `x`) is one event for the whole table: it carries no row,
+    # and the next event of each key after it opens a version even if the row is the same.
+    table_wide = f"{OP} IN ('{Op.TRUNCATE.value}', '{Op.DROP.value}')"
+    rows_only = f"(SELECT * FROM cl WHERE NOT {table_wide})"
+    hashed = duckdb_rows(rows_only, columns, keys, lake_types).replace(
+        f" FROM {rows_only}", f", {OP} AS op, {POSITION} AS p FROM {rows_only}"
     )
+    # The same row as the key's previous event, with no TRUNCATE or DROP between them.
+    same = "coalesce(pop <> 'd' AND ph = h AND (tp IS NULL OR tp < pp), false)"
     implied, repeated = rows(
         con,
-        f"""SELECT count(*) FILTER (WHERE op <> 'd' AND NOT coalesce(pop <> 'd' AND ph = h, false)),
-                   count(*) FILTER (WHERE op = 'r' AND coalesce(pop <> 'd' AND ph = h, false))
-            FROM (SELECT op, h, lag(op) OVER w AS pop, lag(h) OVER w AS ph
-                  FROM ({hashed}) WINDOW w AS (PARTITION BY k ORDER BY p))""",
+        f"""WITH ev AS ({hashed}),
+                 wide AS (SELECT {POSITION} AS tp FROM cl WHERE {table_wide})
+            SELECT count(*) FILTER (WHERE op <> 'd' AND NOT {same}),
+                   count(*) FILTER (WHERE op = 'r' AND {same})
+            FROM (SELECT op, h, tp, lag(op) OVER w AS pop, lag(h) OVER w AS ph,
+                         lag(p) OVER w AS pp
+                  FROM (SELECT ev.*, wide.tp FROM ev ASOF LEFT JOIN wide ON ev.p > wide.tp)
+                  WINDOW w AS (PARTITION BY k ORDER BY p))""",
     )[0]
     if repeated:
         return (

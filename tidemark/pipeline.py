@@ -115,6 +115,7 @@ def open_source_engine(
         heap=config.debezium.jvm_heap,
         heartbeat_ms=config.debezium.heartbeat_ms,
         extra={**TYPE_SETTINGS, **dropped, **config.debezium.properties, **(extra or {})},
+        keys=source.keys,
         **options,
     )
 
@@ -140,6 +141,22 @@ def source_keys(source: SourceConfig) -> dict[str, tuple[str, ...]]:
     }
     keys.update({source.lake_table(t): tuple(k) for t, k in source.keys.items()})
     return keys
+
+
+def _snapshot_requester(
+    config: PipelineConfig, source: SourceConfig
+) -> Callable[[str, str | None], None] | None:
+    """How the runner asks a Postgres source for an incremental snapshot of one table."""
+    if source.kind != "postgres":
+        return None
+    from tidemark.connectors.postgres.capture import request_snapshot, signal_table_name
+
+    signal_table = signal_table_name(config.pipeline, source.name)
+
+    def request(table: str, condition: str | None) -> None:
+        request_snapshot(source.dsn, signal_table, [table], condition)
+
+    return request
 
 
 def _engine_factory(
@@ -188,6 +205,7 @@ def build_runner(
     lake: Lake | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
     keep_source_ts: bool = False,
+    on_health: Callable[[str, str | None], None] | None = None,
 ) -> tuple[EmbeddedRunner, Lake]:
     """The embedded runner for `config`, its engines' offsets under `state`.
 
@@ -209,6 +227,7 @@ def build_runner(
                 open_engine=_engine_factory(config, source, state, max_batch, decoder),
                 decoder=decoder,
                 resume_position=functools.partial(lake_source_position, lake, source.name),
+                request_snapshot=_snapshot_requester(config, source),
             )
         )
     layers = {
@@ -228,5 +247,6 @@ def build_runner(
         on_batch=on_batch,
         keep_source_ts=keep_source_ts,
         on_idle=marks.caught_up,
+        on_health=on_health,
     )
     return runner, lake

@@ -109,7 +109,11 @@ def bootstrap(options: UpOptions) -> tuple[PipelineConfig, str]:
         + yaml.safe_dump(document, sort_keys=False)
     )
     path.chmod(0o600)
-    return load_config(path), url
+    config = load_config(path)
+    from tidemark.source_setup import install
+
+    install(config)  # the demo's own cluster: nobody else's source to ask about
+    return config, url
 
 
 def wait_caught_up(

@@ -35,9 +35,10 @@ from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
 from tidemark.connectors.postgres.tables import describe
 from tidemark.invariants import rows, scalar
-from tidemark.kernel.columns import COUNT, OP, POSITION, ROW, TX_ID, Layer
+from tidemark.kernel.columns import COUNT, OP, POSITION, ROW, TX_ID, Layer, Op
 from tidemark.kernel.errors import UsageError
 from tidemark.kernel.names import location, split_table, sql_name
+from tidemark.sinks.delta.table import open_table
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,7 @@ def _uri(root: str, *parts: str) -> str:
 
 
 def _open(uri: str, storage_options: Mapping[str, str]) -> DeltaTable | None:
-    options = dict(storage_options) or None
-    if not DeltaTable.is_deltatable(uri, storage_options=options):
-        return None
-    return DeltaTable(uri, storage_options=options)
+    return open_table(uri, storage_options)
 
 
 def lake_position(root: str, storage_options: Mapping[str, str] | None = None) -> str | None:
@@ -168,15 +166,19 @@ def _lake_state(
     always are). pgoutput delivers transactions in commit order, so these are exactly the
     changelog's events before the first invisible transaction. In a table without a key
     every event changes its row's count, so the state is the version its last event made
-    (none when that event took the count to zero).
+    (none when that event took the count to zero). A TRUNCATE or DROP (ops `t`, `x`: one
+    event for the whole table) ends every row whose last event precedes it.
     """
     k = ", ".join(ident(c) for c in keys)
     seen = f"({OP} = 'r' OR {snapshot.visible_sql(TX_ID)})"
+    table_wide = f"{OP} IN ('{Op.TRUNCATE.value}', '{Op.DROP.value}')"
+    emptied = f"(SELECT coalesce(max({POSITION}), '') FROM cl WHERE {table_wide} AND {seen})"
     if counted and {Layer.CHANGELOG, Layer.FORENSIC} <= present:
         on = " AND ".join(f"last.{ident(c)} = fo.{ident(c)}" for c in keys)
         return (
-            f"""SELECT fo.* FROM (SELECT {k}, max({POSITION}) AS _p FROM cl WHERE {seen}
-                GROUP BY {k}) last JOIN fo ON {on} AND fo.{POSITION} = last._p""",
+            f"""SELECT fo.* FROM (SELECT {k}, max({POSITION}) AS _p FROM cl
+                WHERE {seen} AND NOT {table_wide} GROUP BY {k}) last
+                JOIN fo ON {on} AND fo.{POSITION} = last._p WHERE last._p > {emptied}""",
             None,
         )
     if {Layer.CHANGELOG, Layer.FORENSIC} <= present:
@@ -184,16 +186,16 @@ def _lake_state(
         return (
             f"""SELECT fo.* FROM (
                   SELECT {k}, arg_max({OP}, {POSITION}) AS _op, max({POSITION}) AS _p
-                  FROM cl WHERE {seen} GROUP BY {k}) last
+                  FROM cl WHERE {seen} AND NOT {table_wide} GROUP BY {k}) last
                 ASOF JOIN fo ON {on} AND last._p >= fo.{POSITION}
-                WHERE last._op <> 'd'""",
+                WHERE last._op <> 'd' AND last._p > {emptied}""",
             None,
         )
     if Layer.CHANGELOG in present:
         return (
-            f"""SELECT * FROM cl WHERE {seen}
+            f"""SELECT * FROM cl WHERE {seen} AND NOT {table_wide}
                 QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY {POSITION} DESC) = 1
-                AND {OP} <> 'd'""",
+                AND {OP} <> 'd' AND {POSITION} > {emptied}""",
             "state rebuilt from the changelog alone (placeholders of unchanged TOAST differ)",
         )
     return "SELECT * FROM lv", "no changelog: compared with live as it is (exact when idle)"

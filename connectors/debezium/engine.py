@@ -103,6 +103,9 @@ class EmbeddedEngine:
         extra: more engine properties, overriding ours (from `debezium.properties` in config).
         hidden: destinations captured for Tidemark's own use (signal and heartbeat tables):
             never returned by `poll()`, but acknowledged with the records around them.
+        hidden_messages: logical-decoding message prefixes hidden the same way (the
+            heartbeat writes), while other messages on `<name>.message` (the DDL capture's)
+            are returned.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class EmbeddedEngine:
         max_batch: int = 4096,
         extra: Mapping[str, str] | None = None,
         hidden: Sequence[str] = (),
+        hidden_messages: Sequence[str] = (),
     ) -> None:
         self.name = properties.get("name", "tidemark")
         self.offsets_dir = Path(offsets_dir)
@@ -129,6 +133,9 @@ class EmbeddedEngine:
             properties, offsets_file=self.offsets_file, max_batch=max_batch, extra=extra
         )
         self._hidden = frozenset(hidden)
+        self._messages = f"{self.name}.message"
+        # As Debezium's JSON converter writes the payload: `"message":{"prefix":"<p>",...`.
+        self._hidden_messages = tuple(f'"prefix":"{p}"' for p in hidden_messages)
         # chunk seq -> (index of its last record poll() returned, records in the chunk), for
         # chunks that end in hidden records: acknowledging that record covers them too.
         self._hidden_tails: dict[int, tuple[int, int]] = {}
@@ -283,7 +290,10 @@ class EmbeddedEngine:
             destination, key, value = part.split(_FIELD, 2)
             if index in announced:
                 schemas.update(announced[index])
-            if destination in hidden:
+            if destination in hidden or (
+                destination == self._messages
+                and any(mark in value for mark in self._hidden_messages)
+            ):
                 continue
             key_schema, value_schema = schemas.get(destination, _NO_SCHEMAS)
             shown = index

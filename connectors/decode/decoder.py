@@ -16,12 +16,21 @@ from typing import Any, Literal
 import orjson
 import pyarrow as pa
 
+from tidemark.connectors.decode.ddl import (
+    DDL_PREFIX,
+    HEARTBEAT_MESSAGE_PREFIX,
+    MESSAGE_SUFFIX,
+    ddl_op,
+    message_prefix,
+    truncate_op,
+)
 from tidemark.connectors.decode.position import PositionState, postgres_position, sqlserver_position
 from tidemark.connectors.decode.storable import delta_storable
 from tidemark.connectors.decode.tables import TableLayout, TableRows
 from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.model import TableChanges
 from tidemark.kernel.records import RawRecord
+from tidemark.kernel.table_ops import TableOp
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,11 @@ class TxMarker:
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """The result of decoding one run of records; see docs/decoding.md."""
+    """The result of decoding one run of records; see docs/decoding.md.
+
+    `ops` are the table-wide changes (DDL, TRUNCATE) in arrival order, each at its position
+    among the `changes` (docs/schema-changes.md).
+    """
 
     changes: dict[str, TableChanges]
     transactions: list[TxMarker]
@@ -65,6 +78,7 @@ class DecodedBatch:
     heartbeats: int
     tombstones: int
     last_position: str | None
+    ops: list[TableOp] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +120,7 @@ class Decoder:
         pending: dict[TableLayout, TableRows] = {}
         markers: list[TxMarker] = []
         dead: list[DeadLetter] = []
+        ops: list[TableOp] = []
         heartbeats = tombstones = 0
         for record in records:
             if record.value is None:
@@ -115,16 +130,44 @@ class Decoder:
                 heartbeats += 1
                 continue
             try:
-                self._one(record, pending, markers)
+                if record.destination.endswith(MESSAGE_SUFFIX):
+                    heartbeats += self._message(record, ops)
+                else:
+                    self._one(record, pending, markers, ops)
             except Exception as exc:  # a bad record goes to the dead letters, never up
                 log.warning("dead letter from %s: %s", record.destination, exc)
                 dead.append(self._dead(record, f"{type(exc).__name__}: {exc}"))
         changes, last = self._build(pending, dead)
-        return DecodedBatch(changes, markers, dead, heartbeats, tombstones, last)
+        if ops:
+            top = max(op.position for op in ops)
+            last = top if last is None or top > last else last
+        return DecodedBatch(changes, markers, dead, heartbeats, tombstones, last, ops)
+
+    def _message(self, record: RawRecord, ops: list[TableOp]) -> int:
+        """A logical-decoding message: a DDL op of ours, else a heartbeat (returns 1)."""
+        assert record.value is not None
+        payload = record.payload()
+        if payload.get("op") != "m" or message_prefix(payload) != DDL_PREFIX:
+            return int(message_prefix(payload) == HEARTBEAT_MESSAGE_PREFIX)
+        source = payload["source"]
+        state = self.state(source["name"])
+        position = postgres_position(source, "m", state)
+        tx = source.get("txId")
+        tx_id = None if tx is None else str(tx)
+        if tx_id is not None:
+            state.tx_last_position[tx_id] = position
+        ops.append(
+            ddl_op(payload, source=source["name"], position=position, tx_id=tx_id, ts=_ts(source))
+        )
+        return 0
 
     # -- one record ----------------------------------------------------------------------
     def _one(
-        self, record: RawRecord, pending: dict[TableLayout, TableRows], markers: list[TxMarker]
+        self,
+        record: RawRecord,
+        pending: dict[TableLayout, TableRows],
+        markers: list[TxMarker],
+        ops: list[TableOp],
     ) -> None:
         value = record.value
         assert value is not None
@@ -158,7 +201,7 @@ class Decoder:
         op = payload["op"]
         source = payload["source"]
         row = payload["before"] if op == "d" else payload["after"]
-        if row is None:
+        if row is None and op != "t":
             raise ValueError(f"op `{op}` event without a row image")
         state = self.state(source["name"])
         if self.source_kind == "postgres":
@@ -175,9 +218,12 @@ class Decoder:
             open_txs[tx_id] = position
             if len(open_txs) > _MAX_OPEN_TX:  # END markers not coming (metadata off)
                 del open_txs[next(iter(open_txs))]
-        ts = source.get("ts_us")
-        if ts is None and source.get("ts_ms") is not None:
-            ts = source["ts_ms"] * 1000
+        ts = _ts(source)
+        if op == "t":  # TRUNCATE: the whole table, not a row
+            ops.append(
+                truncate_op(layout.table, layout.key_columns, position=position, tx_id=tx_id, ts=ts)
+            )
+            return
         rows = pending.get(layout)
         if rows is None:
             rows = pending[layout] = TableRows(layout)
@@ -285,6 +331,14 @@ class Decoder:
             origin=record.origin or record.destination,
             position=position,
         )
+
+
+def _ts(source: dict[str, Any]) -> int | None:
+    """The commit time in microseconds (`ts_us`, else `ts_ms` x 1000)."""
+    ts = source.get("ts_us")
+    if ts is None and source.get("ts_ms") is not None:
+        ts = source["ts_ms"] * 1000
+    return None if ts is None else int(ts)
 
 
 def _split(value: str) -> tuple[str | None, dict[str, Any]]:

@@ -64,19 +64,28 @@ def postgres_position(source: dict[str, Any], op: str, state: PositionState) -> 
     lsn = int(source.get("lsn") or 0)
     if op == "r":
         commit = lsn
+        if not lsn:
+            # An incremental-snapshot row carries no LSN, only `sequence` = [the last commit
+            # processed, ...]: it was read after that commit, so it sorts after that
+            # commit's changes and before the next transaction's (seen on real events).
+            commit = max(_first_lsn(source.get("sequence")) or 0, state.last_commit)
         state.last_commit = max(state.last_commit, commit)
         seq = state.snapshot_seq
         state.snapshot_seq += 1
         return f"{commit:016x}{0:016x}{seq:08x}"
-    sequence = source.get("sequence")
-    last_committed = None
-    if sequence:
-        first = sequence[2 : sequence.index(",") - 1] if sequence.startswith('["') else None
-        last_committed = int(first) if first else None
+    last_committed = _first_lsn(source.get("sequence"))
     commit = last_committed if last_committed is not None else max(lsn, state.last_commit)
     state.last_commit = max(state.last_commit, commit)
     seq = _next_seq(state, (commit, lsn))
     return f"{commit:016x}{lsn:016x}{seq:08x}"
+
+
+def _first_lsn(sequence: str | None) -> int | None:
+    """The first LSN of Debezium's `sequence` (`["<lsn>","<lsn>"]`), None when null."""
+    if not sequence or not sequence.startswith('["'):
+        return None
+    first = sequence[2 : sequence.index(",") - 1]
+    return int(first) if first else None
 
 
 def _lsn_hex(value: str | None) -> str:

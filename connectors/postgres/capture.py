@@ -18,7 +18,11 @@ from psycopg2 import sql
 
 from tidemark.connectors.debezium.engine import EmbeddedEngine
 from tidemark.connectors.debezium.jvm import DEFAULT_HEAP
-from tidemark.connectors.postgres.settings import connector_settings, replication_name
+from tidemark.connectors.postgres.settings import (
+    HEARTBEAT_PREFIX,
+    connector_settings,
+    replication_name,
+)
 from tidemark.connectors.postgres.setup import connect, prepare_source
 
 log = logging.getLogger(__name__)
@@ -43,10 +47,26 @@ def _remember_tables(directory: Path, tables: Sequence[str]) -> None:
     tmp.replace(path)
 
 
-def request_snapshot(dsn: str, signal_table: str, tables: Sequence[str]) -> str:
-    """Insert an `execute-snapshot` signal: Debezium snapshots `tables` while it streams."""
+def signal_table_name(pipeline: str, source: str, schema: str = "public") -> str:
+    """The signal table of one source of one pipeline (`<schema>.<slot>_signal`)."""
+    return f"{schema}.{replication_name(pipeline, source)[:56]}_signal"
+
+
+def request_snapshot(
+    dsn: str, signal_table: str, tables: Sequence[str], condition: str | None = None
+) -> str:
+    """Insert an `execute-snapshot` signal: Debezium snapshots `tables` while it streams.
+
+    `condition` (SQL over the table's columns) limits the snapshot to matching rows, e.g. a
+    partition's bound when it is attached.
+    """
     signal_id = f"tidemark-{uuid.uuid4()}"
-    data = json.dumps({"data-collections": list(tables), "type": "incremental"})
+    request: dict[str, object] = {"data-collections": list(tables), "type": "incremental"}
+    if condition:
+        request["additional-conditions"] = [
+            {"data-collection": table, "filter": condition} for table in tables
+        ]
+    data = json.dumps(request)
     schema, name = signal_table.split(".", 1)
     conn = connect(dsn)
     try:
@@ -80,6 +100,7 @@ def open_postgres_engine(
     publication: str | None = None,
     signals: bool = True,
     heartbeat_writes: bool = True,
+    keys: Mapping[str, Sequence[str]] | None = None,
 ) -> EmbeddedEngine:
     """Prepare the source and start its engine (call `close()` when done, even on error).
 
@@ -98,6 +119,7 @@ def open_postgres_engine(
         signals: make a signal table so tables added later get an incremental snapshot.
         heartbeat_writes: on each heartbeat, write a logical message into the captured
             database so the slot advances while the captured tables are idle.
+        keys: `keys` overrides per `schema.table` (checked against the tables' columns).
 
     Raises:
         SourceUnavailable: the database cannot be reached.
@@ -107,7 +129,12 @@ def open_postgres_engine(
     publication = publication or slot
     signal_table = f"{signal_schema}.{slot[:56]}_signal" if signals else None
     report = prepare_source(
-        dsn, tables=tables, slot=slot, publication=publication, signal_table=signal_table
+        dsn,
+        tables=tables,
+        slot=slot,
+        publication=publication,
+        signal_table=signal_table,
+        keys=keys,
     )
     directory = engine_dir(state, pipeline, source)
     directory.mkdir(parents=True, exist_ok=True)
@@ -138,7 +165,9 @@ def open_postgres_engine(
         queue_chunks=queue_chunks,
         max_batch=max_batch,
         extra=extra,
-        hidden=[f"{source}.message", *([f"{source}.{signal_table}"] if signal_table else [])],
+        hidden=[f"{source}.{signal_table}"] if signal_table else [],
+        # `<source>.message` also carries the DDL capture's messages: only these are shown.
+        hidden_messages=[HEARTBEAT_PREFIX],
     )
     engine.start()
     _remember_tables(directory, tables)

@@ -18,6 +18,7 @@ from tidemark.kernel.secrets import mask
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 HEARTBEAT_PREFIX = "tidemark-heartbeat"
+DDL_PREFIX = "tidemark-ddl"  # the DDL capture's messages (connectors/postgres/ddl_capture.sql)
 _IDENTIFIER = re.compile(r"[^a-z0-9_]+")
 
 
@@ -100,7 +101,7 @@ def connector_settings(
         heartbeat_writes: on each heartbeat also write a logical message into the captured
             database. Heartbeats alone do not move the slot of a database whose captured
             tables are idle (pgoutput sends nothing for it); the message does. Its records
-            arrive on `<name>.message` (the embedded engine hides them).
+            arrive on `<name>.message`, beside the DDL capture's; the decoder tells them apart.
     """
     conn = parse_postgres_dsn(dsn)
     captured = [*tables, *([signal_table] if signal_table else [])]
@@ -122,6 +123,10 @@ def connector_settings(
         "provide.transaction.metadata": "true",
         "heartbeat.interval.ms": str(heartbeat_ms),
         "tombstones.on.delete": "false",
+        # TRUNCATE empties the table in the lake too (Debezium skips it by default), and
+        # Tidemark's DDL messages arrive in order with the rows (docs/schema-changes.md).
+        "skipped.operations": "none",
+        "message.prefix.include.list": f"{HEARTBEAT_PREFIX},{DDL_PREFIX}",
         "status.update.interval.ms": "1000",
         **TYPE_SETTINGS,  # exact decimals, times, intervals: what the decoder expects
     }
@@ -131,7 +136,6 @@ def connector_settings(
         settings["heartbeat.action.query"] = (
             f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', '')"
         )
-        settings["message.prefix.include.list"] = HEARTBEAT_PREFIX
     if signal_table:
         settings["signal.data.collection"] = signal_table
         settings["signal.enabled.channels"] = "source"

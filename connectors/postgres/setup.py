@@ -9,7 +9,8 @@ tables added later.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import psycopg2
 from psycopg2 import sql
 
 from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
+from tidemark.connectors.postgres import objects
 from tidemark.connectors.postgres.tables import PUBLISHES_GENERATED, TableShape, describe
 from tidemark.kernel.names import split_table
 from tidemark.kernel.secrets import mask
@@ -35,15 +37,35 @@ class SourceReport:
     slot_exists: bool
 
 
+# Refusals that retrying cannot cure: the server answered, and said no.
+_REFUSED = re.compile(
+    r"password authentication failed|authentication failed|role .* does not exist|"
+    r"database .* does not exist|no pg_hba\.conf entry|permission denied for database|"
+    r"must be superuser or replication role|is not permitted to log in",
+    re.I,
+)
+
+
 def connect(dsn: str, *, timeout_s: int = 5) -> psycopg2.extensions.connection:
-    """Connect, turning failures into `SourceUnavailable` without the password."""
+    """Connect, turning failures into errors without the password.
+
+    Raises:
+        SourceConfigError: the server refused (credentials, database, pg_hba): terminal.
+        SourceUnavailable: it could not be reached (down, restarting, network): transient.
+    """
     try:
         conn = psycopg2.connect(dsn, connect_timeout=timeout_s)
     except psycopg2.OperationalError as exc:
         reason = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        if _REFUSED.search(str(exc)):
+            raise SourceConfigError(
+                f"Postgres at `{mask(dsn)}` refused the connection: {reason}",
+                hint="fix the user, password or database name in the source's dsn "
+                "(or the server's pg_hba.conf)",
+            ) from exc
         raise SourceUnavailable(
             f"cannot connect to Postgres at `{mask(dsn)}`: {reason}",
-            hint="check host, port, user and password, and that the server is running",
+            hint="check host and port, and that the server is running",
         ) from exc
     conn.autocommit = True
     return conn
@@ -90,6 +112,26 @@ def _check_rights(cur: psycopg2.extensions.cursor) -> None:
         )
 
 
+def _check_keys(cur: psycopg2.extensions.cursor, table: str, keys: Sequence[str]) -> None:
+    """A `keys` override must name columns the table has."""
+    schema, name = _split(table)
+    cur.execute(
+        """SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+           ORDER BY a.attnum""",
+        (schema, name),
+    )
+    columns = [r[0] for r in cur.fetchall()]
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise SourceConfigError(
+            f"`keys` of `{table}` names {', '.join(f'`{k}`' for k in missing)}, which "
+            f"`{table}` does not have",
+            hint=f"sources[].keys.{table} must list columns of the table: {', '.join(columns)}",
+        )
+
+
 def _check_table(cur: psycopg2.extensions.cursor, table: str, version: int) -> TableShape:
     schema, name = _split(table)
 
@@ -131,17 +173,27 @@ def _ensure_publication(
     cur: psycopg2.extensions.cursor, publication: str, tables: Sequence[str]
 ) -> tuple[bool, tuple[str, ...]]:
     targets = sql.SQL(", ").join(sql.Identifier(*_split(t)) for t in tables)
-    cur.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (publication,))
+    cur.execute(
+        "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = %s", (publication,)
+    )
     row = cur.fetchone()
     try:
         if row is None:
+            # A partitioned table's changes are published as its own, not its partitions'.
             cur.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                    sql.Identifier(publication), targets
-                )
+                sql.SQL(
+                    "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)"
+                ).format(sql.Identifier(publication), targets)
             )
             log.info("created publication %s for %s", publication, ", ".join(tables))
             return True, tuple(tables)
+        if not row[1] and _partitioned(cur, tables):
+            cur.execute(
+                sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(
+                    sql.Identifier(publication)
+                )
+            )
+            log.info("publication %s now publishes partitions as their parent", publication)
         if row[0]:
             return False, ()
         cur.execute(
@@ -167,6 +219,21 @@ def _ensure_publication(
                 f"an owner: CREATE PUBLICATION {publication} FOR TABLE {', '.join(tables)};"
             ),
         ) from exc
+
+
+def _partitioned(cur: psycopg2.extensions.cursor, tables: Sequence[str]) -> list[str]:
+    """The partitioned tables among `tables` (config names)."""
+    found = []
+    for table in tables:
+        schema, name = _split(table)
+        cur.execute(
+            """SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind = 'p' AND n.nspname = %s AND c.relname = %s""",
+            (schema, name),
+        )
+        if cur.fetchone() is not None:
+            found.append(table)
+    return found
 
 
 def _check_slot(cur: psycopg2.extensions.cursor, slot: str) -> bool:
@@ -205,13 +272,16 @@ def prepare_source(
     slot: str,
     publication: str,
     signal_table: str | None = None,
+    keys: Mapping[str, Sequence[str]] | None = None,
 ) -> SourceReport:
-    """Check rights and tables, then create or extend the publication.
+    """Check rights and tables, then create or extend the publication, and tell the DDL
+    capture (when installed) which tables this publication's pipeline captures.
 
     Raises:
         SourceUnavailable: the server cannot be reached.
-        SourceConfigError: wal_level, rights, a missing table, a table without key and
-            without `REPLICA IDENTITY FULL`, or a foreign slot of the same name.
+        SourceConfigError: wrong credentials, wal_level, rights, a missing table, a `keys`
+            override naming a missing column, a table without key and without
+            `REPLICA IDENTITY FULL`, or a foreign slot of the same name.
     """
     conn = connect(dsn)
     try:
@@ -219,6 +289,8 @@ def prepare_source(
             version = _check_server(cur)
             _check_rights(cur)
             shapes = [_check_table(cur, table, version) for table in tables]
+            for table, columns in (keys or {}).items():
+                _check_keys(cur, table, columns)
             captured = list(tables)
             if signal_table:
                 ensure_signal_table(cur, signal_table)
@@ -231,10 +303,25 @@ def prepare_source(
                         sql.Identifier(publication)
                     )
                 )
+            _register(cur, publication, [_split(t) for t in tables])
             slot_exists = _check_slot(cur, slot)
     finally:
         conn.close()
     return SourceReport(version, tuple(tables), created, added, slot_exists)
+
+
+def _register(
+    cur: psycopg2.extensions.cursor, publication: str, tables: Sequence[tuple[str, str]]
+) -> None:
+    try:
+        if not objects.register(cur, publication, tables):
+            log.info("DDL capture is not installed: schema changes come only with the rows")
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        reason = (exc.pgerror or "").strip()
+        raise SourceConfigError(
+            f"cannot register the captured tables with the DDL capture: {reason}",
+            hint="run `tidemark setup --config FILE`: it grants the capture role what it needs",
+        ) from exc
 
 
 def drop_slot(dsn: str, slot: str) -> bool:

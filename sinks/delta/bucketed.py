@@ -172,7 +172,7 @@ class BucketedSink(ABC):
                 data,
                 batch_id=batch_id,
                 position=batch.last_position,
-                description=bucketing.to_json(),
+                description=bucketing.to_json(keys),
                 streams=streams,
             )
         else:

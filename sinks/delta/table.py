@@ -23,7 +23,7 @@ from deltalake.transaction import AddAction
 from tidemark.kernel.names import location
 from tidemark.sinks.base import StreamCommit
 from tidemark.sinks.delta.watermarks import position_transactions, read_position
-from tidemark.sinks.errors import delta_errors
+from tidemark.sinks.errors import SinkError, SinkLogDamaged, delta_errors
 from tidemark.sinks.schema import align
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,31 @@ BATCH_KEY = "tidemark.batch"
 APP_KEY = "tidemark.app"
 _MAINTENANCE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END"})
 _HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commits carry none)
+
+
+def open_table(uri: str, storage_options: Mapping[str, str] | None = None) -> DeltaTable | None:
+    """An existing Delta table for reading, None when there is none at `uri`.
+
+    Raises:
+        SinkLogDamaged: its log cannot be read (names the table and `tidemark repair`).
+        SinkError: storage failed.
+    """
+    options = dict(storage_options or {}) or None
+    with delta_errors(uri):
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+        return DeltaTable(uri, storage_options=options)
+
+
+def raise_if_damaged(uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+    """Raise `SinkLogDamaged` when the Delta log at `uri` cannot be read; nothing otherwise
+    (a table not there, or failing for another reason, is the caller's to report)."""
+    try:
+        open_table(uri, storage_options)
+    except SinkLogDamaged:
+        raise
+    except SinkError:
+        return
 
 
 def table_uri(root: str, *parts: str) -> str:
@@ -213,6 +238,45 @@ class DeltaHandle:
                     commit_properties=props,
                 )
         self._committed(batch_id, marks)
+
+    def overwrite(
+        self, data: pa.Table | pa.RecordBatchReader, *, batch_id: int, position: str | None
+    ) -> None:
+        """Replace the whole table, schema included, in one commit with the usual stamps
+        (renamed or widened columns, `sinks/rewrite.py`). Partitioning, table properties
+        and description stay.
+
+        Raises:
+            SinkCommitConflict: a concurrent writer won; retry.
+            SinkError: any other storage failure.
+        """
+        assert self.dt is not None
+        props, marks = self._properties(batch_id, position, ())
+        with delta_errors(self.uri, batch_id=batch_id):
+            write_deltalake(
+                self.dt,
+                data,
+                mode="overwrite",
+                schema_mode="overwrite",
+                partition_by=self.dt.metadata().partition_columns or None,
+                commit_properties=props,
+            )
+            self.dt.update_incremental()
+        self._committed(batch_id, marks)
+
+    def set_properties(self, properties: Mapping[str, str]) -> None:
+        """Change Delta table properties (e.g. the statistics columns after a rename)."""
+        assert self.dt is not None
+        with delta_errors(self.uri):
+            self.dt.alter.set_table_properties(dict(properties))
+            self.dt.update_incremental()
+
+    def set_description(self, description: str) -> None:
+        """Replace the table's description (where the sinks keep bucketing and keys)."""
+        assert self.dt is not None
+        with delta_errors(self.uri):
+            self.dt.alter.set_table_description(description)
+            self.dt.update_incremental()
 
     def replace_files(
         self,

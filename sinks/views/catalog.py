@@ -35,6 +35,7 @@ from tidemark.kernel.columns import (
     Layer,
 )
 from tidemark.kernel.names import from_path_segment
+from tidemark.sinks.delta.table import raise_if_damaged
 from tidemark.sinks.views.duck import literal, quote
 from tidemark.sinks.views.masking import Masking
 from tidemark.sinks.views.storage import is_local, join, list_dirs, local_path
@@ -160,6 +161,7 @@ class Catalog:
             try:
                 found = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
             except duckdb.Error as exc:
+                raise_if_damaged(table.uri)  # a damaged log: name it and `tidemark repair`
                 # A table whose first commit is still being written (or was cut off) has a
                 # `_delta_log` folder and nothing readable yet: leave it out, say so.
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -29,10 +29,13 @@ import pyarrow.compute as pc
 
 from tidemark.kernel.columns import SOURCE_TS, Layer
 from tidemark.kernel.errors import TerminalError, TransientError
+from tidemark.kernel.model import TableChanges
 from tidemark.kernel.records import RawRecord
 from tidemark.sinks.writer import BatchResult, LakeWriter, Refused
-from tidemark.stream_processors.batching import Batcher, PipelineBatch
+from tidemark.stream_processors import steps
+from tidemark.stream_processors.batching import Batcher, ClosedBy, PipelineBatch
 from tidemark.stream_processors.embedded.inflight import InFlight
+from tidemark.stream_processors.embedded.table_steps import TableSteps
 from tidemark.stream_processors.milestoning.core import milestone
 
 logger = logging.getLogger(__name__)
@@ -64,12 +67,15 @@ class SourceSpec:
         open_engine: starts its engine (called again after a failure).
         decoder: decodes its records (stateful: snapshot position counters).
         resume_position: the highest position of this source the lake holds.
+        request_snapshot: asks the source for an incremental snapshot of one table
+            (`schema.table`, optional SQL filter): how an attached partition's rows arrive.
     """
 
     name: str
     open_engine: Callable[[], Engine]
     decoder: Decoder
     resume_position: Callable[[], str | None] = lambda: None
+    request_snapshot: Callable[[str, str | None], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ class EmbeddedRunner:
         on_idle: called with a source's name when a poll of it brought nothing to commit
             while nothing was held or being committed: the lake then holds every change the
             source had sent (caught-up marks, `sinks/progress.py`).
+        on_health: told `("retrying", error)` for each retry of a transient failure (a
+            source down, a commit conflict) and `("running", None)` once it works again.
     """
 
     def __init__(
@@ -153,8 +161,11 @@ class EmbeddedRunner:
         on_batch: Callable[[BatchReport], None] | None = None,
         keep_source_ts: bool = False,
         on_idle: Callable[[str], object] | None = None,
+        on_health: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.settings = settings or RunnerSettings()
+        self.on_health = on_health
+        self._retrying = False
         self.lake = lake
         self.on_batch = on_batch
         self.on_idle = on_idle
@@ -165,6 +176,14 @@ class EmbeddedRunner:
         self.idle_since: float | None = None  # since when polls bring no change events
         self._inflight: InFlight[PipelineBatch, tuple[BatchResult, datetime, int]] = InFlight()
         self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
+        self._tables = TableSteps(  # DDL and TRUNCATE (docs/schema-changes.md)
+            lake,
+            self.settings.layers,
+            {
+                spec.name: (getattr(spec.decoder, "key_columns", {}), spec.request_snapshot)
+                for spec in sources
+            },
+        )
 
     def _new_batcher(self) -> Batcher:
         # Under backlog a batch grows to half the events that may be held, so one batch can
@@ -240,6 +259,7 @@ class EmbeddedRunner:
                 # An interrupted poll (the JVM interrupted the calling thread) is retried
                 # like a lost connection: reopen and replay from the acknowledged offset.
                 self.stats.retries += 1
+                self._health("retrying", f"source {source.spec.name}: {exc}")
                 logger.warning("source %s: %s; retrying in %.1f s", source.spec.name, exc, backoff)
                 self._settle(acknowledge=False)  # the engine is gone: the replay covers it
                 self._close(source)
@@ -329,6 +349,7 @@ class EmbeddedRunner:
                 if stop.is_set() and not stopping:
                     raise
                 retries += 1
+                self._health("retrying", f"batch {batch.batch_id}: {exc}")
                 logger.warning("batch %d: %s; retrying in %.1f s", batch.batch_id, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
@@ -343,6 +364,8 @@ class EmbeddedRunner:
             self._acknowledge(batch)
         report = self._report(batch, started, result)
         self.stats.batches += 1
+        if self._retrying:
+            self._health("running", None)
         self.stats.events += batch.event_count
         self.stats.dead_letters += len(batch.dead_letters) + result.dead_letters
         self.stats.last = report
@@ -363,11 +386,56 @@ class EmbeddedRunner:
         delivers again, copies of one position, snapshot rows the lake already holds); a
         table that cannot be milestoned (a column type the lake's cannot take, a value Arrow
         cannot handle) goes to the dead letters with the batch and the rest is committed
-        (DESIGN §3.3, guarantee 7).
+        (DESIGN §3.3, guarantee 7). A batch holding DDL or TRUNCATE is applied as steps: the
+        events before each change, the change, the events after it (docs/schema-changes.md),
+        each under its own reserved batch id; the batch's dead letters go with the first.
         """
+        ops = self._tables.captured(batch.ops)
+        if not ops:
+            return self._apply_changes(
+                batch.batch_id,
+                batch.changes,
+                batch.positions,
+                started,
+                batch.closed_by,
+                batch.dead_letters,
+            )
+        result: BatchResult | None = None
+        letters = batch.dead_letters
+        for step in steps.plan(batch.batch_id, batch.changes, ops, positions=batch.positions):
+            if step.ops:
+                result = self._tables.apply(step, started, batch.closed_by, dead_letters=letters)
+            else:
+                result = self._apply_changes(
+                    step.batch_id, step.changes, step.positions, started, batch.closed_by, letters
+                )
+            letters = ()
+        assert result is not None  # a plan has at least one step
+        return result
+
+    def _health(self, state: str, error: str | None) -> None:
+        self._retrying = state == "retrying"
+        if self.on_health is not None:
+            self.on_health(state, error)
+
+    def _apply_changes(
+        self,
+        batch_id: int,
+        changes_by_table: Mapping[str, TableChanges],
+        positions: Mapping[str, str],
+        started: datetime,
+        closed_by: ClosedBy,
+        dead_letters: Sequence[Any],
+    ) -> BatchResult:
+        """One stretch of events: milestoned per table and committed as one batch."""
         tables = []
         refused: list[Refused] = []
-        for name, changes in batch.changes.items():
+        for name, changes in changes_by_table.items():
+            self._tables.keys[name] = changes.key_columns
+            refusal = self._tables.refusal(name)
+            if refusal:  # a DDL refused the table (docs/schema-changes.md)
+                refused.append(Refused(changes, refusal))
+                continue
             keys = changes.events.select(list(changes.key_columns))
             layers = (self.settings.layers or {}).get(name, frozenset(Layer))
             try:
@@ -375,7 +443,7 @@ class EmbeddedRunner:
                 result = milestone(
                     changes,
                     current,
-                    batch_id=batch.batch_id,
+                    batch_id=batch_id,
                     ingested_at=started,
                     applied_position=self.lake.applied_position(name, layers),
                 )
@@ -389,7 +457,7 @@ class EmbeddedRunner:
                 reason = exc.message if isinstance(exc, TerminalError) else _reason(exc)
                 logger.error(
                     "batch %d, table %s: %s; its %d events go to the dead letters",
-                    batch.batch_id,
+                    batch_id,
                     name,
                     reason,
                     changes.events.num_rows,
@@ -399,13 +467,13 @@ class EmbeddedRunner:
                 continue
             tables.append(result)
         return self.lake.commit_batch(
-            batch.batch_id,
+            batch_id,
             tables,
-            source_positions=batch.positions,
+            source_positions=positions,
             started_at=started,
             layers=self.settings.layers,
-            closed_by=batch.closed_by,
-            dead_letters=batch.dead_letters,
+            closed_by=closed_by,
+            dead_letters=dead_letters,
             refused=refused,
         )
 

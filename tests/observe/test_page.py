@@ -25,7 +25,7 @@ import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.pipeline.reliability import Pipeline, SimulatorThread, wait_streaming
+from tests.pipeline.reliability import Pipeline, SimulatorThread, set_up, wait_streaming
 from tidemark.connectors.postgres.cluster import free_port
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.simulator.runner import Simulator
@@ -129,6 +129,7 @@ def running(postgres, tmp_path_factory):
     pipeline = Pipeline(config, tmp / "state", tmp / "run.log")
     env = {**os.environ, "TIDEMARK_STATE": str(tmp / "state")}
     pipeline.starts = 1
+    set_up(config, tmp / "state")
     pipeline.process = subprocess.Popen(  # `tidemark run` as a user starts it, with metrics
         [
             sys.executable,

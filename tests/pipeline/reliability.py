@@ -38,6 +38,17 @@ def write_config(path: Path, *, url: str, lake: Path, tables: list[str], name: s
     return path
 
 
+def set_up(config: Path, state: Path) -> None:
+    """`tidemark setup --yes`: what a user runs once so `run` may start (the DDL capture)."""
+    subprocess.run(
+        [sys.executable, "-m", "tidemark", "setup", "--config", str(config), "--yes"],
+        cwd=ROOT,
+        env={**os.environ, "TIDEMARK_STATE": str(state)},
+        check=True,
+        capture_output=True,
+    )
+
+
 @dataclass
 class Pipeline:
     """`tidemark run` as a child process (so it can be killed with SIGKILL)."""
@@ -50,6 +61,8 @@ class Pipeline:
 
     def start(self) -> None:
         env = {**os.environ, "TIDEMARK_STATE": str(self.state)}
+        if not self.starts:
+            set_up(self.config, self.state)
         handle = open(self.log, "a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tidemark", "-v", "run", "--config", str(self.config)],

@@ -12,7 +12,9 @@ from types import FrameType
 import click
 
 from tidemark.config import PipelineConfig, load_config
+from tidemark.health import HealthFile, health_path
 from tidemark.pipeline import attach_gold, build_runner, open_lake, start_jvm_for
+from tidemark.source_setup import check
 from tidemark.state import state_dir
 from tidemark.stream_processors.embedded.runner import BatchReport, EmbeddedRunner
 
@@ -76,8 +78,11 @@ def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
     transaction; source offsets are acknowledged only after the lake commit. SIGINT/SIGTERM
     commit the batch in flight and exit 0; running it again resumes where it stopped.
     With --metrics-port, Prometheus metrics (docs/observability.md) are served meanwhile.
+    Schema changes are applied in order with the rows; it stops (exit 2) when a source
+    lacks the DDL capture that `tidemark setup` installs.
     """
     config = load_config(config_path)
+    check(config)  # the DDL capture is there (`tidemark setup`), or the source opted out
     state = state_dir()
     start_jvm_for(config, state)
     stop = threading.Event()
@@ -94,11 +99,16 @@ def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
         )
     lake = open_lake(config)
     gold, on_batch = attach_gold(config, lake, on_batch)
-    runner, lake = build_runner(config, state=state, lake=lake, on_batch=on_batch)
+    health = HealthFile(health_path(state, config.pipeline))
+    health.report("running")
+    runner, lake = build_runner(
+        config, state=state, lake=lake, on_batch=on_batch, on_health=health.report
+    )
     built.append(runner)
     try:
         stats = runner.run(stop)
     finally:
+        health.report("stopped")
         if gold is not None:
             gold.close()
         lake.close()

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import click
 
 from tidemark.commands._options import config_option, resolve_config
+from tidemark.health import health_path
 from tidemark.observe.freshness import seconds_text
 from tidemark.observe.model import PipelineReport, SourceReport
+from tidemark.state import state_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -82,6 +84,22 @@ def render(report: PipelineReport, storage_options: Mapping[str, str] | None = N
                 str(t.dead_letters),
             )
         console.print(view)
+        for t in source.tables:
+            if t.refused:
+                console.print(
+                    f"[red]{t.table}: its events go to the dead letters:[/red] {t.refused}"
+                )
+            elif t.schema_change:
+                console.print(
+                    f"{t.table}: generation {t.generation}, last schema change {t.schema_change}"
+                )
+    if report.runner is not None:
+        runner = report.runner
+        detail = f": {runner.error}" if runner.state == "retrying" and runner.error else ""
+        console.print(
+            f"pipeline {runner.state} since {runner.since} ({runner.retries} retries so far)"
+            f"{detail}"
+        )
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
     _gold(console, report.lake, storage_options)
@@ -134,7 +152,7 @@ def status(config_path: Path | None, as_json: bool, check: bool) -> None:
     from tidemark.observe.report import Observer
 
     config = resolve_config(config_path)
-    observer = Observer(config)
+    observer = Observer(config, health=health_path(state_dir(), config.pipeline))
     try:
         report = observer.report()
     finally:

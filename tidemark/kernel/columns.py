@@ -25,6 +25,7 @@ VALID_FROM: Final = "_tm_valid_from"
 VALID_TO: Final = "_tm_valid_to"
 BATCH_IN: Final = "_tm_batch_in"
 BATCH_OUT: Final = "_tm_batch_out"
+GENERATION: Final = "_tm_generation"  # forensic: 1, then +1 each time the table is re-created
 
 
 class Op(StrEnum):
@@ -34,6 +35,8 @@ class Op(StrEnum):
     UPDATE = "u"
     DELETE = "d"
     READ = "r"  # a snapshot row
+    TRUNCATE = "t"  # changelog only: the table was emptied (one event per table)
+    DROP = "x"  # changelog only: the table was dropped; a re-created one is a new generation
 
 
 class Layer(StrEnum):

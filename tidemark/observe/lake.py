@@ -28,6 +28,7 @@ from deltalake import DeltaTable, QueryBuilder
 
 from tidemark.kernel.columns import INGESTED_AT, SOURCE_TS, VALID_FROM, VALID_TO, Layer
 from tidemark.kernel.names import location
+from tidemark.sinks.errors import damaged
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,11 @@ class LakeMeta:
                     if known.table.version() != before:
                         known.derived.clear()
             except Exception as exc:  # mid-creation, deleted, storage hiccup: not there now
-                logger.debug("cannot read %s: %s", uri, exc)
                 self._open.pop(uri, None)
+                broken = damaged(exc, uri)
+                if broken is not None:  # except a damaged log: that needs `tidemark repair`
+                    raise broken from exc
+                logger.debug("cannot read %s: %s", uri, exc)
                 return None
             return known.table
 

@@ -79,6 +79,17 @@ class TableReport(_Frozen):
         default=None, description="Distributed: records of its topic the lake has not applied."
     )
     breached: list[str] = Field(default_factory=list, description="Layers over their SLA.")
+    generation: int = Field(
+        default=1, description="1, plus one each time the table was dropped and created again."
+    )
+    schema_change: str | None = Field(
+        default=None, description="Its last schema change: kind, commit time, what the lake did."
+    )
+    refused: str | None = Field(
+        default=None,
+        description="Why its events go to the dead letters since a DDL (a type that does not "
+        "widen), until it is created again.",
+    )
 
 
 class PartitionReport(_Frozen):
@@ -132,6 +143,15 @@ class SourceReport(_Frozen):
     tables: list[TableReport]
 
 
+class RunnerHealth(_Frozen):
+    """What the embedded pipeline last reported (`<state>/health/<pipeline>.json`)."""
+
+    state: str = Field(description="running, retrying (a transient failure) or stopped.")
+    error: str | None = Field(default=None, description="The failure being retried.")
+    retries: int = Field(default=0, description="Retries since the process started.")
+    since: str = Field(description="When this state began (UTC).")
+
+
 class Breach(_Frozen):
     """A layer whose freshness is over its SLA."""
 
@@ -155,6 +175,9 @@ class PipelineReport(_Frozen):
         default_factory=list, description="All tables' changelog events per minute, last hour."
     )
     notes: list[str] = Field(default_factory=list, description="What limits these figures.")
+    runner: RunnerHealth | None = Field(
+        default=None, description="The pipeline process on this machine, when it reported."
+    )
 
     def table(self, name: str) -> TableReport | None:
         return next((t for s in self.sources for t in s.tables if t.table == name), None)

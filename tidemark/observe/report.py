@@ -13,8 +13,10 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.health import read_health
 from tidemark.kernel.columns import Layer
 from tidemark.observe import freshness as fr
 from tidemark.observe.lake import LakeMeta, LayerMeta
@@ -25,6 +27,7 @@ from tidemark.observe.model import (
     LayerReport,
     PartitionReport,
     PipelineReport,
+    RunnerHealth,
     SourceReport,
     TableReport,
     TableState,
@@ -37,6 +40,7 @@ from tidemark.observe.source import (
     probe_postgres,
 )
 from tidemark.sinks.progress import read_marks
+from tidemark.sinks.schema_log import REFUSED
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class Observer:
         connect_url: Kafka Connect's REST URL, for the connector state (distributed).
         cache_s: how long a report is reused.
         probe_sources: ask the sources (off: the lake alone, for tests of empty lakes).
+        health: the pipeline's health file (`tidemark/health.py`), if it runs here.
     """
 
     def __init__(
@@ -72,8 +77,10 @@ class Observer:
         connect_url: str | None = None,
         cache_s: float = 1.0,
         probe_sources: bool = True,
+        health: Path | None = None,
     ) -> None:
         self.config = config
+        self.health = health
         self.connect_url = connect_url
         self.cache_s = cache_s
         self.probe_sources = probe_sources
@@ -146,6 +153,7 @@ def build_report(observer: Observer) -> PipelineReport:
         for source in config.sources
     ]
     tables = [t for s in sources for t in s.tables]
+    health = read_health(observer.health) if observer.health is not None else None
     notes = [
         f"source `{s.source}` does not record commit times (track_commit_timestamp is off): "
         "freshness is measured against its clock, so an idle source looks stale"
@@ -173,6 +181,11 @@ def build_report(observer: Observer) -> PipelineReport:
             for i in range(MINUTES)
         ],
         notes=notes,
+        runner=RunnerHealth(
+            state=health.state, error=health.error, retries=health.retries, since=health.since
+        )
+        if health
+        else None,
     )
 
 
@@ -218,18 +231,21 @@ def _source_report(
         for m in layers[n].values()
     )
     tables = [
-        _table_report(
-            config,
-            source,
-            name,
-            layers[name],
-            letters,
-            remote,
-            reference,
-            source_mark,
-            capture=capture,
-            streamed=streamed,
-            events=meta.events_per_minute(name, now=now, minutes=MINUTES),
+        _with_schema(
+            _table_report(
+                config,
+                source,
+                name,
+                layers[name],
+                letters,
+                remote,
+                reference,
+                source_mark,
+                capture=capture,
+                streamed=streamed,
+                events=meta.events_per_minute(name, now=now, minutes=MINUTES),
+            ),
+            schema_changes(meta, name),
         )
         for name in names
     ]
@@ -347,6 +363,32 @@ def _table_report(
         consumer_lag=lag,
         breached=[r.layer for r in reports if r.colour == "red"],
     )
+
+
+def _with_schema(report: TableReport, changes: list[dict]) -> TableReport:
+    """The table's generation, last schema change and refusal (`sinks/schema_log.py`)."""
+    if not changes:
+        return report
+    last = changes[-1]
+    outcome = last["outcome"] or ""
+    refused = outcome if outcome.startswith(REFUSED) else None
+    when = f" at {last['source_ts']:%Y-%m-%d %H:%M:%S}" if last["source_ts"] else ""
+    return report.model_copy(
+        update={
+            "generation": int(last["generation"]),
+            "schema_change": f"{last['kind']}{when}: {outcome}",
+            "refused": refused,
+            "state": "failing" if refused else report.state,
+        }
+    )
+
+
+def schema_changes(meta: LakeMeta, table: str) -> list[dict]:
+    """The schema log's rows of one table in source order (the log is small: read whole)."""
+    rows = meta.derived(
+        ("_tidemark", "schema_changes"), "rows", lambda t: t.to_pyarrow_table().to_pylist()
+    )
+    return sorted((r for r in rows or () if r["table"] == table), key=lambda r: r["position"])
 
 
 def since_minutes(minutes: float) -> datetime:
