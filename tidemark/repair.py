@@ -22,6 +22,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from tidemark.kernel.errors import UsageError
+from tidemark.kernel.names import from_path_segment
 from tidemark.sinks.delta.table import open_table
 from tidemark.sinks.errors import SinkLogDamaged
 
@@ -53,7 +54,8 @@ class Damage:
         """What the table no longer holds after the repair, and what to do about it."""
         if self.good_version is None:
             return "no version of it loads; move it aside and capture the table again"
-        layer, _, table = self.name.partition("/")
+        layer, _, folder = self.name.partition("/")
+        table = from_path_segment(folder)
         if layer in ("changelog", "live", "forensic"):
             return (
                 f"its commits after version {self.good_version} are set aside: capture "

@@ -36,22 +36,40 @@ _HISTORY_SCAN = 200  # commits to look back for our metadata (maintenance commit
 
 
 def open_table(uri: str, storage_options: Mapping[str, str] | None = None) -> DeltaTable | None:
-    """An existing Delta table for reading, None when there is none at `uri`.
+    """An existing Delta table for reading, None when there is none at `uri` yet (nothing
+    there, or a first commit still being written or cut off).
 
     Raises:
-        SinkLogDamaged: its log cannot be read (names the table and `tidemark repair`).
+        SinkLogDamaged: a later commit cannot be read while earlier versions can (names the
+            table and `tidemark repair`, which restores the last good version).
         SinkError: storage failed.
     """
     options = dict(storage_options or {}) or None
-    with delta_errors(uri):
-        if not DeltaTable.is_deltatable(uri, storage_options=options):
+    try:
+        with delta_errors(uri):
+            if not DeltaTable.is_deltatable(uri, storage_options=options):
+                return None
+            return DeltaTable(uri, storage_options=options)
+    except SinkLogDamaged:
+        if not first_version_loads(uri, storage_options):
             return None
-        return DeltaTable(uri, storage_options=options)
+        raise
+
+
+def first_version_loads(uri: str, storage_options: Mapping[str, str] | None = None) -> bool:
+    """True when version 0 of the table at `uri` loads: a damaged later commit can then be
+    set aside (`tidemark repair`); otherwise the table has no readable state at all yet."""
+    try:
+        DeltaTable(uri, version=0, storage_options=dict(storage_options or {}) or None)
+    except Exception:  # any failure: version 0 does not load
+        return False
+    return True
 
 
 def raise_if_damaged(uri: str, storage_options: Mapping[str, str] | None = None) -> None:
-    """Raise `SinkLogDamaged` when the Delta log at `uri` cannot be read; nothing otherwise
-    (a table not there, or failing for another reason, is the caller's to report)."""
+    """Raise `SinkLogDamaged` when the Delta log at `uri` has a damaged commit after a good
+    one; nothing otherwise (a table not there, or failing for another reason, is the
+    caller's to report)."""
     try:
         open_table(uri, storage_options)
     except SinkLogDamaged:

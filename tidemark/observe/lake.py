@@ -28,6 +28,7 @@ from deltalake import DeltaTable, QueryBuilder
 
 from tidemark.kernel.columns import INGESTED_AT, SOURCE_TS, VALID_FROM, VALID_TO, Layer
 from tidemark.kernel.names import location
+from tidemark.sinks.delta.table import first_version_loads
 from tidemark.sinks.errors import damaged
 
 logger = logging.getLogger(__name__)
@@ -137,8 +138,8 @@ class LakeMeta:
             except Exception as exc:  # mid-creation, deleted, storage hiccup: not there now
                 self._open.pop(uri, None)
                 broken = damaged(exc, uri)
-                if broken is not None:  # except a damaged log: that needs `tidemark repair`
-                    raise broken from exc
+                if broken is not None and first_version_loads(uri, options):
+                    raise broken from exc  # a damaged log that `tidemark repair` can mend
                 logger.debug("cannot read %s: %s", uri, exc)
                 return None
             return known.table
