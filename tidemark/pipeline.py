@@ -160,7 +160,12 @@ def _snapshot_requester(
 
 
 def _engine_factory(
-    config: PipelineConfig, source: SourceConfig, state: Path, max_batch: int, decoder: Decoder
+    config: PipelineConfig,
+    source: SourceConfig,
+    state: Path,
+    max_batch: int,
+    decoder: Decoder,
+    require_ddl_capture: bool = False,
 ) -> Callable[[], Engine]:
     if source.kind != "postgres":
         raise UsageError(
@@ -170,6 +175,10 @@ def _engine_factory(
 
     def open_engine() -> Engine:
         decoder.key_columns = source_keys(source)  # before the first record is decoded
+        if require_ddl_capture:  # after the tables' own checks: their reasons come first
+            from tidemark.source_setup import check
+
+            check(source)
         return open_source_engine(config, source, state=state, max_batch=max_batch)
 
     return open_engine
@@ -206,8 +215,12 @@ def build_runner(
     on_batch: Callable[[BatchReport], None] | None = None,
     keep_source_ts: bool = False,
     on_health: Callable[[str, str | None], None] | None = None,
+    require_ddl_capture: bool = False,
 ) -> tuple[EmbeddedRunner, Lake]:
     """The embedded runner for `config`, its engines' offsets under `state`.
+
+    With `require_ddl_capture` (`tidemark run`), opening a source's engine stops when the
+    source lacks Tidemark's DDL capture and does not opt out (`ddl_capture: false`).
 
     While the runner is idle it records, per source, that the lake is caught up
     (`sinks/progress.py`): what freshness counts from when nothing changes.
@@ -224,7 +237,9 @@ def build_runner(
         sources.append(
             SourceSpec(
                 name=source.name,
-                open_engine=_engine_factory(config, source, state, max_batch, decoder),
+                open_engine=_engine_factory(
+                    config, source, state, max_batch, decoder, require_ddl_capture
+                ),
                 decoder=decoder,
                 resume_position=functools.partial(lake_source_position, lake, source.name),
                 request_snapshot=_snapshot_requester(config, source),

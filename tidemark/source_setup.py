@@ -103,25 +103,24 @@ def install(config: PipelineConfig, *, admin_dsn: str | None = None) -> None:
     apply(plan(config, admin_dsn=admin_dsn))
 
 
-def check(config: PipelineConfig) -> None:
-    """Stop before capturing when a source needs the DDL capture and lacks it.
+def check(source: SourceConfig) -> None:
+    """Stop before capturing when a Postgres source needs the DDL capture and lacks it.
 
     Raises:
         SourceConfigError: naming the source, what is missing and the command that fixes it.
     """
-    for source in _postgres(config):
-        if not source.ddl_capture:
-            continue
-        conn = connect(source.dsn)
-        try:
-            with conn.cursor() as cur:
-                missing = objects.ddl_capture_missing(cur)
-        finally:
-            conn.close()
-        if missing:
-            raise SourceConfigError(
-                f"source `{source.name}`: schema changes cannot be captured exactly, missing: "
-                + "; ".join(missing),
-                hint="run `tidemark setup --config FILE` (it shows every statement first), or "
-                f"set `ddl_capture: false` on source `{source.name}` to run without it",
-            )
+    if source.kind != "postgres" or not source.ddl_capture:
+        return
+    conn = connect(source.dsn)
+    try:
+        with conn.cursor() as cur:
+            missing = objects.ddl_capture_missing(cur)
+    finally:
+        conn.close()
+    if missing:
+        raise SourceConfigError(
+            f"source `{source.name}`: schema changes cannot be captured exactly, missing: "
+            + "; ".join(missing),
+            hint="run `tidemark setup --config FILE` (it shows every statement first), or "
+            f"set `ddl_capture: false` on source `{source.name}` to run without it",
+        )

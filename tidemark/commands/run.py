@@ -14,7 +14,6 @@ import click
 from tidemark.config import PipelineConfig, load_config
 from tidemark.health import HealthFile, health_path
 from tidemark.pipeline import attach_gold, build_runner, open_lake, start_jvm_for
-from tidemark.source_setup import check
 from tidemark.state import state_dir
 from tidemark.stream_processors.embedded.runner import BatchReport, EmbeddedRunner
 
@@ -101,13 +100,15 @@ def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
     health = HealthFile(health_path(state, config.pipeline))
     health.report("running")
     runner, lake = build_runner(
-        config, state=state, lake=lake, on_batch=on_batch, on_health=health.report
+        config,
+        state=state,
+        lake=lake,
+        on_batch=on_batch,
+        on_health=health.report,
+        require_ddl_capture=True,  # `tidemark setup` ran, or the source opted out
     )
     built.append(runner)
     try:
-        # After the tables' own checks (in build_runner): the DDL capture is there (`tidemark
-        # setup`), or the source opted out.
-        check(config)
         stats = runner.run(stop)
     finally:
         health.report("stopped")
