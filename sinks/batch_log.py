@@ -2,6 +2,10 @@
 
 Written last in a batch, after every table, with the txn (`<app>:_batches`, batch id); its
 txn version is therefore the last batch the whole lake holds.
+Each row also carries what the lake holds of every source (`sources`: source -> `SourceRecord`
+JSON, `tidemark/kernel/positions.py`): the Debezium offsets it holds everything up to, the
+database it was built from, the tables armed and being armed. The last row's is where
+capture resumes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ SCHEMA = pa.schema(
         pa.field("committed_at", pa.timestamp("us", tz="UTC")),
         # what closed the batch: size, latency or force (NULL: a writer that does not say)
         pa.field("closed_by", pa.string()),
+        # what the lake holds of each source (`SourceRecord` JSON; NULL: a writer that keeps none)
+        pa.field("sources", pa.map_(pa.string(), pa.string())),
     ]
 )
 
@@ -84,6 +90,7 @@ class BatchLog:
         committed_at: datetime | None = None,
         closed_by: str | None = None,
         app: str | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> bool:
         """Record one batch; False (and nothing written) if it is already recorded.
 
@@ -93,11 +100,19 @@ class BatchLog:
             app: the stream whose txn records the row (default the lake's app id); a commit
                 of several Kafka partitions records it under its first partition's, whose
                 batch ids grow (the lake's one would not: ids of partitions interleave).
+            sources: source -> its record (JSON) as of this batch; None keeps no record.
         """
         return retry_conflicts(
             self.handle,
             lambda: self._append(
-                batch_id, source_positions, counts, started_at, committed_at, closed_by, app
+                batch_id,
+                source_positions,
+                counts,
+                started_at,
+                committed_at,
+                closed_by,
+                app,
+                sources,
             ),
         )
 
@@ -110,6 +125,7 @@ class BatchLog:
         committed_at: datetime | None,
         closed_by: str | None,
         app: str | None,
+        sources: Mapping[str, str] | None = None,
     ) -> bool:
         app_id = f"{app}:_batches" if app else self.handle.app_id
         if batch_id <= self.handle.applied_batch(app_id):
@@ -121,6 +137,7 @@ class BatchLog:
             "started_at": started_at,
             "committed_at": committed_at or datetime.now(UTC),
             "closed_by": closed_by,
+            "sources": list(sources.items()) if sources else None,
         }
         position = max(source_positions.values(), default=None)
         schema = self.handle.schema
@@ -132,6 +149,35 @@ class BatchLog:
             streams=[StreamCommit(app_id, batch_id, position)],
         )
         return True
+
+    def last_sources(self) -> dict[str, str]:
+        """source -> record JSON, as of the last batch that carried records ({} if none).
+
+        Reads the newest rows only (batch ids above the last one's minus a few: replays
+        and rows written without records are skipped back over).
+        """
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        self.handle.refresh()
+        if self.handle.dt is None or "sources" not in (self.handle.schema or SCHEMA).names:
+            return {}
+        last = self.handle.applied_batch()
+        window = 64
+        while True:
+            rows = self.handle.read(ds.field("batch_id") > last - window).select(
+                ["batch_id", "sources"]
+            )
+            rows = rows.filter(pc.is_valid(rows.column("sources")))
+            if rows.num_rows or window > last:
+                break
+            window *= 8
+        if not rows.num_rows:
+            return {}
+        newest = rows.take(
+            [int(pc.index(rows.column("batch_id"), pc.max(rows.column("batch_id"))).as_py())]
+        )
+        return {str(k): str(v) for k, v in (newest.column("sources")[0].as_py() or [])}
 
     def read(self) -> pa.Table:
         """All rows, for `tidemark status` and tests."""

@@ -20,11 +20,22 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
-from tidemark.kernel.columns import BATCH, BATCH_IN, GENERATION, SOURCE_TS, VALID_FROM, Layer
+from tidemark.kernel.columns import (
+    BATCH,
+    BATCH_IN,
+    GENERATION,
+    SOURCE_TS,
+    VALID_FROM,
+    VALID_TO,
+    Layer,
+)
 from tidemark.kernel.dead_letter import DeadLetter, dead_letters_of
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks import whole_table
+from tidemark.sinks.arming import ArmingKeys
 from tidemark.sinks.base import CommitResult, StreamCommit
 from tidemark.sinks.batch_log import BatchLog, TableCounts
 from tidemark.sinks.dead_letters import DeadLetterTable
@@ -32,7 +43,7 @@ from tidemark.sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
 from tidemark.sinks.delta.changelog import ChangelogSink
 from tidemark.sinks.delta.forensic import ForensicSink
 from tidemark.sinks.delta.live import LiveSink
-from tidemark.sinks.delta.table import table_uri
+from tidemark.sinks.delta.table import DeltaHandle, table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
 from tidemark.sinks.rewrite import ColumnChange
@@ -93,6 +104,7 @@ class Lake(StreamLayers):
             root, app_id=app_id, storage_options=self.storage_options
         )
         self.schema_log = SchemaLog(root, app_id=app_id, storage_options=self.storage_options)
+        self.arming = ArmingKeys(root, app_id=app_id, storage_options=self.storage_options)
         self.maintenance: Maintenance | None = None
         if maintenance:
             self.maintenance = Maintenance(self._maintained, storage_options=self.storage_options)
@@ -183,6 +195,72 @@ class Lake(StreamLayers):
         renames = {SOURCE_TS: VALID_FROM, BATCH: BATCH_IN}
         return rows.rename_columns([renames.get(name, name) for name in rows.column_names])
 
+    def open_keys(
+        self, table: str, key_columns: Sequence[str], layers: frozenset[Layer] = ALL_LAYERS
+    ) -> pa.Table | None:
+        """The keys the lake holds a current row of: forensic's open versions (forensic
+        commits last, so a batch half-applied before a crash still shows there), else live's
+        rows; None when the table is kept in neither or holds nothing yet."""
+        keys = list(key_columns)
+        if Layer.FORENSIC in layers:
+            handle = self.sink(table, Layer.FORENSIC).handle
+            if handle.dt is None:
+                return None
+            dataset = handle.dt.to_pyarrow_dataset()
+            return dataset.to_table(columns=keys, filter=ds.field(VALID_TO).is_null())
+        if Layer.LIVE in layers:
+            handle = self.sink(table, Layer.LIVE).handle
+            if handle.dt is None:
+                return None
+            return handle.dt.to_pyarrow_dataset().to_table(columns=keys)
+        return None
+
+    def holds_rows(self, table: str, layers: frozenset[Layer] = ALL_LAYERS) -> bool:
+        """Whether live (or forensic) of `table` holds any row (Delta metadata only)."""
+        for layer in (Layer.LIVE, Layer.FORENSIC):
+            if layer not in layers:
+                continue
+            handle = self.sink(table, layer).handle
+            if handle.dt is None:
+                continue
+            actions = pa.table(handle.dt.get_add_actions(flatten=True))
+            if "num_records" in actions.column_names and (
+                pc.sum(actions.column("num_records")).as_py() or 0
+            ):
+                return True
+        return False
+
+    def roll_back_unlogged(self, tables: Sequence[str]) -> list[str]:
+        """Make every layer of `tables` hold exactly the batches the batch log holds.
+
+        A process killed inside `commit_batch` can leave a batch in some layers (changelog and
+        live commit before forensic, the batch log last). Replaying the same events fills the
+        missing layers; but when what comes again differs (a snapshot redone on a new slot,
+        rows gone meanwhile) those layers would keep rows nothing else knows. So at start the
+        batch log, the lake's commit point, wins: layers ahead of it are rolled back. Call it
+        before the layers are written; returns the `table/layer`s rolled back.
+        """
+        logged = self.batch_log.last_batch_id()
+        rolled = []
+        for table in tables:
+            for layer in Layer:
+                handle = DeltaHandle(
+                    table_uri(self.root, layer.value, table),
+                    app_id=f"{self.app_id}:{table}:{layer.value}",
+                    storage_options=self.storage_options,
+                )
+                handle.open()
+                if handle.roll_back_to(logged):
+                    rolled.append(f"{table}/{layer.value}")
+                    self._sinks.pop((table, layer), None)
+        if rolled:
+            self.cache = BucketCache(self.cache.max_bytes)
+        return rolled
+
+    def source_records(self) -> dict[str, str]:
+        """source -> what the lake holds of it (`SourceRecord` JSON), from the last batch."""
+        return self.batch_log.last_sources()
+
     def last_batch_id(self) -> int:
         """The last batch recorded in the batch log, 0 when empty."""
         return self.batch_log.last_batch_id()
@@ -232,11 +310,13 @@ class Lake(StreamLayers):
         streams: Sequence[StreamCommit] = (),
         dead_letters: Sequence[DeadLetter] = (),
         refused: Sequence[Refused] = (),
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         """Commit one batch: every table's layers, its dead letters, then the batch log.
 
         Returns only when all of it is durable; offsets may be acknowledged then.
-        `closed_by` (what closed the batch) goes to the batch log.
+        `closed_by` (what closed the batch) goes to the batch log, and `sources` (source ->
+        `SourceRecord` JSON: what the lake holds of each source) with it.
 
         Args:
             streams: the streams the batch applies, each with its txn version and position
@@ -292,6 +372,7 @@ class Lake(StreamLayers):
             started_at=started_at,
             closed_by=closed_by,
             app=first,
+            sources=sources,
         )
         skipped = not logged and all(c.skipped for c in commits)
         return BatchResult(

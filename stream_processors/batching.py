@@ -148,6 +148,11 @@ class Batcher:
         """The id the next batch will get."""
         return self._next_id
 
+    def reserve_id(self) -> int:
+        """Take the next batch id for a batch made elsewhere (a runtime's checkpoint)."""
+        self._next_id += 1
+        return self._next_id - 1
+
     @property
     def pending_events(self) -> int:
         """Events held, complete or not."""

@@ -10,6 +10,9 @@ import pytest
 
 from tests.fixtures.debezium import changes, payload
 from tidemark.connectors.errors import SourceError
+from tidemark.connectors.postgres.capture import request_snapshot
+from tidemark.connectors.postgres.settings import replication_name
+from tidemark.connectors.postgres.setup import signal_table_name
 from tidemark.kernel.records import RawRecord
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
@@ -189,9 +192,12 @@ def test_java_collections_leave_python_collections_alone(fresh_database, capture
     assert len(full) <= 1  # JPype's last trigger (see _unhook_python_gc); hooked it was 6
 
 
-def test_table_added_later_is_snapshotted_while_streaming(
+def test_table_snapshotted_through_a_signal_while_streaming(
     fresh_database, capture_factory, tmp_path
 ):
+    """A table added to a running capture is read through Debezium's signal table (in
+    Tidemark's own schema), in chunks, while the other table streams on. (Which tables a
+    pipeline asks for is the lake's decision: tests/pipeline/test_positions.py.)"""
     url = fresh_database()
     run(
         url,
@@ -206,6 +212,9 @@ def test_table_added_later_is_snapshotted_while_streaming(
     first.engine.close()
 
     second = capture_factory(url, ["public.old", "public.added"], pipeline="grow", state=state)
+    signals = signal_table_name(replication_name("grow", "src"))
+    assert signals.startswith("tidemark.")
+    request_snapshot(url, signals, ["public.added"])
     run(url, "INSERT INTO old VALUES (21)")
     second.collect(
         lambda rs: len(changes(rs, "added")) >= 30 and len(changes(rs, "old")) >= 1, timeout=90

@@ -1,8 +1,9 @@
-"""Positions of incremental-snapshot rows (a table added to a running pipeline).
+"""Positions of incremental-snapshot rows (a table snapshotted while streaming goes on).
 
 Debezium reads such a table in chunks while streaming goes on (op `r`, snapshot
-`incremental`); a change streamed after the chunk must still sort after its snapshot row,
-or the core would drop it as a replay.
+`incremental`): a row read must sort after every change streamed before its chunk (or the
+core would drop the row as a replay, as it did when these rows carried no LSN and got
+commit 0), and a change streamed after the chunk must sort after its row.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import pytest
 
 from tests.fixtures.debezium import changes
 from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
+from tidemark.connectors.postgres.capture import request_snapshot
+from tidemark.connectors.postgres.settings import replication_name
+from tidemark.connectors.postgres.setup import signal_table_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -53,19 +57,23 @@ def test_incremental_snapshot_rows_sort_before_later_changes(
         source="inc",
         extra=TYPE_SETTINGS,
     )
-    run(url, "INSERT INTO old VALUES (6)")
-    second.collect(lambda rs: len(changes(rs, "added")) >= 30, timeout=90)
+    run(url, "INSERT INTO old VALUES (6)", "UPDATE added SET v = 'before' WHERE id = 2")
+    second.collect(lambda rs: len(changes(rs, "added")) >= 1, timeout=90)
+    request_snapshot(url, signal_table_name(replication_name("grow", "inc")), ["public.added"])
+    second.collect(lambda rs: len(changes(rs, "added")) >= 31, timeout=90)
     run(url, "UPDATE added SET v = 'after' WHERE id IN (1, 30)", "INSERT INTO old VALUES (7)")
     second.collect(
-        lambda rs: len(changes(rs, "added")) >= 32 and len(changes(rs, "old")) >= 2, timeout=90
+        lambda rs: len(changes(rs, "added")) >= 33 and len(changes(rs, "old")) >= 2, timeout=90
     )
     batch = decoder.decode(second.records)
     added = batch.changes["inc.public.added"].events
     rows = added.to_pylist()
     snapshot = {r["id"]: r["_tm_position"] for r in rows if r["_tm_op"] == "r"}
-    updates = {r["id"]: r["_tm_position"] for r in rows if r["_tm_op"] == "u"}
+    before, *after = [r for r in rows if r["_tm_op"] == "u"]
+    updates = {r["id"]: r["_tm_position"] for r in after}
     assert sorted(snapshot) == list(range(1, 31)) and sorted(updates) == [1, 30]
     assert all(updates[k] > snapshot[k] for k in updates)
+    assert before["id"] == 2 and before["_tm_position"] < snapshot[2]
     old = batch.changes["inc.public.old"].events.column("_tm_position").to_pylist()
     assert min(old) > decoded_old.column("_tm_position").to_pylist()[-1]
     positions = added.column("_tm_position").to_pylist()

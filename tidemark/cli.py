@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "lineage": "tidemark.commands.lineage:lineage",
     "query": "tidemark.commands.query:query",
     "repair": "tidemark.commands.repair:repair",
+    "resync": "tidemark.commands.resync:resync",
     "run": "tidemark.commands.run:run",
     "serve": "tidemark.commands.serve:serve",
     "setup": "tidemark.commands.setup:setup",

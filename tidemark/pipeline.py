@@ -17,6 +17,7 @@ from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 from tidemark.kernel.errors import UsageError
 from tidemark.sinks.lake import Lake
+from tidemark.stream_processors.embedded.arming import SourceTracker
 from tidemark.stream_processors.embedded.runner import (
     BatchReport,
     EmbeddedRunner,
@@ -29,6 +30,7 @@ from tidemark.stream_processors.embedded.runner import (
 if TYPE_CHECKING:
     from tidemark.connectors.debezium.engine import EmbeddedEngine
     from tidemark.sinks.gold.scheduler import GoldScheduler
+    from tidemark.startup import SourceStart
 
 logger = logging.getLogger(__name__)
 
@@ -159,19 +161,36 @@ def _snapshot_requester(
     return request
 
 
+def _resume_position(tracker: SourceTracker) -> str | None:
+    """The highest position the lake holds of a source (seeds the decoder's positions)."""
+    return max(tracker.record.tables.values(), default=None)
+
+
 def _engine_factory(
     config: PipelineConfig,
     source: SourceConfig,
     state: Path,
     max_batch: int,
     decoder: Decoder,
+    tracker: SourceTracker,
+    resnapshot: list[str],
     require_ddl_capture: bool = False,
 ) -> Callable[[], Engine]:
+    """Opens the source's engine from what the lake holds, every time (a reopen after a
+    failure too), and asks once for the tables start-up found the lake to miss."""
     if source.kind != "postgres":
         raise UsageError(
             f"the embedded runtime captures Postgres sources; `{source.name}` is `{source.kind}`",
             hint="run SQL Server sources with the distributed runtime (`tidemark worker`)",
         )
+    from tidemark.connectors.postgres.capture import engine_dir
+    from tidemark.connectors.postgres.settings import replication_name
+    from tidemark.startup import arm_tables, prepare_capture
+
+    slot = replication_name(config.pipeline, source.name)
+    directory = engine_dir(state, config.pipeline, source.name)
+    pending = list(resnapshot)
+    surrogates = {t: k[0] for t, k in source.keys.items() if len(k) == 1}
 
     def open_engine() -> Engine:
         decoder.key_columns = source_keys(source)  # before the first record is decoded
@@ -179,7 +198,14 @@ def _engine_factory(
             from tidemark.source_setup import check
 
             check(source)
-        return open_source_engine(config, source, state=state, max_batch=max_batch)
+        prepare_capture(source.dsn, slot, directory, tracker.record)
+        engine = open_source_engine(
+            config, source, state=state, max_batch=max_batch, notifications=True
+        )
+        if pending:
+            arm_tables(source.dsn, config.pipeline, source.name, pending, surrogates)
+            pending.clear()
+        return engine
 
     return open_engine
 
@@ -216,44 +242,84 @@ def build_runner(
     keep_source_ts: bool = False,
     on_health: Callable[[str, str | None], None] | None = None,
     require_ddl_capture: bool = False,
+    on_start: Callable[[str, SourceStart], None] | None = None,
 ) -> tuple[EmbeddedRunner, Lake]:
     """The embedded runner for `config`, its engines' offsets under `state`.
 
-    With `require_ddl_capture` (`tidemark run`), opening a source's engine stops when the
-    source lacks Tidemark's DDL capture and does not opt out (`ddl_capture: false`).
+    Every layer is first put back to the batches the batch log holds, and every source is
+    reconciled with what the lake holds of it (`tidemark/startup.py`); `on_start(source,
+    start)` hears what was found. With `require_ddl_capture` (`tidemark run`), opening a
+    source's engine stops when the source lacks Tidemark's DDL capture and does not opt out
+    (`ddl_capture: false`). While the runner is idle it records, per source, that the lake is
+    caught up (`sinks/progress.py`): what freshness counts from when nothing changes.
 
-    While the runner is idle it records, per source, that the lake is caught up
-    (`sinks/progress.py`): what freshness counts from when nothing changes.
+    Raises:
+        SourceReplacedError, SlotInUseError: the source cannot continue this lake as it is.
     """
+    from tidemark.connectors.postgres.identity import primary_keys
+    from tidemark.connectors.postgres.settings import notification_topic
     from tidemark.sinks.progress import ProgressMarks
+    from tidemark.startup import reconcile_source
 
     lake = lake or open_lake(config)
+    every = [t for source in config.sources for t in config.lake_tables_of(source)]
+    for rolled in lake.roll_back_unlogged(every):  # a batch a killed process left half-done
+        logger.warning("%s: rolled back to the batch log's last batch", rolled)
     marks = ProgressMarks(config.lake, storage_options=config.storage_options)
     max_batch = min(8192, max(512, config.batching.max_events))
+    layers = {table: config.layers_for(table) for table in every}
     sources = []
+    keys: dict[str, tuple[str, ...]] = {}
     for source in config.sources:
-        keys = {source.lake_table(t): tuple(k) for t, k in source.keys.items()}
-        decoder = Decoder(source.kind, key_columns=keys)
+        start = reconcile_source(config, source, lake)
+        for reason in start.reasons:
+            logger.warning("source %s: %s", source.name, reason)
+        if on_start is not None:
+            on_start(source.name, start)
+        if source.kind == "postgres":
+            found = primary_keys(source.dsn, list(source.tables))
+            keys.update({source.lake_table(t): k for t, k in found.items()})
+            keys.update(source_keys(source))
+        held = {t for t in config.lake_tables_of(source) if lake.holds_rows(t, layers[t])}
+        tracker = SourceTracker(
+            start.record,
+            lake_table=source.lake_table,
+            tables=config.lake_tables_of(source),
+            held=held,
+        )
+        decoder = Decoder(
+            source.kind,
+            key_columns={source.lake_table(t): tuple(k) for t, k in source.keys.items()},
+        )
         sources.append(
             SourceSpec(
                 name=source.name,
                 open_engine=_engine_factory(
-                    config, source, state, max_batch, decoder, require_ddl_capture
+                    config,
+                    source,
+                    state,
+                    max_batch,
+                    decoder,
+                    tracker,
+                    start.resnapshot,
+                    require_ddl_capture,
                 ),
                 decoder=decoder,
-                resume_position=functools.partial(lake_source_position, lake, source.name),
+                resume_position=functools.partial(_resume_position, tracker),
                 request_snapshot=_snapshot_requester(config, source),
+                tracker=tracker,
+                notifications=notification_topic(source.name),
+                epoch=start.record.epoch,
             )
         )
-    layers = {
-        table: config.layers_for(table)
-        for source in config.sources
-        for table in config.lake_tables_of(source)
-    }
     settings = RunnerSettings(
         max_events=config.batching.max_events,
         max_latency_ms=config.batching.max_latency_ms,
         layers=layers,
+        keys=keys,
+        # Idle, the lake records the stream's progress once per heartbeat (at most every
+        # 2 s): what lets the slot advance and `verify` see the lake caught up.
+        checkpoint_s=max(0.2, min(2.0, config.debezium.heartbeat_ms / 1000)),
     )
     runner = EmbeddedRunner(
         sources,

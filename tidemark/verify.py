@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import duckdb
@@ -31,13 +32,17 @@ from tidemark.canonical import (
     postgres_rows,
 )
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.connectors.decode.position import lsn_position
 from tidemark.connectors.postgres.settings import replication_name
+from tidemark.connectors.postgres.setup import connect
 from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
 from tidemark.connectors.postgres.tables import describe
 from tidemark.invariants import rows, scalar
 from tidemark.kernel.columns import COUNT, OP, POSITION, ROW, TX_ID, Layer, Op
 from tidemark.kernel.errors import UsageError
 from tidemark.kernel.names import location, split_table, sql_name
+from tidemark.kernel.positions import SourceRecord
+from tidemark.sinks.batch_log import BatchLog
 from tidemark.sinks.delta.table import open_table
 
 logger = logging.getLogger(__name__)
@@ -158,7 +163,12 @@ def _load_layers(
 
 
 def _lake_state(
-    present: set[Layer], keys: list[str], snapshot: Snapshot, *, counted: bool = False
+    present: set[Layer],
+    keys: list[str],
+    snapshot: Snapshot,
+    *,
+    counted: bool = False,
+    epoch: int = 0,
 ) -> tuple[str, str | None]:
     """SQL for the lake's rows of a table as the snapshot sees the source, and a caveat.
 
@@ -170,7 +180,12 @@ def _lake_state(
     event for the whole table) ends every row whose last event precedes it.
     """
     k = ", ".join(ident(c) for c in keys)
-    seen = f"({OP} = 'r' OR {snapshot.visible_sql(TX_ID)})"
+    # Snapshot rows, and the deletes a re-snapshot made for rows it found gone (no
+    # transaction), belong to no transaction: they count (verify waits for snapshots).
+    vanished = f"({OP} = 'd' AND {TX_ID} IS NULL)"
+    seen = f"({OP} = 'r' OR {vanished} OR {snapshot.visible_sql(TX_ID)})"
+    if epoch:  # changes of a database replaced since: before anything this one holds
+        seen = f"({seen} OR {POSITION} < '{lsn_position(0, epoch)}')"
     table_wide = f"{OP} IN ('{Op.TRUNCATE.value}', '{Op.DROP.value}')"
     emptied = f"(SELECT coalesce(max({POSITION}), '') FROM cl WHERE {table_wide} AND {seen})"
     if counted and {Layer.CHANGELOG, Layer.FORENSIC} <= present:
@@ -212,10 +227,13 @@ def check_table(
     key_override: tuple[str, ...] | None = None,
     sample: int = 5,
     excluded: Collection[str] = (),
+    epoch: int = 0,
 ) -> TableCheck:
     """Compare one source table (in `snapshot`) with its lake table, then the invariants.
 
-    `excluded` columns are never captured (classified `raw: drop`) and not compared."""
+    `excluded` columns are never captured (classified `raw: drop`) and not compared. `epoch`
+    is the source's position epoch: transaction ids of earlier epochs belong to a database
+    since replaced, so their changes all count as before the snapshot."""
     columns, found_keys = source_columns(snapshot, source_table)
     keys = list(key_override or found_keys or [ROW])
     columns = [c for c in columns if c.name not in excluded or c.name in keys]
@@ -247,7 +265,7 @@ def check_table(
         con.register(names[layer], dt.to_pyarrow_dataset())
     any_layer = names[next(iter(layers))]
     lake_types = {r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")}
-    state, caveat = _lake_state(set(layers), keys, snapshot, counted=counted)
+    state, caveat = _lake_state(set(layers), keys, snapshot, counted=counted, epoch=epoch)
     hashed = duckdb_rows(f"({state})", columns, keys, lake_types, count=COUNT if counted else None)
     con.execute(f"CREATE TEMP TABLE lake AS {hashed}")
     lake_rows = _rows_of(con, "lake", counted)
@@ -313,6 +331,33 @@ def _slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None, int | 
     return bool(found[0][0]), found[0][1], found[0][2]
 
 
+def _record(config: PipelineConfig, source: SourceConfig) -> SourceRecord | None:
+    """What the lake holds of `source` (None when the lake keeps no record of it)."""
+    if _open(_uri(config.lake, "_tidemark", "batches"), config.storage_options) is None:
+        return None
+    log = BatchLog(config.lake, app_id=config.app_id, storage_options=config.storage_options)
+    text = log.last_sources().get(source.name)
+    return None if text is None else SourceRecord.from_json(text)
+
+
+def _wait_armed(
+    config: PipelineConfig, source: SourceConfig, slot: str, deadline: float
+) -> SourceRecord | None:
+    """Wait while a snapshot is under way into the lake (its rows are read after the
+    snapshot verify takes would be): until none is, the pipeline stops, or `deadline`."""
+    record = _record(config, source)
+    while record is not None and record.arming and time.monotonic() < deadline:
+        with closing(connect(source.dsn)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            row = cur.fetchone()
+        if not (row and row[0]):
+            break
+        logger.info("waiting for the snapshot of %s", ", ".join(sorted(record.arming)))
+        time.sleep(0.5)
+        record = _record(config, source)
+    return record
+
+
 def verify_source(
     config: PipelineConfig,
     source: SourceConfig,
@@ -323,10 +368,13 @@ def verify_source(
 ) -> VerifyReport:
     """Verify one Postgres source against the lake at one consistent position.
 
-    Waits (up to `timeout` s) for the lake to reach the snapshot's position while the
-    pipeline's slot is active: until the batch log passed it, or the slot's confirmed flush
-    did, or its WAL sender has sent past it and the batch log has not moved for a few batch
-    latencies (an idle source). A stopped pipeline is compared at once.
+    While the pipeline's slot is active it first waits for any snapshot under way into the
+    lake to complete, then takes the source snapshot at position C and waits (up to
+    `timeout` s in all) until the lake's applied position (the batch log's, which an idle
+    pipeline keeps moving with its checkpoints) has passed C. A stopped pipeline is
+    compared at once. A lake that keeps no record of its positions (written by a runtime
+    that does not) falls back to: the slot's WAL sender sent past C and the lake has been
+    quiet for a few batch latencies.
     """
     if source.kind != "postgres":
         raise UsageError(
@@ -334,15 +382,16 @@ def verify_source(
             hint="verify SQL Server sources with the compose stack's checks",
         )
     started = time.monotonic()
+    slot = replication_name(config.pipeline, source.name)
+    record = _wait_armed(config, source, slot, started + timeout)
     with consistent_snapshot(source.dsn) as snapshot:
-        cutoff = f"{snapshot.lsn:016x}"
-        slot = replication_name(config.pipeline, source.name)
+        cutoff = lsn_position(snapshot.lsn, record.epoch if record else 0)[:16]
         quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
         reached = lake_position(config.lake, config.storage_options)
         changed_at = time.monotonic()
         inactive_since: float | None = None
         while reached is None or reached < cutoff:
-            active, flushed, sent = _slot_state(snapshot, slot)
+            active, _flushed, sent = _slot_state(snapshot, slot)
             if not active:
                 inactive_since = inactive_since or time.monotonic()
                 if time.monotonic() - inactive_since >= 3.0:  # not a reconnect: stopped
@@ -350,11 +399,9 @@ def verify_source(
                     break
             else:
                 inactive_since = None
-            if flushed is not None and flushed >= snapshot.lsn:
-                logger.info("slot %s confirmed %s: the lake has it", slot, cutoff)
-                break
             if (
-                sent is not None
+                record is None
+                and sent is not None
                 and sent >= snapshot.lsn
                 and (time.monotonic() - changed_at >= quiet_s)
             ):
@@ -385,6 +432,7 @@ def verify_source(
                     for column, (_, policy) in config.classified(source.lake_table(table)).items()
                     if policy.raw == "drop"
                 ],
+                epoch=record.epoch if record else 0,
             )
             for table in source.tables
         )

@@ -16,6 +16,7 @@ the bridge registers a completion callback and `poll()` raises its error as a `S
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import queue
@@ -311,6 +312,32 @@ class EmbeddedEngine:
             self._hidden_tails[seq] = (shown, len(parts))
         return records
 
+    def offset_for(self, upto: RawRecord) -> dict[str, str]:
+        """The offsets file entries `acknowledge(upto)` would write, without writing them.
+
+        Only entries that would change are returned (`{}` when the acknowledgement would keep
+        the file as it is). A caller that records these in its sink before acknowledging
+        never lets Debezium resume from a point its sink does not hold.
+
+        Raises:
+            SourceError: `upto` did not come from this engine's `poll()`.
+        """
+        seq, count = self._range(upto)
+        entries = json.loads(str(self._bridge.offsetsFor(seq, count)))
+        return {str(k): str(v) for k, v in entries.items()}
+
+    def _range(self, upto: RawRecord) -> tuple[int, int]:
+        """(chunk seq, records to acknowledge in it) for `upto`, hidden tails included."""
+        match = _ORIGIN.match(upto.origin)
+        if match is None or self._bridge is None:
+            raise SourceError(
+                f"cannot acknowledge a record from `{upto.origin}` on engine `{self.name}`",
+                hint="acknowledge records returned by this engine's poll()",
+            )
+        seq, index = int(match.group(1)), int(match.group(2))
+        last, size = self._hidden_tails.get(seq, (index, index + 1))
+        return seq, size if index == last else index + 1
+
     def acknowledge(self, upto: RawRecord) -> int:
         """Mark every record delivered up to and including `upto` as committed downstream.
 
@@ -325,15 +352,7 @@ class EmbeddedEngine:
                 f"engine `{self.name}` is closed; `{upto.origin}` was not acknowledged",
                 hint="acknowledge before close(); the records will be delivered again",
             )
-        match = _ORIGIN.match(upto.origin)
-        if match is None or self._bridge is None:
-            raise SourceError(
-                f"cannot acknowledge a record from `{upto.origin}` on engine `{self.name}`",
-                hint="acknowledge records returned by this engine's poll()",
-            )
-        seq, index = int(match.group(1)), int(match.group(2))
-        last, size = self._hidden_tails.get(seq, (index, index + 1))
-        count = size if index == last else index + 1
+        seq, count = self._range(upto)
         acknowledged = int(self._bridge.acknowledge(seq, count))
         for done in [s for s in self._hidden_tails if s <= seq]:
             del self._hidden_tails[done]

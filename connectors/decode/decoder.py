@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SourceKind = Literal["postgres", "sqlserver"]
 Target = Literal["delta", "arrow"]
 HEARTBEAT_PREFIX = "__debezium-heartbeat"
+# Heartbeats are counted; Debezium's notifications are the runtime's business (not data).
+SKIPPED_PREFIXES = (HEARTBEAT_PREFIX, "__tidemark-notifications")
 _SCHEMA_HEAD = '{"schema":'
 _PAYLOAD_SEP = ',"payload":'
 _HEAD_LEN = len(_SCHEMA_HEAD)
@@ -111,9 +113,12 @@ class Decoder:
             state = self._states[source] = PositionState()
         return state
 
-    def resume_from(self, source: str, position: str | None) -> None:
-        """Seed positions after a restart with the highest position already applied."""
-        self.state(source).resume_from(position)
+    def resume_from(self, source: str, position: str | None, *, epoch: int = 0) -> None:
+        """Seed positions after a restart with the highest position already applied, in the
+        source's position epoch (`connectors/decode/position.py`)."""
+        state = self.state(source)
+        state.epoch = epoch
+        state.resume_from(position)
 
     def decode(self, records: Sequence[RawRecord]) -> DecodedBatch:
         """Decode records in arrival order; never raises for a bad record."""
@@ -126,8 +131,8 @@ class Decoder:
             if record.value is None:
                 tombstones += 1
                 continue
-            if record.destination.startswith(HEARTBEAT_PREFIX):
-                heartbeats += 1
+            if record.destination.startswith(SKIPPED_PREFIXES):
+                heartbeats += record.destination.startswith(HEARTBEAT_PREFIX)
                 continue
             try:
                 if record.destination.endswith(MESSAGE_SUFFIX):

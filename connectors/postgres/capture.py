@@ -1,9 +1,10 @@
 """Open an embedded Debezium engine for one Postgres source of one pipeline.
 
 Wires the pieces in order: check and prepare the source (`setup`), build the connector
-properties (`settings`), start the engine with its offsets under the state directory, and ask
-for an incremental snapshot of tables added to the config since the last run. The first run
-snapshots every table (op `r`) and then streams; later runs resume from the acknowledged offset.
+properties (`settings`), and start the engine with its offsets under the state directory.
+Without offsets Debezium snapshots every table (op `r`) and then streams; with offsets it
+resumes from them. Which offsets an engine gets, and which tables are snapshotted again
+while it streams (`request_snapshot`), is decided from the lake (`tidemark/startup.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from psycopg2 import sql
 
 from tidemark.connectors.debezium.engine import EmbeddedEngine
 from tidemark.connectors.debezium.jvm import DEFAULT_HEAP
+from tidemark.connectors.postgres.objects import SCHEMA
 from tidemark.connectors.postgres.settings import (
     HEARTBEAT_PREFIX,
     connector_settings,
@@ -33,50 +35,68 @@ def engine_dir(state: Path, pipeline: str, source: str) -> Path:
     return Path(state) / "debezium" / pipeline / source
 
 
-def _known_tables(directory: Path) -> set[str] | None:
-    path = directory / "tables.json"
-    if not path.exists():
-        return None
-    return set(json.loads(path.read_text())["tables"])
-
-
-def _remember_tables(directory: Path, tables: Sequence[str]) -> None:
-    path = directory / "tables.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"tables": sorted(tables)}))
-    tmp.replace(path)
-
-
-def signal_table_name(pipeline: str, source: str, schema: str = "public") -> str:
-    """The signal table of one source of one pipeline (`<schema>.<slot>_signal`)."""
+def signal_table_name(pipeline: str, source: str, schema: str = SCHEMA) -> str:
+    """The signal table of one source of one pipeline (`_tidemark.<slot>_signal`: in
+    Tidemark's own schema, beside the DDL capture)."""
     return f"{schema}.{replication_name(pipeline, source)[:56]}_signal"
 
 
+RESYNC_PREFIX = "tidemark-resync-"
+"""Signal ids of snapshots that re-read a whole table to reconcile the lake with it: rows
+the lake holds that such a snapshot does not bring are gone (`arming.py`). Other snapshots
+(a partition attached, read with a condition) never delete what they do not read."""
+
+
 def request_snapshot(
-    dsn: str, signal_table: str, tables: Sequence[str], condition: str | None = None
+    dsn: str,
+    signal_table: str,
+    tables: Sequence[str],
+    condition: str | None = None,
+    *,
+    reconcile: bool = False,
+    surrogate_keys: Mapping[str, str] | None = None,
 ) -> str:
     """Insert an `execute-snapshot` signal: Debezium snapshots `tables` while it streams.
 
-    `condition` (SQL over the table's columns) limits the snapshot to matching rows, e.g. a
-    partition's bound when it is attached.
+    Debezium reads the signal from the change stream, so an engine that is running takes it
+    up at once and a stopped one when it next streams past it. Each table's rows arrive as
+    op `r` in chunks; Debezium's notifications carry the signal's id.
+
+    Args:
+        condition: SQL over the table's columns that limits the snapshot to matching rows,
+            e.g. a partition's bound when it is attached.
+        reconcile: the snapshot re-reads whole tables to reconcile the lake with them (its
+            id starts with `RESYNC_PREFIX`); not with a `condition`.
+        surrogate_keys: table -> a unique column to read it by (tables without a primary
+            key); tables with different ones go in signals of their own (`<id>-<n>`).
+
+    Returns:
+        The signal's id (also the id of the notifications it causes).
     """
-    signal_id = f"tidemark-{uuid.uuid4()}"
-    request: dict[str, object] = {"data-collections": list(tables), "type": "incremental"}
-    if condition:
-        request["additional-conditions"] = [
-            {"data-collection": table, "filter": condition} for table in tables
-        ]
-    data = json.dumps(request)
+    if reconcile and condition:
+        raise ValueError("a snapshot read with a condition cannot reconcile the lake")
+    signal_id = f"{RESYNC_PREFIX if reconcile else 'tidemark-'}{uuid.uuid4()}"
+    groups: dict[str | None, list[str]] = {}
+    for table in tables:
+        groups.setdefault((surrogate_keys or {}).get(table), []).append(table)
     schema, name = signal_table.split(".", 1)
     conn = connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)"
-                ).format(sql.Identifier(schema, name)),
-                (signal_id, data),
-            )
+            for n, (surrogate, members) in enumerate(groups.items()):
+                request: dict[str, object] = {"data-collections": members, "type": "incremental"}
+                if condition:
+                    request["additional-conditions"] = [
+                        {"data-collection": table, "filter": condition} for table in members
+                    ]
+                if surrogate:
+                    request["surrogate-key"] = surrogate
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)"
+                    ).format(sql.Identifier(schema, name)),
+                    (signal_id if n == 0 else f"{signal_id}-{n}", json.dumps(request)),
+                )
     finally:
         conn.close()
     log.info("requested an incremental snapshot of %s (signal %s)", ", ".join(tables), signal_id)
@@ -92,13 +112,14 @@ def open_postgres_engine(
     state: Path,
     heap: str = DEFAULT_HEAP,
     heartbeat_ms: int = 10_000,
-    signal_schema: str = "public",
+    signal_schema: str = SCHEMA,
     extra: Mapping[str, str] | None = None,
     queue_chunks: int = 4,
     max_batch: int = 4096,
     slot: str | None = None,
     publication: str | None = None,
     signals: bool = True,
+    notifications: bool = False,
     heartbeat_writes: bool = True,
     keys: Mapping[str, Sequence[str]] | None = None,
 ) -> EmbeddedEngine:
@@ -116,7 +137,10 @@ def open_postgres_engine(
         extra: extra Debezium properties (override ours).
         slot: replication slot; default `tidemark_<pipeline>_<source>`.
         publication: publication; default the slot name.
-        signals: make a signal table so tables added later get an incremental snapshot.
+        signals: make the signal table (`_tidemark.<slot>_signal`, captured but never
+            delivered) so tables can be snapshotted again while streaming goes on.
+        notifications: deliver Debezium's notifications (records on
+            `__tidemark-notifications.<source>`: a snapshot started, a table is done).
         heartbeat_writes: on each heartbeat, write a logical message into the captured
             database so the slot advances while the captured tables are idle.
         keys: `keys` overrides per `schema.table` (checked against the tables' columns).
@@ -138,15 +162,8 @@ def open_postgres_engine(
     )
     directory = engine_dir(state, pipeline, source)
     directory.mkdir(parents=True, exist_ok=True)
-    known = _known_tables(directory)
-    offsets_exist = (directory / "offsets.dat").exists()
-    new_tables = [t for t in tables if known is not None and t not in known]
-    if offsets_exist and new_tables and signal_table:
-        request_snapshot(dsn, signal_table, new_tables)
-    elif not offsets_exist and report.slot_exists:
-        log.warning(
-            "slot %s exists but there are no offsets in %s: snapshotting again", slot, directory
-        )
+    if not (directory / "offsets.dat").exists() and report.slot_exists:
+        log.info("slot %s exists but there are no offsets in %s: snapshotting", slot, directory)
     props = connector_settings(
         name=source,
         dsn=dsn,
@@ -156,6 +173,7 @@ def open_postgres_engine(
         heartbeat_ms=heartbeat_ms,
         signal_table=signal_table,
         heartbeat_writes=heartbeat_writes,
+        notifications=notifications,
     )
     engine = EmbeddedEngine(
         props,
@@ -170,5 +188,4 @@ def open_postgres_engine(
         hidden_messages=[HEARTBEAT_PREFIX],
     )
     engine.start()
-    _remember_tables(directory, tables)
     return engine

@@ -141,10 +141,12 @@ def setup_statements(
             Statement(
                 "the signal table (incremental snapshots of added tables and partitions)",
                 sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id varchar(64) PRIMARY KEY, "
-                    "type varchar(32) NOT NULL, data varchar(4096));"
+                    "CREATE TABLE IF NOT EXISTS {table} (id varchar(64) PRIMARY KEY, "
+                    "type varchar(32) NOT NULL, data varchar(4096));\n"
+                    # Debezium writes its snapshot windows into it as the capture role
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role};"
                 )
-                .format(sql.Identifier(schema, name))
+                .format(table=sql.Identifier(schema, name), role=sql.Identifier(role))
                 .as_string(cur),
             )
         )

@@ -19,6 +19,16 @@ from tidemark.kernel.secrets import mask
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 HEARTBEAT_PREFIX = "tidemark-heartbeat"
 DDL_PREFIX = "tidemark-ddl"  # the DDL capture's messages (connectors/postgres/ddl_capture.sql)
+NOTIFICATION_PREFIX = "__tidemark-notifications"
+"""Debezium's notifications (snapshot started, table scanned, completed) arrive as records
+on `<prefix>.<source>`, in stream order with the data (`notification.enabled.channels=sink`)."""
+
+
+def notification_topic(source: str) -> str:
+    """Where a source's Debezium notifications arrive (the embedded engine's destination)."""
+    return f"{NOTIFICATION_PREFIX}.{source}"
+
+
 _IDENTIFIER = re.compile(r"[^a-z0-9_]+")
 
 
@@ -86,6 +96,7 @@ def connector_settings(
     heartbeat_ms: int = 10_000,
     signal_table: str | None = None,
     heartbeat_writes: bool = True,
+    notifications: bool = False,
 ) -> dict[str, str]:
     """The Debezium Postgres connector properties for one source.
 
@@ -102,6 +113,9 @@ def connector_settings(
             database. Heartbeats alone do not move the slot of a database whose captured
             tables are idle (pgoutput sends nothing for it); the message does. Its records
             arrive on `<name>.message`, beside the DDL capture's; the decoder tells them apart.
+        notifications: emit Debezium's notifications as records on
+            `__tidemark-notifications.<name>` (how the runtimes learn that a snapshot
+            started and which tables it finished).
     """
     conn = parse_postgres_dsn(dsn)
     captured = [*tables, *([signal_table] if signal_table else [])]
@@ -136,6 +150,9 @@ def connector_settings(
         settings["heartbeat.action.query"] = (
             f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', '')"
         )
+    if notifications:
+        settings["notification.enabled.channels"] = "sink"
+        settings["notification.sink.topic.name"] = notification_topic(name)
     if signal_table:
         settings["signal.data.collection"] = signal_table
         settings["signal.enabled.channels"] = "source"

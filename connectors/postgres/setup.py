@@ -255,14 +255,35 @@ def _check_slot(cur: psycopg2.extensions.cursor, slot: str) -> bool:
 
 
 def ensure_signal_table(cur: psycopg2.extensions.cursor, table: str) -> None:
-    """Create Debezium's signal table (id, type, data) if it is missing."""
+    """Create Debezium's signal table (id, type, data), and its schema, when missing.
+
+    Only what is missing is created: creating even an existing schema needs the right to
+    create schemas in the database, which `tidemark setup` may have used instead.
+
+    Raises:
+        SourceConfigError: the role may not create the schema or the table.
+    """
     schema, name = _split(table)
     cur.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id varchar(64) PRIMARY KEY, "
-            "type varchar(32) NOT NULL, data varchar(4096))"
-        ).format(sql.Identifier(schema, name))
+        "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(schema, name).as_string(cur),)
     )
+    if cur.fetchone()[0]:
+        return
+    try:
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id varchar(64) PRIMARY KEY, "
+                "type varchar(32) NOT NULL, data varchar(4096))"
+            ).format(sql.Identifier(schema, name))
+        )
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise SourceConfigError(
+            f"cannot create Tidemark's signal table `{table}`: {exc.pgerror.strip()}",
+            hint="run `tidemark setup --config FILE` (it shows and applies what a source needs)",
+        ) from exc
 
 
 def prepare_source(

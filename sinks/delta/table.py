@@ -167,6 +167,54 @@ class DeltaHandle:
                 return str(commit[POSITION_KEY]) or None
         return None
 
+    def roll_back_to(self, batch_id: int) -> bool:
+        """Undo this writer's commits of batches above `batch_id` (a batch a killed process
+        left in this layer but never logged); True when there were any.
+
+        Restores the table to its version after our last commit of a batch at or below
+        `batch_id` (emptied when there is none), in a commit that sets this writer's
+        replay-guard watermark back to what it was there, so the batch's events are applied
+        again when they come again. The txn version stays where it was: new batches take ids
+        above it (`Lake.highest_batch_id`), never the one undone.
+        """
+        if self.dt is None or self.applied_batch() <= batch_id:
+            return False
+        target: int | None = None
+        ahead = False  # a commit of ours above `batch_id` newer than any at or below it
+        with delta_errors(self.uri):
+            for commit in self.dt.history(_HISTORY_SCAN):
+                if commit.get(APP_KEY) != self.app_id:
+                    continue
+                if int(commit.get(BATCH_KEY) or 0) <= batch_id:
+                    target = int(commit["version"])
+                    break
+                ahead = True
+            if not ahead:  # undone already
+                return False
+            position = ""
+            if target is not None:
+                options = self.storage_options or None
+                then = DeltaTable(self.uri, version=target, storage_options=options)
+                position = read_position(then, self.app_id) or ""
+            props = CommitProperties(
+                app_transactions=position_transactions(self.app_id, position),
+                custom_metadata={
+                    APP_KEY: self.app_id,
+                    BATCH_KEY: str(batch_id),
+                    POSITION_KEY: position,
+                },
+            )
+            if target is None:
+                self.dt.delete(commit_properties=props)
+            else:
+                self.dt.restore(target, commit_properties=props)
+            self.dt.update_incremental()
+        self._watermarks.clear()
+        log.warning(
+            "%s: rolled back to batch %s (a later one was never logged)", self.uri, batch_id
+        )
+        return True
+
     def only_maintenance_since(
         self, version: int | None, *, ours: int | None = None, app_id: str | None = None
     ) -> bool:

@@ -20,13 +20,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tidemark.connectors.debezium.offsets import offsets_lsn
+from tidemark.connectors.decode.position import lsn_position
 from tidemark.kernel.columns import SOURCE_TS, Layer
 from tidemark.kernel.errors import TerminalError, TransientError
 from tidemark.kernel.model import TableChanges
@@ -34,7 +36,16 @@ from tidemark.kernel.records import RawRecord
 from tidemark.sinks.writer import BatchResult, LakeWriter, Refused
 from tidemark.stream_processors import steps
 from tidemark.stream_processors.batching import Batcher, ClosedBy, PipelineBatch
+from tidemark.stream_processors.embedded.arming import Notification, SourceTracker
 from tidemark.stream_processors.embedded.inflight import InFlight
+from tidemark.stream_processors.embedded.reconcile import KeptKeysLake, Reconciler
+from tidemark.stream_processors.embedded.sources import (
+    Chunk,
+    OpenSource,
+    Target,
+    plan_targets,
+    records_of,
+)
 from tidemark.stream_processors.embedded.table_steps import TableSteps
 from tidemark.stream_processors.milestoning.core import milestone
 
@@ -46,6 +57,7 @@ class Engine(Protocol):
 
     def poll(self, timeout: float = 1.0) -> list[RawRecord]: ...
     def acknowledge(self, upto: RawRecord) -> int: ...
+    def offset_for(self, upto: RawRecord) -> dict[str, str]: ...
     @property
     def backlogged(self) -> bool: ...
     def close(self) -> None: ...
@@ -55,7 +67,7 @@ class Decoder(Protocol):
     """What the runner needs from the decoder (connectors/decode)."""
 
     def decode(self, records: Sequence[RawRecord]) -> Any: ...
-    def resume_from(self, source: str, position: str | None) -> None: ...
+    def resume_from(self, source: str, position: str | None, *, epoch: int = 0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,11 @@ class SourceSpec:
         resume_position: the highest position of this source the lake holds.
         request_snapshot: asks the source for an incremental snapshot of one table
             (`schema.table`, optional SQL filter): how an attached partition's rows arrive.
+        tracker: keeps what the lake holds of this source up to date (offsets, snapshots;
+            `arming.py`); with one, offsets are acknowledged only once the lake holds them
+            and snapshots reconcile with the lake. None: acknowledge after each commit.
+        notifications: the destination of the engine's Debezium notifications.
+        epoch: the source's position epoch (`connectors/decode/position.py`).
     """
 
     name: str
@@ -76,6 +93,9 @@ class SourceSpec:
     decoder: Decoder
     resume_position: Callable[[], str | None] = lambda: None
     request_snapshot: Callable[[str, str | None], None] | None = None
+    tracker: SourceTracker | None = None
+    notifications: str | None = None
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,8 @@ class RunnerSettings:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     layers: Mapping[str, frozenset[Layer]] | None = None
+    checkpoint_s: float = 2.0  # idle: record the stream's progress in the lake this often
+    keys: Mapping[str, tuple[str, ...]] | None = None  # table -> key columns (reconciling)
 
 
 @dataclass(frozen=True)
@@ -118,22 +140,6 @@ class RunStats:
     retries: int = 0
     reopened: int = 0
     last: BatchReport | None = None
-
-
-@dataclass
-class _Chunk:
-    """One polled engine batch: its last record and the highest position it reached."""
-
-    last: RawRecord
-    position: str | None
-
-
-@dataclass
-class _Open:
-    spec: SourceSpec
-    engine: Engine | None = None
-    chunks: list[_Chunk] = field(default_factory=list)
-    last_position: str | None = None
 
 
 class EmbeddedRunner:
@@ -171,11 +177,19 @@ class EmbeddedRunner:
         self.on_idle = on_idle
         self.keep_source_ts = keep_source_ts
         self.stats = RunStats()
-        self._sources = [_Open(spec) for spec in sources]
+        self._sources = [OpenSource(spec) for spec in sources]
         self._batcher = self._new_batcher()
         self.idle_since: float | None = None  # since when polls bring no change events
         self._inflight: InFlight[PipelineBatch, tuple[BatchResult, datetime, int]] = InFlight()
         self.heartbeats = 0  # heartbeats seen: Debezium sends them once it streams
+        self._targets: dict[str, Target] = {}  # source -> what the batch in flight acks
+        self._last_record = time.monotonic()  # when the lake last got the stream's progress
+        self._record_id: int | None = None  # a reserved id to record sources after DDL steps
+        self._reconciler = Reconciler(
+            cast(KeptKeysLake, lake),
+            layers=self.settings.layers or {},
+            keys=self.settings.keys or {},
+        )
         self._tables = TableSteps(  # DDL and TRUNCATE (docs/schema-changes.md)
             lake,
             self.settings.layers,
@@ -245,7 +259,7 @@ class EmbeddedRunner:
             latency=not any(s.engine and s.engine.backlogged for s in self._sources),
         )
 
-    def _poll(self, source: _Open, stop: threading.Event) -> list[RawRecord]:
+    def _poll(self, source: OpenSource, stop: threading.Event) -> list[RawRecord]:
         backoff = self.settings.backoff_initial_s
         while not stop.is_set():
             try:
@@ -267,7 +281,7 @@ class EmbeddedRunner:
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
         return []
 
-    def _reopen(self, source: _Open) -> None:
+    def _reopen(self, source: OpenSource) -> None:
         """(Re)open an engine. After a failure everything not yet committed is replayed by
         the engine from its acknowledged offset, so what the batcher holds is dropped."""
         self._settle(acknowledge=False)
@@ -279,11 +293,11 @@ class EmbeddedRunner:
                 if other is not source and other.engine is not None:
                     self._close(other)  # its held events were dropped too: replay them
         position = source.spec.resume_position()
-        source.spec.decoder.resume_from(source.spec.name, position)
+        source.spec.decoder.resume_from(source.spec.name, position, epoch=source.spec.epoch)
         source.engine = source.spec.open_engine()
         logger.info("source %s: engine open (lake at %s)", source.spec.name, position)
 
-    def _close(self, source: _Open) -> None:
+    def _close(self, source: OpenSource) -> None:
         if source.engine is not None:
             try:
                 source.engine.close()
@@ -291,12 +305,23 @@ class EmbeddedRunner:
                 logger.exception("source %s: closing the engine failed", source.spec.name)
             source.engine = None
 
-    def _feed(self, source: _Open, records: list[RawRecord]) -> None:
+    def _feed(self, source: OpenSource, records: list[RawRecord]) -> None:
+        notes = [
+            Notification.parse(r.value)
+            for r in records
+            if r.destination == source.spec.notifications and r.value
+        ]
         decoded = source.spec.decoder.decode(records)
         self.heartbeats += int(getattr(decoded, "heartbeats", 0) or 0)
         if decoded.last_position is not None:
             source.last_position = decoded.last_position
-        source.chunks.append(_Chunk(records[-1], source.last_position))
+        source.chunks.append(Chunk(records[-1], source.last_position, notes))
+        for note in notes:
+            logger.debug(
+                "source %s: %s %s %s", source.spec.name, note.aggregate, note.type, note.id
+            )
+        if notes and source.spec.tracker is not None:
+            source.spec.tracker.polled(notes)
         if decoded.changes:
             self.idle_since = None
         self._batcher.add(decoded, source=source.spec.name)
@@ -331,8 +356,27 @@ class EmbeddedRunner:
 
     # -- one batch -----------------------------------------------------------------------
     def _start(
-        self, batch: PipelineBatch, stop: threading.Event, *, stopping: bool = False
+        self,
+        batch: PipelineBatch,
+        stop: threading.Event,
+        *,
+        stopping: bool = False,
+        idle: bool = False,
     ) -> None:
+        self._targets = plan_targets(self._sources, batch, idle=idle)
+        # A batch applied in steps (DDL) records the sources after its last one, under an id
+        # of its own: a step may be an op, committed without them.
+        plans = any(t.plan is not None for t in self._targets.values())
+        self._record_id = self._batcher.reserve_id() if batch.ops and plans else None
+        if idle:  # a checkpoint: the lake has everything that committed before its offsets
+            for source in self._sources:
+                target = self._targets.get(source.spec.name)
+                lsn = offsets_lsn(target.plan.record.offsets) if target and target.plan else None
+                if lsn is not None:
+                    at = lsn_position(lsn, source.spec.epoch)
+                    batch.positions[source.spec.name] = max(
+                        batch.positions.get(source.spec.name) or at, at
+                    )
         self._inflight.start(batch, lambda: self._apply_retrying(batch, stop, stopping))
 
     def _apply_retrying(
@@ -359,9 +403,17 @@ class EmbeddedRunner:
         if not self._inflight.busy:
             return
         batch, (result, started, retries) = self._inflight.take()
+        targets, self._targets = self._targets, {}
         self.stats.retries += retries
+        self._last_record = time.monotonic()
+        for source in self._sources:
+            target = targets.get(source.spec.name)
+            if target is not None and target.plan is not None and source.spec.tracker:
+                source.spec.tracker.adopt(target.plan)  # the lake holds it now
         if acknowledge:
-            self._acknowledge(batch)
+            self._acknowledge(batch, targets)
+        if not batch.event_count and not batch.dead_letters:
+            return  # a checkpoint: the stream's progress recorded, nothing to report
         report = self._report(batch, started, result)
         self.stats.batches += 1
         if self._retrying:
@@ -390,28 +442,42 @@ class EmbeddedRunner:
         events before each change, the change, the events after it (docs/schema-changes.md),
         each under its own reserved batch id; the batch's dead letters go with the first.
         """
+        plans = [t.plan for t in self._targets.values() if t.plan is not None]
+        # The keys of tables being snapshotted kept, and the rows a snapshot this batch
+        # completes shows gone deleted (`reconcile.py`).
+        changes = self._reconciler.changes(batch.batch_id, batch.changes, plans)
         ops = self._tables.captured(batch.ops)
         if not ops:
-            return self._apply_changes(
+            result = self._apply_changes(
                 batch.batch_id,
-                batch.changes,
+                changes,
                 batch.positions,
                 started,
                 batch.closed_by,
                 batch.dead_letters,
+                record=True,
             )
-        result: BatchResult | None = None
+            self._reconciler.forget(plans)
+            return result
+        step_result: BatchResult | None = None
         letters = batch.dead_letters
-        for step in steps.plan(batch.batch_id, batch.changes, ops, positions=batch.positions):
+        for step in steps.plan(batch.batch_id, changes, ops, positions=batch.positions):
             if step.ops:
-                result = self._tables.apply(step, started, batch.closed_by, dead_letters=letters)
+                step_result = self._tables.apply(
+                    step, started, batch.closed_by, dead_letters=letters
+                )
             else:
-                result = self._apply_changes(
+                step_result = self._apply_changes(
                     step.batch_id, step.changes, step.positions, started, batch.closed_by, letters
                 )
             letters = ()
-        assert result is not None  # a plan has at least one step
-        return result
+        assert step_result is not None  # a plan has at least one step
+        if self._record_id is not None:  # what the lake holds of each source, after it all
+            self._apply_changes(
+                self._record_id, {}, batch.positions, started, batch.closed_by, (), record=True
+            )
+        self._reconciler.forget(plans)
+        return step_result
 
     def _health(self, state: str, error: str | None) -> None:
         self._retrying = state == "retrying"
@@ -426,8 +492,11 @@ class EmbeddedRunner:
         started: datetime,
         closed_by: ClosedBy,
         dead_letters: Sequence[Any],
+        *,
+        record: bool = False,
     ) -> BatchResult:
-        """One stretch of events: milestoned per table and committed as one batch."""
+        """One stretch of events: milestoned per table and committed as one batch; with
+        `record`, the batch log gets what the lake holds of each source with it."""
         tables = []
         refused: list[Refused] = []
         for name, changes in changes_by_table.items():
@@ -466,6 +535,7 @@ class EmbeddedRunner:
                 refused.append(Refused(changes, reason))
                 continue
             tables.append(result)
+        records = records_of(self._sources, self._targets, tables) if record else {}
         return self.lake.commit_batch(
             batch_id,
             tables,
@@ -475,11 +545,24 @@ class EmbeddedRunner:
             closed_by=closed_by,
             dead_letters=dead_letters,
             refused=refused,
+            **({"sources": records} if records else {}),
         )
 
-    def _acknowledge(self, batch: PipelineBatch) -> None:
-        """Acknowledge, per source, the newest polled chunk the batch fully covers."""
+    def _acknowledge(self, batch: PipelineBatch, targets: Mapping[str, Target]) -> None:
+        """Acknowledge, per source, the newest polled chunk the batch fully covers.
+
+        A tracked source acknowledges exactly the chunk whose offsets the lake just got;
+        an untracked one everything polled when nothing else is held.
+        """
         for source in self._sources:
+            if source.spec.tracker is not None:
+                target = targets.get(source.spec.name)
+                if target is not None and target.chunk and source.engine is not None:
+                    source.engine.acknowledge(target.chunk.last)
+                    if target.chunk in source.chunks:
+                        index = source.chunks.index(target.chunk)
+                        source.chunks = source.chunks[index + 1 :]
+                continue
             position = batch.positions.get(source.spec.name)
             idle = self._batcher.pending_events == 0
             covered = [
@@ -494,13 +577,39 @@ class EmbeddedRunner:
             source.engine.acknowledge(upto.last)
             source.chunks = source.chunks[source.chunks.index(upto) + 1 :]
 
-    def _acknowledge_idle(self, source: _Open) -> None:
-        """Nothing held (heartbeats, markers only): acknowledge so the slot can advance."""
-        if source.engine is not None and source.chunks and not self._batcher.pending_events:
+    def _acknowledge_idle(self, source: OpenSource) -> None:
+        """Nothing held (heartbeats, markers only): acknowledge so the slot can advance.
+
+        A tracked source first records the stream's progress in the lake (a checkpoint:
+        a batch without events), at most every `checkpoint_s`, or at once when a snapshot
+        notice is waiting; its offsets never run ahead of the lake.
+        """
+        if source.engine is None or not source.chunks or self._batcher.pending_events:
+            return
+        if source.spec.tracker is None:
             source.engine.acknowledge(source.chunks[-1].last)
             source.chunks.clear()
-            if self.on_idle is not None:
-                self.on_idle(source.spec.name)
+        if self.on_idle is not None:  # the lake holds every change the source sent
+            self.on_idle(source.spec.name)
+        if source.spec.tracker is None:
+            return
+        waiting = any(c.notes for s in self._sources for c in s.chunks)
+        if not waiting and time.monotonic() - self._last_record < self.settings.checkpoint_s:
+            return
+        positions = {
+            s.spec.name: s.last_position
+            for s in self._sources
+            if s.chunks and s.last_position is not None
+        }
+        checkpoint = PipelineBatch(
+            batch_id=self._batcher.reserve_id(),
+            changes={},
+            positions=positions,
+            event_count=0,
+            tx_count=0,
+            closed_by="force",
+        )
+        self._start(checkpoint, threading.Event(), stopping=True, idle=True)
 
     def _report(self, batch: PipelineBatch, started: datetime, result: BatchResult) -> BatchReport:
         stamps = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -13,7 +14,9 @@ import click
 
 from tidemark.config import PipelineConfig, load_config
 from tidemark.health import HealthFile, health_path
+from tidemark.lock import PipelineLock
 from tidemark.pipeline import attach_gold, build_runner, open_lake, start_jvm_for
+from tidemark.startup import SourceStart
 from tidemark.state import state_dir
 from tidemark.stream_processors.embedded.runner import BatchReport, EmbeddedRunner
 
@@ -37,6 +40,8 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    # SIGUSR1 prints every thread's stack to stderr (a stuck pipeline says where it is)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def start_runner_metrics(
@@ -51,6 +56,12 @@ def start_runner_metrics(
     serve_metrics(registry, port=port, host=host)
     click.echo(f"metrics: http://{host}:{port}/metrics", err=True)
     return metrics.on_batch
+
+
+def say_start(source: str, start: SourceStart) -> None:
+    """What start-up reconciliation found, one line each (stderr)."""
+    for reason in start.reasons:
+        click.echo(f"source {source}: {reason}", err=True)
 
 
 @click.command()
@@ -75,46 +86,50 @@ def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
 
     Batches close at batching.max_events or batching.max_latency_ms and never split a source
     transaction; source offsets are acknowledged only after the lake commit. SIGINT/SIGTERM
-    commit the batch in flight and exit 0; running it again resumes where it stopped.
+    commit the batch in flight and exit 0; running it again resumes where the lake stopped:
+    on every start, what capture resumes from is reconciled with the lake, and tables the
+    lake misses are snapshotted again. A second run of the pipeline or lake is refused.
     With --metrics-port, Prometheus metrics (docs/observability.md) are served meanwhile.
     Schema changes are applied in order with the rows; it stops (exit 2) when a source
     lacks the DDL capture that `tidemark setup` installs.
     """
     config = load_config(config_path)
     state = state_dir()
-    start_jvm_for(config, state)
-    stop = threading.Event()
-    install_stop_handlers(stop)
+    with PipelineLock(state, config.pipeline, config.lake):
+        start_jvm_for(config, state)
+        stop = threading.Event()
+        install_stop_handlers(stop)
 
-    on_batch = None
-    built: list[EmbeddedRunner] = []
-    if metrics_port is not None:
-        on_batch = start_runner_metrics(
+        on_batch = None
+        built: list[EmbeddedRunner] = []
+        if metrics_port is not None:
+            on_batch = start_runner_metrics(
+                config,
+                port=metrics_port,
+                host=metrics_host,
+                stats=lambda: built[0].stats if built else None,
+            )
+        lake = open_lake(config)
+        gold, on_batch = attach_gold(config, lake, on_batch)
+        health = HealthFile(health_path(state, config.pipeline))
+        health.report("running")
+        runner, lake = build_runner(
             config,
-            port=metrics_port,
-            host=metrics_host,
-            stats=lambda: built[0].stats if built else None,
+            state=state,
+            lake=lake,
+            on_batch=on_batch,
+            on_health=health.report,
+            require_ddl_capture=True,  # `tidemark setup` ran, or the source opted out
+            on_start=say_start,
         )
-    lake = open_lake(config)
-    gold, on_batch = attach_gold(config, lake, on_batch)
-    health = HealthFile(health_path(state, config.pipeline))
-    health.report("running")
-    runner, lake = build_runner(
-        config,
-        state=state,
-        lake=lake,
-        on_batch=on_batch,
-        on_health=health.report,
-        require_ddl_capture=True,  # `tidemark setup` ran, or the source opted out
-    )
-    built.append(runner)
-    try:
-        stats = runner.run(stop)
-    finally:
-        health.report("stopped")
-        if gold is not None:
-            gold.close()
-        lake.close()
+        built.append(runner)
+        try:
+            stats = runner.run(stop)
+        finally:
+            health.report("stopped")
+            if gold is not None:
+                gold.close()
+            lake.close()
     click.echo(
         f"stopped: {stats.batches} batches, {stats.events} events, "
         f"{stats.dead_letters} dead letters, {stats.retries} retries",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import logging
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 import click
 import orjson
@@ -95,6 +97,7 @@ def tail(
                 heartbeat_writes=False,
             )
             engines.append((engine, source.dsn, slot))
+        _stop_on_signals()  # after the JVM started: its handlers would halt at once
         click.echo(f"tail: {len(engines)} source(s), {describe_java()}; Ctrl+C stops", err=True)
         out = sys.stdout.buffer
         keys = {table: k for source in sources for table, k in source_keys(source).items()}
@@ -108,12 +111,30 @@ def tail(
         ):
             out.write(orjson.dumps(event, default=_json_default) + b"\n")
             out.flush()
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # stopped (a signal, or the reader went away): clean up below
     finally:
         for engine, dsn, slot in engines:
             engine.close()
             _forget(dsn, slot, state, pipeline, engine.name)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP stop tail like Ctrl+C, so its slot is dropped on the way out.
+
+    Installed once the JVM runs: the JVM's own handlers would halt the process at once and
+    leave the slot holding WAL.
+    """
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for sig in stops:  # one is enough: never interrupt the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in stops:
+        signal.signal(sig, stop)
 
 
 def _json_default(value: object) -> object:

@@ -11,13 +11,22 @@ from pathlib import Path
 
 import click
 
-from tidemark.commands.run import install_stop_handlers
+from tidemark.commands.run import install_stop_handlers, say_start
 from tidemark.config import PipelineConfig
 from tidemark.kernel.errors import TidemarkError
+from tidemark.lock import PipelineLock
 from tidemark.pipeline import attach_gold, build_runner, open_lake, run_until, start_jvm_for
 from tidemark.progress import ProgressState, plain_line, refresh_report, render
 from tidemark.state import state_dir
-from tidemark.up import Threads, UpOptions, bootstrap, start_page, wait_caught_up, wait_idle
+from tidemark.up import (
+    PIPELINE,
+    Threads,
+    UpOptions,
+    bootstrap,
+    start_page,
+    wait_caught_up,
+    wait_idle,
+)
 
 
 @click.command()
@@ -62,15 +71,28 @@ def up(
     """Run the demo: local Postgres, the simulator and the pipeline into ./lake.
 
     The first run bootstraps everything (Postgres cluster, JVM check, schema); later runs
-    resume where the last one stopped. The status page (tables, freshness against the SLA,
-    batches, dead letters, lineage, /metrics) runs beside it; its address is printed first.
+    resume where the lake stopped (a second `up` or `run` of the demo is refused). The
+    status page (tables, freshness against the SLA, batches, dead letters, lineage,
+    /metrics) runs beside it; its address is printed first.
     Ctrl+C stops the simulator, lets the pipeline commit what was written, and exits. Then
     try `tidemark verify`, `tidemark status` and
     `tidemark query "SELECT * FROM live.accounts LIMIT 5"`.
     """
+    options = UpOptions(profile=profile, lake=lake, rate=rate, workers=workers, duration=duration)
+    with PipelineLock(state_dir(), PIPELINE, str(lake.absolute())):
+        _demo(options, port=port, no_serve=no_serve)
+
+
+def _demo(options: UpOptions, *, port: int, no_serve: bool) -> None:
+    """The demo itself, while `up` holds the pipeline's lock."""
     from tidemark.simulator.runner import Simulator
 
-    options = UpOptions(profile=profile, lake=lake, rate=rate, workers=workers, duration=duration)
+    profile, workers, rate, duration = (
+        options.profile,
+        options.workers,
+        options.rate,
+        options.duration,
+    )
     interactive = sys.stdout.isatty()
     click.echo(f"bootstrapping: local Postgres, `{profile}` schema, pipeline config...", err=True)
     config, url = bootstrap(options)
@@ -85,7 +107,9 @@ def up(
         progress.page = page.url
     lake_facade = open_lake(config)
     gold, on_batch = attach_gold(config, lake_facade, page.on_batch if page else progress.on_batch)
-    runner, lake_facade = build_runner(config, state=state, lake=lake_facade, on_batch=on_batch)
+    runner, lake_facade = build_runner(
+        config, state=state, lake=lake_facade, on_batch=on_batch, on_start=say_start
+    )
     if page is not None:
         page.runner = runner
     from tidemark.observe.report import Observer

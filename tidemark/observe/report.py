@@ -53,9 +53,11 @@ def position_label(position: str | None) -> str | None:
     if position is None:
         return None
     if len(position) == 40:
+        from tidemark.connectors.decode.position import position_lsn
         from tidemark.connectors.postgres.snapshot import format_lsn
 
-        return format_lsn(int(position[:16], 16))
+        epoch, lsn = position_lsn(position)  # a source adopted by `resync` has an epoch
+        return format_lsn(lsn) + (f" (epoch {epoch})" if epoch else "")
     return position
 
 

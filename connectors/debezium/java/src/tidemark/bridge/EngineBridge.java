@@ -1,8 +1,11 @@
 package tidemark.bridge;
 
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
@@ -10,6 +13,7 @@ import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.json.JsonConverter;
 import org.apache.kafka.connect.source.SourceRecord;
@@ -58,9 +62,20 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     /** Connect schema as JSON, exactly as the converter embeds it with schemas.enable=true. */
     private static final JsonConverter SCHEMA_WRITER = new JsonConverter();
 
+    /**
+     * Offsets as Kafka's OffsetStorageWriter serializes them for the offsets file: schemaless
+     * JSON, the key being [engine name, source partition]. offsetsFor() renders with these so
+     * the caller can record, before acknowledging, exactly what the file will hold.
+     */
+    private static final JsonConverter OFFSET_KEYS = new JsonConverter();
+    private static final JsonConverter OFFSET_VALUES = new JsonConverter();
+    private static final ObjectMapper MAPPER = new ObjectMapper();
+
     static {
         SCHEMA_WRITER.configure(Map.of("schemas.enable", "true", "converter.type", "value",
                 "replace.null.with.default", "false"));
+        OFFSET_KEYS.configure(Map.of("schemas.enable", "false", "converter.type", "key"));
+        OFFSET_VALUES.configure(Map.of("schemas.enable", "false", "converter.type", "value"));
     }
 
     /** One engine batch as Python polls it: its sequence number and joined text. */
@@ -126,6 +141,7 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
         return ((EmbeddedEngineChangeEvent<?, ?, ?>) record).sourceRecord();
     }
 
+    private final String name;
     private final ArrayBlockingQueue<Chunk> ready;
     private final ArrayDeque<Pending> unacked = new ArrayDeque<>();
     private final DebeziumEngine<ChangeEvent<String, String>> engine;
@@ -141,6 +157,7 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     private final Map<String, Schema[]> announced = new HashMap<>();
 
     public EngineBridge(Properties properties, int queueChunks) {
+        this.name = properties.getProperty("name", "tidemark");
         this.ready = new ArrayBlockingQueue<>(Math.max(1, queueChunks));
         this.engine = DebeziumEngine.create(Json.class)
                 .using(properties)
@@ -267,18 +284,50 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
     }
 
     /**
-     * Acknowledges every record up to chunk seq, record count (exclusive end index): stores the
-     * newest acknowledged offset of each source partition and flushes the offsets. Earlier
-     * chunks are acknowledged whole. Returns the number of records newly acknowledged.
+     * The offsets acknowledge(seq, count) would store, without storing them: a JSON object
+     * {key: value} of the offsets file's entries (as Kafka's writer serializes them) for each
+     * source partition whose offset would change; "{}" when none would. The caller records
+     * these in its sink before it acknowledges, so what Debezium resumes from never runs
+     * ahead of what the sink holds.
      */
-    public synchronized int acknowledge(long seq, int count) throws InterruptedException {
-        DebeziumEngine.RecordCommitter<ChangeEvent<String, String>> c = committer;
-        if (c == null) {
-            return 0;
-        }
+    public synchronized String offsetsFor(long seq, int count) throws Exception {
+        Map<String, String> out = new LinkedHashMap<>();
         List<Map<String, ?>> done = new ArrayList<>(2);
         List<Pending> range = new ArrayList<>();
         List<Integer> ends = new ArrayList<>();
+        collect(seq, count, range, ends);
+        for (int k = range.size() - 1; k >= 0; k--) {
+            Pending chunk = range.get(k);
+            for (int i = ends.get(k) - 1; i >= chunk.marked; i--) {
+                Map<String, ?> partition = chunk.partitions[i];
+                if (partition == null || contains(done, partition)) {
+                    continue;
+                }
+                done.add(partition);
+                Map<String, Object> offset = stored(chunk.offsets[i]);
+                byte[] key = OFFSET_KEYS.fromConnectData(name, null, Arrays.asList(name, partition));
+                byte[] value = OFFSET_VALUES.fromConnectData(name, null, offset);
+                out.put(new String(key, StandardCharsets.UTF_8), new String(value, StandardCharsets.UTF_8));
+            }
+        }
+        return MAPPER.writeValueAsString(out);
+    }
+
+    /** The offset as acknowledge() stores it (without lsn_proc at a COMMIT: see PG_LSN_PROC). */
+    private static Map<String, Object> stored(Map<String, ?> offset) {
+        boolean atCommit = isCommit(offset);
+        Map<String, Object> out = new HashMap<>();
+        for (Map.Entry<String, ?> entry : offset.entrySet()) {
+            if (atCommit && PG_LSN_PROC.equals(entry.getKey())) {
+                continue;
+            }
+            out.put(entry.getKey(), entry.getValue());
+        }
+        return out;
+    }
+
+    /** The unacknowledged chunks up to (seq, count) and the end index to acknowledge in each. */
+    private int collect(long seq, int count, List<Pending> range, List<Integer> ends) {
         int acked = 0;
         for (Pending chunk : unacked) {
             if (chunk.seq > seq) {
@@ -291,6 +340,76 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
                 acked += upto - chunk.marked;
             }
         }
+        return acked;
+    }
+
+    /**
+     * The entries of a Kafka FileOffsetBackingStore file as a JSON object {key: value} (the
+     * stored byte strings as UTF-8 text), or null when the file is missing or empty.
+     */
+    @SuppressWarnings("unchecked")
+    public static String readOffsetFile(String path) throws Exception {
+        java.io.File file = new java.io.File(path);
+        if (!file.exists() || file.length() == 0) {
+            return null;
+        }
+        try (java.io.ObjectInputStream in = new java.io.ObjectInputStream(
+                new java.io.FileInputStream(file))) {
+            Map<byte[], byte[]> raw = (Map<byte[], byte[]>) in.readObject();
+            Map<String, String> out = new LinkedHashMap<>();
+            for (Map.Entry<byte[], byte[]> entry : raw.entrySet()) {
+                if (entry.getKey() == null) {
+                    continue;
+                }
+                out.put(new String(entry.getKey(), StandardCharsets.UTF_8),
+                        entry.getValue() == null ? null : new String(entry.getValue(), StandardCharsets.UTF_8));
+            }
+            return MAPPER.writeValueAsString(out);
+        }
+        catch (java.io.EOFException e) {
+            return null; // truncated by a kill during a rewrite: as good as missing
+        }
+    }
+
+    /**
+     * Writes a FileOffsetBackingStore file holding exactly the entries of a JSON object
+     * {key: value} (written aside, synced, then renamed over the target).
+     */
+    @SuppressWarnings("unchecked")
+    public static void writeOffsetFile(String path, String json) throws Exception {
+        Map<String, String> entries = MAPPER.readValue(json, Map.class);
+        HashMap<byte[], byte[]> raw = new HashMap<>();
+        for (Map.Entry<String, String> entry : entries.entrySet()) {
+            raw.put(entry.getKey().getBytes(StandardCharsets.UTF_8),
+                    entry.getValue() == null ? null : entry.getValue().getBytes(StandardCharsets.UTF_8));
+        }
+        java.io.File target = new java.io.File(path);
+        java.io.File partial = new java.io.File(path + ".partial");
+        try (java.io.FileOutputStream file = new java.io.FileOutputStream(partial);
+             java.io.ObjectOutputStream out = new java.io.ObjectOutputStream(file)) {
+            out.writeObject(raw);
+            out.flush();
+            file.getFD().sync();
+        }
+        java.nio.file.Files.move(partial.toPath(), target.toPath(),
+                java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    /**
+     * Acknowledges every record up to chunk seq, record count (exclusive end index): stores the
+     * newest acknowledged offset of each source partition and flushes the offsets. Earlier
+     * chunks are acknowledged whole. Returns the number of records newly acknowledged.
+     */
+    public synchronized int acknowledge(long seq, int count) throws InterruptedException {
+        DebeziumEngine.RecordCommitter<ChangeEvent<String, String>> c = committer;
+        if (c == null) {
+            return 0;
+        }
+        List<Map<String, ?>> done = new ArrayList<>(2);
+        List<Pending> range = new ArrayList<>();
+        List<Integer> ends = new ArrayList<>();
+        int acked = collect(seq, count, range, ends);
         // newest first: the first offset seen per partition is the one to store
         for (int k = range.size() - 1; k >= 0; k--) {
             Pending chunk = range.get(k);
@@ -301,12 +420,7 @@ public final class EngineBridge implements DebeziumEngine.ChangeConsumer<ChangeE
                 }
                 done.add(partition);
                 DebeziumEngine.Offsets offsets = c.buildOffsets();
-                Map<String, ?> offset = chunk.offsets[i];
-                boolean atCommit = isCommit(offset);
-                for (Map.Entry<String, ?> entry : offset.entrySet()) {
-                    if (atCommit && PG_LSN_PROC.equals(entry.getKey())) {
-                        continue; // see PG_LSN_PROC
-                    }
+                for (Map.Entry<String, Object> entry : stored(chunk.offsets[i]).entrySet()) {
                     offsets.set(entry.getKey(), entry.getValue());
                 }
                 c.markProcessed(chunk.carrier(partition), offsets);

@@ -1,0 +1,117 @@
+"""The runner's tracker of snapshots (`stream_processors/embedded/arming.py`), from Debezium's
+notifications as they arrive (JSON as the sink channel sends them), without services."""
+
+from __future__ import annotations
+
+import json
+
+from tidemark.kernel.positions import SourceRecord
+from tidemark.stream_processors.embedded.arming import Notification, SourceTracker
+
+T, U = "src.public.t", "src.public.u"
+
+
+def note(kind: str, aggregate: str, id_: str = "sig-1", **data: str) -> Notification:
+    body = {
+        "id": id_,
+        "type": kind,
+        "aggregate_type": aggregate,
+        "additional_data": data,
+        "timestamp": 1_796_600_000_000,
+    }
+    return Notification.parse(json.dumps(body))
+
+
+def tracker(**record: object) -> SourceTracker:
+    return SourceTracker(
+        SourceRecord("src", **record),  # type: ignore[arg-type]
+        lake_table=lambda t: f"src.{t}",
+        tables=[T, U],
+        held=[T],
+    )
+
+
+def test_an_incremental_snapshot_is_armed_followed_and_completed() -> None:
+    track = tracker()
+    started = note("STARTED", "Incremental Snapshot", data_collections="public.t")
+    plan = track.plan(offsets={"k": '{"lsn": 5}'}, notifications=[started], snapshot_rows={})
+    assert plan.record.arming[T].id == "sig-1" and plan.record.arming[T].reconcile
+    assert plan.seen == {T: "sig-1"} and plan.record.offsets == {"k": '{"lsn": 5}'}
+    track.adopt(plan)
+    plan = track.plan(offsets=None, notifications=[], snapshot_rows={T: 40})
+    assert plan.record.arming[T].rows == 40 and plan.seen == {T: "sig-1"}
+    track.adopt(plan)
+    done = note(
+        "TABLE_SCAN_COMPLETED",
+        "Incremental Snapshot",
+        scanned_collection="public.t",
+        status="SUCCEEDED",
+    )
+    plan = track.plan(offsets=None, notifications=[done], snapshot_rows={T: 2})
+    assert T in plan.completed and plan.completed[T].rows == 42
+    assert plan.record.armed[T] == "sig-1" and not plan.record.arming
+    assert plan.record.offsets == {"k": '{"lsn": 5}'}  # kept from before
+
+
+def test_a_snapshot_delivered_without_its_started_notice_is_armed_at_its_first_chunk() -> None:
+    """Seen with Debezium 3.6: a signal read as streaming starts, no STARTED notice."""
+    track = tracker()
+    chunk = note("IN_PROGRESS", "Incremental Snapshot", current_collection_in_progress="public.t")
+    track.polled([chunk])
+    plan = track.plan(offsets=None, notifications=[chunk], snapshot_rows={})
+    assert plan.record.arming[T].kind == "incremental" and plan.seen == {T: "sig-1"}
+    track.adopt(plan)
+    again = track.plan(offsets=None, notifications=[chunk], snapshot_rows={})
+    assert again.record.arming[T].id == "sig-1"  # a later chunk of the same snapshot
+    done = note(
+        "TABLE_SCAN_COMPLETED",
+        "Incremental Snapshot",
+        scanned_collection="public.t",
+        status="EMPTY",
+    )
+    assert T in track.plan(offsets=None, notifications=[done], snapshot_rows={}).completed
+
+
+def test_the_initial_snapshot_completes_every_table_at_its_end_only() -> None:
+    """Its per-table notice can come before the table's last row: only COMPLETED counts."""
+    track = tracker()
+    plan = track.plan(
+        offsets=None, notifications=[note("STARTED", "Initial Snapshot", "i")], snapshot_rows={}
+    )
+    assert set(plan.record.arming) == {T, U}
+    assert plan.record.arming[T].reconcile and not plan.record.arming[U].reconcile  # held
+    track.adopt(plan)
+    scanned = note("TABLE_SCAN_COMPLETED", "Initial Snapshot", "i2", scanned_collection="public.t")
+    plan = track.plan(offsets=None, notifications=[scanned], snapshot_rows={})
+    assert not plan.completed
+    plan = track.plan(
+        offsets=None, notifications=[note("COMPLETED", "Initial Snapshot", "i3")], snapshot_rows={}
+    )
+    assert set(plan.completed) == {T, U} and plan.record.armed == {T: "i", U: "i"}
+
+
+def test_a_scan_that_did_not_read_the_table_closes_nothing() -> None:
+    track = tracker()
+    track.adopt(
+        track.plan(
+            offsets=None,
+            notifications=[note("STARTED", "Incremental Snapshot", data_collections="public.t")],
+            snapshot_rows={},
+        )
+    )
+    failed = note(
+        "TABLE_SCAN_COMPLETED",
+        "Incremental Snapshot",
+        scanned_collection="public.t",
+        status="NO_PRIMARY_KEY",
+    )
+    plan = track.plan(offsets=None, notifications=[failed], snapshot_rows={})
+    assert not plan.completed and T not in plan.record.arming and T not in plan.record.armed
+
+
+def test_keys_are_kept_from_the_poll_of_the_started_notice_on() -> None:
+    """Events after a STARTED notice may go out in a batch before the notice's own chunk is
+    whole in one: their keys are kept as soon as the notice was polled."""
+    track = tracker()
+    track.polled([note("STARTED", "Incremental Snapshot", data_collections="public.t")])
+    assert track.plan(offsets=None, notifications=[], snapshot_rows={}).seen == {T: "sig-1"}
