@@ -11,7 +11,7 @@ from tidemark.stream_processors.embedded.arming import Notification, SourceTrack
 T, U = "src.public.t", "src.public.u"
 
 
-def note(kind: str, aggregate: str, id_: str = "sig-1", **data: str) -> Notification:
+def note(kind: str, aggregate: str, id_: str = "tidemark-resync-1", **data: str) -> Notification:
     body = {
         "id": id_,
         "type": kind,
@@ -35,11 +35,11 @@ def test_an_incremental_snapshot_is_armed_followed_and_completed() -> None:
     track = tracker()
     started = note("STARTED", "Incremental Snapshot", data_collections="public.t")
     plan = track.plan(offsets={"k": '{"lsn": 5}'}, notifications=[started], snapshot_rows={})
-    assert plan.record.arming[T].id == "sig-1" and plan.record.arming[T].reconcile
-    assert plan.seen == {T: "sig-1"} and plan.record.offsets == {"k": '{"lsn": 5}'}
+    assert plan.record.arming[T].id == "tidemark-resync-1" and plan.record.arming[T].reconcile
+    assert plan.seen == {T: "tidemark-resync-1"} and plan.record.offsets == {"k": '{"lsn": 5}'}
     track.adopt(plan)
     plan = track.plan(offsets=None, notifications=[], snapshot_rows={T: 40})
-    assert plan.record.arming[T].rows == 40 and plan.seen == {T: "sig-1"}
+    assert plan.record.arming[T].rows == 40 and plan.seen == {T: "tidemark-resync-1"}
     track.adopt(plan)
     done = note(
         "TABLE_SCAN_COMPLETED",
@@ -49,7 +49,7 @@ def test_an_incremental_snapshot_is_armed_followed_and_completed() -> None:
     )
     plan = track.plan(offsets=None, notifications=[done], snapshot_rows={T: 2})
     assert T in plan.completed and plan.completed[T].rows == 42
-    assert plan.record.armed[T] == "sig-1" and not plan.record.arming
+    assert plan.record.armed[T] == "tidemark-resync-1" and not plan.record.arming
     assert plan.record.offsets == {"k": '{"lsn": 5}'}  # kept from before
 
 
@@ -59,10 +59,10 @@ def test_a_snapshot_delivered_without_its_started_notice_is_armed_at_its_first_c
     chunk = note("IN_PROGRESS", "Incremental Snapshot", current_collection_in_progress="public.t")
     track.polled([chunk])
     plan = track.plan(offsets=None, notifications=[chunk], snapshot_rows={})
-    assert plan.record.arming[T].kind == "incremental" and plan.seen == {T: "sig-1"}
+    assert plan.record.arming[T].kind == "incremental" and plan.seen == {T: "tidemark-resync-1"}
     track.adopt(plan)
     again = track.plan(offsets=None, notifications=[chunk], snapshot_rows={})
-    assert again.record.arming[T].id == "sig-1"  # a later chunk of the same snapshot
+    assert again.record.arming[T].id == "tidemark-resync-1"  # a later chunk of the same snapshot
     done = note(
         "TABLE_SCAN_COMPLETED",
         "Incremental Snapshot",
@@ -114,4 +114,26 @@ def test_keys_are_kept_from_the_poll_of_the_started_notice_on() -> None:
     whole in one: their keys are kept as soon as the notice was polled."""
     track = tracker()
     track.polled([note("STARTED", "Incremental Snapshot", data_collections="public.t")])
-    assert track.plan(offsets=None, notifications=[], snapshot_rows={}).seen == {T: "sig-1"}
+    assert track.plan(offsets=None, notifications=[], snapshot_rows={}).seen == {
+        T: "tidemark-resync-1"
+    }
+
+
+def test_a_snapshot_not_asked_to_reconcile_never_takes_unread_rows_for_gone() -> None:
+    """A partition attached is read with a condition (`tidemark-<id>`, not a resync): it
+    arms nothing that could delete the rows it does not read."""
+    track = tracker()
+    started = note("STARTED", "Incremental Snapshot", "tidemark-7", data_collections="public.t")
+    track.polled([started])
+    plan = track.plan(offsets=None, notifications=[started], snapshot_rows={})
+    assert not plan.seen and not plan.record.arming[T].reconcile
+    track.adopt(plan)
+    done = note(
+        "TABLE_SCAN_COMPLETED",
+        "Incremental Snapshot",
+        "tidemark-7",
+        scanned_collection="public.t",
+        status="SUCCEEDED",
+    )
+    plan = track.plan(offsets=None, notifications=[done], snapshot_rows={})
+    assert T in plan.completed and not plan.completed[T].reconcile

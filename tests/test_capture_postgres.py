@@ -10,9 +10,7 @@ import pytest
 
 from tests.fixtures.debezium import changes, payload
 from tidemark.connectors.errors import SourceError
-from tidemark.connectors.postgres.capture import request_snapshot
-from tidemark.connectors.postgres.settings import replication_name
-from tidemark.connectors.postgres.setup import signal_table_name
+from tidemark.connectors.postgres.capture import request_snapshot, signal_table_name
 from tidemark.kernel.records import RawRecord
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
@@ -212,8 +210,8 @@ def test_table_snapshotted_through_a_signal_while_streaming(
     first.engine.close()
 
     second = capture_factory(url, ["public.old", "public.added"], pipeline="grow", state=state)
-    signals = signal_table_name(replication_name("grow", "src"))
-    assert signals.startswith("tidemark.")
+    signals = signal_table_name("grow", "src")
+    assert signals.startswith("_tidemark.")
     request_snapshot(url, signals, ["public.added"])
     run(url, "INSERT INTO old VALUES (21)")
     second.collect(

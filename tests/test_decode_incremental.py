@@ -13,9 +13,7 @@ import pytest
 
 from tests.fixtures.debezium import changes
 from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
-from tidemark.connectors.postgres.capture import request_snapshot
-from tidemark.connectors.postgres.settings import replication_name
-from tidemark.connectors.postgres.setup import signal_table_name
+from tidemark.connectors.postgres.capture import request_snapshot, signal_table_name
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -59,7 +57,7 @@ def test_incremental_snapshot_rows_sort_before_later_changes(
     )
     run(url, "INSERT INTO old VALUES (6)", "UPDATE added SET v = 'before' WHERE id = 2")
     second.collect(lambda rs: len(changes(rs, "added")) >= 1, timeout=90)
-    request_snapshot(url, signal_table_name(replication_name("grow", "inc")), ["public.added"])
+    request_snapshot(url, signal_table_name("grow", "inc"), ["public.added"])
     second.collect(lambda rs: len(changes(rs, "added")) >= 31, timeout=90)
     run(url, "UPDATE added SET v = 'after' WHERE id IN (1, 30)", "INSERT INTO old VALUES (7)")
     second.collect(

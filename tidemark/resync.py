@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.connectors.postgres.capture import signal_table_name
 from tidemark.connectors.postgres.identity import source_identity
 from tidemark.connectors.postgres.settings import replication_name
-from tidemark.connectors.postgres.setup import connect, signal_table_name
+from tidemark.connectors.postgres.setup import connect
 from tidemark.errors import ConfigError
 from tidemark.kernel.errors import UsageError
 from tidemark.kernel.positions import SourceRecord
@@ -141,8 +142,7 @@ def _signal(
     record: SourceRecord | None,
     running: str | None,
 ) -> Request:
-    slot = replication_name(config.pipeline, source.name)
-    if not _signal_table_exists(source.dsn, signal_table_name(slot)):
+    if not _signal_table_exists(source.dsn, signal_table_name(config.pipeline, source.name)):
         raise UsageError(
             f"pipeline `{config.pipeline}` has not run against source `{source.name}` yet",
             hint="its first `tidemark run` snapshots every table; resync is for later",
@@ -155,7 +155,7 @@ def _signal(
     }
     ask = [t for t in names if source.lake_table(t) not in watching]
     surrogates = {t: k[0] for t, k in source.keys.items() if len(k) == 1}
-    signal = arm_tables(source.dsn, slot, ask, surrogate_keys=surrogates) if ask else None
+    signal = arm_tables(source.dsn, config.pipeline, source.name, ask, surrogates) if ask else None
     return Request(
         source.name,
         [source.lake_table(t) for t in ask],

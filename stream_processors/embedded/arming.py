@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tidemark.connectors.postgres.capture import RESYNC_PREFIX
 from tidemark.kernel.model import TableChanges
 from tidemark.kernel.positions import Arming, ArmingKind, SourceRecord
 
@@ -130,7 +131,9 @@ class SourceTracker:
         """Notifications just polled (not yet covered by a batch)."""
         for note in notifications:
             begun = self._begins(note)
-            for table in begun[1] if begun else ():
+            if begun is None or not self._reconciles(begun[0], note):
+                continue
+            for table in begun[1]:
                 if table not in self._early and table not in self.record.arming:
                     if self.has_rows(table):
                         self._early[table] = note.id
@@ -173,6 +176,14 @@ class SourceTracker:
                 del self._early[table]
 
     # -- notifications -------------------------------------------------------------------
+    @staticmethod
+    def _reconciles(kind: ArmingKind, note: Notification) -> bool:
+        """Whether a snapshot re-reads whole tables to reconcile the lake with them: the
+        initial one, and those asked for as such (`request_snapshot(reconcile=True)`:
+        start-up, `tidemark resync`). Others (a partition attached, read with a condition)
+        must not take the rows they do not read for gone."""
+        return kind == "initial" or note.id.startswith(RESYNC_PREFIX)
+
     def _begins(self, note: Notification) -> tuple[ArmingKind, list[str]] | None:
         """The snapshot kind and tables a notice shows to be under way, if any.
 
@@ -204,7 +215,9 @@ class SourceTracker:
                 if current is not None and current.kind == kind == "incremental":
                     current.id = note.id  # queued behind the scan under way: same arming
                     continue
-                reconcile = table in plan.seen or self.has_rows(table)
+                reconcile = self._reconciles(kind, note) and (
+                    table in plan.seen or self.has_rows(table)
+                )
                 record.arming[table] = Arming(note.id, kind, note.at, reconcile)
                 if reconcile:
                     plan.seen[table] = note.id
