@@ -110,9 +110,11 @@ class LakeWriter(Protocol):
         streams: Sequence[StreamCommit] = (),
         dead_letters: Sequence[DeadLetter] = (),
         refused: Sequence[Refused] = (),
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         """Commit a batch to every table's layers, its dead letters, then the batch log
-        (`closed_by`: what closed the batch, for the status page)."""
+        (`closed_by`: what closed the batch, for the status page; `sources`: each tracked
+        source's record as JSON, kept in the batch log so the lake alone says where to resume)."""
         ...
 
     def write_dead_letters(

@@ -223,7 +223,8 @@ def _signal_table_exists(dsn: str, table: str) -> bool:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-            return bool(cur.fetchone()[0])
+            row = cur.fetchone()
+            return row is not None and bool(row[0])
     finally:
         conn.close()
 

@@ -79,14 +79,20 @@ def source_identity(dsn: str) -> SourceIdentity:
     try:
         cursor = conn.cursor()
         cursor.execute("IDENTIFY_SYSTEM")
-        system_id, _timeline, xlogpos, dbname = cursor.fetchone()
+        identified = cursor.fetchone()
+        if identified is None:
+            raise SourceUnavailable(f"IDENTIFY_SYSTEM returned nothing on `{mask(dsn)}`")
+        system_id, _timeline, xlogpos, dbname = identified
     finally:
         conn.close()
     sql = connect(dsn)
     try:
         with sql.cursor() as cur:
             cur.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
-            oid = int(cur.fetchone()[0])
+            row = cur.fetchone()
+            if row is None:
+                raise SourceUnavailable(f"the current database has no oid on `{mask(dsn)}`")
+            oid = int(row[0])
     finally:
         sql.close()
     return SourceIdentity(str(system_id), str(dbname), oid, parse_lsn(str(xlogpos)))

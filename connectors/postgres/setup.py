@@ -267,7 +267,8 @@ def ensure_signal_table(cur: psycopg2.extensions.cursor, table: str) -> None:
     cur.execute(
         "SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(schema, name).as_string(cur),)
     )
-    if cur.fetchone()[0]:
+    exists = cur.fetchone()
+    if exists is not None and exists[0]:
         return
     try:
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
@@ -281,7 +282,7 @@ def ensure_signal_table(cur: psycopg2.extensions.cursor, table: str) -> None:
         )
     except psycopg2.errors.InsufficientPrivilege as exc:
         raise SourceConfigError(
-            f"cannot create Tidemark's signal table `{table}`: {exc.pgerror.strip()}",
+            f"cannot create Tidemark's signal table `{table}`: {(exc.pgerror or str(exc)).strip()}",
             hint="run `tidemark setup --config FILE` (it shows and applies what a source needs)",
         ) from exc
 

@@ -545,7 +545,7 @@ class EmbeddedRunner:
             closed_by=closed_by,
             dead_letters=dead_letters,
             refused=refused,
-            **({"sources": records} if records else {}),
+            sources=records or None,
         )
 
     def _acknowledge(self, batch: PipelineBatch, targets: Mapping[str, Target]) -> None:
