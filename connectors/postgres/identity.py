@@ -62,8 +62,19 @@ def source_identity(dsn: str) -> SourceIdentity:
     """The source's system identifier, database and WAL position.
 
     Raises:
+        SourceConfigError: the server refused the role (password, database, pg_hba): terminal.
         SourceUnavailable: the server cannot be reached or refuses a replication connection.
     """
+    sql = connect(dsn)  # a refusal (password, role, database) is terminal, named with its fix
+    try:
+        with sql.cursor() as cur:
+            cur.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+            row = cur.fetchone()
+            if row is None:
+                raise SourceUnavailable(f"the current database has no oid on `{mask(dsn)}`")
+            oid = int(row[0])
+    finally:
+        sql.close()
     try:
         conn = psycopg2.connect(
             dsn,
@@ -85,16 +96,6 @@ def source_identity(dsn: str) -> SourceIdentity:
         system_id, _timeline, xlogpos, dbname = identified
     finally:
         conn.close()
-    sql = connect(dsn)
-    try:
-        with sql.cursor() as cur:
-            cur.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
-            row = cur.fetchone()
-            if row is None:
-                raise SourceUnavailable(f"the current database has no oid on `{mask(dsn)}`")
-            oid = int(row[0])
-    finally:
-        sql.close()
     return SourceIdentity(str(system_id), str(dbname), oid, parse_lsn(str(xlogpos)))
 
 

@@ -313,11 +313,12 @@ def prepare_source(
             shapes = [_check_table(cur, table, version) for table in tables]
             for table, columns in (keys or {}).items():
                 _check_keys(cur, table, columns)
-            captured = list(tables)
+            # The user's tables first: a publication the role cannot extend is the error to
+            # show, before anything about Tidemark's own signal table.
+            created, added = _ensure_publication(cur, publication, list(tables))
             if signal_table:
                 ensure_signal_table(cur, signal_table)
-                captured.append(signal_table)
-            created, added = _ensure_publication(cur, publication, captured)
+                _ensure_publication(cur, publication, [signal_table])
             if version >= PUBLISHES_GENERATED and any(s.generated for s in shapes):
                 # Postgres 18 sends stored generated columns when the publication says so.
                 cur.execute(
