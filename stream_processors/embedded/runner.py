@@ -11,7 +11,10 @@ backoff, a source that failed is reopened and replays from its last acknowledged
 core and the lake drop what was already applied), anything terminal stops the run.
 Backpressure: while more than `max_pending_events` are held (the batch in flight included),
 the loop stops polling and commits instead, so the engines' bounded queues make Debezium
-wait rather than memory grow.
+wait rather than memory grow. A transaction bigger than half of that cannot wait for its END
+in memory (nor could it ever complete while polling stops): it is committed in parts
+(`Batcher(part_events=...)`), acknowledged only once whole, and the batch log keeps the lake's
+watermark behind it until its last part is in (docs/pipeline.md, "Transactions of any size").
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class BatchReport:
     max_source_ts: datetime | None
     source_ts: pa.Array | None = None  # every event's commit time (for latency percentiles)
     lake_result: BatchResult | None = None  # what the lake returned (commit times, counts)
+    consistent: bool = True  # the lake holds whole source transactions after it (no open part)
 
 
 @dataclass
@@ -201,14 +205,17 @@ class EmbeddedRunner:
 
     def _new_batcher(self) -> Batcher:
         # Under backlog a batch grows to half the events that may be held, so one batch can
-        # commit while the next one fills, and together they stay within `max_pending`.
+        # commit while the next one fills, and together they stay within `max_pending`. An
+        # open transaction that reaches that half goes out in parts of at most a batch.
+        half = max(1, self.max_pending // 2)
         return Batcher(
             max_events=self.settings.max_events,
             max_latency_ms=self.settings.max_latency_ms,
-            max_events_cap=self.max_pending // 2,
+            max_events_cap=half,
             # Never reuse a batch id a killed process left in some layers: the replayed
             # batch may hold other events, and those layers would skip all of it.
             first_batch_id=self.lake.highest_batch_id() + 1,
+            part_events=half,
         )
 
     @property
@@ -327,6 +334,7 @@ class EmbeddedRunner:
         self._batcher.add(decoded, source=source.spec.name)
         if (
             self._batcher.pending_events == 0
+            and not self._batcher.splitting
             and not decoded.dead_letters
             and not self._inflight.busy
         ):
@@ -341,7 +349,8 @@ class EmbeddedRunner:
             # Cut the next batch only once the last one is acknowledged: acknowledging
             # reads what the batcher still holds, and that must not include a cut batch.
             self._settle()
-            batch = self._batcher.poll(force=force, latency=latency)
+            # `force` comes from backpressure: nothing more may be held (`full`)
+            batch = self._batcher.poll(force=force, latency=latency, full=force)
             if batch is None:
                 return
             self._start(batch, stop)
@@ -422,11 +431,15 @@ class EmbeddedRunner:
         self.stats.dead_letters += len(batch.dead_letters) + result.dead_letters
         self.stats.last = report
         logger.info(
-            "batch %d committed: %d events, %d tx (%s)",
+            "batch %d committed: %d events, %d tx (%s)%s",
             batch.batch_id,
             batch.event_count,
             batch.tx_count,
             batch.closed_by,
+            ""
+            if not batch.split
+            else f", part of transaction {batch.split}"
+            + ("" if batch.consistent else " (watermark held back)"),
         )
         if self.on_batch is not None:
             self.on_batch(report)
@@ -456,25 +469,51 @@ class EmbeddedRunner:
                 batch.closed_by,
                 batch.dead_letters,
                 record=True,
+                split=batch.split,
+                consistent=batch.consistent,
             )
             self._reconciler.forget(plans)
             return result
         step_result: BatchResult | None = None
         letters = batch.dead_letters
-        for step in steps.plan(batch.batch_id, changes, ops, positions=batch.positions):
+        plan = list(steps.plan(batch.batch_id, changes, ops, positions=batch.positions))
+        for index, step in enumerate(plan):
+            # A step ends inside the batch, perhaps inside a transaction: only the last one
+            # can leave the lake transaction-consistent (docs/pipeline.md, the consistent cut).
+            consistent = batch.consistent and index == len(plan) - 1
             if step.ops:
                 step_result = self._tables.apply(
-                    step, started, batch.closed_by, dead_letters=letters
+                    step,
+                    started,
+                    batch.closed_by,
+                    dead_letters=letters,
+                    split=batch.split,
+                    consistent=consistent,
                 )
             else:
                 step_result = self._apply_changes(
-                    step.batch_id, step.changes, step.positions, started, batch.closed_by, letters
+                    step.batch_id,
+                    step.changes,
+                    step.positions,
+                    started,
+                    batch.closed_by,
+                    letters,
+                    split=batch.split,
+                    consistent=consistent,
                 )
             letters = ()
         assert step_result is not None  # a plan has at least one step
         if self._record_id is not None:  # what the lake holds of each source, after it all
             self._apply_changes(
-                self._record_id, {}, batch.positions, started, batch.closed_by, (), record=True
+                self._record_id,
+                {},
+                batch.positions,
+                started,
+                batch.closed_by,
+                (),
+                split=batch.split,
+                consistent=batch.consistent,
+                record=True,
             )
         self._reconciler.forget(plans)
         return step_result
@@ -493,9 +532,12 @@ class EmbeddedRunner:
         closed_by: ClosedBy,
         dead_letters: Sequence[Any],
         *,
+        split: Mapping[str, str],
+        consistent: bool,
         record: bool = False,
     ) -> BatchResult:
-        """One stretch of events: milestoned per table and committed as one batch; with
+        """One stretch of events: milestoned per table and committed as one batch (`split`,
+        `consistent`: the batch log's marks of a transaction in parts and of the cut); with
         `record`, the batch log gets what the lake holds of each source with it."""
         tables = []
         refused: list[Refused] = []
@@ -544,6 +586,8 @@ class EmbeddedRunner:
             layers=self.settings.layers,
             closed_by=closed_by,
             dead_letters=dead_letters,
+            split=split,
+            consistent=consistent,
             refused=refused,
             sources=records or None,
         )
@@ -564,7 +608,8 @@ class EmbeddedRunner:
                         source.chunks = source.chunks[index + 1 :]
                 continue
             position = batch.positions.get(source.spec.name)
-            idle = self._batcher.pending_events == 0
+            # Nothing held and no transaction half-committed: everything polled is covered.
+            idle = self._batcher.pending_events == 0 and not self._batcher.splitting
             covered = [
                 c
                 for c in source.chunks
@@ -582,8 +627,11 @@ class EmbeddedRunner:
 
         A tracked source first records the stream's progress in the lake (a checkpoint:
         a batch without events), at most every `checkpoint_s`, or at once when a snapshot
-        notice is waiting; its offsets never run ahead of the lake.
+        notice is waiting; its offsets never run ahead of the lake. Never while a
+        transaction is half-committed: its records wait for its last part.
         """
+        if self._batcher.splitting:
+            return
         if source.engine is None or not source.chunks or self._batcher.pending_events:
             return
         if source.spec.tracker is None:
@@ -636,6 +684,7 @@ class EmbeddedRunner:
             max_source_ts=highest,
             source_ts=every.combine_chunks() if self.keep_source_ts and every is not None else None,
             lake_result=result,
+            consistent=batch.consistent,
         )
 
 
