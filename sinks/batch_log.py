@@ -152,12 +152,13 @@ class BatchLog:
         app_id = f"{app}:_batches" if app else self.handle.app_id
         if batch_id <= self.handle.applied_batch(app_id):
             return False
+        committed = committed_at or datetime.now(UTC)
         row = {
             "batch_id": batch_id,
             "source_positions": list(source_positions.items()),
             "tables": [vars(c) for c in counts],
             "started_at": started_at,
-            "committed_at": committed_at or datetime.now(UTC),
+            "committed_at": committed,
             "closed_by": closed_by,
             "sources": list(sources.items()) if sources else None,
             "split_transactions": list(split.items()),
@@ -172,7 +173,7 @@ class BatchLog:
                 positions=source_positions,
                 split=split or {},
                 consistent=consistent,
-                committed_at=row["committed_at"],
+                committed_at=committed,
             )
         schema = self.handle.schema
         self.handle.commit(
@@ -215,6 +216,7 @@ class BatchLog:
             [int(pc.index(rows.column("batch_id"), pc.max(rows.column("batch_id"))).as_py())]
         )
         return {str(k): str(v) for k, v in (newest.column("sources")[0].as_py() or [])}
+
     def _current_cut(self) -> Watermark | None:
         """The watermark before the next row: from the newest stamped commit, else folded
         from the rows (once per process; rows of writers that kept none count as whole)."""

@@ -200,7 +200,7 @@ def test_gold_pins_only_at_the_consistent_cut():
     from datetime import UTC, datetime
 
     from tidemark.pipeline import gold_on_batch
-    from tidemark.stream_processors.embedded.runner import BatchReport
+    from tidemark.stream_processors.embedded.reports import BatchReport
 
     class Pins:
         def __init__(self) -> None:

@@ -18,12 +18,11 @@ from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 from tidemark.kernel.errors import UsageError
 from tidemark.sinks.lake import Lake
 from tidemark.stream_processors.embedded.arming import SourceTracker
+from tidemark.stream_processors.embedded.reports import BatchReport, RunStats
 from tidemark.stream_processors.embedded.runner import (
-    BatchReport,
     EmbeddedRunner,
     Engine,
     RunnerSettings,
-    RunStats,
     SourceSpec,
 )
 
