@@ -4,8 +4,9 @@ One thread polls every source's engine, decodes what it got, feeds the batcher, 
 a batch is due hands it to a commit thread (`inflight.py`), which looks up the open versions
 of the batch's keys, runs the core per table and commits the batch to the lake
 (`applier.py`), while the loop polls and decodes the next one (`reports.py`: what it
-tells). Only once the commit is done does the loop acknowledge the source offsets the batch covered (DESIGN §3.3); the next batch is cut only after that,
-so one batch is in flight at a time and batches commit in order. Failures are sorted by the
+tells). Only once the commit is done does the loop acknowledge the source offsets the batch
+covered (DESIGN §3.3); the next batch is cut only after that, so one batch is in flight at
+a time and batches commit in order. Failures are sorted by the
 error tree: a `TransientError` (source down, commit conflict) is retried with exponential
 backoff, a source that failed is reopened and replays from its last acknowledged offset (the
 core and the lake drop what was already applied), anything terminal stops the run.
