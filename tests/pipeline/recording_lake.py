@@ -71,6 +71,7 @@ class RecordingLake:
         refused: Sequence = (),
         split: Mapping[str, str] | None = None,
         consistent: bool | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         if self.crash_at_batch == batch_id:
             raise Crash(f"crash at batch {batch_id}")

@@ -59,6 +59,7 @@ class RecordingLake:
         refused: Sequence = (),
         split: Mapping[str, str] | None = None,
         consistent: bool | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         if batch_id <= self.last_batch_id():
             return BatchResult(batch_id, (), (), 0, True, datetime.now(UTC), 0.0)
