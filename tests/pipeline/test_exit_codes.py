@@ -188,6 +188,8 @@ def test_verify_exits_1_on_a_difference_and_2_when_the_source_is_gone(handmade) 
         ["query", "--lake", "{lake}", "SELECT * FROM live.nope"],
         ["worker", "--config", "{missing}"],
         ["connectors", "render", "--config", "{bad}"],
+        ["resync", "--config", "{missing}"],
+        ["resync", "--config", "{bad}"],
     ],
     ids=lambda argv: " ".join(argv),
 )
