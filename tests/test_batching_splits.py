@@ -246,3 +246,36 @@ def test_a_table_op_inside_a_split_transaction_is_never_acknowledged_before_its_
     last = b.poll()
     assert last is not None and ids(last) == [4, 5, 6] and last.consistent
     assert last.positions == {"s": p(6)}
+
+
+def test_the_runner_splits_only_a_transaction_that_cannot_fit_what_it_may_hold():
+    """A transaction bigger than a batch but within `max_pending_events` goes whole however
+    the engine's polls cut it (it split at half of that when a poll came while it was open:
+    test_runner's 20-event transaction with max_events 7, under load); one that cannot fit
+    goes in parts."""
+    from tests.pipeline.recording_lake import RecordingLake
+    from tidemark.stream_processors.embedded.runner import EmbeddedRunner, RunnerSettings
+
+    runner = EmbeddedRunner(
+        [], RecordingLake(), settings=RunnerSettings(max_events=7, max_latency_ms=60_000)
+    )
+    assert runner.max_pending == 28
+    fits, too_big = runner._new_batcher(), runner._new_batcher()
+    for b, size, name in [(fits, 27, "t1"), (too_big, 40, "t2")]:
+        batches = []
+        for start in range(1, size + 1, 5):  # engine chunks of 5, each polled while open
+            events = range(start, min(start + 5, size + 1))
+            begin = [Marker("BEGIN", name)] * (start == 1)
+            b.add(chunk(*tx(name, *events), markers=begin), source="s")
+            while b.due() and (batch := b.poll()) is not None:
+                batches.append(batch)
+        b.add(chunk(markers=[Marker("END", name)], last=p(size + 1)), source="s")
+        while b.due() and (batch := b.poll()) is not None:
+            batches.append(batch)
+        assert sum(len(ids(x)) for x in batches) == size
+        if b is fits:
+            assert [ids(x) for x in batches] == [list(range(1, size + 1))]
+            assert batches[0].split == {} and batches[0].consistent
+        else:
+            assert len(batches) > 1 and all(x.split == {"s": name} for x in batches)
+            assert [x.consistent for x in batches][-1] and not batches[0].consistent

@@ -12,8 +12,8 @@ backoff, a source that failed is reopened and replays from its last acknowledged
 core and the lake drop what was already applied), anything terminal stops the run.
 Backpressure: while more than `max_pending_events` are held (the batch in flight included),
 the loop stops polling and commits instead, so the engines' bounded queues make Debezium
-wait rather than memory grow. A transaction bigger than half of that cannot wait for its END
-in memory (nor could it ever complete while polling stops): it is committed in parts
+wait rather than memory grow. A transaction bigger than that cannot wait for its END in
+memory (nor could it ever complete while polling stops): it is committed in parts
 (`Batcher(part_events=...)`), acknowledged only once whole, and the batch log keeps the lake's
 watermark behind it until its last part is in (docs/pipeline.md, "Transactions of any size").
 """
@@ -160,7 +160,9 @@ class EmbeddedRunner:
     def _new_batcher(self) -> Batcher:
         # Under backlog a batch grows to half the events that may be held, so one batch can
         # commit while the next one fills, and together they stay within `max_pending`. An
-        # open transaction that reaches that half goes out in parts of at most a batch.
+        # open transaction goes out in parts of at most a batch only once it fills all that
+        # may be held (or, with a batch in flight, nothing more may be held: `poll(full=)`):
+        # one that fits goes whole, however the engine's chunks happened to cut it.
         half = max(1, self.max_pending // 2)
         return Batcher(
             max_events=self.settings.max_events,
@@ -169,7 +171,7 @@ class EmbeddedRunner:
             # Never reuse a batch id a killed process left in some layers: the replayed
             # batch may hold other events, and those layers would skip all of it.
             first_batch_id=self.lake.highest_batch_id() + 1,
-            part_events=half,
+            part_events=self.max_pending,
         )
 
     @property
