@@ -6,6 +6,11 @@ Each row also carries what the lake holds of every source (`sources`: source -> 
 JSON, `tidemark/kernel/positions.py`): the Debezium offsets it holds everything up to, the
 database it was built from, the tables armed and being armed. The last row's is where
 capture resumes.
+
+A source transaction too big for one batch is committed in parts: each part's row names it
+in `split_transactions`, and `consistent` is false until the row of its last part. The last
+row with `consistent` true is the lake's watermark (`sinks/watermark.py`); every commit of a
+writer that keeps it also carries it in its commit metadata, so readers find it in the log.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pyarrow as pa
 from tidemark.sinks.base import StreamCommit
 from tidemark.sinks.delta.retry import retry_conflicts
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
+from tidemark.sinks.watermark import COLUMNS, Watermark, advance, fold, stamp, stamped
 
 SCHEMA = pa.schema(
     [
@@ -47,6 +53,10 @@ SCHEMA = pa.schema(
         pa.field("closed_by", pa.string()),
         # what the lake holds of each source (`SourceRecord` JSON; NULL: a writer that keeps none)
         pa.field("sources", pa.map_(pa.string(), pa.string())),
+        # source -> id of a transaction split across batches of which this batch holds a part
+        pa.field("split_transactions", pa.map_(pa.string(), pa.string())),
+        # no split transaction open after this batch (NULL: a writer that does not say)
+        pa.field("consistent", pa.bool_()),
     ]
 )
 
@@ -76,6 +86,8 @@ class BatchLog:
             storage_options=storage_options,
         )
         self.handle.open()
+        self._cut: Watermark | None = None
+        self._cut_known = False
 
     def last_batch_id(self) -> int:
         return self.handle.applied_batch()
@@ -91,6 +103,8 @@ class BatchLog:
         closed_by: str | None = None,
         app: str | None = None,
         sources: Mapping[str, str] | None = None,
+        split: Mapping[str, str] | None = None,
+        consistent: bool | None = None,
     ) -> bool:
         """Record one batch; False (and nothing written) if it is already recorded.
 
@@ -101,6 +115,10 @@ class BatchLog:
                 of several Kafka partitions records it under its first partition's, whose
                 batch ids grow (the lake's one would not: ids of partitions interleave).
             sources: source -> its record (JSON) as of this batch; None keeps no record.
+            split: source -> id of a transaction split across batches that this batch
+                holds a part of (its last part included).
+            consistent: True when no split transaction is open after this batch; None for
+                writers that keep no watermark (the distributed runtime).
         """
         return retry_conflicts(
             self.handle,
@@ -113,6 +131,8 @@ class BatchLog:
                 closed_by,
                 app,
                 sources,
+                split or {},
+                consistent,
             ),
         )
 
@@ -125,21 +145,36 @@ class BatchLog:
         committed_at: datetime | None,
         closed_by: str | None,
         app: str | None,
-        sources: Mapping[str, str] | None = None,
+        sources: Mapping[str, str] | None,
+        split: Mapping[str, str],
+        consistent: bool | None,
     ) -> bool:
         app_id = f"{app}:_batches" if app else self.handle.app_id
         if batch_id <= self.handle.applied_batch(app_id):
             return False
+        committed = committed_at or datetime.now(UTC)
         row = {
             "batch_id": batch_id,
             "source_positions": list(source_positions.items()),
             "tables": [vars(c) for c in counts],
             "started_at": started_at,
-            "committed_at": committed_at or datetime.now(UTC),
+            "committed_at": committed,
             "closed_by": closed_by,
             "sources": list(sources.items()) if sources else None,
+            "split_transactions": list(split.items()),
+            "consistent": consistent,
         }
         position = max(source_positions.values(), default=None)
+        cut = None
+        if consistent is not None:
+            cut = advance(
+                self._current_cut(),
+                batch_id=batch_id,
+                positions=source_positions,
+                split=split or {},
+                consistent=consistent,
+                committed_at=committed,
+            )
         schema = self.handle.schema
         self.handle.commit(
             pa.Table.from_pylist([row], schema=SCHEMA),
@@ -147,7 +182,10 @@ class BatchLog:
             position=position,
             evolves=schema is not None and not set(SCHEMA.names) <= set(schema.names),
             streams=[StreamCommit(app_id, batch_id, position)],
+            metadata=stamp(cut) if cut is not None else None,
         )
+        if cut is not None:
+            self._cut, self._cut_known = cut, True
         return True
 
     def last_sources(self) -> dict[str, str]:
@@ -178,6 +216,21 @@ class BatchLog:
             [int(pc.index(rows.column("batch_id"), pc.max(rows.column("batch_id"))).as_py())]
         )
         return {str(k): str(v) for k, v in (newest.column("sources")[0].as_py() or [])}
+
+    def _current_cut(self) -> Watermark | None:
+        """The watermark before the next row: from the newest stamped commit, else folded
+        from the rows (once per process; rows of writers that kept none count as whole)."""
+        if not self._cut_known:
+            found = stamped(self.handle.dt) if self.handle.dt is not None else None
+            if isinstance(found, Watermark):
+                self._cut = found
+            elif self.handle.dt is not None:
+                log = self.read()
+                self._cut = fold(
+                    log.select([c for c in COLUMNS if c in log.column_names]).to_pylist()
+                )
+            self._cut_known = True
+        return self._cut
 
     def read(self) -> pa.Table:
         """All rows, for `tidemark status` and tests."""

@@ -50,6 +50,7 @@ from tidemark.sinks.rewrite import ColumnChange
 from tidemark.sinks.schema import all_nullable
 from tidemark.sinks.schema_log import SchemaLog
 from tidemark.sinks.streams import ALL_LAYERS, LayerSink, StreamLayers
+from tidemark.sinks.watermark import Watermark, table_watermark
 from tidemark.sinks.writer import BatchResult as BatchResult
 from tidemark.sinks.writer import Refused, Stage
 from tidemark.sinks.writer import TablePin as TablePin
@@ -265,6 +266,12 @@ class Lake(StreamLayers):
         """The last batch recorded in the batch log, 0 when empty."""
         return self.batch_log.last_batch_id()
 
+    def watermark(self) -> Watermark | None:
+        """The last transaction-consistent batch (`sinks/watermark.py`); None if not kept."""
+        self.batch_log.handle.refresh()
+        dt = self.batch_log.handle.dt
+        return None if dt is None else table_watermark(dt)
+
     def highest_batch_id(self) -> int:
         """The highest batch id the batch log or any table layer holds (0 when none).
 
@@ -311,12 +318,16 @@ class Lake(StreamLayers):
         dead_letters: Sequence[DeadLetter] = (),
         refused: Sequence[Refused] = (),
         sources: Mapping[str, str] | None = None,
+        split: Mapping[str, str] | None = None,
+        consistent: bool | None = None,
     ) -> BatchResult:
         """Commit one batch: every table's layers, its dead letters, then the batch log.
 
         Returns only when all of it is durable; offsets may be acknowledged then.
         `closed_by` (what closed the batch) goes to the batch log, and `sources` (source ->
-        `SourceRecord` JSON: what the lake holds of each source) with it.
+        `SourceRecord` JSON: what the lake holds of each source) with it; so do `split` and
+        `consistent`: they mark the parts of a source transaction committed over several
+        batches, and the watermark.
 
         Args:
             streams: the streams the batch applies, each with its txn version and position
@@ -373,6 +384,8 @@ class Lake(StreamLayers):
             closed_by=closed_by,
             app=first,
             sources=sources,
+            split=split,
+            consistent=consistent,
         )
         skipped = not logged and all(c.skipped for c in commits)
         return BatchResult(

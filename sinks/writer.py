@@ -111,10 +111,14 @@ class LakeWriter(Protocol):
         dead_letters: Sequence[DeadLetter] = (),
         refused: Sequence[Refused] = (),
         sources: Mapping[str, str] | None = None,
+        split: Mapping[str, str] | None = None,
+        consistent: bool | None = None,
     ) -> BatchResult:
         """Commit a batch to every table's layers, its dead letters, then the batch log
         (`closed_by`: what closed the batch, for the status page; `sources`: each tracked
-        source's record as JSON, kept in the batch log so the lake alone says where to resume)."""
+        source's record as JSON, kept in the batch log so the lake alone says where to resume;
+        `split` and `consistent`: the parts of a transaction committed over several batches,
+        and the consistent cut)."""
         ...
 
     def write_dead_letters(

@@ -7,6 +7,11 @@ whole source transactions: a transaction is complete when its END marker arrived
 source that sends no markers, when a different transaction started after it. Under backlog
 (batches keep closing on size) the effective size doubles up to a cap, so each commit carries
 more events; when batches close on latency again it halves back.
+
+A transaction too big to hold (`part_events`) is the exception: it goes out in parts, each
+marked in its batch (`PipelineBatch.split`), and no batch counts as transaction-consistent
+(`PipelineBatch.consistent`) until its last part went out; positions to acknowledge never
+include a part (docs/pipeline.md, "Transactions of any size").
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,68 +28,13 @@ import pyarrow.compute as pc
 from tidemark.kernel.columns import POSITION, TX_ID
 from tidemark.kernel.model import TableChanges
 from tidemark.kernel.table_ops import TableOp
+from tidemark.stream_processors.batch import ClosedBy, DecodedLike, PipelineBatch
 from tidemark.stream_processors.milestoning import arrays
 from tidemark.stream_processors.transactions import Cut, plan_cut
 
 logger = logging.getLogger(__name__)
 
-ClosedBy = Literal["size", "latency", "force"]
-
-
-class TxMarkerLike(Protocol):
-    """What the batcher reads from the decoder's `TxMarker`."""
-
-    @property
-    def status(self) -> str: ...  # "BEGIN" | "END"
-    @property
-    def tx_id(self) -> str: ...
-
-
-class DecodedLike(Protocol):
-    """What the batcher reads from the decoder's `DecodedBatch` (connectors/decode)."""
-
-    @property
-    def changes(self) -> Mapping[str, TableChanges]: ...
-    @property
-    def transactions(self) -> Sequence[TxMarkerLike]: ...
-    @property
-    def dead_letters(self) -> Sequence[Any]: ...
-    @property
-    def last_position(self) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class PipelineBatch:
-    """Whole transactions from one or more sources, ready for the core and the lake.
-
-    Attributes:
-        batch_id: consecutive from `first_batch_id`; the lake's Delta txn version.
-        changes: lake table -> its events, in position order.
-        positions: source -> highest position the batch covers (acknowledge up to it once
-            the lake commit returned).
-        event_count: events in the batch.
-        tx_count: distinct source transactions in the batch.
-        dead_letters: undecodable records that arrived since the previous batch.
-        closed_by: what closed it: "size", "latency" or "force" (`poll(force=True)`).
-        ops: table-wide changes (DDL, TRUNCATE) in position order; the runtime applies
-            each between the events before and after it, each step under its own batch id
-            (`batch_id` .. `last_batch_id`, reserved here).
-    """
-
-    batch_id: int
-    changes: dict[str, TableChanges]
-    positions: dict[str, str]
-    event_count: int
-    tx_count: int
-    dead_letters: tuple[Any, ...] = ()
-    closed_by: ClosedBy = "size"
-    ops: tuple[TableOp, ...] = ()
-
-    @property
-    def last_batch_id(self) -> int:
-        """The highest id reserved for this batch: one per op and one per stretch of
-        events around them."""
-        return self.batch_id + 2 * len(self.ops)
+__all__ = ["Batcher", "ClosedBy", "DecodedLike", "PipelineBatch"]
 
 
 @dataclass
@@ -107,6 +57,9 @@ class _SourceState:
     ended: set[str] = field(default_factory=set)
     begun: set[str] = field(default_factory=set)  # BEGIN seen, END not yet
     last_seen: str | None = None  # highest position decoded (events, markers, heartbeats)
+    split: str | None = None  # a transaction going out in parts
+    split_position: str | None = None  # the highest position of it handed out
+    split_done: bool = False  # its END arrived (or, without markers, another one started)
 
 
 class Batcher:
@@ -118,6 +71,8 @@ class Batcher:
         max_events_cap: the most the effective size may grow to under backlog
             (default 8 x max_events).
         first_batch_id: the id of the first batch (the lake's last batch id + 1).
+        part_events: an open transaction holding this many events goes out in parts of
+            this size (None: never; it is held whole however big it grows).
         clock: monotonic seconds; injected so tests control time.
     """
 
@@ -128,10 +83,12 @@ class Batcher:
         max_latency_ms: int,
         max_events_cap: int | None = None,
         first_batch_id: int = 1,
+        part_events: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_events < 1 or max_latency_ms < 0:
-            raise ValueError("max_events must be >= 1 and max_latency_ms >= 0")
+        if max_events < 1 or max_latency_ms < 0 or (part_events is not None and part_events < 1):
+            raise ValueError("max_events and part_events must be >= 1, max_latency_ms >= 0")
+        self.part_events = part_events
         self.max_events = max_events
         self.max_latency = max_latency_ms / 1000
         self.cap = max(max_events, max_events_cap or 8 * max_events)
@@ -158,6 +115,11 @@ class Batcher:
         """Events held, complete or not."""
         return sum(c.event_count for c in self._chunks)
 
+    @property
+    def splitting(self) -> bool:
+        """True while a transaction went out in part and its last part did not yet."""
+        return any(state.split is not None for state in self._sources.values())
+
     def quiet_position(self, source: str) -> str | None:
         """The source's highest decoded position when nothing of it is held or open.
 
@@ -166,7 +128,9 @@ class Batcher:
         recycle WAL on a quiet table). None while events are held or a transaction is open.
         """
         state = self._sources.get(source)
-        if state is None or state.begun or any(c.source == source for c in self._chunks):
+        if state is None or state.begun or state.split is not None:
+            return None
+        if any(c.source == source for c in self._chunks):
             return None
         return state.last_seen
 
@@ -178,6 +142,7 @@ class Batcher:
             if marker.status == "END":
                 state.ended.add(marker.tx_id)
                 state.begun.discard(marker.tx_id)
+                state.split_done = state.split_done or marker.tx_id == state.split
             elif marker.status == "BEGIN":
                 state.begun.add(marker.tx_id)
         if decoded.last_position is not None and (
@@ -187,26 +152,42 @@ class Batcher:
         self._dead_letters.extend(decoded.dead_letters)
         tables = {name: t for name, t in decoded.changes.items() if t.events.num_rows > 0}
         ops = list(getattr(decoded, "ops", ()) or ())
+        if state.split is not None and not state.marker_mode and not state.split_done:
+            # Without markers a transaction ends when any other event follows it (as
+            # `complete_events` has it).
+            state.split_done = any(op.tx_id != state.split for op in ops) or any(
+                pc.any(pc.fill_null(pc.not_equal(_tx_column(t.events), state.split), True)).as_py()
+                for t in tables.values()
+            )
         if tables or ops:
             self._chunks.append(_Chunk(source, self._clock(), tables, ops))
 
     def due(self, *, force: bool = False, latency: bool = True) -> bool:
         """Whether `poll` may return a batch now (it may still hold back an open transaction)."""
         held = self.pending_events
+        if self._ended_splits():
+            return True  # a split transaction's END came after its last part: record it
         if held == 0:
             return False
         if force or held >= self.effective_max:
             return True
         return latency and self._clock() - min(c.arrived for c in self._chunks) >= self.max_latency
 
-    def poll(self, *, force: bool = False, latency: bool = True) -> PipelineBatch | None:
+    def poll(
+        self, *, force: bool = False, latency: bool = True, full: bool = False
+    ) -> PipelineBatch | None:
         """The next batch if one is due (or `force`), else None.
 
         Only complete transactions go out; the rest stays for a later poll. A transaction
         larger than the effective size goes out whole in a batch of its own. `latency=False`
         closes on size only: the runtime passes it while the source already holds more
-        events, since a batch closed early then only adds commits to a backlog.
+        events, since a batch closed early then only adds commits to a backlog. `full`: the
+        runtime can hold no more (with `force`); if no whole transaction can go, the open
+        ones at the head of each source go out in parts whatever their size (several
+        sources' open transactions together can fill what may be held).
         """
+        if self._ended_splits():
+            return self._take({}, "force")  # only the END of a split transaction: record it
         held = self.pending_events
         if held == 0:
             return None
@@ -219,16 +200,28 @@ class Batcher:
             closed_by = "latency"
         else:
             return None
-        cuts, count, ready = self._plan(None if force else self.effective_max)
+        cuts, count, ready, big = self._plan(None if force else self.effective_max)
+        if count == 0 and full and self.part_events is not None:
+            cuts, count, ready, big = self._plan(self.effective_max, part=1)
         if count == 0:
             return None
-        if closed_by == "size" and ready < self.effective_max:
+        if closed_by == "size" and ready < self.effective_max and not big:
             if not latency or age < self.max_latency:
                 return None  # what is full is mostly an open transaction: wait for its END
             closed_by = "latency"
         batch = self._take(cuts, closed_by)
         self._adapt(closed_by)
         return batch
+
+    def _ended_splits(self) -> bool:
+        """A split transaction has ended and nothing of it is held: a batch must say so (it
+        goes first, alone, so that a source never has two split transactions at once)."""
+        return any(
+            state.split is not None
+            and state.split_done
+            and state.split not in self._held_tx_ids(source)
+            for source, state in self._sources.items()
+        )
 
     def _adapt(self, closed_by: ClosedBy) -> None:
         if closed_by == "size":
@@ -242,24 +235,34 @@ class Batcher:
                 self.effective_max = max(self.max_events, self.effective_max // 2)
                 logger.info("caught up: batch size shrinks to %d events", self.effective_max)
 
-    def _plan(self, limit: int | None) -> tuple[dict[str, str | None], int, int]:
+    def _plan(
+        self, limit: int | None, *, part: int | None = None
+    ) -> tuple[dict[str, str | None], int, int, bool]:
         """Per source, the first position to hold back (None: nothing); the events that go
-        out; and the events that could go out (complete transactions) without the limit."""
+        out; the events that could go out (complete transactions) without the limit; and
+        whether an open transaction is too big to wait for (it goes out in parts)."""
         cuts: dict[str, str | None] = {}
         total = ready_total = 0
+        big = False
         budget = limit
         for source in dict.fromkeys(c.source for c in self._chunks):
             if budget == 0:
                 break
-            cut = self._source_cut(source, budget)
+            cut = self._source_cut(source, budget, part or self.part_events)
             ready_total += cut.ready
+            big = big or (self.part_events is not None and cut.open_events >= self.part_events)
             if cut.count == 0:
                 continue
             cuts[source] = cut.position
+            if cut.split is not None:
+                state = self._sources[source]
+                if state.split not in (None, cut.split):
+                    raise AssertionError(f"source {source}: two split transactions at once")
+                state.split = cut.split
             total += cut.count
             if budget is not None:
                 budget = max(0, budget - cut.count)
-        return cuts, total, ready_total
+        return cuts, total, ready_total, big
 
     def _take(self, cuts: Mapping[str, str | None], closed_by: ClosedBy) -> PipelineBatch:
         """Move the planned events out of the buffer into a batch."""
@@ -287,7 +290,7 @@ class Batcher:
         self._chunks = kept
         return self._emit(out, table_source, cuts, closed_by, ops)
 
-    def _source_cut(self, source: str, limit: int | None) -> Cut:
+    def _source_cut(self, source: str, limit: int | None, part: int | None) -> Cut:
         state = self._sources[source]
         parts = [t.events for c in self._chunks if c.source == source for t in c.tables.values()]
         ops = [op for c in self._chunks if c.source == source for op in c.ops]
@@ -300,7 +303,14 @@ class Batcher:
         tx = pa.concat_arrays(
             [*(_tx_column(p) for p in parts), pa.array([op.tx_id for op in ops], pa.string())]
         )
-        return plan_cut(position, tx, marker_mode=state.marker_mode, ended=state.ended, limit=limit)
+        return plan_cut(
+            position,
+            tx,
+            marker_mode=state.marker_mode,
+            ended=state.ended,
+            limit=limit,
+            part=part,
+        )
 
     def _emit(
         self,
@@ -310,26 +320,58 @@ class Batcher:
         closed_by: ClosedBy,
         ops: Sequence[tuple[str, TableOp]] = (),
     ) -> PipelineBatch:
+        still_open = self._open_splits()
         changes: dict[str, TableChanges] = {}
         positions: dict[str, str] = {}
+        split: dict[str, str] = {}
         tx_ids: set[str] = set()
         for name, parts in out.items():
             events = pa.concat_tables([p.events for p in parts], promote_options="permissive")
             changes[name] = TableChanges(name, parts[0].key_columns, events)
-            tx_ids.update(t for t in pc.unique(_tx_column(events)).to_pylist() if t is not None)
+            tx = _tx_column(events)
+            tx_ids.update(t for t in pc.unique(tx).to_pylist() if t is not None)
             source = table_source[name]
-            highest = pc.max(events.column(POSITION)).as_py()
-            if source not in positions or highest > positions[source]:
+            position = arrays.flat(events.column(POSITION))
+            state = self._sources[source]
+            if state.split is not None:
+                mine = pc.fill_null(pc.equal(tx, state.split), False)
+                if pc.any(mine).as_py():
+                    split[source] = state.split
+                    top = pc.max(position.filter(mine)).as_py()
+                    state.split_position = max(state.split_position or top, top)
+                if source in still_open:  # a part: never acknowledged before its end
+                    position = position.filter(pc.invert(mine))
+            highest = pc.max(position).as_py() if len(position) else None
+            if highest is not None and (source not in positions or highest > positions[source]):
                 positions[source] = highest
         for source, op in ops:
             tx_ids.update([op.tx_id] if op.tx_id is not None else [])
+            state = self._sources[source]
+            if state.split is not None and op.tx_id == state.split:
+                split[source] = state.split
+                if source in still_open:  # a part: never acknowledged before its end
+                    continue
             if source not in positions or op.position > positions[source]:
                 positions[source] = op.position
+        for source, state in self._sources.items():
+            if state.split is None or source in still_open:
+                continue
+            split[source] = state.split  # its last part (or only its END) is in this batch
+            if state.split_position is not None and state.split_position > positions.get(
+                source, ""
+            ):
+                positions[source] = state.split_position
+            state.split, state.split_position, state.split_done = None, None, False
         for source, cut in cuts.items():
             state = self._sources[source]
-            quiet = cut is None and not state.begun  # nothing held back, no transaction open
-            if quiet and state.last_seen is not None and state.last_seen > positions[source]:
-                positions[source] = state.last_seen  # markers and heartbeats count too
+            # nothing held back, no transaction open: markers and heartbeats count too
+            quiet = cut is None and not state.begun and source not in still_open
+            if (
+                quiet
+                and state.last_seen is not None
+                and state.last_seen > positions.get(source, "")
+            ):
+                positions[source] = state.last_seen
             state.ended.intersection_update(self._held_tx_ids(source))
         batch = PipelineBatch(
             batch_id=self._next_id,
@@ -340,17 +382,29 @@ class Batcher:
             dead_letters=tuple(self._dead_letters),
             closed_by=closed_by,
             ops=tuple(sorted((op for _, op in ops), key=lambda op: op.position)),
+            split=split,
+            consistent=not still_open,
         )
         self._next_id = batch.last_batch_id + 1
         self._dead_letters = []
         logger.debug(
-            "batch %d closed by %s: %d events, %d transactions",
+            "batch %d closed by %s: %d events, %d transactions%s",
             batch.batch_id,
             closed_by,
             batch.event_count,
             batch.tx_count,
+            f", parts of {split}" if split else "",
         )
         return batch
+
+    def _open_splits(self) -> set[str]:
+        """Sources whose split transaction is still open once the batch being cut is out."""
+        return {
+            source
+            for source, state in self._sources.items()
+            if state.split is not None
+            and (not state.split_done or state.split in self._held_tx_ids(source))
+        }
 
     def _held_tx_ids(self, source: str) -> set[str]:
         held: set[str] = set()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,6 +65,9 @@ class OpContext:
             (`schema.table`, optional SQL filter); None where the runtime cannot.
         closed_by: what closed the batch the change came in (the batch log records it).
         dead_letters: the batch's undecodable records, stored with this step's commit.
+        split: source -> a transaction committed in parts that the batch holds part of.
+        consistent: the lake holds whole source transactions after this step (None: the
+            writer keeps no consistent cut); both go to the batch log.
     """
 
     lake: Any
@@ -76,6 +79,8 @@ class OpContext:
     request_snapshot: Callable[[str, str | None], None] | None = None
     closed_by: str | None = None
     dead_letters: tuple[Any, ...] = ()
+    split: dict[str, str] = field(default_factory=dict)
+    consistent: bool | None = None
 
 
 def apply(group: Sequence[TableOp], ctx: OpContext) -> Any:
@@ -92,6 +97,8 @@ def apply(group: Sequence[TableOp], ctx: OpContext) -> Any:
             started_at=ctx.started,
             closed_by=ctx.closed_by,
             dead_letters=ctx.dead_letters,
+            split=ctx.split,
+            consistent=ctx.consistent,
         )
     generation = log.generation(op.table)
     refusal = log.refusal(op.table)
@@ -115,6 +122,8 @@ def apply(group: Sequence[TableOp], ctx: OpContext) -> Any:
         layers=layers,
         closed_by=ctx.closed_by,
         dead_letters=ctx.dead_letters,
+        split=ctx.split,
+        consistent=ctx.consistent,
     )
     change = SchemaChange(
         op.table,

@@ -204,6 +204,6 @@ def test_user_without_rights(postgres, fresh_database):
         cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
     conn.close()
     result = _cli("--db", reader, "--max-changes", "10")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the database refused a simulated statement" in result.stderr
     assert "permission denied" in result.stderr

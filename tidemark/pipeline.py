@@ -9,21 +9,20 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 from tidemark.kernel.errors import UsageError
 from tidemark.sinks.lake import Lake
 from tidemark.stream_processors.embedded.arming import SourceTracker
+from tidemark.stream_processors.embedded.reports import BatchReport, RunStats
 from tidemark.stream_processors.embedded.runner import (
-    BatchReport,
     EmbeddedRunner,
     Engine,
     RunnerSettings,
-    RunStats,
     SourceSpec,
 )
 
@@ -224,13 +223,34 @@ def attach_gold(
     if gold is None:
         return None, on_batch
     gold.start()
+    return gold, gold_on_batch(gold, on_batch)
+
+
+class _Pinning(Protocol):
+    def on_batch(self, batch_id: int, touched: Collection[str]) -> None: ...
+
+
+def gold_on_batch(
+    gold: _Pinning, on_batch: Callable[[BatchReport], None] | None = None
+) -> Callable[[BatchReport], None]:
+    """An `on_batch` that tells the gold scheduler of consistent batches only.
+
+    The scheduler pins its inputs' versions when told of a batch, as a transaction-consistent
+    cut; after a part of a transaction committed in parts (docs/pipeline.md, "Transactions
+    of any size") the lake is not one, so the tables such batches touched are told together
+    with the batch that ends the transaction.
+    """
+    touched: set[str] = set()
 
     def both(report: BatchReport) -> None:
-        gold.on_batch(report.batch_id, report.tables)
+        touched.update(report.tables)
+        if report.consistent:
+            gold.on_batch(report.batch_id, set(touched))
+            touched.clear()
         if on_batch is not None:
             on_batch(report)
 
-    return gold, both
+    return both
 
 
 def build_runner(

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from tidemark.observe.freshness import seconds_text
 from tidemark.observe.model import PipelineReport
-from tidemark.stream_processors.embedded.runner import BatchReport
+from tidemark.stream_processors.embedded.reports import BatchReport
 
 LAYERS = ("changelog", "live", "forensic")
 _STYLE = {"green": "green", "amber": "yellow", "red": "bold red", "none": "dim"}

@@ -2,8 +2,11 @@
 
 The views are the ones `tidemark views` writes into a file (sinks/views/catalog.py: one
 schema per layer plus `gold`, full and short names, `as_of` and `changes_between`), read
-through DuckDB's `delta` extension, so merge-on-read tables read right and every query sees
-each table's latest commit. Classified columns are masked as in the views file.
+through DuckDB's `delta` extension, so merge-on-read tables read right. Every view reads its
+table at the lake's consistent cut (`tidemark/consistent.py`): whole source transactions
+only, the same cut in every table, even while a transaction too big for one batch is
+committed in parts; `latest=True` shows each table's latest commit instead. Classified
+columns are masked as in the views file.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
+from tidemark.consistent import cut_relation
 from tidemark.kernel.errors import UsageError
 from tidemark.sinks.views.catalog import Catalog, LakeTable, discover, short_names
 from tidemark.sinks.views.duck import connect as duck_connect
 from tidemark.sinks.views.masking import Masking
+from tidemark.sinks.watermark import read_watermark
 
 __all__ = ["LakeTable", "connect", "discover", "run_query", "short_names"]
 
@@ -36,8 +41,13 @@ def connect(
     storage_options: Mapping[str, str] | None = None,
     tables: Sequence[LakeTable] | None = None,
     masking: Masking | None = None,
+    latest: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's consumer views and macros.
+
+    Args:
+        latest: read each table's latest commit, ignoring the consistent cut (a reader then
+            may see part of a source transaction, see docs/pipeline.md).
 
     Raises:
         UsageError: the lake holds no tables yet.
@@ -50,13 +60,20 @@ def connect(
             hint="run the pipeline first (`tidemark up` or `tidemark run --config FILE`)",
         )
     con = duck_connect(storage_options=storage_options)
-    views = Catalog(tables, masking or Masking()).install(con)
+    watermark = None if latest else read_watermark(root, storage_options)
+    relation = cut_relation(con, watermark, storage_options)
+    views = Catalog(tables, masking or Masking()).install(con, relation=relation)
     if not views:
         raise UsageError(
             f"no readable Delta tables under `{root}` yet",
             hint="a first commit may still be in progress; retry, or see `tidemark status`",
         )
-    logger.debug("lake %s: %d tables", root, len(tables))
+    logger.debug(
+        "lake %s: %d tables at %s",
+        root,
+        len(tables),
+        "the latest commits" if watermark is None else f"consistent cut {watermark.batch_id}",
+    )
     return con
 
 

@@ -1,12 +1,13 @@
 """`tidemark verify`: compare each source table with the lake, and check forensic invariants.
 
 Consistency while the pipeline runs: the source side is read in a snapshot taken at a
-known WAL position C (connectors/postgres/snapshot.py). We wait until the lake's batch log
-has passed C, then rebuild the lake's state at C: per key, the last changelog event before C,
-and if it is not a delete, the forensic version in force after it (an ASOF join on
+known WAL position C (connectors/postgres/snapshot.py). We wait until the lake's consistent
+cut (`sinks/watermark.py`: whole source transactions only) has passed C, then rebuild the
+lake's state at C from the layers read at the cut: per key, the last changelog event before
+C, and if it is not a delete, the forensic version in force after it (an ASOF join on
 `_tm_position`). Both sides hash every row the same way (tidemark/canonical.py) and are
 compared by key in DuckDB. Invariants (tidemark/invariants.py) run on the three layers read
-at one batch. Exit status: non-zero on any difference.
+at the cut. Exit status: non-zero on any difference.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.setup import connect
 from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
 from tidemark.connectors.postgres.tables import describe
+from tidemark.consistent import register_layer
 from tidemark.invariants import rows, scalar
 from tidemark.kernel.columns import COUNT, OP, POSITION, ROW, TX_ID, Layer, Op
 from tidemark.kernel.errors import UsageError
@@ -44,6 +46,7 @@ from tidemark.kernel.names import location, split_table, sql_name
 from tidemark.kernel.positions import SourceRecord
 from tidemark.sinks.batch_log import BatchLog
 from tidemark.sinks.delta.table import open_table
+from tidemark.sinks.watermark import Watermark, read_watermark
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class VerifyReport:
     lake_position: str | None
     waited_s: float
     tables: tuple[TableCheck, ...]
+    watermark_batch: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -228,12 +232,15 @@ def check_table(
     sample: int = 5,
     excluded: Collection[str] = (),
     epoch: int = 0,
+    watermark: Watermark | None = None,
 ) -> TableCheck:
     """Compare one source table (in `snapshot`) with its lake table, then the invariants.
 
     `excluded` columns are never captured (classified `raw: drop`) and not compared. `epoch`
     is the source's position epoch: transaction ids of earlier epochs belong to a database
-    since replaced, so their changes all count as before the snapshot."""
+    since replaced, so their changes all count as before the snapshot. With a `watermark`
+    every layer is read at the lake's consistent cut (`tidemark/consistent.py`); without one
+    (a lake that keeps none) the layers are read when they hold the same batch."""
     columns, found_keys = source_columns(snapshot, source_table)
     keys = list(key_override or found_keys or [ROW])
     columns = [c for c in columns if c.name not in excluded or c.name in keys]
@@ -255,15 +262,26 @@ def check_table(
                 "columns={'k': 'VARCHAR', 'h': 'VARCHAR'}, quote='\"', escape='\"')",
                 [path],
             )
-    layers = _load_layers(root, lake_table, storage_options, app_id)
+    names = {Layer.CHANGELOG: "cl", Layer.FORENSIC: "fo", Layer.LIVE: "lv"}
+    layers: set[Layer] = set()
+    if watermark is not None:
+        for layer in Layer:
+            uri = _uri(root, layer.value, lake_table)
+            if _open(uri, storage_options) is not None:
+                select = register_layer(
+                    con, f"_{names[layer]}", uri, layer, watermark, storage_options
+                )
+                con.execute(f"CREATE TEMP VIEW {names[layer]} AS {select}")
+                layers.add(layer)
+    else:
+        for layer, dt in _load_layers(root, lake_table, storage_options, app_id).items():
+            con.register(names[layer], dt.to_pyarrow_dataset())
+            layers.add(layer)
     source_rows = _rows_of(con, "src", counted)
     if not layers:
         counts = {"missing": scalar(con, "SELECT count(*) FROM src")} if source_rows else {}
         return TableCheck(lake_table, source_rows, 0, counts, notes=("no lake table yet",))
-    names = {Layer.CHANGELOG: "cl", Layer.FORENSIC: "fo", Layer.LIVE: "lv"}
-    for layer, dt in layers.items():
-        con.register(names[layer], dt.to_pyarrow_dataset())
-    any_layer = names[next(iter(layers))]
+    any_layer = names[min(layers)]
     lake_types = {r[0]: r[1] for r in rows(con, f"DESCRIBE SELECT * FROM {any_layer}")}
     state, caveat = _lake_state(set(layers), keys, snapshot, counted=counted, epoch=epoch)
     hashed = duckdb_rows(f"({state})", columns, keys, lake_types, count=COUNT if counted else None)
@@ -370,11 +388,12 @@ def verify_source(
 
     While the pipeline's slot is active it first waits for any snapshot under way into the
     lake to complete, then takes the source snapshot at position C and waits (up to
-    `timeout` s in all) until the lake's applied position (the batch log's, which an idle
-    pipeline keeps moving with its checkpoints) has passed C. A stopped pipeline is
-    compared at once. A lake that keeps no record of its positions (written by a runtime
-    that does not) falls back to: the slot's WAL sender sent past C and the lake has been
-    quiet for a few batch latencies.
+    `timeout` s in all) until the lake's consistent cut (the position every table holds
+    whole; an idle pipeline keeps it moving with its checkpoints) has passed C. A stopped
+    pipeline is compared at once. A lake that keeps no record of its positions (written by a
+    runtime that does not) falls back to: the slot's WAL sender sent past C and the lake has
+    been quiet for a few batch latencies (never while a transaction is committed in parts).
+    Every table is then read at one cut.
     """
     if source.kind != "postgres":
         raise UsageError(
@@ -387,7 +406,7 @@ def verify_source(
     with consistent_snapshot(source.dsn) as snapshot:
         cutoff = lsn_position(snapshot.lsn, record.epoch if record else 0)[:16]
         quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
-        reached = lake_position(config.lake, config.storage_options)
+        reached, moved, splitting = _progress(config, source)
         changed_at = time.monotonic()
         inactive_since: float | None = None
         while reached is None or reached < cutoff:
@@ -403,6 +422,7 @@ def verify_source(
                 record is None
                 and sent is not None
                 and sent >= snapshot.lsn
+                and not splitting
                 and (time.monotonic() - changed_at >= quiet_s)
             ):
                 logger.info("everything up to %s was sent and the lake is quiet", cutoff)
@@ -413,10 +433,11 @@ def verify_source(
             if on_wait is not None:
                 on_wait(reached, cutoff)
             time.sleep(0.5)
-            now = lake_position(config.lake, config.storage_options)
-            if now != reached:
-                reached, changed_at = now, time.monotonic()
+            reached, now, splitting = _progress(config, source)
+            if now != moved:
+                moved, changed_at = now, time.monotonic()
         waited = time.monotonic() - started
+        watermark = read_watermark(config.lake, config.storage_options)
         checks = tuple(
             check_table(
                 snapshot,
@@ -433,7 +454,24 @@ def verify_source(
                     if policy.raw == "drop"
                 ],
                 epoch=record.epoch if record else 0,
+                watermark=watermark,
             )
             for table in source.tables
         )
-    return VerifyReport(format_lsn(snapshot.lsn), reached, waited, checks)
+    return VerifyReport(
+        format_lsn(snapshot.lsn),
+        reached,
+        waited,
+        checks,
+        watermark.batch_id if watermark is not None else None,
+    )
+
+
+def _progress(config: PipelineConfig, source: SourceConfig) -> tuple[str | None, object, bool]:
+    """(the position the lake holds whole for `source`, a token that changes with every batch,
+    whether a transaction is being committed in parts)."""
+    watermark = read_watermark(config.lake, config.storage_options)
+    if watermark is None:  # a lake that keeps no watermark: its batch log's last position
+        position = lake_position(config.lake, config.storage_options)
+        return position, position, False
+    return watermark.positions.get(source.name), watermark.latest_batch, bool(watermark.open)

@@ -264,15 +264,17 @@ class DeltaHandle:
         evolves: bool = False,
         description: str | None = None,
         streams: Sequence[StreamCommit] = (),
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Write `data` in one Delta commit stamped with (app id, batch id) and `position`,
-        or with each of `streams` (txn app ids of this table) when given.
+        or with each of `streams` (txn app ids of this table) when given; `metadata` is more
+        commit metadata (the batch log's consistent cut).
 
         Raises:
             SinkCommitConflict: a concurrent writer won; retry the batch.
             SinkError: any other storage failure.
         """
-        props, marks = self._properties(batch_id, position, streams)
+        props, marks = self._properties(batch_id, position, streams, metadata)
         with delta_errors(self.uri, batch_id=batch_id):
             if self.dt is None:
                 write_deltalake(
@@ -383,7 +385,11 @@ class DeltaHandle:
         log.debug("committed batch %s to %s (version %s)", batch_id, self.uri, version)
 
     def _properties(
-        self, batch_id: int, position: str | None, streams: Sequence[StreamCommit]
+        self,
+        batch_id: int,
+        position: str | None,
+        streams: Sequence[StreamCommit],
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[CommitProperties, list[StreamCommit]]:
         """The txn actions and metadata of a commit, and each stream's part of it with its
         watermark after the commit (a replay never moves a watermark back)."""
@@ -399,7 +405,7 @@ class DeltaHandle:
                 actions.extend(position_transactions(stream.app, reached))
             marks.append(StreamCommit(stream.app, stream.batch_id, reached))
         first = marks[0]
-        metadata = {BATCH_KEY: str(first.batch_id), APP_KEY: first.app}
+        metadata = {**(extra or {}), BATCH_KEY: str(first.batch_id), APP_KEY: first.app}
         reached_all = [m.position for m in marks if m.position is not None]
         if reached_all:  # how far the table got, for `status` and people
             metadata[POSITION_KEY] = max(reached_all)

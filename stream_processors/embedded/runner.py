@@ -2,16 +2,20 @@
 
 One thread polls every source's engine, decodes what it got, feeds the batcher, and whenever
 a batch is due hands it to a commit thread (`inflight.py`), which looks up the open versions
-of the batch's keys, runs the core per table and commits the batch to the lake, while the
-loop polls and decodes the next one. Only once the commit is done does the loop acknowledge
-the source offsets the batch covered (DESIGN §3.3); the next batch is cut only after that,
-so one batch is in flight at a time and batches commit in order. Failures are sorted by the
+of the batch's keys, runs the core per table and commits the batch to the lake
+(`applier.py`), while the loop polls and decodes the next one (`reports.py`: what it
+tells). Only once the commit is done does the loop acknowledge the source offsets the batch
+covered (DESIGN §3.3); the next batch is cut only after that, so one batch is in flight at
+a time and batches commit in order. Failures are sorted by the
 error tree: a `TransientError` (source down, commit conflict) is retried with exponential
 backoff, a source that failed is reopened and replays from its last acknowledged offset (the
 core and the lake drop what was already applied), anything terminal stops the run.
 Backpressure: while more than `max_pending_events` are held (the batch in flight included),
 the loop stops polling and commits instead, so the engines' bounded queues make Debezium
-wait rather than memory grow.
+wait rather than memory grow. A transaction bigger than that cannot wait for its END in
+memory (nor could it ever complete while polling stops): it is committed in parts
+(`Batcher(part_events=...)`), acknowledged only once whole, and the batch log keeps the lake's
+watermark behind it until its last part is in (docs/pipeline.md, "Transactions of any size").
 """
 
 from __future__ import annotations
@@ -22,32 +26,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import Any, Protocol
 
 from tidemark.connectors.debezium.offsets import offsets_lsn
 from tidemark.connectors.decode.position import lsn_position
-from tidemark.kernel.columns import SOURCE_TS, Layer
-from tidemark.kernel.errors import TerminalError, TransientError
-from tidemark.kernel.model import TableChanges
+from tidemark.kernel.columns import Layer
+from tidemark.kernel.errors import TransientError
 from tidemark.kernel.records import RawRecord
-from tidemark.sinks.writer import BatchResult, LakeWriter, Refused
-from tidemark.stream_processors import steps
-from tidemark.stream_processors.batching import Batcher, ClosedBy, PipelineBatch
+from tidemark.sinks.writer import BatchResult, LakeWriter
+from tidemark.stream_processors.batching import Batcher, PipelineBatch
+from tidemark.stream_processors.embedded.applier import BatchApplier
 from tidemark.stream_processors.embedded.arming import Notification, SourceTracker
 from tidemark.stream_processors.embedded.inflight import InFlight
-from tidemark.stream_processors.embedded.reconcile import KeptKeysLake, Reconciler
+from tidemark.stream_processors.embedded.reports import BatchReport, RunStats, report_of
 from tidemark.stream_processors.embedded.sources import (
     Chunk,
     OpenSource,
     Target,
     plan_targets,
-    records_of,
 )
-from tidemark.stream_processors.embedded.table_steps import TableSteps
-from tidemark.stream_processors.milestoning.core import milestone
 
 logger = logging.getLogger(__name__)
 
@@ -113,35 +110,6 @@ class RunnerSettings:
     keys: Mapping[str, tuple[str, ...]] | None = None  # table -> key columns (reconciling)
 
 
-@dataclass(frozen=True)
-class BatchReport:
-    """What one committed batch did, for progress displays, status and benchmarks."""
-
-    batch_id: int
-    events: int
-    transactions: int
-    tables: dict[str, int]
-    dead_letters: int
-    closed_by: str
-    started_at: datetime
-    committed_at: datetime
-    max_source_ts: datetime | None
-    source_ts: pa.Array | None = None  # every event's commit time (for latency percentiles)
-    lake_result: BatchResult | None = None  # what the lake returned (commit times, counts)
-
-
-@dataclass
-class RunStats:
-    """Totals over one `run`."""
-
-    batches: int = 0
-    events: int = 0
-    dead_letters: int = 0
-    retries: int = 0
-    reopened: int = 0
-    last: BatchReport | None = None
-
-
 class EmbeddedRunner:
     """Runs the pipeline loop until a stop event is set.
 
@@ -185,30 +153,25 @@ class EmbeddedRunner:
         self._targets: dict[str, Target] = {}  # source -> what the batch in flight acks
         self._last_record = time.monotonic()  # when the lake last got the stream's progress
         self._record_id: int | None = None  # a reserved id to record sources after DDL steps
-        self._reconciler = Reconciler(
-            cast(KeptKeysLake, lake),
-            layers=self.settings.layers or {},
-            keys=self.settings.keys or {},
-        )
-        self._tables = TableSteps(  # DDL and TRUNCATE (docs/schema-changes.md)
-            lake,
-            self.settings.layers,
-            {
-                spec.name: (getattr(spec.decoder, "key_columns", {}), spec.request_snapshot)
-                for spec in sources
-            },
+        self._applier = BatchApplier(  # the commit thread's work
+            lake, self._sources, layers=self.settings.layers, keys=self.settings.keys
         )
 
     def _new_batcher(self) -> Batcher:
         # Under backlog a batch grows to half the events that may be held, so one batch can
-        # commit while the next one fills, and together they stay within `max_pending`.
+        # commit while the next one fills, and together they stay within `max_pending`. An
+        # open transaction goes out in parts of at most a batch only once it fills all that
+        # may be held (or, with a batch in flight, nothing more may be held: `poll(full=)`):
+        # one that fits goes whole, however the engine's chunks happened to cut it.
+        half = max(1, self.max_pending // 2)
         return Batcher(
             max_events=self.settings.max_events,
             max_latency_ms=self.settings.max_latency_ms,
-            max_events_cap=self.max_pending // 2,
+            max_events_cap=half,
             # Never reuse a batch id a killed process left in some layers: the replayed
             # batch may hold other events, and those layers would skip all of it.
             first_batch_id=self.lake.highest_batch_id() + 1,
+            part_events=self.max_pending,
         )
 
     @property
@@ -327,6 +290,7 @@ class EmbeddedRunner:
         self._batcher.add(decoded, source=source.spec.name)
         if (
             self._batcher.pending_events == 0
+            and not self._batcher.splitting
             and not decoded.dead_letters
             and not self._inflight.busy
         ):
@@ -341,7 +305,8 @@ class EmbeddedRunner:
             # Cut the next batch only once the last one is acknowledged: acknowledging
             # reads what the batcher still holds, and that must not include a cut batch.
             self._settle()
-            batch = self._batcher.poll(force=force, latency=latency)
+            # `force` comes from backpressure: nothing more may be held (`full`)
+            batch = self._batcher.poll(force=force, latency=latency, full=force)
             if batch is None:
                 return
             self._start(batch, stop)
@@ -377,10 +342,18 @@ class EmbeddedRunner:
                     batch.positions[source.spec.name] = max(
                         batch.positions.get(source.spec.name) or at, at
                     )
-        self._inflight.start(batch, lambda: self._apply_retrying(batch, stop, stopping))
+        targets, record_id = self._targets, self._record_id
+        self._inflight.start(
+            batch, lambda: self._apply_retrying(batch, targets, record_id, stop, stopping)
+        )
 
     def _apply_retrying(
-        self, batch: PipelineBatch, stop: threading.Event, stopping: bool
+        self,
+        batch: PipelineBatch,
+        targets: Mapping[str, Target],
+        record_id: int | None,
+        stop: threading.Event,
+        stopping: bool,
     ) -> tuple[BatchResult, datetime, int]:
         """On the commit thread: (the lake's result, when the batch started, retries)."""
         started = datetime.now(UTC)
@@ -388,7 +361,8 @@ class EmbeddedRunner:
         retries = 0
         while True:
             try:
-                return self._apply(batch, started), started, retries
+                result = self._applier.apply(batch, started, targets, record_id)
+                return result, started, retries
             except TransientError as exc:
                 if stop.is_set() and not stopping:
                     raise
@@ -414,7 +388,7 @@ class EmbeddedRunner:
             self._acknowledge(batch, targets)
         if not batch.event_count and not batch.dead_letters:
             return  # a checkpoint: the stream's progress recorded, nothing to report
-        report = self._report(batch, started, result)
+        report = report_of(batch, started, result, keep_source_ts=self.keep_source_ts)
         self.stats.batches += 1
         if self._retrying:
             self._health("running", None)
@@ -422,131 +396,23 @@ class EmbeddedRunner:
         self.stats.dead_letters += len(batch.dead_letters) + result.dead_letters
         self.stats.last = report
         logger.info(
-            "batch %d committed: %d events, %d tx (%s)",
+            "batch %d committed: %d events, %d tx (%s)%s",
             batch.batch_id,
             batch.event_count,
             batch.tx_count,
             batch.closed_by,
+            ""
+            if not batch.split
+            else f", part of transaction {batch.split}"
+            + ("" if batch.consistent else " (watermark held back)"),
         )
         if self.on_batch is not None:
             self.on_batch(report)
-
-    def _apply(self, batch: PipelineBatch, started: datetime) -> BatchResult:
-        """Milestone each table against the lake and commit the batch with its dead letters.
-
-        The replay guard runs inside `milestone` at the table's watermark (events Debezium
-        delivers again, copies of one position, snapshot rows the lake already holds); a
-        table that cannot be milestoned (a column type the lake's cannot take, a value Arrow
-        cannot handle) goes to the dead letters with the batch and the rest is committed
-        (DESIGN §3.3, guarantee 7). A batch holding DDL or TRUNCATE is applied as steps: the
-        events before each change, the change, the events after it (docs/schema-changes.md),
-        each under its own reserved batch id; the batch's dead letters go with the first.
-        """
-        plans = [t.plan for t in self._targets.values() if t.plan is not None]
-        # The keys of tables being snapshotted kept, and the rows a snapshot this batch
-        # completes shows gone deleted (`reconcile.py`).
-        changes = self._reconciler.changes(batch.batch_id, batch.changes, plans)
-        ops = self._tables.captured(batch.ops)
-        if not ops:
-            result = self._apply_changes(
-                batch.batch_id,
-                changes,
-                batch.positions,
-                started,
-                batch.closed_by,
-                batch.dead_letters,
-                record=True,
-            )
-            self._reconciler.forget(plans)
-            return result
-        step_result: BatchResult | None = None
-        letters = batch.dead_letters
-        for step in steps.plan(batch.batch_id, changes, ops, positions=batch.positions):
-            if step.ops:
-                step_result = self._tables.apply(
-                    step, started, batch.closed_by, dead_letters=letters
-                )
-            else:
-                step_result = self._apply_changes(
-                    step.batch_id, step.changes, step.positions, started, batch.closed_by, letters
-                )
-            letters = ()
-        assert step_result is not None  # a plan has at least one step
-        if self._record_id is not None:  # what the lake holds of each source, after it all
-            self._apply_changes(
-                self._record_id, {}, batch.positions, started, batch.closed_by, (), record=True
-            )
-        self._reconciler.forget(plans)
-        return step_result
 
     def _health(self, state: str, error: str | None) -> None:
         self._retrying = state == "retrying"
         if self.on_health is not None:
             self.on_health(state, error)
-
-    def _apply_changes(
-        self,
-        batch_id: int,
-        changes_by_table: Mapping[str, TableChanges],
-        positions: Mapping[str, str],
-        started: datetime,
-        closed_by: ClosedBy,
-        dead_letters: Sequence[Any],
-        *,
-        record: bool = False,
-    ) -> BatchResult:
-        """One stretch of events: milestoned per table and committed as one batch; with
-        `record`, the batch log gets what the lake holds of each source with it."""
-        tables = []
-        refused: list[Refused] = []
-        for name, changes in changes_by_table.items():
-            self._tables.keys[name] = changes.key_columns
-            refusal = self._tables.refusal(name)
-            if refusal:  # a DDL refused the table (docs/schema-changes.md)
-                refused.append(Refused(changes, refusal))
-                continue
-            keys = changes.events.select(list(changes.key_columns))
-            layers = (self.settings.layers or {}).get(name, frozenset(Layer))
-            try:
-                current = self.lake.current_versions(name, keys, layers)
-                result = milestone(
-                    changes,
-                    current,
-                    batch_id=batch_id,
-                    ingested_at=started,
-                    applied_position=self.lake.applied_position(name, layers),
-                )
-            except TransientError:
-                raise
-            except (TerminalError, pa.ArrowException, ArithmeticError, ValueError) as exc:
-                # E.g. a column type the lake's cannot take, a value Arrow cannot handle: it
-                # follows from this table's events, so they go to the dead letters and the
-                # other tables go on; raising would fail the same way on every restart
-                # (DESIGN §3.3, guarantee 7).
-                reason = exc.message if isinstance(exc, TerminalError) else _reason(exc)
-                logger.error(
-                    "batch %d, table %s: %s; its %d events go to the dead letters",
-                    batch_id,
-                    name,
-                    reason,
-                    changes.events.num_rows,
-                    exc_info=not isinstance(exc, TerminalError),
-                )
-                refused.append(Refused(changes, reason))
-                continue
-            tables.append(result)
-        records = records_of(self._sources, self._targets, tables) if record else {}
-        return self.lake.commit_batch(
-            batch_id,
-            tables,
-            source_positions=positions,
-            started_at=started,
-            layers=self.settings.layers,
-            closed_by=closed_by,
-            dead_letters=dead_letters,
-            refused=refused,
-            sources=records or None,
-        )
 
     def _acknowledge(self, batch: PipelineBatch, targets: Mapping[str, Target]) -> None:
         """Acknowledge, per source, the newest polled chunk the batch fully covers.
@@ -564,7 +430,8 @@ class EmbeddedRunner:
                         source.chunks = source.chunks[index + 1 :]
                 continue
             position = batch.positions.get(source.spec.name)
-            idle = self._batcher.pending_events == 0
+            # Nothing held and no transaction half-committed: everything polled is covered.
+            idle = self._batcher.pending_events == 0 and not self._batcher.splitting
             covered = [
                 c
                 for c in source.chunks
@@ -582,8 +449,11 @@ class EmbeddedRunner:
 
         A tracked source first records the stream's progress in the lake (a checkpoint:
         a batch without events), at most every `checkpoint_s`, or at once when a snapshot
-        notice is waiting; its offsets never run ahead of the lake.
+        notice is waiting; its offsets never run ahead of the lake. Never while a
+        transaction is half-committed: its records wait for its last part.
         """
+        if self._batcher.splitting:
+            return
         if source.engine is None or not source.chunks or self._batcher.pending_events:
             return
         if source.spec.tracker is None:
@@ -610,36 +480,3 @@ class EmbeddedRunner:
             closed_by="force",
         )
         self._start(checkpoint, threading.Event(), stopping=True, idle=True)
-
-    def _report(self, batch: PipelineBatch, started: datetime, result: BatchResult) -> BatchReport:
-        stamps = [
-            t.events.column(SOURCE_TS)
-            for t in batch.changes.values()
-            if SOURCE_TS in t.events.column_names
-        ]
-        every = (
-            pa.chunked_array([s for s in stamps for s in s.chunks], pa.timestamp("us", "UTC"))
-            if stamps
-            else None
-        )
-        highest = pc.max(every).as_py() if every is not None and len(every) else None
-        committed = result.committed_at
-        return BatchReport(
-            batch_id=batch.batch_id,
-            events=batch.event_count,
-            transactions=batch.tx_count,
-            tables={n: t.events.num_rows for n, t in batch.changes.items()},
-            dead_letters=len(batch.dead_letters),
-            closed_by=batch.closed_by,
-            started_at=started,
-            committed_at=committed,
-            max_source_ts=highest,
-            source_ts=every.combine_chunks() if self.keep_source_ts and every is not None else None,
-            lake_result=result,
-        )
-
-
-def _reason(exc: BaseException) -> str:
-    """One line naming an unexpected failure (a dead letter's reason)."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

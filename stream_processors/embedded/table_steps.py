@@ -52,9 +52,12 @@ class TableSteps:
         closed_by: str | None,
         *,
         dead_letters: Sequence[Any] = (),
+        split: Mapping[str, str] | None = None,
+        consistent: bool | None = None,
     ) -> Any:
         """Apply one change step (its op and the `rows` messages with it); the lake's result
-        of the step's commit (`dead_letters`, the batch's, are stored with it)."""
+        of the step's commit (`dead_letters`, the batch's, are stored with it; `split` and
+        `consistent` go to its batch-log row)."""
         op = step.ops[0]
         overrides, request = self.sources.get(steps.source_of(op.table), ({}, None))
         ctx = table_ops.OpContext(
@@ -67,5 +70,7 @@ class TableSteps:
             request_snapshot=request,
             closed_by=closed_by,
             dead_letters=tuple(dead_letters),
+            split=dict(split or {}),
+            consistent=consistent,
         )
         return table_ops.apply(step.ops, ctx)

@@ -216,4 +216,4 @@ def test_cli_render_register_status_delete(tmp_path):
         f"http://127.0.0.1:{free_port()}",
         env=env,
     )
-    assert down.returncode == 1 and "cannot reach Kafka Connect" in down.stderr
+    assert down.returncode == 2 and "cannot reach Kafka Connect" in down.stderr

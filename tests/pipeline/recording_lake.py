@@ -27,6 +27,8 @@ class Committed:
     batch_id: int
     tables: dict[str, MilestonedTable]
     positions: dict[str, str]
+    split: dict[str, str] = field(default_factory=dict)
+    consistent: bool | None = None
 
 
 @dataclass
@@ -67,6 +69,9 @@ class RecordingLake:
         streams: Sequence = (),
         dead_letters: Sequence = (),
         refused: Sequence = (),
+        split: Mapping[str, str] | None = None,
+        consistent: bool | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         if self.crash_at_batch == batch_id:
             raise Crash(f"crash at batch {batch_id}")
@@ -87,7 +92,13 @@ class RecordingLake:
             if t.last_position:
                 self._applied[t.table] = max(self._applied.get(t.table, ""), t.last_position)
         self.batches.append(
-            Committed(batch_id, {t.table: t for t in tables}, dict(source_positions))
+            Committed(
+                batch_id,
+                {t.table: t for t in tables},
+                dict(source_positions),
+                dict(split or {}),
+                consistent,
+            )
         )
         applied = [
             letter

@@ -57,6 +57,9 @@ class RecordingLake:
         streams: Sequence = (),
         dead_letters: Sequence[DeadLetter] = (),
         refused: Sequence = (),
+        split: Mapping[str, str] | None = None,
+        consistent: bool | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         if batch_id <= self.last_batch_id():
             return BatchResult(batch_id, (), (), 0, True, datetime.now(UTC), 0.0)

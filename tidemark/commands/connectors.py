@@ -129,7 +129,7 @@ def status(config_path: str, connect_url: str) -> None:
             click.echo(f"  last error: {state.last_error}")
         ok = ok and state.healthy
     if not ok:
-        raise SystemExit(1)
+        raise click.exceptions.Exit(1)  # found: not running
 
 
 @connectors.command()

@@ -35,13 +35,13 @@ def status() -> None:
     state = LocalCluster(postgres_dir()).status()
     if not state.initialized:
         click.echo("not initialized (run `tidemark db start`)")
-        raise SystemExit(1)
+        raise click.exceptions.Exit(1)  # found: not running
     click.echo(
         f"{'running' if state.running else 'stopped'} on 127.0.0.1:{state.port}"
         f"  (data: {state.data_dir})"
     )
     if not state.running:
-        raise SystemExit(1)
+        raise click.exceptions.Exit(1)  # found: not running
 
 
 @db.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -36,6 +35,6 @@ def repair(config_path: Path | None, lake: str | None, dry_run: bool, yes: bool)
             f"{', '.join(damage.set_aside) or 'nothing'}; {damage.lost}"
         )
     if dry_run or not (yes or click.confirm("Repair these tables?", default=False, err=True)):
-        sys.exit(1)
+        raise click.exceptions.Exit(1)  # found: damage not repaired (tidemark/cli.py)
     backup = apply(root, damages)
     click.echo(f"repaired {len(damages)} table(s); the files set aside are in {backup}")

@@ -3,7 +3,6 @@ tidemark/resync.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +53,8 @@ def resync(
     if not wait or not running:
         return
     done = _follow(config, running)
-    sys.exit(0 if done else 130)
+    if not done:  # Ctrl+C stopped the watching (the snapshot goes on): an interrupt
+        raise click.exceptions.Exit(2)
 
 
 def _describe(request: Request) -> None:

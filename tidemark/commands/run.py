@@ -18,7 +18,8 @@ from tidemark.lock import PipelineLock
 from tidemark.pipeline import attach_gold, build_runner, open_lake, start_jvm_for
 from tidemark.startup import SourceStart
 from tidemark.state import state_dir
-from tidemark.stream_processors.embedded.runner import BatchReport, EmbeddedRunner
+from tidemark.stream_processors.embedded.reports import BatchReport
+from tidemark.stream_processors.embedded.runner import EmbeddedRunner
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -49,7 +51,24 @@ def serve(config_path: Path | None, port: int, host: str, connect_url: str | Non
 
     app, observer = build_server(config_path, connect_url=connect_url)
     click.echo(f"status page: http://{host}:{port}/  (Ctrl+C stops)", err=True)
+    _stop_is_success()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
     finally:
         observer.close()  # type: ignore[attr-defined]
+
+
+def _stop_is_success() -> None:
+    """SIGINT/SIGTERM end `serve` normally (exit 0, tidemark/cli.py).
+
+    uvicorn stops gracefully on them, then restores the handlers it found and raises the
+    signal again, so that with Python's default handlers the process dies of it (exit 143 on
+    SIGTERM). Handlers of our own are found, restored and called instead: they do nothing,
+    the server has stopped already.
+    """
+
+    def stopped(signum: int, frame: FrameType | None) -> None:
+        return None
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stopped)

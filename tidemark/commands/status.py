@@ -7,7 +7,6 @@ its freshness target, naming each one, for cron and alerting.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +40,10 @@ def _source_line(source: SourceReport) -> str:
         parts.append(f"newest commit {source.latest_commit:%Y-%m-%d %H:%M:%S}")
     if source.caught_up_at is not None:
         parts.append(f"caught up at {source.caught_up_at:%H:%M:%S}")
+    if source.consistent_batch is not None:
+        parts.append(f"consistent at batch {source.consistent_batch}")
+    if source.splitting is not None:
+        parts.append(f"[yellow]transaction {source.splitting} in parts beyond it[/yellow]")
     if source.connector is not None:
         parts.append(f"connector {source.connector.name}: {source.connector.state}")
     if source.partitions:
@@ -170,5 +173,5 @@ def status(config_path: Path | None, as_json: bool, check: bool) -> None:
             err=True,
         )
     if report.breaches:
-        sys.exit(1)
+        raise click.exceptions.Exit(1)  # found: a breach (tidemark/cli.py)
     click.echo("SLA: every layer within its target", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,9 +13,11 @@ from tidemark.verify import VerifyReport, verify_source
 
 
 def _describe(report: VerifyReport) -> list[str]:
+    batch = report.watermark_batch
+    at = "" if batch is None else f", read at watermark batch {batch}"
     lines = [
         f"source snapshot at {report.source_position}; lake at {report.lake_position or '-'}"
-        f" (waited {report.waited_s:.1f} s)"
+        f"{at} (waited {report.waited_s:.1f} s)"
     ]
     for table in report.tables:
         mark = "ok  " if table.ok else "DIFF"
@@ -63,4 +64,5 @@ def verify(config_path: Path | None, timeout: float, sample: int, as_json: bool)
     ok = all(r.ok for r in reports)
     if not as_json:
         click.echo("verify: OK" if ok else "verify: DIFFERENCES FOUND", err=True)
-    sys.exit(0 if ok else 1)
+    if not ok:
+        raise click.exceptions.Exit(1)  # a difference found (tidemark/cli.py)

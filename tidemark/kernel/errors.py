@@ -1,9 +1,10 @@
 """The root of Tidemark's error tree (the kernel: every folder may import it).
 
 Every error a user can cause derives from `TidemarkError`: the CLI prints it as one
-line plus a hint and exits non-zero. Each class is marked `Transient` (retrying may
-succeed: a connection drop, a commit conflict) or `Terminal` (retrying cannot help:
-bad config, schema mismatch). Anything else that escapes is a bug and keeps its traceback.
+line plus a hint and exits 2 (1 is kept for checks that found something). Each class is
+marked `Transient` (retrying may succeed: a connection drop, a commit conflict) or
+`Terminal` (retrying cannot help: bad config, schema mismatch). Anything else that
+escapes is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class TidemarkError(Exception):
         hint: what the user should do about it.
     """
 
-    exit_code: int = 1
+    exit_code: int = 2  # the command could not do its work; 1 means a check found something
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

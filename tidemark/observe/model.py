@@ -141,6 +141,19 @@ class SourceReport(_Frozen):
     partitions: list[PartitionReport] = Field(default_factory=list)
     connector: ConnectorReport | None = None
     tables: list[TableReport]
+    consistent_batch: int | None = Field(
+        default=None,
+        description="The lake's watermark: as of this batch every table holds whole source "
+        'transactions (what query and verify read; docs/pipeline.md, "Transactions of any '
+        'size"). None: the lake keeps none (distributed runtime).',
+    )
+    consistent_position: str | None = Field(
+        default=None, description="The source position every table holds whole at that batch."
+    )
+    splitting: str | None = Field(
+        default=None,
+        description="Id of a source transaction being committed in parts beyond the watermark.",
+    )
 
 
 class RunnerHealth(_Frozen):

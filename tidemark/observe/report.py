@@ -32,7 +32,7 @@ from tidemark.observe.model import (
     TableReport,
     TableState,
 )
-from tidemark.observe.records import DeadLetterCounts, dead_letter_counts
+from tidemark.observe.records import BATCHES, DeadLetterCounts, dead_letter_counts
 from tidemark.observe.source import (
     DistributedProbe,
     SlotProbe,
@@ -41,6 +41,7 @@ from tidemark.observe.source import (
 )
 from tidemark.sinks.progress import read_marks
 from tidemark.sinks.schema_log import REFUSED
+from tidemark.sinks.watermark import Watermark, table_watermark
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def build_report(observer: Observer) -> PipelineReport:
     config, meta = observer.config, observer.meta
     letters = dead_letter_counts(meta)
     marks = {m.source: m.at for m in read_marks(config.lake, config.storage_options)}
+    consistent = _watermark(meta)
     layers = {
         table: {layer: meta.layer(table, layer) for layer in config.layers_for(table)}
         for source in config.sources
@@ -151,6 +153,7 @@ def build_report(observer: Observer) -> PipelineReport:
             marks.get(source.name),
             meta,
             now,
+            consistent,
         )
         for source in config.sources
     ]
@@ -191,6 +194,13 @@ def build_report(observer: Observer) -> PipelineReport:
     )
 
 
+def _watermark(meta: LakeMeta) -> Watermark | None:
+    """The lake's watermark, read once per version of the batch log (`sinks/watermark.py`)."""
+
+    found: Watermark | None = meta.derived(BATCHES, "watermark", table_watermark)
+    return found
+
+
 def _capture(probe: SlotProbe | None) -> CaptureState:
     if probe is None or probe.error is not None:
         return "unknown"
@@ -217,6 +227,7 @@ def _source_report(
     mark: datetime | None,
     meta: LakeMeta,
     now: datetime,
+    consistent: Watermark | None = None,
 ) -> SourceReport:
     names = config.lake_tables_of(source)
     reference = fr.reference_time(
@@ -261,6 +272,9 @@ def _source_report(
         lag_s=fr.freshness(reference, source_mark),
         latest_commit=probe.latest_commit if probe else None,
         caught_up_at=mark,
+        consistent_batch=consistent.batch_id if consistent else None,
+        consistent_position=consistent.positions.get(source.name) if consistent else None,
+        splitting=consistent.open.get(source.name) if consistent else None,
         commit_times=bool(probe and probe.commit_times),
         error=probe.error if probe else None,
         partitions=[
