@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidemark.connectors.errors import SourceConfigError, SourceUnavailable
+from tidemark.connectors.kafka_connect import QUIET_LOGGERS
 from tidemark.connectors.postgres.cluster import free_port
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,6 @@ _UNUSED = re.compile(
     r"|ibmi|jdbc)|storage-(jdbc|redis|s3))"
 )
 _JETTY_SECURITY = re.compile(r"^jetty(12)?-security-12\.0\.\d+\.jar$")
-QUIET_LOGGERS = {
-    # "Failed to add measurement event to queue, queue is full": hundreds of WARN lines a
-    # minute under load, from a metrics queue that only drops a sample.
-    "io.debezium.metrics.stats.MeasurementCollector": "ERROR",
-}
 
 
 class ConnectUnavailable(SourceUnavailable):
