@@ -168,13 +168,10 @@ def probe_distributed(
     timeout_s: float = 3.0,
 ) -> DistributedProbe:
     """Consumer lag of one source's topics (and its connector's state, given `connect_url`)."""
-    from tidemark.stream_processors.distributed.commits import offset_of
-    from tidemark.stream_processors.distributed.topics import source_topics
-
     assert config.kafka is not None
     connector = _connector_state(config, source, connect_url) if connect_url else None
     try:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer
     except ImportError:
         return DistributedProbe(connector=connector, error="confluent-kafka is not installed")
     consumer = Consumer(
@@ -185,42 +182,70 @@ def probe_distributed(
             "socket.timeout.ms": int(timeout_s * 1000),
         }
     )
-    partitions: list[PartitionLag] = []
     try:
-        topics = [t for t in source_topics([source])]
-        metadata = consumer.list_topics(timeout=timeout_s).topics
-        every = [
-            TopicPartition(t.topic, number)
-            for t in topics
-            if t.topic in metadata
-            for number in sorted(metadata[t.topic].partitions)
-        ]
-        ends = _end_offsets(consumer, every, timeout_s)
-        for spec in topics:
-            if spec.topic not in metadata:
-                continue
-            layers = config.layers_for(spec.table)
-            for number in sorted(metadata[spec.topic].partitions):
-                high = ends[(spec.topic, number)]
-                applied = []
-                for layer in Layer:
-                    if layer not in layers:
-                        continue
-                    table = meta.table(layer.value, spec.table)
-                    app = f"{config.app_id}:{spec.topic}:{number}:{spec.table}:{layer.value}"
-                    version = table.transaction_version(app) if table is not None else None
-                    applied.append(offset_of(int(version or 0)))
-                partitions.append(
-                    PartitionLag(spec.topic, spec.table, number, int(high), min(applied))
-                )
+        partitions = partition_lags(config, source, meta, consumer, timeout_s=timeout_s)
     except Exception as exc:  # broker down or unreachable: show it, do not fail the page
-        return DistributedProbe(partitions, connector, error=mask(str(exc).splitlines()[0]))
+        return DistributedProbe([], connector, error=mask(str(exc).splitlines()[0]))
     finally:
         consumer.close()
     return DistributedProbe(partitions, connector)
 
 
-def _end_offsets(
+def lake_offset(
+    config: PipelineConfig, meta: LakeMeta, topic: str, table: str, partition: int
+) -> int:
+    """The next offset of `topic`/`partition` the lake has not applied: the lowest over the
+    table's layers (each records every partition's offset in a Delta txn action)."""
+    from tidemark.stream_processors.distributed.commits import offset_of
+
+    applied = []
+    for layer in Layer:
+        if layer not in config.layers_for(table):
+            continue
+        delta = meta.table(layer.value, table)
+        app = f"{config.app_id}:{topic}:{partition}:{table}:{layer.value}"
+        version = delta.transaction_version(app) if delta is not None else None
+        applied.append(offset_of(int(version or 0)))
+    return min(applied) if applied else 0
+
+
+def partition_lags(
+    config: PipelineConfig,
+    source: SourceConfig,
+    meta: LakeMeta,
+    consumer: Any,
+    *,
+    timeout_s: float = 3.0,
+) -> list[PartitionLag]:
+    """Every partition of the source's topics: the broker's end offset and the lake's."""
+    from confluent_kafka import TopicPartition
+
+    from tidemark.stream_processors.distributed.topics import source_topics
+
+    topics = source_topics([source])
+    metadata = consumer.list_topics(timeout=timeout_s).topics
+    every = [
+        TopicPartition(t.topic, number)
+        for t in topics
+        if t.topic in metadata
+        for number in sorted(metadata[t.topic].partitions)
+    ]
+    ends = end_offsets(consumer, every, timeout_s)
+    return [
+        PartitionLag(
+            spec.topic,
+            spec.table,
+            number,
+            int(ends[(spec.topic, number)]),
+            lake_offset(config, meta, spec.topic, spec.table, number),
+        )
+        for spec in topics
+        if spec.topic in metadata
+        for number in sorted(metadata[spec.topic].partitions)
+    ]
+
+
+def end_offsets(
     consumer: Any, partitions: list[Any], timeout_s: float
 ) -> dict[tuple[str, int], int]:
     """The offset after each partition's last record.

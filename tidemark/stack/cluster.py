@@ -10,6 +10,7 @@ start, kill and restart its parts one by one. The broker is Tansu (memory-only, 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from tidemark.connectors.kafka_connect import (
     ConnectorStatus,
     KafkaConnect,
     connector_name,
-    password_env_var,
     register,
     render_connectors,
 )
@@ -39,24 +39,33 @@ class StackError(TidemarkError):
     exit_code = 2
 
 
-def connect_env(config: PipelineConfig) -> dict[str, str]:
-    """`TIDEMARK_<SOURCE>_PASSWORD` for every source, for Connect's `env` config provider.
+def write_secrets(path: Path, config: PipelineConfig) -> None:
+    """Merge the config's source passwords into the `file` provider's secrets file (mode
+    600): connectors refer to `<source>.password` in it, so no password is ever inline.
 
     Raises:
-        StackError: a source's DSN has no password (the connector would log in with none).
+        StackError: a source's dsn has no password (its connector would log in with none).
     """
-    from urllib.parse import unquote, urlsplit
+    from tidemark.connectors.kafka_connect import secrets_properties, sources_without_password
 
-    env = {}
-    for source in config.sources:
-        password = urlsplit(source.dsn).password
-        if not password:
-            raise StackError(
-                f"source `{source.name}` has no password in its dsn",
-                hint="put it in the dsn (postgresql://user:PASSWORD@host/db), e.g. via ${VAR}",
-            )
-        env[password_env_var(source.name)] = unquote(password)
-    return env
+    missing = sources_without_password(config.sources)
+    if missing:
+        raise StackError(
+            f"sources {missing} have no password in their dsn",
+            hint="put it in the dsn (postgresql://user:PASSWORD@host/db), e.g. via ${VAR}",
+        )
+    lines: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            lines[key] = value
+    for line in secrets_properties(config.sources).splitlines():
+        key, _, value = line.partition("=")
+        lines[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(f"{k}={v}\n" for k, v in sorted(lines.items())))
 
 
 @dataclass
@@ -71,6 +80,9 @@ class DistributedStack:
         partitions: partitions of the topics Connect creates.
         offset_flush_ms: Connect's offset commit interval (what a Connect crash re-sends).
         session_timeout_s: the workers' consumer group session timeout.
+        connect: a running Connect worker to use (tests share one per module) instead of
+            starting one; its `secrets_file` must be the stack's.
+        secrets_file: the `file` provider's properties file the connectors refer to.
     """
 
     config: PipelineConfig
@@ -83,8 +95,13 @@ class DistributedStack:
     worker_args: tuple[str, ...] = ()
     broker: TansuBroker | None = None
     connect: ConnectWorker | None = None
+    secrets_file: Path | None = None
     workers: dict[str, WorkerProcess] = field(default_factory=dict)
     connect_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.secrets_file is None:
+            self.secrets_file = self.workdir / "connect" / "secrets.properties"
 
     # -- broker -----------------------------------------------------------------------------
 
@@ -120,21 +137,23 @@ class DistributedStack:
             **({"port": self.connect_port} if self.connect_port else {}),
         )
         self.connect_port = settings.port
-        self.connect = ConnectWorker(
-            self.workdir / "connect", settings, env=connect_env(self.config)
-        )
+        self.connect = ConnectWorker(self.workdir / "connect", settings)
         return self.connect.start(wait=wait, timeout=timeout)
 
     def client(self) -> KafkaConnect:
         return KafkaConnect(self.connect_url, retries=8)
 
     def register(self) -> dict[str, bool]:
-        """Register (or update) every source's connector, passwords through `${env:...}`."""
+        """Register (or update) every source's connector; passwords are `${file:...}`
+        references into the stack's secrets file (written here, mode 600)."""
+        assert self.secrets_file is not None
+        write_secrets(self.secrets_file, self.config)
         configs = render_connectors(
             self.config.sources,
             pipeline=self.config.pipeline,
             bootstrap=self.bootstrap,
-            secrets="env",
+            secrets="file",
+            secrets_file=str(self.secrets_file),
             partitions=self.partitions,
         )
         return register(self.client(), configs)
@@ -224,8 +243,9 @@ class DistributedStack:
         step = on_step or (lambda _: None)
         step("starting the broker")
         self.start_broker()
-        step("starting Kafka Connect")
-        self.start_connect()
+        if self.connect is None:
+            step("starting Kafka Connect")
+            self.start_connect()
         step("registering the connectors")
         self.register()
         self.wait_running()
@@ -239,7 +259,7 @@ class DistributedStack:
         (it commits its offsets), then the broker."""
         for worker in self.workers.values():
             worker.stop()
-        if self.connect is not None:
+        if self.connect is not None and self.connect_port is not None:  # ours, not shared
             self.connect.stop()
         if self.broker is not None:
             self.broker.stop()
