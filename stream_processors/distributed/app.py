@@ -36,9 +36,11 @@ from tidemark.stream_processors.distributed.lane import (
     PartitionLane,
     lane_decoder,
 )
-from tidemark.stream_processors.distributed.topics import SourceTopic, transaction_topic
+from tidemark.stream_processors.distributed.topics import SourceTopic
 
 log = logging.getLogger(__name__)
+
+METADATA_MAX_AGE_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,9 @@ def build_app(
         stream_buffer_maxsize=max(settings.max_events * 2, 4096),
         broker_max_poll_records=min(settings.max_events, 10_000),
         consumer_max_fetch_size=8 * 1024 * 1024,  # per partition: ~2,500 envelopes a fetch
+        # Topics created after the worker started (Connect's, as tables get their first
+        # change) join the subscription at the next metadata refresh.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         **web,
     )
     consumer = install(app)
@@ -363,8 +368,11 @@ def build_app(
     return app
 
 
-def gated_sources(settings: WorkerSettings, existing: set[str]) -> frozenset[str]:
-    """The sources whose transaction topic exists (their lanes are gated)."""
+def gated_sources(settings: WorkerSettings) -> frozenset[str]:
+    """The sources whose lanes are gated: all of them, unless the gate is off. A source
+    whose transaction topic does not exist yet is followed once it appears (`txgate.py`);
+    records that name no transaction (snapshots, connectors without transaction metadata)
+    are never held."""
     if not settings.gate_transactions:
         return frozenset()
-    return frozenset(t.source for t in settings.topics if transaction_topic(t.source) in existing)
+    return frozenset(t.source for t in settings.topics)

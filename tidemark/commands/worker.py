@@ -91,8 +91,10 @@ def run_worker(
     )
     missing = [t.topic for t in settings.topics if t.topic not in existing]
     if missing:
-        log.warning("topics %s do not exist yet; their agents wait for them", missing)
-    gated = gated_sources(settings, existing)
+        log.warning(
+            "topics %s do not exist yet; they are consumed once Connect creates them", missing
+        )
+    gated = gated_sources(settings)
     gate = reader = None
     if gated:
         gate = TransactionGate()

@@ -217,6 +217,35 @@ class DistributedStack:
             for entry in entries
         )
 
+    def remove(self, *, dsn: str | None = None, timeout: float = 60.0) -> None:
+        """Delete the pipeline's connectors and, given the source `dsn`, drop their
+        replication slots once Connect has let go of them (tests; a pipeline gone for good)."""
+        from tidemark.connectors.kafka_connect import connect_slot
+
+        client = self.client()
+        for name in self.connector_names():
+            client.delete(name)
+        if dsn is None:
+            return
+        import psycopg2
+
+        deadline = time.monotonic() + timeout
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            for source in self.config.sources:
+                slot = connect_slot(self.config.pipeline, source.name)
+                while time.monotonic() < deadline:
+                    cur.execute(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+                    )
+                    row = cur.fetchone()
+                    if row is None:
+                        break
+                    if not row[0]:
+                        cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                        break
+                    time.sleep(0.5)
+
     # -- workers ----------------------------------------------------------------------------
 
     def start_worker(self, name: str) -> WorkerProcess:
