@@ -41,6 +41,7 @@ from tidemark.stream_processors.distributed.topics import SourceTopic
 log = logging.getLogger(__name__)
 
 METADATA_MAX_AGE_MS = 5_000
+BEACON_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -209,10 +210,12 @@ def build_app(
     gated: frozenset[str] = frozenset(),
     verify_gap: Callable[[str, int, int], int | None] | None = None,
     on_outcome: Callable[[str, Any], None] | None = None,
+    beacon: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
     """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`.
 
-    `on_outcome(topic, outcome)` is told what each commit of a topic's lanes did (metrics).
+    `on_outcome(topic, outcome)` is told what each commit of a topic's lanes did (metrics);
+    `beacon(state)` gets the worker's state every `BEACON_S` (`tidemark status` shows it).
     """
     import faust
     from faust.types import TP
@@ -260,10 +263,24 @@ def build_app(
     pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="lane")
     app.tidemark = (registry, stats)  # type: ignore[attr-defined]
 
+    beaconed = [0.0]
+
     def write_stats() -> None:
+        stats.assigned = sorted(f"{t}/{p}" for t, p in registry.lanes)
         if settings.stats_path is not None:
-            stats.assigned = sorted(f"{t}/{p}" for t, p in registry.lanes)
             stats.write(settings.stats_path)
+        if beacon is not None and time.monotonic() - beaconed[0] >= BEACON_S:
+            beaconed[0] = time.monotonic()
+            beacon(
+                {
+                    "group": settings.group,
+                    "partitions": stats.assigned,
+                    "events": stats.events,
+                    "batches": stats.batches,
+                    "dead_letters": stats.dead_letters,
+                    "last_commit": stats.last_commit,
+                }
+            )
 
     async def run_group(topic: str, work: Mapping[int, Sequence[KafkaRecord]]) -> None:
         loop = asyncio.get_running_loop()
@@ -358,8 +375,7 @@ def build_app(
                 held[topic][partition] = []
         for topic, work in held.items():
             await run_group(topic, work)
-        if held:
-            write_stats()  # a batch committed here counts like one from the agent
+        write_stats()  # a batch committed here counts like one from the agent; beacons
 
     @app.on_after_configured.connect  # type: ignore[arg-type]
     def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - logging only

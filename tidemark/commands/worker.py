@@ -7,6 +7,8 @@ the partitions. Each partition's progress lives in the lake (see docs/distribute
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ def run_worker(
     import faust
     from confluent_kafka.admin import AdminClient
 
+    from tidemark.sinks.beacons import write_beacon
     from tidemark.sinks.lake import Lake
     from tidemark.stream_processors.distributed.app import build_app, gated_sources
     from tidemark.stream_processors.distributed.gaps import kafka_gap_verifier
@@ -116,6 +119,14 @@ def run_worker(
     outputs = KafkaOutputs(
         bootstrap=settings.bootstrap, pipeline=settings.pipeline, live_prefix=settings.live_prefix
     )
+    name = f"{socket.gethostname()}-{os.getpid()}"
+
+    def beacon(state: dict[str, Any]) -> None:
+        gate_state: dict[str, Any] = {"on": gate is not None}
+        if gate is not None and reader is not None:
+            gate_state.update(gate.state(), follows=reader.followed())
+        write_beacon(settings.lake, name, {**state, "gate": gate_state}, settings.storage_options)
+
     app = build_app(
         settings,
         lake_factory=lake_factory,
@@ -124,6 +135,7 @@ def run_worker(
         gated=gated,
         verify_gap=kafka_gap_verifier(settings.bootstrap),
         on_outcome=on_outcome,
+        beacon=beacon,
     )
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -143,6 +143,7 @@ class ConnectorState:
     state: str
     tasks: list[str] = field(default_factory=list)
     error: str | None = None
+    offsets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -290,8 +291,10 @@ def _connector_state(config: PipelineConfig, source: SourceConfig, url: str) -> 
     from tidemark.connectors.kafka_connect import KafkaConnect, connector_name
 
     name = connector_name(config.pipeline, source.name)
+    client = KafkaConnect(url, timeout=3.0, retries=1)
     try:
-        status = KafkaConnect(url, timeout=3.0, retries=1).status(name)
+        status = client.status(name)
+        offsets = client.offsets(name) if status is not None else []
     except Exception as exc:  # Connect down: say so
         return ConnectorState(name, "UNREACHABLE", error=mask(str(exc).splitlines()[0]))
     if status is None:
@@ -301,4 +304,5 @@ def _connector_state(config: PipelineConfig, source: SourceConfig, url: str) -> 
         status.state if status.tasks else f"{status.state} (no tasks)",
         [f"{t.id}: {t.state}" for t in status.tasks],
         status.last_error,
+        {k: str(v) for entry in offsets for k, v in entry.get("offset", {}).items()},
     )
