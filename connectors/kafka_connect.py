@@ -426,6 +426,18 @@ class KafkaConnect:
             raise ConnectError(f"status of `{name}` failed: {body.get('message')}", status=code)
         return ConnectorStatus.from_json(body)
 
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks, keeping its config and offsets (Connect 3.5+)."""
+        code, body = self._call("PUT", self._path(name) + "/stop")
+        if code not in (200, 202, 204):
+            raise ConnectError(f"stop of `{name}` failed: {body.get('message')}", status=code)
+
+    def resume(self, name: str) -> None:
+        """Run a stopped or paused connector again."""
+        code, body = self._call("PUT", self._path(name) + "/resume")
+        if code not in (200, 202, 204):
+            raise ConnectError(f"resume of `{name}` failed: {body.get('message')}", status=code)
+
     def delete(self, name: str) -> bool:
         """Delete a connector; False when it did not exist."""
         code, body = self._call("DELETE", self._path(name))

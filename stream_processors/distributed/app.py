@@ -60,6 +60,9 @@ class WorkerSettings:
         datadir: Faust's local directory; stats_path: where the worker writes its counters.
         web_port: Faust's web server (bound to 127.0.0.1) or None for off.
         session_timeout_s: consumer group session timeout.
+        instance_id: static group membership (`group.instance.id`): a worker restarted
+            with the same id within the session timeout gets its partitions back without
+            a rebalance.
         threads: size of the thread pool that runs lanes.
         gate_transactions: hold records until their transaction's END marker was seen.
         partition_buckets: new live/forensic tables get buckets that follow the Kafka
@@ -81,6 +84,7 @@ class WorkerSettings:
     stats_path: Path | None = None
     web_port: int | None = None
     session_timeout_s: float = 60.0
+    instance_id: str | None = None
     threads: int = 4
     gate_transactions: bool = True
     partition_buckets: bool = True
@@ -241,6 +245,7 @@ def build_app(
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
+        consumer_group_instance_id=settings.instance_id,
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 1.0),
         stream_buffer_maxsize=max(settings.max_events * 2, 4096),
         broker_max_poll_records=min(settings.max_events, 10_000),

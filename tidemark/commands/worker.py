@@ -32,6 +32,7 @@ def worker_settings(
     stats_path: Path | None,
     gate_transactions: bool = True,
     partition_buckets: bool = True,
+    instance_id: str | None = None,
 ) -> WorkerSettings:
     """Settings of one worker from a `PipelineConfig`."""
     if cfg.kafka is None:
@@ -60,6 +61,7 @@ def worker_settings(
         threads=threads,
         gate_transactions=gate_transactions,
         partition_buckets=partition_buckets,
+        instance_id=instance_id,
     )
 
 
@@ -198,6 +200,12 @@ def run_worker(
     help="Layout of new live/forensic tables: buckets that follow the Kafka "
     "partition (workers never conflict) or key ranges (conflicts retried).",
 )
+@click.option(
+    "--instance-id",
+    default=None,
+    help="Static group membership: a worker restarted with the same id within the session "
+    "timeout gets its partitions back without a rebalance (ids unique per worker).",
+)
 def worker(
     config_path: str,
     web_port: int | None,
@@ -207,6 +215,7 @@ def worker(
     no_tx_gate: bool,
     bucket_by: str,
     metrics_port: int | None,
+    instance_id: str | None,
 ) -> None:
     """Run a Faust worker: Debezium topics -> milestoning -> Delta, exactly once."""
     from tidemark.config import load_config
@@ -220,6 +229,7 @@ def worker(
         stats_path=Path(stats_path) if stats_path else None,
         gate_transactions=not no_tx_gate,
         partition_buckets=bucket_by == "partition",
+        instance_id=instance_id,
     )
     on_outcome = None
     if metrics_port is not None:
