@@ -65,6 +65,15 @@ def source_topics(sources: Iterable[SourceLike]) -> list[SourceTopic]:
     for source in sources:
         kind: SourceKind = "sqlserver" if source.kind == "sqlserver" else "postgres"
         database = urlsplit(source.dsn).path.lstrip("/")
+        if kind == "sqlserver" and database in ("", "unset"):
+            from tidemark.stream_processors.distributed.errors import WorkerConfigError
+
+            raise WorkerConfigError(
+                f"source `{source.name}`: its topics name the SQL Server database, and its "
+                "dsn gives none",
+                hint="set the dsn's variables for the worker too, or write the database into "
+                "the dsn (mssql://user:${PASSWORD}@host:1433/<database>)",
+            )
         for table in source.tables:
             schema, name = split_table(table)
             topic = (

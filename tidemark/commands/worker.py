@@ -220,7 +220,7 @@ def worker(
     """Run a Faust worker: Debezium topics -> milestoning -> Delta, exactly once."""
     from tidemark.config import load_config
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, need_dsn=False)  # a worker never connects to a source
     settings = worker_settings(
         cfg,
         web_port=web_port,
