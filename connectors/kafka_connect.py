@@ -338,11 +338,12 @@ class KafkaConnect:
 
     Args:
         url: the REST base URL, e.g. `http://connect:8083`.
-        timeout: seconds per request.
-        retries: attempts for 409 (rebalance in progress) and 5xx answers.
+        timeout: seconds per request (Connect can take tens of seconds while it rebalances).
+        retries: attempts for 409 (rebalance in progress), transient 5xx answers and
+            timeouts.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 5) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 5) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
@@ -386,9 +387,16 @@ class KafkaConnect:
                     ) from exc
                 return exc.code, {"error_code": exc.code, "message": message}
             except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if isinstance(reason, TimeoutError) and attempt < self.retries:
+                    # Connect answers slowly while it rebalances; every call here is
+                    # idempotent (GET, PUT of a whole config, DELETE), so asking again is safe.
+                    log.info("connect %s %s timed out, retrying", method, path)
+                    continue
                 raise SourceUnavailable(
-                    f"cannot reach Kafka Connect at `{self.url}`: {exc}",
-                    hint="start it (`docker compose up connect`) or pass --connect-url",
+                    f"cannot reach Kafka Connect at `{self.url}`: {reason}",
+                    hint="is it running? `tidemark up --distributed` starts one, "
+                    "`docker compose up connect` another; or pass --connect-url",
                 ) from exc
         raise AssertionError("unreachable")
 
