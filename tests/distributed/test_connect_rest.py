@@ -117,8 +117,16 @@ def test_secrets_register_status_offsets_delete(
     assert "offsets:" in offsets.stdout
     gone = _cli("connectors", "delete", "--config", str(config), *url, env=env)
     assert gone.stdout.strip() == f"{pipeline}-{source}: deleted"
-    missing = _cli("connectors", "status", "--config", str(config), *url, env=env)
-    assert missing.returncode == 1 and "not registered" in missing.stdout
+    missing = wait_for(  # Connect removes it once it has read its config topic back
+        lambda: (
+            "not registered"
+            in (r := _cli("connectors", "status", "--config", str(config), *url, env=env)).stdout
+            and r
+        ),
+        timeout=60,
+        what="the connector gone",
+    )
+    assert missing.returncode == 1
     _drop_slot(source_db, connect_slot(pipeline, source))
 
 
