@@ -94,7 +94,7 @@ def _topic_records(bootstrap: str, topic: str) -> int:
     Tansu's watermark counts batches)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from tidemark.observe.source import end_offsets
+    from tidemark.connectors.kafka.offsets import end_offsets
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
     try:

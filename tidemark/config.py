@@ -154,6 +154,12 @@ class KafkaConfig(_Frozen):
     live_topic_prefix: str | None = Field(
         default=None, description="If set, publish compacted <prefix>.live.<table> topics."
     )
+    epoch: int = Field(
+        default=0,
+        ge=0,
+        description="Raise by one when the source topics were created anew (a new broker, "
+        "topics deleted): workers then read them from offset 0 (docs/distributed.md).",
+    )
 
 
 class DebeziumConfig(_Frozen):
@@ -335,6 +341,11 @@ class PipelineConfig(_Frozen):
     def app_id(self) -> str:
         """The Delta transaction app id prefix for this pipeline."""
         return f"tidemark:{self.pipeline}"
+
+    @property
+    def kafka_epoch(self) -> int:
+        """The distributed runtime's topic epoch (0 without a `kafka:` section)."""
+        return self.kafka.epoch if self.kafka is not None else 0
 
 
 _DSN_PATH = re.compile(r"^sources\[\d+\]\.dsn$")

@@ -36,7 +36,7 @@ from tidemark.stream_processors.distributed.lane import (
     PartitionLane,
     lane_decoder,
 )
-from tidemark.stream_processors.distributed.topics import SourceTopic
+from tidemark.stream_processors.distributed.topics import SourceTopic, lane_stream, topic_stream
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class WorkerSettings:
         datadir: Faust's local directory; stats_path: where the worker writes its counters.
         web_port: Faust's web server (bound to 127.0.0.1) or None for off.
         session_timeout_s: consumer group session timeout.
+        epoch: the topics' epoch (`kafka.epoch`): names the partitions' streams.
         instance_id: static group membership (`group.instance.id`): a worker restarted
             with the same id within the session timeout gets its partitions back without
             a rebalance.
@@ -85,6 +86,7 @@ class WorkerSettings:
     web_port: int | None = None
     session_timeout_s: float = 60.0
     instance_id: str | None = None
+    epoch: int = 0
     threads: int = 4
     gate_transactions: bool = True
     partition_buckets: bool = True
@@ -159,7 +161,9 @@ class LaneRegistry:
             spec = self.by_topic[topic]
             group = self.groups[topic] = TopicGroup(
                 spec,
-                lake=self.lake_factory(f"{self.settings.app_id}:{topic}"),
+                lake=self.lake_factory(
+                    topic_stream(self.settings.app_id, topic, epoch=self.settings.epoch)
+                ),
                 layers=self.settings.layers[spec.table],
                 decode=lane_decoder(spec),
                 outputs=self.outputs,
@@ -184,7 +188,9 @@ class LaneRegistry:
                     partition_buckets=self.settings.partition_buckets,
                     verify_gap=self.verify_gap,
                     decode=group.decode,
-                    lane_app=f"{self.settings.app_id}:{topic}:{partition}",
+                    lane_app=lane_stream(
+                        self.settings.app_id, topic, partition, epoch=self.settings.epoch
+                    ),
                 )
                 self.lanes[(topic, partition)] = lane
             return lane

@@ -17,7 +17,7 @@ import base64
 import datetime as dt
 import decimal
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -61,9 +61,10 @@ def live_messages(table: MilestonedTable) -> list[tuple[bytes, bytes | None]]:
 
 def ensure_topics(
     bootstrap: str, *, dead_letters: str, live: Sequence[str], partitions: int = 1
-) -> None:
+) -> list[str]:
     """Create the output topics that are missing: live topics compacted (the current row
-    per key survives, deleted keys vanish after their tombstone), dead letters plain."""
+    per key survives, deleted keys vanish after their tombstone), dead letters plain.
+    Returns the topics this call created (not those another worker created meanwhile)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -79,9 +80,11 @@ def ensure_topics(
         for t in live
     ]
     missing = [t for t in wanted if t.topic not in existing]
+    created = []
     for topic, future in admin.create_topics(missing).items() if missing else []:
         try:
             future.result(timeout=15)
+            created.append(topic)
         except Exception as exc:  # created meanwhile by another worker: fine
             if "already exists" not in str(exc).lower():
                 raise OutputUnavailable(
@@ -89,6 +92,16 @@ def ensure_topics(
                     hint="create it by hand or check broker ACLs",
                 ) from exc
             log.debug("topic %s appeared meanwhile", topic)
+    return created
+
+
+def live_rows_messages(rows: pa.Table, key_columns: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of rows of a live table (its `_tm_` columns as they are in the lake)."""
+    keep = [c for c in rows.column_names if c != BATCH]
+    return [
+        (to_json({k: row[k] for k in key_columns}), to_json(row))
+        for row in rows.select(keep).to_pylist()
+    ]
 
 
 class KafkaOutputs:
@@ -108,6 +121,8 @@ class KafkaOutputs:
         self._producer: Any = Producer(
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
         )
+        self._unseeded: set[str] = set()
+        self._read_live: Callable[[str], pa.Table | None] | None = None
 
     def dead_letters(self, letters: Sequence[Any]) -> None:
         topic = dead_letter_topic(self.pipeline)
@@ -127,11 +142,33 @@ class KafkaOutputs:
     def live(self, table: MilestonedTable) -> None:
         if self.live_prefix is None:
             return
+        self._seed(table)
         topic = live_topic(self.live_prefix, table.table)
         for key, value in live_messages(table):
             self._producer.produce(topic, key=key, value=value)
             self._producer.poll(0)
         self._flush()
+
+    def seed_from(self, tables: Sequence[str], read: Callable[[str], pa.Table | None]) -> None:
+        """Live topics of `tables` were created by this worker (its first start, or a new
+        broker): before their first batch, they get the lake's live rows from `read(table)`
+        (the key columns come with the batch), so that a consumer reading them from offset
+        0 gets the whole table, not only the rows changed since."""
+        self._unseeded.update(tables)
+        self._read_live = read
+
+    def _seed(self, table: MilestonedTable) -> None:
+        if table.table not in self._unseeded or self._read_live is None:
+            return
+        self._unseeded.discard(table.table)
+        rows = self._read_live(table.table)
+        if rows is None or rows.num_rows == 0:
+            return
+        topic = live_topic(self.live_prefix or "", table.table)
+        for key, value in live_rows_messages(rows, table.key_columns):
+            self._producer.produce(topic, key=key, value=value)
+            self._producer.poll(0)
+        log.info("live topic %s seeded with %s rows from the lake", topic, rows.num_rows)
 
     def _flush(self) -> None:
         left = self._producer.flush(30)

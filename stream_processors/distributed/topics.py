@@ -44,6 +44,23 @@ class SourceTopic:
     key_columns: tuple[str, ...] | None
 
 
+def lane_stream(app_id: str, topic: str, partition: int, *, epoch: int = 0) -> str:
+    """The replay-guard stream (Delta txn app id prefix) of one partition of a topic.
+
+    Its txn versions are Kafka offsets, which mean nothing once the topic is created anew (a
+    new broker, a deleted topic): `kafka.epoch` then gives every partition a new stream,
+    read from offset 0. Epoch 0 keeps the names lakes have always had.
+    """
+    if epoch:
+        return f"{app_id}:{topic}~{epoch}:{partition}"
+    return f"{app_id}:{topic}:{partition}"
+
+
+def topic_stream(app_id: str, topic: str, *, epoch: int = 0) -> str:
+    """The app id of the lake a worker's lanes of `topic` share."""
+    return f"{app_id}:{topic}~{epoch}" if epoch else f"{app_id}:{topic}"
+
+
 def transaction_topic(source: str) -> str:
     """Debezium's transaction metadata topic of one source."""
     return f"{source}.transaction"

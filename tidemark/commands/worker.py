@@ -62,7 +62,73 @@ def worker_settings(
         gate_transactions=gate_transactions,
         partition_buckets=partition_buckets,
         instance_id=instance_id,
+        epoch=cfg.kafka.epoch,
     )
+
+
+def check_epoch(cfg: Any) -> None:
+    """Refuse to start when the lake has applied a partition further than the broker holds:
+    the topics were created anew (a new broker, deleted topics) and their offsets start
+    again at 0, so the lake's would skip records silently.
+
+    Raises:
+        WorkerConfigError: naming the partition and the fix (`kafka.epoch`).
+    """
+    from confluent_kafka import Consumer
+
+    from tidemark.observe.lake import LakeMeta
+    from tidemark.observe.source import partition_lags
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap,
+            "group.id": f"tidemark-epoch-{cfg.pipeline}",
+            "enable.auto.commit": False,
+        }
+    )
+    meta = LakeMeta(cfg.lake, storage_options=cfg.storage_options, max_age_s=0.0)
+    try:
+        for source in cfg.sources:
+            for p in partition_lags(cfg, source, meta, consumer, timeout_s=10.0):
+                if p.lake_offset > p.end_offset:
+                    raise WorkerConfigError(
+                        f"partition `{p.topic}/{p.partition}` ends at offset {p.end_offset}, "
+                        f"but the lake has applied it up to {p.lake_offset}: the topic was "
+                        "created anew (a new broker?)",
+                        hint=f"set `kafka.epoch: {cfg.kafka.epoch + 1}` in the pipeline config "
+                        "to read the new topics from their start (docs/distributed.md, epochs)",
+                    )
+    finally:
+        consumer.close()
+        meta.close()
+
+
+def seed_live_topics(settings: WorkerSettings, outputs: Any, created: list[str]) -> None:
+    """Live topics this worker created start from the lake's live rows (`outputs.seed_from`)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, QueryBuilder
+
+    from tidemark.observe.lake import has_deletion_vectors, table_uri
+    from tidemark.stream_processors.distributed.topics import live_topic
+
+    assert settings.live_prefix is not None
+    options = dict(settings.storage_options) or None
+
+    def read(table: str) -> Any:
+        uri = table_uri(settings.lake, "live", table)
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+        delta = DeltaTable(uri, storage_options=options)
+        if has_deletion_vectors(delta):  # merge-on-read: rows as readers see them
+            return pa.table(
+                QueryBuilder().register("t", delta).execute("SELECT * FROM t").read_all()
+            )
+        return delta.to_pyarrow_table()
+
+    tables = [
+        t.table for t in settings.topics if live_topic(settings.live_prefix, t.table) in created
+    ]
+    outputs.seed_from(tables, read)
 
 
 def run_worker(
@@ -111,7 +177,7 @@ def run_worker(
     def lake_factory(app_id: str) -> Lake:
         return Lake(settings.lake, app_id=app_id, storage_options=settings.storage_options)
 
-    ensure_topics(
+    created = ensure_topics(
         settings.bootstrap,
         dead_letters=dead_letter_topic(settings.pipeline),
         live=[live_topic(settings.live_prefix, t.table) for t in settings.topics]
@@ -121,6 +187,8 @@ def run_worker(
     outputs = KafkaOutputs(
         bootstrap=settings.bootstrap, pipeline=settings.pipeline, live_prefix=settings.live_prefix
     )
+    if settings.live_prefix:
+        seed_live_topics(settings, outputs, created)
     name = f"{socket.gethostname()}-{os.getpid()}"
 
     def beacon(state: dict[str, Any]) -> None:
@@ -221,6 +289,8 @@ def worker(
     from tidemark.config import load_config
 
     cfg = load_config(config_path, need_dsn=False)  # a worker never connects to a source
+    if cfg.kafka is not None:
+        check_epoch(cfg)
     settings = worker_settings(
         cfg,
         web_port=web_port,

@@ -15,12 +15,12 @@ its place, never an exception: the status must show what it can.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.connectors.kafka.offsets import end_offsets
 from tidemark.kernel.columns import Layer
 from tidemark.kernel.secrets import mask
 from tidemark.observe.lake import LakeMeta
@@ -198,13 +198,15 @@ def lake_offset(
     """The next offset of `topic`/`partition` the lake has not applied: the lowest over the
     table's layers (each records every partition's offset in a Delta txn action)."""
     from tidemark.stream_processors.distributed.commits import offset_of
+    from tidemark.stream_processors.distributed.topics import lane_stream
 
     applied = []
     for layer in Layer:
         if layer not in config.layers_for(table):
             continue
         delta = meta.table(layer.value, table)
-        app = f"{config.app_id}:{topic}:{partition}:{table}:{layer.value}"
+        stream = lane_stream(config.app_id, topic, partition, epoch=config.kafka_epoch)
+        app = f"{stream}:{table}:{layer.value}"
         version = delta.transaction_version(app) if delta is not None else None
         applied.append(offset_of(int(version or 0)))
     return min(applied) if applied else 0
@@ -244,47 +246,6 @@ def partition_lags(
         if spec.topic in metadata
         for number in sorted(metadata[spec.topic].partitions)
     ]
-
-
-def end_offsets(
-    consumer: Any, partitions: list[Any], timeout_s: float
-) -> dict[tuple[str, int], int]:
-    """The offset after each partition's last record.
-
-    The high watermark, checked by reading from the record before it: the Tansu broker (the
-    local and test broker) reports a watermark that counts record batches, not records (one
-    batch of 10 records: watermark 1, offsets 0..9), so the last batch is read to find its
-    last record. With Kafka this reads one record per partition and agrees with the
-    watermark. All partitions are read together, until the broker has sent nothing for 0.2 s.
-    """
-    from confluent_kafka import TopicPartition
-
-    ends: dict[tuple[str, int], int] = {}
-    starts = []
-    for tp in partitions:
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-        ends[(tp.topic, tp.partition)] = int(high)
-        if high > low:
-            starts.append(TopicPartition(tp.topic, tp.partition, int(high) - 1))
-    if not starts:
-        return ends
-    consumer.assign(starts)
-    deadline = time.monotonic() + timeout_s
-    seen = False
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                if seen:
-                    break
-                continue
-            if message.error() is None:
-                seen = True
-                key = (message.topic(), message.partition())
-                ends[key] = max(ends[key], int(message.offset()) + 1)
-    finally:
-        consumer.unassign()
-    return ends
 
 
 def _connector_state(config: PipelineConfig, source: SourceConfig, url: str) -> ConnectorState:

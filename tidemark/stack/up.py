@@ -63,6 +63,13 @@ def _broker_port() -> int:
         return free_port()
 
 
+def _previous_epoch() -> int:
+    try:
+        return int(yaml.safe_load(config_path().read_text())["kafka"].get("epoch", 0))
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError):
+        return 0
+
+
 def bootstrap(options: DistributedOptions) -> tuple[PipelineConfig, str]:
     """Start (or create) the local cluster, the profile's schema and the pipeline config.
 
@@ -92,7 +99,11 @@ def bootstrap(options: DistributedOptions) -> tuple[PipelineConfig, str]:
             }
         ],
         "batching": {"max_events": 20_000, "max_latency_ms": 500},
-        "kafka": {"bootstrap": bootstrap_servers, "live_topic_prefix": PIPELINE},
+        "kafka": {
+            "bootstrap": bootstrap_servers,
+            "live_topic_prefix": PIPELINE,
+            "epoch": _previous_epoch(),
+        },
     }
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +113,41 @@ def bootstrap(options: DistributedOptions) -> tuple[PipelineConfig, str]:
     )
     path.chmod(0o600)
     return load_config(path), url
+
+
+def lake_has_offsets(config: PipelineConfig, partitions: int) -> bool:
+    """True when the lake has applied some partition of the current epoch: its offsets refer
+    to topics of an earlier broker."""
+    from tidemark.observe.lake import LakeMeta
+    from tidemark.observe.source import lake_offset
+    from tidemark.stream_processors.distributed.topics import source_topics
+
+    meta = LakeMeta(config.lake, storage_options=config.storage_options, max_age_s=0.0)
+    try:
+        return any(
+            lake_offset(config, meta, spec.topic, spec.table, number) > 0
+            for spec in source_topics(config.sources)
+            for number in range(partitions)
+        )
+    finally:
+        meta.close()
+
+
+def new_epoch(config: PipelineConfig, options: DistributedOptions) -> PipelineConfig:
+    """The local broker keeps topics in memory: a new run has new, empty topics whose
+    offsets start at 0 again. When the lake holds offsets of the last run's topics, the
+    config moves to the next `kafka.epoch` (each partition gets a new stream, read from 0);
+    Connect, which lost its offsets with the broker, snapshots the tables again, and the
+    snapshot rows the lake already holds add nothing (the replay guard)."""
+    if options.bootstrap is not None or not lake_has_offsets(config, options.partitions):
+        return config
+    path = config_path()
+    header, _, body = path.read_text().partition("\n")
+    document = yaml.safe_load(body)
+    document["kafka"]["epoch"] = config.kafka_epoch + 1
+    path.write_text(header + "\n" + yaml.safe_dump(document, sort_keys=False))
+    log.info("new broker: topics epoch %s", config.kafka_epoch + 1)
+    return load_config(path)
 
 
 def make_stack(config: PipelineConfig, options: DistributedOptions) -> DistributedStack:
@@ -208,6 +254,7 @@ def run(options: DistributedOptions, *, stop: threading.Event, interactive: bool
         f"bootstrapping: local Postgres, `{options.profile}` schema, pipeline config...", err=True
     )
     config, url = bootstrap(options)
+    config = new_epoch(config, options)
     stack = make_stack(config, options)
     progress = ProgressState()
     observer: Observer | None = None
