@@ -245,49 +245,53 @@ def recovery_arm(
     stack.register()
     stack.wait_running()
     out: dict[str, Any] = {"session_timeout_s": session, "static_membership": static}
-
-    def args(name: str) -> tuple[str, ...]:
-        return ("--instance-id", f"{tag}-{name}") if static else ()
-
-    with SteadyWriter(dsn, rate=500):
-        stack.worker_args = args("w1")
-        first = stack.start_worker("w1")
-        if _first_commit_after(first, 0) is None:
-            raise RuntimeError("the first worker never committed:\n" + first.tail())
-        time.sleep(2)
-        first.kill()
-        restarted = time.time()
-        again = stack.start_worker("w1")
-        back = _first_commit_after(again, restarted)
-        out["restart_to_first_commit_s"] = None if back is None else round(back - restarted, 2)
-        stack.worker_args = args("w2")
-        second = stack.start_worker("w2")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not (
-            again.read_stats().get("assigned") and second.read_stats().get("assigned")
-        ):
-            time.sleep(0.2)
-        time.sleep(3)
-        partitions = len(again.read_stats().get("assigned", [])) + len(
-            second.read_stats().get("assigned", [])
-        )
-        again.kill()
-        killed = time.time()
-        takeover = None
-        while time.monotonic() < deadline + 120:
-            stats = second.read_stats()
-            if (
-                len(stats.get("assigned", [])) >= partitions
-                and (stats.get("last_commit") or 0) > killed
-            ):
-                takeover = float(stats["last_commit"])
-                break
-            time.sleep(0.2)
-        out["kill_to_survivor_commit_s"] = None if takeover is None else round(takeover - killed, 2)
-        out["worker_peak_rss_mb"] = _peak_rss_mb(second.process.pid)
-    stack.stop()
+    try:
+        with SteadyWriter(dsn, rate=500):
+            _recover(stack, out, tag if static else None)
+    finally:
+        stack.stop()
     stack.remove(dsn=dsn)
     return out
+
+
+def _start(stack: Any, name: str, tag: str | None) -> Any:
+    """A worker, with a static membership id when `tag` is given."""
+    stack.worker_args = ("--instance-id", f"{tag}-{name}") if tag else ()
+    return stack.start_worker(name)
+
+
+def _recover(stack: Any, out: dict[str, Any], tag: str | None) -> None:
+    first = _start(stack, "w1", tag)
+    if _first_commit_after(first, 0) is None:
+        raise RuntimeError("the first worker never committed:\n" + first.tail())
+    time.sleep(2)
+    first.kill()
+    restarted = time.time()
+    again = _start(stack, "w1", tag)
+    back = _first_commit_after(again, restarted)
+    out["restart_to_first_commit_s"] = None if back is None else round(back - restarted, 2)
+    second = _start(stack, "w2", tag)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (
+        again.read_stats().get("assigned") and second.read_stats().get("assigned")
+    ):
+        time.sleep(0.2)
+    time.sleep(3)
+    again.kill()
+    killed = time.time()
+    takeover = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        stats = second.read_stats()
+        if (
+            len(stats.get("assigned", [])) >= stack.partitions
+            and (stats.get("last_commit") or 0) > killed
+        ):
+            takeover = float(stats["last_commit"])
+            break
+        time.sleep(0.2)
+    out["kill_to_survivor_commit_s"] = None if takeover is None else round(takeover - killed, 2)
+    out["worker_peak_rss_mb"] = _peak_rss_mb(second.process.pid)
 
 
 def run(args: Any) -> None:
