@@ -16,6 +16,7 @@ update: idempotent), `GET /connectors/{name}/status`, `DELETE /connectors/{name}
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -467,7 +468,7 @@ class KafkaConnect:
             for name, entry in (body or {}).items()
         }
 
-    def offsets(self, name: str) -> list[dict[str, Any]]:
+    def offsets(self, name: str) -> builtins.list[dict[str, Any]]:
         """The connector's committed source offsets (Connect 3.5+; [] when it has none).
 
         Each entry is `{"partition": {...}, "offset": {...}}`: for Debezium Postgres the

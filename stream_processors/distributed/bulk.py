@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka import client as aiokafka_client
-from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka import client as aiokafka_client  # type: ignore[import-untyped]
+from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
@@ -150,7 +150,7 @@ def never_create_topics() -> None:
     missing topic stays missing until Connect creates it; the subscription picks it up at
     the next metadata refresh (`consumer_metadata_max_age_ms`, a few seconds here).
     """
-    aiokafka_client.MetadataRequest = _NoAutoCreate  # type: ignore[misc]
+    aiokafka_client.MetadataRequest = _NoAutoCreate
 
 
 def install(app: Any) -> BulkConsumer:

@@ -27,6 +27,7 @@ from tidemark.connectors.kafka_connect import (
     register,
     render_connectors,
 )
+from tidemark.connectors.postgres.cluster import free_port
 from tidemark.kernel.errors import TidemarkError
 from tidemark.stack.workers import WorkerProcess, start_worker
 
@@ -134,7 +135,7 @@ class DistributedStack:
             bootstrap=self.bootstrap,
             group=f"tidemark-{self.config.pipeline}-connect",
             offset_flush_ms=self.offset_flush_ms,
-            **({"port": self.connect_port} if self.connect_port else {}),
+            port=self.connect_port or free_port(),
         )
         self.connect_port = settings.port
         self.connect = ConnectWorker(self.workdir / "connect", settings)

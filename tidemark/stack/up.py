@@ -293,7 +293,7 @@ def run(options: DistributedOptions, *, stop: threading.Event, interactive: bool
                 time.sleep(0.5)
                 progress.set_totals(stack.worker_stats())
                 if time.monotonic() - last >= (3 if interactive else 5):
-                    refresh_report(progress, lambda: observer.report(fresh=True))  # type: ignore[union-attr]
+                    refresh_report(progress, lambda: observer.report(fresh=True))
                     if not interactive:
                         click.echo(plain_line(progress), err=True)
                     last = time.monotonic()
