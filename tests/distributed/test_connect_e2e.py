@@ -4,9 +4,10 @@ topics downstream. Every story ends with `check_everything` (`connect_story.py`)
 clean, changelog events and forensic versions per key equal to the source's own history
 (an audit trigger), and every live topic read from offset 0 equal to the source.
 
-Default suite: the whole path, and Kafka Connect killed (-9) during its initial snapshot and
-again mid-stream, with a range of its records published once more at new offsets (deletes
-inside). `-m slow`: a worker killed, two workers with one killed, SIGTERM of everything.
+Default suite: the whole path (the worker started before the connector exists), and Kafka
+Connect killed (-9) during its initial snapshot and again mid-stream, with a range of its
+records published once more at new offsets (deletes inside). `-m slow`: a worker killed,
+two workers with one killed, SIGTERM of everything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.distributed.connect_story import (
     Story,
@@ -29,6 +31,7 @@ from tests.distributed.support import wait_for
 from tests.fixtures.connect import ConnectHandle
 from tests.fixtures.kafka import KafkaHandle
 from tests.fixtures.postgres import PostgresHandle
+from tidemark.sinks.beacons import read_beacons
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.connect]
 
@@ -103,15 +106,34 @@ def _republish(bootstrap: str, topic: str, *, last: int) -> int:
     return sent
 
 
-def test_the_whole_path(story_factory: Callable[..., Story]) -> None:
-    """Snapshot, then churn in transactions, through Connect and one worker."""
+def test_the_whole_path_with_the_worker_started_first(
+    story_factory: Callable[..., Story], kafka: KafkaHandle
+) -> None:
+    """Snapshot, then churn in transactions, through Connect and one worker that starts
+    before the connector exists (the compose order): it must not create the topics (Connect
+    creates them with its partition count), and its transaction gate must follow the
+    transaction topic once Connect writes it."""
     story = story_factory(seeds=500)
+    worker = story.stack.start_worker("w1")
+    time.sleep(8)  # the worker subscribes to topics that do not exist yet
     story.stack.register()
     story.stack.wait_running()
-    story.stack.start_worker("w1")
     wait_for(story.stack.snapshot_done, timeout=120, what="the initial snapshot")
     churn(story.dsn, rounds=15, start=10_000, seeds=500)
     check_everything(story, set(range(1, 501)))
+    topics = AdminClient({"bootstrap.servers": kafka.bootstrap}).list_topics(timeout=10).topics
+    assert len(topics[story.topic].partitions) == story.stack.partitions
+    source = story.config.sources[0].name
+    beacon = wait_for(
+        lambda: next(
+            (b for b in read_beacons(story.config.lake) if b["gate"].get("follows")), None
+        ),
+        timeout=30,
+        what="a beacon whose gate follows the transaction topic",
+        workers=[worker],
+    )
+    assert beacon["gate"]["follows"] == [f"{source}.transaction"]
+    assert beacon["gate"]["markers"] > 0 and beacon["partitions"]
 
 
 def test_connect_killed_during_the_snapshot_and_mid_stream(
