@@ -34,6 +34,7 @@ from tests.fixtures.postgres import PostgresHandle
 from tidemark.sinks.beacons import read_beacons
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.connect]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -166,6 +167,29 @@ def test_connect_killed_during_the_snapshot_and_mid_stream(
     assert _republish(kafka.bootstrap, story.topic, last=150) > 0
     check_everything(story, set(range(1, seeds + 1)))
     assert snapshot_interrupted, "the first kill came after the snapshot: the table is too small"
+
+
+def test_a_worker_killed_between_its_lake_commit_and_its_live_topic(
+    story_factory: Callable[..., Story],
+) -> None:
+    """The worker dies (os._exit, as at a kill -9) when it is about to publish a committed
+    batch to the live topic; started again, it must publish what the lake has: every change
+    that reached the lake reaches the live topic (before the fix: keys missing for good)."""
+    story = story_factory(seeds=300)
+    story.stack.register()
+    dying = story.stack.start_worker(
+        "w1",
+        module="tests.support.dying_worker",
+        env={"TIDEMARK_TEST_DIE_AT_PUBLISH": "3"},
+        cwd=ROOT,
+    )
+    wait_for(story.stack.snapshot_done, timeout=120, what="the initial snapshot")
+    churn(story.dsn, rounds=10, start=10_000, seeds=300)
+    wait_for(lambda: dying.process.poll() is not None, timeout=180, what="the worker's death")
+    assert dying.process.returncode == 137, dying.tail()
+    story.stack.start_worker("w1")
+    churn(story.dsn, rounds=3, start=20_000, seeds=300)
+    check_everything(story, set(range(1, 301)))
 
 
 @pytest.mark.slow

@@ -249,14 +249,25 @@ class DistributedStack:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def start_worker(self, name: str) -> WorkerProcess:
-        """Start `tidemark worker` `name` (its stats and log in the stack's workdir)."""
+    def start_worker(
+        self,
+        name: str,
+        *,
+        module: str = "tidemark",
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> WorkerProcess:
+        """Start `tidemark worker` `name` (its stats and log in the stack's workdir; `module`,
+        `env` and `cwd` let a test run it through its own entry point)."""
         worker = start_worker(
             self.config_path,
             self.workdir / "workers",
             name,
             session_timeout=self.session_timeout_s,
             extra=self.worker_args,
+            module=module,
+            env=env,
+            cwd=cwd,
         )
         self.workers[name] = worker
         return worker
