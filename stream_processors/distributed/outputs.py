@@ -7,8 +7,9 @@ the current row per key (compaction keeps the last), and dead letters carry thei
 
 Live topic `<prefix>.live.<table>`: key = the key columns as a JSON object, value = the
 current row as JSON (source columns plus `_tm_op`, `_tm_position`, `_tm_source_ts`), and a
-tombstone (null value) when the row is deleted, so a consumer that reads the topic from the
-start ends with exactly the live table.
+tombstone (null value, the delete's position in the `tm_position` header) when the row is
+deleted, so a consumer that reads the topic from the start, keeping per key the record with
+the highest position, ends with exactly the live table.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tidemark.kernel.columns import BATCH
+from tidemark.kernel.columns import BATCH, OP, POSITION, Op
 from tidemark.kernel.model import MilestonedTable
 from tidemark.stream_processors.distributed.errors import OutputUnavailable
 from tidemark.stream_processors.distributed.topics import dead_letter_topic, live_topic
@@ -46,17 +48,42 @@ def to_json(row: dict[str, Any]) -> bytes:
     return orjson.dumps(row, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
-def live_messages(table: MilestonedTable) -> list[tuple[bytes, bytes | None]]:
-    """(key, value) pairs for one batch: upserts, then tombstones for deleted keys."""
+POSITION_HEADER = "tm_position"
+"""The header of a tombstone that carries its delete's `_tm_position` (a tombstone has no
+value to hold it), so a consumer can drop an older record of the key that comes after."""
+
+Message = tuple[bytes, bytes | None, str | None]
+"""(key, value or None for a tombstone, the tombstone's delete position)."""
+
+
+def live_messages(table: MilestonedTable) -> list[Message]:
+    """The messages of one batch: upserts, then tombstones for deleted keys."""
     keys = list(table.key_columns)
     upserts: pa.Table = table.live_upserts
     upserts = upserts.drop_columns([c for c in (BATCH,) if c in upserts.column_names])
-    out: list[tuple[bytes, bytes | None]] = []
+    out: list[Message] = []
     for row in upserts.to_pylist():
-        out.append((to_json({k: row[k] for k in keys}), to_json(row)))
+        out.append((to_json({k: row[k] for k in keys}), to_json(row), None))
+    deleted_at = _delete_positions(table)
     for row in table.live_deletes.select(keys).to_pylist():
-        out.append((to_json(row), None))
+        key = to_json(row)
+        out.append((key, None, deleted_at.get(key)))
     return out
+
+
+def _delete_positions(table: MilestonedTable) -> dict[bytes, str]:
+    """Key (as JSON) -> the position of its last delete event in the batch."""
+    changelog = table.changelog
+    if changelog.num_rows == 0 or OP not in changelog.column_names:
+        return {}
+    deletes = changelog.filter(pc.equal(changelog.column(OP), Op.DELETE.value))
+    found: dict[bytes, str] = {}
+    for row in deletes.select([*table.key_columns, POSITION]).to_pylist():
+        key = to_json({k: row[k] for k in table.key_columns})
+        position = str(row[POSITION])
+        if position > found.get(key, ""):
+            found[key] = position
+    return found
 
 
 def ensure_topics(
@@ -144,8 +171,9 @@ class KafkaOutputs:
             return
         self._seed(table)
         topic = live_topic(self.live_prefix, table.table)
-        for key, value in live_messages(table):
-            self._producer.produce(topic, key=key, value=value)
+        for key, value, deleted_at in live_messages(table):
+            headers = [(POSITION_HEADER, deleted_at.encode())] if deleted_at else None
+            self._producer.produce(topic, key=key, value=value, headers=headers)
             self._producer.poll(0)
         self._flush()
 

@@ -157,8 +157,8 @@ def source_rows(dsn: str) -> dict[int, tuple[int, str | None]]:
 
 def live_topic_rows(bootstrap: str, topic: str) -> dict[int, tuple[int, str | None]]:
     """The live topic read from offset 0 the way README's consumer does: a record whose
-    `_tm_position` is not above the one held for its key is a repeat and is dropped; a
-    tombstone deletes (it carries no position: it is applied when it comes after)."""
+    position (`_tm_position`, or a tombstone's `tm_position` header) is not above the one
+    held for its key is a repeat and is dropped."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -166,7 +166,7 @@ def live_topic_rows(bootstrap: str, topic: str) -> dict[int, tuple[int, str | No
             "enable.auto.commit": False,
         }
     )
-    state: dict[int, tuple[str, tuple[int, str | None]] | None] = {}
+    state: dict[int, tuple[str, tuple[int, str | None] | None]] = {}
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -182,16 +182,19 @@ def live_topic_rows(bootstrap: str, topic: str) -> dict[int, tuple[int, str | No
                     continue
                 key = json.loads(msg.key())["id"]
                 if msg.value() is None:
-                    state[key] = None
-                    continue
-                row = json.loads(msg.value())
+                    headers = dict(msg.headers() or [])
+                    position = headers.get("tm_position", b"").decode()
+                    row = None
+                else:
+                    value = json.loads(msg.value())
+                    position, row = value["_tm_position"], (value["qty"], value["note"])
                 held = state.get(key)
-                if held is not None and row["_tm_position"] <= held[0]:
+                if held is not None and position <= held[0]:
                     continue  # a repeat
-                state[key] = (row["_tm_position"], (row["qty"], row["note"]))
+                state[key] = (position, row)
     finally:
         consumer.close()
-    return {k: v[1] for k, v in state.items() if v is not None}
+    return {k: v[1] for k, v in state.items() if v[1] is not None}
 
 
 def check_everything(story: Story, seeded: set[int]) -> None:
