@@ -232,10 +232,10 @@ def run_worker(
 @click.option(
     "--session-timeout",
     type=float,
-    default=30.0,
+    default=6.0,
     show_default=True,
-    help="Consumer group session timeout in seconds (a dead worker's partitions "
-    "move after this long).",
+    help="Consumer group session timeout in seconds: a killed worker's partitions move "
+    "after this long (measured: a survivor commits 6 s after a kill at 6, 30 s at 30).",
 )
 @click.option(
     "--threads",
