@@ -1,9 +1,10 @@
 """The distributed runtime on real Kafka Connect: Postgres -> Connect (Debezium) -> Tansu ->
 `tidemark worker` x1 and x2 -> Delta, against Connect's own produce rate, plus recovery times.
 
-Throughput, on a backlog: the connector is registered on an empty table, stopped, the churn
-is written (70% inserts, 25% updates, 5% deletes, transactions of 100), then the connector
-is resumed and the clock starts. Connect's produce rate is the churn's size over the time
+Throughput, on a backlog: the connector is registered on a table of one row (its snapshot
+creates the topic), stopped, the churn is written (70% inserts, 25% updates, 5% deletes,
+transactions of 100), the workers start and take every partition, then the connector is
+resumed and the clock starts. Connect's produce rate is the churn's size over the time
 until the topic holds every record; end to end is over the time until the workers have
 committed every event. Arms, each on a fresh database, connector, topic and lake: Connect
 alone (the ceiling), 1 worker, 2 workers (the workers' runs measure Connect's rate too).
@@ -132,6 +133,8 @@ def throughput_arm(
     from bench.distributed import churn
 
     dsn = _create_db(admin_dsn, cluster)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:  # the snapshot creates the topic
+        cur.execute("INSERT INTO items VALUES (0, 'seed', 0, 0, NULL)")
     stack = _stack(work, f"tp{workers}", dsn, bootstrap, connect, secrets)
     stack.register()
     stack.wait_running()
@@ -145,7 +148,15 @@ def throughput_arm(
     topic = f"{stack.config.sources[0].name}.public.items"
     for index in range(workers):
         stack.start_worker(f"w{index + 1}")
-    time.sleep(8 if workers else 0)  # let the group form before the clock starts
+    # the clock starts once the workers hold every partition and applied the snapshot row:
+    # what is measured is the stream, not the group join
+    deadline = time.monotonic() + 180
+    while workers and time.monotonic() < deadline:
+        stats = stack.worker_stats().values()
+        held = sum(len(s.get("assigned", [])) for s in stats)
+        if held >= stack.partitions and sum(s.get("events", 0) for s in stats) >= 1:
+            break
+        time.sleep(0.5)
     started = time.time()
     client.resume(name)
     first = connect_done = lake_done = None
@@ -153,13 +164,13 @@ def throughput_arm(
     limit = time.monotonic() + 1800
     while time.monotonic() < limit:
         now = time.time()
-        produced = _topic_records(bootstrap, topic) if connect_done is None else written
+        produced = _topic_records(bootstrap, topic) - 1 if connect_done is None else written
         if first is None and produced > 0:
             first = now
         if connect_done is None and produced >= written:
             connect_done = now
         stats = stack.worker_stats()
-        if workers and sum(s.get("events", 0) for s in stats.values()) >= written:
+        if workers and sum(s.get("events", 0) for s in stats.values()) >= written + 1:
             lake_done = max(s.get("last_commit") or now for s in stats.values())
         if connect_done is not None and (lake_done is not None or not workers):
             break
