@@ -144,6 +144,12 @@ def throughput_arm(
     name = stack.connector_names()[0]
     client = stack.client()
     client.stop(name)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # stopping is asynchronous: the task must be gone
+        state = client.status(name)
+        if state is not None and state.state == "STOPPED" and not state.tasks:
+            break
+        time.sleep(0.5)
     written = churn(dsn, events)
     topic = f"{stack.config.sources[0].name}.public.items"
     for index in range(workers):
