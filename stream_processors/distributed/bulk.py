@@ -151,6 +151,13 @@ def never_create_topics() -> None:
     the next metadata refresh (`consumer_metadata_max_age_ms`, a few seconds here).
     """
     aiokafka_client.MetadataRequest = _NoAutoCreate
+    logging.getLogger("aiokafka.cluster").addFilter(_quiet_missing_topics)
+
+
+def _quiet_missing_topics(record: logging.LogRecord) -> bool:
+    """A topic Connect has not created yet is expected (the worker said so once at start):
+    aiokafka logs it as an ERROR at every metadata refresh."""
+    return not str(record.msg).startswith("Topic %s not found in cluster metadata")
 
 
 def install(app: Any) -> BulkConsumer:
