@@ -1,9 +1,11 @@
 """Kafka outputs of the worker: the dead-letter topic and the compacted live topics.
 
-Both are published after the lake commit, so they never run ahead of the lake. After a crash
-a batch may be published twice (at least once): harmless for the live topics, which hold
-the current row per key (compaction keeps the last), and dead letters carry their origin
-(`kafka:topic/partition@offset`) so consumers can drop repeats.
+Both are published right before the batch's lake commit (after the zombie check), so every
+change that reaches the lake reaches them, also across a kill -9 between the two: the batch
+is read, applied and published again after the restart. They may therefore run a moment
+ahead of the lake and repeat (at least once): a live topic's consumer keeps the highest
+position per key, and dead letters carry their origin (`kafka:topic/partition@offset`) so
+consumers can drop repeats.
 
 Live topic `<prefix>.live.<table>`: key = the key columns as a JSON object, value = the
 current row as JSON (source columns plus `_tm_op`, `_tm_position`, `_tm_source_ts`), and a
