@@ -30,21 +30,23 @@ TABLE = "public.items"
 
 
 def setup_source(dsn: str, *, seeds: int) -> None:
-    """`items` with `seeds` rows, and `audit`: one row per change, written by a trigger."""
+    """`items` with `seeds` rows, and `audit`: one row per change, written by a trigger
+    (an update that changes nothing is still a change event, which the changelog keeps, but
+    no new version: `changed` tells them apart)."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
             """
             CREATE TABLE items (id bigint PRIMARY KEY, qty int NOT NULL, note text);
-            CREATE TABLE audit (seq bigserial PRIMARY KEY, id bigint NOT NULL, op text NOT NULL);
+            CREATE TABLE audit (seq bigserial PRIMARY KEY, id bigint NOT NULL, op text NOT NULL,
+                                changed boolean NOT NULL);
             CREATE FUNCTION audit_items() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               IF TG_OP = 'DELETE' THEN
-                INSERT INTO audit(id, op) VALUES (OLD.id, 'd');
+                INSERT INTO audit(id, op, changed) VALUES (OLD.id, 'd', true);
               ELSIF TG_OP = 'UPDATE' THEN
-                IF OLD IS DISTINCT FROM NEW THEN INSERT INTO audit(id, op) VALUES (NEW.id, 'u');
-                END IF;
+                INSERT INTO audit(id, op, changed) VALUES (NEW.id, 'u', OLD IS DISTINCT FROM NEW);
               ELSE
-                INSERT INTO audit(id, op) VALUES (NEW.id, 'c');
+                INSERT INTO audit(id, op, changed) VALUES (NEW.id, 'c', true);
               END IF;
               RETURN NULL;
             END $$;
@@ -129,14 +131,14 @@ def make_story(
 def expected_history(dsn: str, seeded: set[int]) -> tuple[Counter[int], Counter[int]]:
     """(changelog events, forensic versions) per key that the source's history implies:
     a snapshot row per seeded key, then one event per audited change; a version per
-    snapshot row, insert and update (every audited update changed the row)."""
+    snapshot row, insert and update that changed the row."""
     events: Counter[int] = Counter({k: 1 for k in seeded})
     versions: Counter[int] = Counter({k: 1 for k in seeded})
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, op FROM audit ORDER BY seq")
-        for key, op in cur.fetchall():
+        cur.execute("SELECT id, op, changed FROM audit ORDER BY seq")
+        for key, op, changed in cur.fetchall():
             events[key] += 1
-            if op != "d":
+            if op != "d" and changed:
                 versions[key] += 1
     return events, versions
 
