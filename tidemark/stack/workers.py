@@ -83,5 +83,7 @@ def start_worker(
         env=environment,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
+        # a terminal's Ctrl+C reaches the stack, which drains the workers, then stops them
+        start_new_session=True,
     )
     return WorkerProcess(process, stats, log)
