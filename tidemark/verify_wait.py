@@ -6,8 +6,9 @@ the lake has been quiet for a few batch latencies (an idle source).
 
 Distributed runtime: Kafka Connect confirms a position to Postgres once the records up to it
 are in Kafka, not once the lake has them, so the slot says nothing about the lake. Instead:
-(1) wait until Connect's slot confirmed C (every change up to C is in the topics; a stopped
-Connect skips this), (2) take the end offset of every partition of the source's topics, and
+(1) wait until Connect's slot confirmed C (every change up to C is in the topics; a slot
+without a consumer for `CONNECT_RESTART_S` is a stopped Connect, and this step ends),
+(2) take the end offset of every partition of the source's topics, and
 (3) wait until the lake has applied each partition up to that offset (the offsets every
 layer commit records, per partition). Then every change up to C is in the lake.
 """
@@ -22,6 +23,11 @@ from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.postgres.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
+
+CONNECT_RESTART_S = 45.0
+"""How long Connect's slot may stay inactive before `verify` takes the connector as stopped
+and compares what the topics hold: a restarting Connect worker (JVM start, group join, task
+start) leaves its slot without a consumer for 10-40 s on a loaded machine."""
 
 
 def slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None, int | None]:
@@ -67,7 +73,7 @@ def wait_distributed(
             break
         if not active:
             inactive_since = inactive_since or time.monotonic()
-            if time.monotonic() - inactive_since >= 3.0:
+            if time.monotonic() - inactive_since >= CONNECT_RESTART_S:
                 logger.info("slot %s is inactive: comparing what the topics hold", slot)
                 break
         else:

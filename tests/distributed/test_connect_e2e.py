@@ -157,6 +157,7 @@ def test_connect_killed_during_the_snapshot_and_mid_stream(
     connect_worker.worker.kill()
     connect_worker.worker.start(timeout=240)
     story.stack.wait_running()
+    story.stack.wait_streaming(story.dsn)
     wait_for(story.stack.snapshot_done, timeout=300, what="the snapshot, taken again")
     churn(story.dsn, rounds=10, start=100_000, seeds=seeds)
     time.sleep(2)  # some of it sent, not all of its offsets flushed (every 5 s)
@@ -164,6 +165,7 @@ def test_connect_killed_during_the_snapshot_and_mid_stream(
     churn(story.dsn, rounds=10, start=200_000, seeds=seeds)
     connect_worker.worker.start(timeout=240)
     story.stack.wait_running()
+    story.stack.wait_streaming(story.dsn)
     churn(story.dsn, rounds=5, start=300_000, seeds=seeds)
     assert _republish(kafka.bootstrap, story.topic, last=150) > 0
     check_everything(story, set(range(1, seeds + 1)))
@@ -238,5 +240,6 @@ def test_sigterm_of_everything(
     assert connect_worker.worker.process is not None
     churn(story.dsn, rounds=10, start=20_000, seeds=2000)
     connect_worker.worker.start(timeout=240)
+    story.stack.wait_streaming(story.dsn)
     story.stack.start_worker("w1")
     check_everything(story, set(range(1, 2001)))

@@ -197,6 +197,41 @@ class DistributedStack:
             hint=f"see `{self.connect.log_path if self.connect else 'connect.log'}`",
         )
 
+    def wait_streaming(self, dsn: str, *, timeout: float = 240.0) -> None:
+        """Wait until every Postgres source's slot has a consumer again: after a Connect
+        restart its status topic still says RUNNING from before, so `wait_running` cannot
+        tell that the task is back.
+
+        Raises:
+            StackError: a slot stayed without a consumer for `timeout`.
+        """
+        import psycopg2
+
+        from tidemark.connectors.kafka_connect import connect_slot
+
+        slots = [
+            connect_slot(self.config.pipeline, s.name)
+            for s in self.config.sources
+            if s.kind == "postgres"
+        ]
+        deadline = time.monotonic() + timeout
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            while time.monotonic() < deadline:
+                cur.execute(
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = ANY(%s) "
+                    "AND active",
+                    (slots,),
+                )
+                row = cur.fetchone()
+                if row is not None and row[0] == len(slots):
+                    return
+                time.sleep(0.5)
+        raise StackError(
+            f"slots {slots} have no consumer after {timeout:.0f}s",
+            hint=f"see `{self.connect.log_path if self.connect else 'connect.log'}`",
+        )
+
     def source_offsets(self) -> dict[str, list[dict[str, Any]]]:
         """Each connector's committed source offsets (`GET /connectors/{name}/offsets`)."""
         return {name: self.client().offsets(name) for name in self.connector_names()}
