@@ -1,8 +1,8 @@
 """How `verify` waits for the lake to reach the source snapshot's position C.
 
-Embedded runtime: the batch log's position passes C, or the pipeline's slot confirmed C (the
-embedded engine confirms only what the lake committed), or everything up to C was sent and
-the lake has been quiet for a few batch latencies (an idle source).
+Embedded runtime (`tidemark/verify.py`): the batch log's position passes C (the lake is the
+source of truth; a lake that keeps no record of its positions falls back to: everything up to
+C was sent and the lake has been quiet for a few batch latencies).
 
 Distributed runtime: Kafka Connect confirms a position to Postgres once the records up to it
 are in Kafka, not once the lake has them, so the slot says nothing about the lake. Instead:
