@@ -67,6 +67,7 @@ class RecordingLake:
         streams: Sequence = (),
         dead_letters: Sequence = (),
         refused: Sequence = (),
+        sources: Mapping[str, str] | None = None,
     ) -> BatchResult:
         if self.crash_at_batch == batch_id:
             raise Crash(f"crash at batch {batch_id}")
