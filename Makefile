@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-UNIT := not postgres and not debezium and not kafka and not s3 and not slow and not soak
+UNIT := not postgres and not debezium and not kafka and not connect and not s3 and not slow and not soak
 
 .PHONY: help bootstrap up test unit test-slow lint bench
 help: ## list the targets

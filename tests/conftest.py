@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.debezium",
     "tests.fixtures.kafka",
+    "tests.fixtures.connect",
     "tests.fixtures.lake",
     "tests.fixtures.exit",
     "tests.fixtures.markers",

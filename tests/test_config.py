@@ -104,3 +104,37 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("pipeline: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_config(bad)
+
+
+def test_a_worker_loads_a_config_whose_source_dsn_is_not_in_its_environment(tmp_path):
+    """Workers never connect to a source: an unset variable in a dsn is not an error for
+    them (it still is for everything that connects), and SQL Server topics, which name the
+    database, say what is missing."""
+    from tidemark.commands.worker import worker_settings
+    from tidemark.config import ConfigError, load_config
+    from tidemark.stream_processors.distributed.errors import WorkerConfigError
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "pipeline: p\nsources:\n"
+        "  - {name: shop, kind: postgres, dsn: '${NOT_SET_SHOP_DSN}', tables: [public.a]}\n"
+        "  - {name: erp, kind: sqlserver, dsn: 'mssql://sa:${NOT_SET_PW}@h:1433/erpdb',"
+        " tables: [dbo.b]}\n"
+        "kafka: {bootstrap: 'k:9092'}\n"
+    )
+    with pytest.raises(ConfigError, match="NOT_SET_SHOP_DSN"):
+        load_config(path)
+    cfg = load_config(path, need_dsn=False)
+    settings = worker_settings(cfg, web_port=None, session_timeout_s=6, threads=1, stats_path=None)
+    assert [t.topic for t in settings.topics] == ["shop.public.a", "erp.erpdb.dbo.b"]
+    path.write_text(
+        path.read_text().replace("mssql://sa:${NOT_SET_PW}@h:1433/erpdb", "${NOT_SET_ERP_DSN}")
+    )
+    with pytest.raises(WorkerConfigError, match="SQL Server database"):
+        worker_settings(
+            load_config(path, need_dsn=False),
+            web_port=None,
+            session_timeout_s=6,
+            threads=1,
+            stats_path=None,
+        )

@@ -270,3 +270,19 @@ def test_decoded_chunks_go_through_the_batcher_whole():
         for changes in batch.changes.values():
             for tx in set(changes.events.column("_tm_tx_id").to_pylist()) - {None}:
                 assert seen.setdefault(tx, batch.batch_id) == batch.batch_id
+
+
+def test_a_record_without_its_schema_names_the_converter_setting():
+    """A connector registered with `value.converter.schemas.enable=false` sends bare payloads:
+    each such record is a dead letter whose reason says which setting to change."""
+    changes = [r for r in ROUNDTRIP if r.value is not None and '"op"' in r.value]
+    bare = []
+    for record in changes[:3]:
+        _, value = record.enveloped()
+        payload = json.loads(value)["payload"]
+        bare.append(RawRecord(record.destination, record.key, json.dumps(payload), "kafka:t/0@1"))
+    batch = Decoder("postgres").decode(bare)
+    assert len(batch.dead_letters) == 3 and not batch.changes
+    for letter in batch.dead_letters:
+        assert "value.converter.schemas.enable=false" in letter.reason
+        assert "tidemark connectors render" in letter.reason

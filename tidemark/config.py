@@ -154,6 +154,12 @@ class KafkaConfig(_Frozen):
     live_topic_prefix: str | None = Field(
         default=None, description="If set, publish compacted <prefix>.live.<table> topics."
     )
+    epoch: int = Field(
+        default=0,
+        ge=0,
+        description="Raise by one when the source topics were created anew (a new broker, "
+        "topics deleted): workers then read them from offset 0 (docs/distributed.md).",
+    )
 
 
 class DebeziumConfig(_Frozen):
@@ -336,9 +342,24 @@ class PipelineConfig(_Frozen):
         """The Delta transaction app id prefix for this pipeline."""
         return f"tidemark:{self.pipeline}"
 
+    @property
+    def kafka_epoch(self) -> int:
+        """The distributed runtime's topic epoch (0 without a `kafka:` section)."""
+        return self.kafka.epoch if self.kafka is not None else 0
 
-def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
+
+_DSN_PATH = re.compile(r"^sources\[\d+\]\.dsn$")
+UNSET = "unset"
+"""What an unset variable in a source dsn becomes when the dsn is not needed (workers)."""
+
+
+def expand_env(
+    value: Any, path: str = "", env: Mapping[str, str] | None = None, *, need_dsn: bool = True
+) -> Any:
     """Replace `${VAR}` (or `${VAR:-default}`) in every string, recursively.
+
+    With `need_dsn` False (a distributed worker never connects to a source), an unset
+    variable inside `sources[].dsn` becomes `unset` instead of an error.
 
     Raises:
         ConfigError: a variable is not set and has no default.
@@ -352,16 +373,36 @@ def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None)
                 return env[name]
             if default is not None:
                 return default
+            if not need_dsn and _DSN_PATH.match(path):
+                return UNSET
             raise ConfigError(
                 path, f"environment variable `{name}` is not set", hint=f"export {name}=..."
             )
 
         return _ENV.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+        return {
+            k: expand_env(v, f"{path}.{k}" if path else str(k), env, need_dsn=need_dsn)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [expand_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [expand_env(v, f"{path}[{i}]", env, need_dsn=need_dsn) for i, v in enumerate(value)]
     return value
+
+
+def _placeholder_dsns(data: dict[str, Any]) -> dict[str, Any]:
+    """A source dsn that was only an unset variable gets a placeholder of its kind's scheme
+    (validation then passes; nothing connects with it)."""
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        return data
+    fixed = []
+    for source in sources:
+        if isinstance(source, dict) and source.get("dsn") == UNSET:
+            scheme = _SCHEMES.get(str(source.get("kind")), ("postgresql",))[0]
+            source = {**source, "dsn": f"{scheme}://{UNSET}@{UNSET}/{UNSET}"}
+        fixed.append(source)
+    return {**data, "sources": fixed}
 
 
 def _key_path(location: tuple[int | str, ...]) -> str:
@@ -383,8 +424,10 @@ def _lookup(data: Any, location: tuple[int | str, ...]) -> Any:
     return data
 
 
-def parse_config(data: Any, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Validate an already-loaded YAML document.
+def parse_config(
+    data: Any, *, env: Mapping[str, str] | None = None, need_dsn: bool = True
+) -> PipelineConfig:
+    """Validate an already-loaded YAML document (`need_dsn`: see `expand_env`).
 
     Raises:
         ConfigError: naming the first bad key path, its value, and the fix.
@@ -392,7 +435,10 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None) -> Pipeline
     if not isinstance(data, dict):
         raise ConfigError("", "the file must hold a mapping (pipeline:, lake:, sources:)")
     try:
-        return PipelineConfig.model_validate(expand_env(data, env=env))
+        expanded = expand_env(data, env=env, need_dsn=need_dsn)
+        if not need_dsn:
+            expanded = _placeholder_dsns(expanded)
+        return PipelineConfig.model_validate(expanded)
     except ValidationError as exc:
         error = exc.errors()[0]
         location = tuple(error["loc"])
@@ -409,8 +455,10 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None) -> Pipeline
         raise ConfigError(key, mask(f"{message}{shown}")) from None
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Read, expand and validate a pipeline YAML file."""
+def load_config(
+    path: str | Path, *, env: Mapping[str, str] | None = None, need_dsn: bool = True
+) -> PipelineConfig:
+    """Read, expand and validate a pipeline YAML file (`need_dsn`: see `expand_env`)."""
     file = Path(path)
     try:
         text = file.read_text()
@@ -424,7 +472,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Pi
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("", f"`{file}` is not valid YAML{where}") from None
-    config = parse_config(data, env=env)
+    config = parse_config(data, env=env, need_dsn=need_dsn)
     if config.models is not None and not Path(config.models.path).is_absolute():
         folder = str((file.parent / config.models.path).resolve())
         config = config.model_copy(

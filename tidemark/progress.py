@@ -56,6 +56,14 @@ class ProgressState:
                 self.lag_s = (report.committed_at - report.max_source_ts).total_seconds()
             self._window.append((time.monotonic(), self.events))
 
+    def set_totals(self, stats: dict[str, dict[str, Any]]) -> None:
+        """Totals of the distributed runtime's workers (their stats files, by worker name)."""
+        with self._lock:
+            self.events = sum(int(s.get("events", 0)) for s in stats.values())
+            self.batches = sum(int(s.get("batches", 0)) for s in stats.values())
+            self.dead_letters = sum(int(s.get("dead_letters", 0)) for s in stats.values())
+            self._window.append((time.monotonic(), self.events))
+
     def on_simulator(self, progress: Any) -> None:
         self.simulated = int(progress.committed)
         self.simulated_rate = float(progress.rate)
@@ -98,6 +106,14 @@ def render(state: ProgressState) -> Group:
             )
         table.add_row(t.table, t.state, *(f"{t.rows.get(layer, 0):,}" for layer in LAYERS), fresh)
     parts: list[Any] = [head, table]
+    partitions = state.report.sources[0].partitions if state.report and state.report.sources else []
+    if partitions:
+        lags: dict[str, list[str]] = {}
+        for p in partitions:
+            lags.setdefault(p.table.rsplit(".", 1)[-1], []).append(f"p{p.partition} {p.lag:,}")
+        parts.append(
+            Text("consumer lag: " + "  |  ".join(f"{t} {', '.join(v)}" for t, v in lags.items()))
+        )
     if state.page:
         parts.insert(0, Text(f"status page: {state.page}", style="bold cyan"))
     if state.last is not None:

@@ -112,10 +112,18 @@ def request_resync(
 
     Raises:
         ConfigError: an unknown source or table.
-        UsageError: the pipeline never ran against this source (no signal table yet), or a
-            new database must be adopted while the pipeline runs.
+        UsageError: the pipeline never ran against this source (no signal table yet), a
+            new database must be adopted while the pipeline runs, or the pipeline is
+            distributed (Kafka Connect has no signal table of Tidemark's).
         SourceUnavailable: the source cannot be reached.
     """
+    if config.kafka is not None:
+        raise UsageError(
+            f"pipeline `{config.pipeline}` is distributed (a `kafka:` section): resync works "
+            "through the embedded engine's signal table and notifications, which a Kafka "
+            "Connect connector does not have",
+            hint="not supported for the distributed runtime yet (docs/distributed.md)",
+        )
     running = is_running(state, config.pipeline, config.lake)
     lake = Lake(config.lake, app_id=config.app_id, storage_options=config.storage_options)
     try:

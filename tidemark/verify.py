@@ -34,6 +34,7 @@ from tidemark.canonical import (
 )
 from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.decode.position import lsn_position
+from tidemark.connectors.kafka_connect import connect_slot
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.setup import connect
 from tidemark.connectors.postgres.snapshot import Snapshot, consistent_snapshot, format_lsn
@@ -47,6 +48,7 @@ from tidemark.kernel.positions import SourceRecord
 from tidemark.sinks.batch_log import BatchLog
 from tidemark.sinks.delta.table import open_table
 from tidemark.sinks.watermark import Watermark, read_watermark
+from tidemark.verify_wait import slot_state, wait_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -336,19 +338,6 @@ def _invariant_findings(
     return tuple(f for check in checks if (f := check()) is not None)
 
 
-def _slot_state(snapshot: Snapshot, slot: str) -> tuple[bool, int | None, int | None]:
-    """(active, confirmed flush LSN, LSN sent by its WAL sender) of the pipeline's slot."""
-    found = snapshot.fetch(
-        "SELECT s.active, (s.confirmed_flush_lsn - '0/0')::bigint, (r.sent_lsn - '0/0')::bigint"
-        " FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid"
-        " WHERE s.slot_name = %s",
-        (slot,),
-    )
-    if not found:
-        return False, None, None
-    return bool(found[0][0]), found[0][1], found[0][2]
-
-
 def _record(config: PipelineConfig, source: SourceConfig) -> SourceRecord | None:
     """What the lake holds of `source` (None when the lake keeps no record of it)."""
     if _open(_uri(config.lake, "_tidemark", "batches"), config.storage_options) is None:
@@ -388,12 +377,14 @@ def verify_source(
 
     While the pipeline's slot is active it first waits for any snapshot under way into the
     lake to complete, then takes the source snapshot at position C and waits (up to
-    `timeout` s in all) until the lake's consistent cut (the position every table holds
-    whole; an idle pipeline keeps it moving with its checkpoints) has passed C. A stopped
-    pipeline is compared at once. A lake that keeps no record of its positions (written by a
-    runtime that does not) falls back to: the slot's WAL sender sent past C and the lake has
-    been quiet for a few batch latencies (never while a transaction is committed in parts).
-    Every table is then read at one cut.
+    `timeout` s in all) for the lake to reach C, as the runtime allows to tell
+    (`tidemark/verify_wait.py`). Embedded: until the lake's consistent cut (the position
+    every table holds whole; an idle pipeline keeps it moving with its checkpoints) has
+    passed C; a lake that keeps no record of its positions falls back to: the slot's WAL
+    sender sent past C and the lake has been quiet for a few batch latencies (never while a
+    transaction is committed in parts). Distributed (a `kafka:` section): Connect's slot
+    confirmed C, then the lake applied every partition of the source's topics up to its end
+    offset. A stopped pipeline is compared at once. Every table is then read at one cut.
     """
     if source.kind != "postgres":
         raise UsageError(
@@ -401,41 +392,25 @@ def verify_source(
             hint="verify SQL Server sources with the compose stack's checks",
         )
     started = time.monotonic()
-    slot = replication_name(config.pipeline, source.name)
+    slot = (
+        connect_slot(config.pipeline, source.name)
+        if config.kafka is not None
+        else replication_name(config.pipeline, source.name)
+    )
     record = _wait_armed(config, source, slot, started + timeout)
     with consistent_snapshot(source.dsn) as snapshot:
-        cutoff = lsn_position(snapshot.lsn, record.epoch if record else 0)[:16]
-        quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
-        reached, moved, splitting = _progress(config, source)
-        changed_at = time.monotonic()
-        inactive_since: float | None = None
-        while reached is None or reached < cutoff:
-            active, _flushed, sent = _slot_state(snapshot, slot)
-            if not active:
-                inactive_since = inactive_since or time.monotonic()
-                if time.monotonic() - inactive_since >= 3.0:  # not a reconnect: stopped
-                    logger.info("slot %s is inactive: comparing the lake as it is", slot)
-                    break
-            else:
-                inactive_since = None
-            if (
-                record is None
-                and sent is not None
-                and sent >= snapshot.lsn
-                and not splitting
-                and (time.monotonic() - changed_at >= quiet_s)
-            ):
-                logger.info("everything up to %s was sent and the lake is quiet", cutoff)
-                break
-            if time.monotonic() - started > timeout:
-                logger.warning("lake did not reach %s within %.0f s", cutoff, timeout)
-                break
-            if on_wait is not None:
-                on_wait(reached, cutoff)
-            time.sleep(0.5)
-            reached, now, splitting = _progress(config, source)
-            if now != moved:
-                moved, changed_at = now, time.monotonic()
+        if config.kafka is not None:
+            reached = wait_distributed(config, source, snapshot, timeout=timeout, on_wait=on_wait)
+        else:
+            reached = _wait_embedded(
+                config,
+                source,
+                snapshot,
+                slot=slot,
+                record=record,
+                deadline=started + timeout,
+                on_wait=on_wait,
+            )
         waited = time.monotonic() - started
         watermark = read_watermark(config.lake, config.storage_options)
         checks = tuple(
@@ -475,3 +450,49 @@ def _progress(config: PipelineConfig, source: SourceConfig) -> tuple[str | None,
         position = lake_position(config.lake, config.storage_options)
         return position, position, False
     return watermark.positions.get(source.name), watermark.latest_batch, bool(watermark.open)
+
+
+def _wait_embedded(
+    config: PipelineConfig,
+    source: SourceConfig,
+    snapshot: Snapshot,
+    *,
+    slot: str,
+    record: SourceRecord | None,
+    deadline: float,
+    on_wait: Callable[[str | None, str], None] | None,
+) -> str | None:
+    """Wait until the embedded pipeline's lake passed the snapshot (see `verify_source`)."""
+    cutoff = lsn_position(snapshot.lsn, record.epoch if record else 0)[:16]
+    quiet_s = max(5.0, 3 * config.batching.max_latency_ms / 1000)
+    reached, moved, splitting = _progress(config, source)
+    changed_at = time.monotonic()
+    inactive_since: float | None = None
+    while reached is None or reached < cutoff:
+        active, _flushed, sent = slot_state(snapshot, slot)
+        if not active:
+            inactive_since = inactive_since or time.monotonic()
+            if time.monotonic() - inactive_since >= 3.0:  # not a reconnect: stopped
+                logger.info("slot %s is inactive: comparing the lake as it is", slot)
+                break
+        else:
+            inactive_since = None
+        if (
+            record is None
+            and sent is not None
+            and sent >= snapshot.lsn
+            and not splitting
+            and (time.monotonic() - changed_at >= quiet_s)
+        ):
+            logger.info("everything up to %s was sent and the lake is quiet", cutoff)
+            break
+        if time.monotonic() > deadline:
+            logger.warning("lake did not reach %s in time", cutoff)
+            break
+        if on_wait is not None:
+            on_wait(reached, cutoff)
+        time.sleep(0.5)
+        reached, now, splitting = _progress(config, source)
+        if now != moved:
+            moved, changed_at = now, time.monotonic()
+    return reached

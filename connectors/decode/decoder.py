@@ -260,7 +260,7 @@ class Decoder:
         if "op" not in payload:
             raise ValueError("neither a change event nor a transaction marker")
         if schema_text is None:
-            raise ValueError("the envelope has no schema (needs schemas.enable=true)")
+            raise ValueError(SCHEMALESS)
         source = payload["source"]
         table = f"{source['name']}.{source['schema']}.{source['table']}"
         keys = self.key_columns.get(table)
@@ -356,7 +356,16 @@ def _split(value: str) -> tuple[str | None, dict[str, Any]]:
     if isinstance(parsed, dict) and "payload" in parsed:
         schema = parsed.get("schema")
         return (None if schema is None else orjson.dumps(schema).decode()), parsed["payload"]
+    if isinstance(parsed, dict) and ("op" in parsed or "status" in parsed) and "source" in parsed:
+        raise ValueError(SCHEMALESS)
     raise ValueError("not a Debezium JSON envelope (no `payload`)")
+
+
+SCHEMALESS = (
+    "a Debezium event without its schema: the connector's JSON converter has "
+    "`value.converter.schemas.enable=false`; set it and `key.converter.schemas.enable` to "
+    "true (as `tidemark connectors render` does), then re-register the connector"
+)
 
 
 def _key_fields(record: RawRecord) -> list[str]:

@@ -84,6 +84,7 @@ class TansuBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl+C reaches its owner, which stops it
         )
         log.close()
         deadline = time.monotonic() + timeout

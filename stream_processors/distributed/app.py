@@ -36,9 +36,12 @@ from tidemark.stream_processors.distributed.lane import (
     PartitionLane,
     lane_decoder,
 )
-from tidemark.stream_processors.distributed.topics import SourceTopic, transaction_topic
+from tidemark.stream_processors.distributed.topics import SourceTopic, lane_stream, topic_stream
 
 log = logging.getLogger(__name__)
+
+METADATA_MAX_AGE_MS = 5_000
+BEACON_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class WorkerSettings:
         datadir: Faust's local directory; stats_path: where the worker writes its counters.
         web_port: Faust's web server (bound to 127.0.0.1) or None for off.
         session_timeout_s: consumer group session timeout.
+        epoch: the topics' epoch (`kafka.epoch`): names the partitions' streams.
+        instance_id: static group membership (`group.instance.id`): a worker restarted
+            with the same id within the session timeout gets its partitions back without
+            a rebalance.
         threads: size of the thread pool that runs lanes.
         gate_transactions: hold records until their transaction's END marker was seen.
         partition_buckets: new live/forensic tables get buckets that follow the Kafka
@@ -78,6 +85,8 @@ class WorkerSettings:
     stats_path: Path | None = None
     web_port: int | None = None
     session_timeout_s: float = 60.0
+    instance_id: str | None = None
+    epoch: int = 0
     threads: int = 4
     gate_transactions: bool = True
     partition_buckets: bool = True
@@ -152,7 +161,9 @@ class LaneRegistry:
             spec = self.by_topic[topic]
             group = self.groups[topic] = TopicGroup(
                 spec,
-                lake=self.lake_factory(f"{self.settings.app_id}:{topic}"),
+                lake=self.lake_factory(
+                    topic_stream(self.settings.app_id, topic, epoch=self.settings.epoch)
+                ),
                 layers=self.settings.layers[spec.table],
                 decode=lane_decoder(spec),
                 outputs=self.outputs,
@@ -177,7 +188,9 @@ class LaneRegistry:
                     partition_buckets=self.settings.partition_buckets,
                     verify_gap=self.verify_gap,
                     decode=group.decode,
-                    lane_app=f"{self.settings.app_id}:{topic}:{partition}",
+                    lane_app=lane_stream(
+                        self.settings.app_id, topic, partition, epoch=self.settings.epoch
+                    ),
                 )
                 self.lanes[(topic, partition)] = lane
             return lane
@@ -207,10 +220,12 @@ def build_app(
     gated: frozenset[str] = frozenset(),
     verify_gap: Callable[[str, int, int], int | None] | None = None,
     on_outcome: Callable[[str, Any], None] | None = None,
+    beacon: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
     """The Faust app of one worker; run it with `faust.Worker(app).execute_from_commandline()`.
 
-    `on_outcome(topic, outcome)` is told what each commit of a topic's lanes did (metrics).
+    `on_outcome(topic, outcome)` is told what each commit of a topic's lanes did (metrics);
+    `beacon(state)` gets the worker's state every `BEACON_S` (`tidemark status` shows it).
     """
     import faust
     from faust.types import TP
@@ -236,10 +251,14 @@ def build_app(
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
+        consumer_group_instance_id=settings.instance_id,
         broker_heartbeat_interval=max(settings.session_timeout_s / 10, 1.0),
         stream_buffer_maxsize=max(settings.max_events * 2, 4096),
         broker_max_poll_records=min(settings.max_events, 10_000),
         consumer_max_fetch_size=8 * 1024 * 1024,  # per partition: ~2,500 envelopes a fetch
+        # Topics created after the worker started (Connect's, as tables get their first
+        # change) join the subscription at the next metadata refresh.
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         **web,
     )
     consumer = install(app)
@@ -255,10 +274,24 @@ def build_app(
     pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="lane")
     app.tidemark = (registry, stats)  # type: ignore[attr-defined]
 
+    beaconed = [0.0]
+
     def write_stats() -> None:
+        stats.assigned = sorted(f"{t}/{p}" for t, p in registry.lanes)
         if settings.stats_path is not None:
-            stats.assigned = sorted(f"{t}/{p}" for t, p in registry.lanes)
             stats.write(settings.stats_path)
+        if beacon is not None and time.monotonic() - beaconed[0] >= BEACON_S:
+            beaconed[0] = time.monotonic()
+            beacon(
+                {
+                    "group": settings.group,
+                    "partitions": stats.assigned,
+                    "events": stats.events,
+                    "batches": stats.batches,
+                    "dead_letters": stats.dead_letters,
+                    "last_commit": stats.last_commit,
+                }
+            )
 
     async def run_group(topic: str, work: Mapping[int, Sequence[KafkaRecord]]) -> None:
         loop = asyncio.get_running_loop()
@@ -353,8 +386,7 @@ def build_app(
                 held[topic][partition] = []
         for topic, work in held.items():
             await run_group(topic, work)
-        if held:
-            write_stats()  # a batch committed here counts like one from the agent
+        write_stats()  # a batch committed here counts like one from the agent; beacons
 
     @app.on_after_configured.connect  # type: ignore[arg-type]
     def _configured(app_: Any, **_: Any) -> None:  # pragma: no cover - logging only
@@ -363,8 +395,11 @@ def build_app(
     return app
 
 
-def gated_sources(settings: WorkerSettings, existing: set[str]) -> frozenset[str]:
-    """The sources whose transaction topic exists (their lanes are gated)."""
+def gated_sources(settings: WorkerSettings) -> frozenset[str]:
+    """The sources whose lanes are gated: all of them, unless the gate is off. A source
+    whose transaction topic does not exist yet is followed once it appears (`txgate.py`);
+    records that name no transaction (snapshots, connectors without transaction metadata)
+    are never held."""
     if not settings.gate_transactions:
         return frozenset()
-    return frozenset(t.source for t in settings.topics if transaction_topic(t.source) in existing)
+    return frozenset(t.source for t in settings.topics)

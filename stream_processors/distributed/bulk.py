@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiokafka import client as aiokafka_client  # type: ignore[import-untyped]
+from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
@@ -129,8 +131,38 @@ def _records(batch: Sequence[Any]) -> list[KafkaRecord]:
     return [KafkaRecord(r.offset, r.key, r.value) for r in batch]
 
 
+class _NoAutoCreate(MetadataRequest):
+    """A metadata request that never creates the topics it names."""
+
+    def __init__(
+        self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None
+    ) -> None:
+        super().__init__(topics, allow_auto_topic_creation=bool(allow_auto_topic_creation))
+
+
+def never_create_topics() -> None:
+    """Make this process's aiokafka clients ask for metadata without creating topics.
+
+    aiokafka asks for the metadata of the topics it subscribes to with
+    `allow_auto_topic_creation=True` and has no option for it, so a worker started before
+    Kafka Connect created the source topics itself, with the broker's default partition
+    count instead of the connector's `topic.creation.default.partitions`. With this, a
+    missing topic stays missing until Connect creates it; the subscription picks it up at
+    the next metadata refresh (`consumer_metadata_max_age_ms`, a few seconds here).
+    """
+    aiokafka_client.MetadataRequest = _NoAutoCreate
+    logging.getLogger("aiokafka.cluster").addFilter(_quiet_missing_topics)
+
+
+def _quiet_missing_topics(record: logging.LogRecord) -> bool:
+    """A topic Connect has not created yet is expected (the worker said so once at start):
+    aiokafka logs it as an ERROR at every metadata refresh."""
+    return not str(record.msg).startswith("Topic %s not found in cluster metadata")
+
+
 def install(app: Any) -> BulkConsumer:
-    """Give `app` a `BulkConsumer` (before the worker starts)."""
+    """Give `app` a `BulkConsumer` (before the worker starts); it never creates topics."""
+    never_create_topics()
     consumer = BulkConsumer(
         app.transport,
         callback=app.topics.on_message,

@@ -159,7 +159,6 @@ class TopicGroup:
             )
         for lane, count, end in lanes:
             lane.settle(count, end, committed=bool(tables))
-        publish(self.outputs, tables, letters)
         outcome.committed(tables, letters, started)
         log.info(
             "topic %s: batch %s committed (%s partitions, %s records)",
@@ -187,6 +186,10 @@ class TopicGroup:
         tables = milestone_tables(self.lake, changes, batch_id, self.layers, watermarks)
         self._pin_buckets(partitions, tables)
         outcome.timed("milestone", time.perf_counter() - mark)
+        # Published before the commit (and after the zombie check): a worker killed between
+        # the two reads the batch again on restart and publishes it again, so every change
+        # that reaches the lake reaches the topics (docs/distributed.md, live topics).
+        publish(self.outputs, tables, letters)
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             mark = time.perf_counter()
             try:

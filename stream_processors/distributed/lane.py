@@ -341,6 +341,8 @@ class PartitionLane:
                 )
                 outcome.timed("milestone", time.perf_counter() - mark)
                 self._pin_buckets(tables)  # a new table: its layout is chosen here
+                # before the commit: a kill in between publishes the batch again (group.py)
+                publish(self.outputs, tables, letters)
             mark = time.perf_counter()
             try:
                 lanes = [LaneBatch(self, end, position)]
@@ -360,7 +362,6 @@ class PartitionLane:
             break
         assert tables is not None
         self.settle(count, end, committed=bool(tables))
-        publish(self.outputs, tables, letters)
         outcome.committed(tables, letters, started)
         log.info("lane %s: batch %s committed (%s records)", self.name, batch_id, count)
         return True
@@ -383,7 +384,9 @@ class PartitionLane:
 def publish(
     outputs: Outputs | None, tables: Sequence[MilestonedTable], letters: Sequence[DeadLetter]
 ) -> None:
-    """Publish a committed batch to the Kafka outputs (never ahead of the lake)."""
+    """Publish a batch to the Kafka outputs, right before its lake commit: a worker killed
+    in between publishes it again when it applies the batch again, so nothing that reached
+    the lake is missing downstream; repeats are dropped by `_tm_position` downstream."""
     if outputs is None:
         return
     if letters:

@@ -44,6 +44,23 @@ class SourceTopic:
     key_columns: tuple[str, ...] | None
 
 
+def lane_stream(app_id: str, topic: str, partition: int, *, epoch: int = 0) -> str:
+    """The replay-guard stream (Delta txn app id prefix) of one partition of a topic.
+
+    Its txn versions are Kafka offsets, which mean nothing once the topic is created anew (a
+    new broker, a deleted topic): `kafka.epoch` then gives every partition a new stream,
+    read from offset 0. Epoch 0 keeps the names lakes have always had.
+    """
+    if epoch:
+        return f"{app_id}:{topic}~{epoch}:{partition}"
+    return f"{app_id}:{topic}:{partition}"
+
+
+def topic_stream(app_id: str, topic: str, *, epoch: int = 0) -> str:
+    """The app id of the lake a worker's lanes of `topic` share."""
+    return f"{app_id}:{topic}~{epoch}" if epoch else f"{app_id}:{topic}"
+
+
 def transaction_topic(source: str) -> str:
     """Debezium's transaction metadata topic of one source."""
     return f"{source}.transaction"
@@ -65,6 +82,15 @@ def source_topics(sources: Iterable[SourceLike]) -> list[SourceTopic]:
     for source in sources:
         kind: SourceKind = "sqlserver" if source.kind == "sqlserver" else "postgres"
         database = urlsplit(source.dsn).path.lstrip("/")
+        if kind == "sqlserver" and database in ("", "unset"):
+            from tidemark.stream_processors.distributed.errors import WorkerConfigError
+
+            raise WorkerConfigError(
+                f"source `{source.name}`: its topics name the SQL Server database, and its "
+                "dsn gives none",
+                hint="set the dsn's variables for the worker too, or write the database into "
+                "the dsn (mssql://user:${PASSWORD}@host:1433/<database>)",
+            )
         for table in source.tables:
             schema, name = split_table(table)
             topic = (

@@ -8,6 +8,12 @@ the events of a transaction in a partition precede its END, so when a lane commi
 commits whole transactions. The gate reads every partition of the transaction topics itself
 (outside the consumer group), because the END of a transaction can sit in any of them.
 
+The reader follows the transaction topics as they appear: a worker may start before Kafka
+Connect has written a source's first transaction (its topic does not exist yet), and the
+topic is created when Connect writes its first BEGIN, before that transaction's changes, so
+a record that names a transaction always finds its topic followed (looked for every
+`REFRESH_S`), read from its first offset.
+
 Limits: the gate cannot make two tables' commits one atomic step (they are separate Delta
 tables, possibly on separate workers), so a reader may briefly see the transaction in one
 table before the other; records wait at most `max_hold_s` for an END (then commit anyway,
@@ -29,6 +35,8 @@ import orjson
 from tidemark.stream_processors.distributed.lane import KafkaRecord
 
 log = logging.getLogger(__name__)
+
+REFRESH_S = 2.0
 
 
 _PG_TX = re.compile(r"^(\d+):\d+$")
@@ -88,6 +96,16 @@ class TransactionGate:
         with self._lock:
             return tx_id in self._ended
 
+    def state(self) -> dict[str, Any]:
+        """What the gate knows now (for `tidemark status`): END markers remembered, and
+        the lanes holding records for an END with how long they have waited."""
+        now = time.monotonic()
+        with self._lock:
+            return {
+                "markers": len(self._ended),
+                "holding": {lane: round(now - t, 1) for lane, t in self._held_since.items()},
+            }
+
     def committable(self, lane: str, table: str, records: Sequence[KafkaRecord]) -> int:
         """Length of the longest prefix of `records` that holds only finished transactions."""
         count = len(records)
@@ -122,7 +140,10 @@ class TransactionTopicReader:
         self.topics = list(topics)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tx-topics", daemon=True)
+        self._lock = threading.Lock()
+        self._followed: set[str] = set()
         self.ready = threading.Event()
+        """Set once the topics that existed at start are followed."""
 
     def start(self) -> None:
         self._thread.start()
@@ -130,6 +151,11 @@ class TransactionTopicReader:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def followed(self) -> list[str]:
+        """The transaction topics being read (the others do not exist yet)."""
+        with self._lock:
+            return sorted(self._followed)
 
     def _run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
@@ -141,23 +167,43 @@ class TransactionTopicReader:
                 "enable.auto.commit": False,
             }
         )
+        assigned: set[tuple[str, int]] = set()
+        looked = 0.0
         try:
-            metadata = consumer.list_topics(timeout=10)
-            parts = [
-                TopicPartition(t, p, 0)
-                for t in self.topics
-                if t in metadata.topics
-                for p in metadata.topics[t].partitions
-            ]
-            missing = [t for t in self.topics if t not in metadata.topics]
-            if missing:
-                log.info("no transaction topic %s yet; records of it are not held", missing)
-            consumer.assign(parts)
-            self.ready.set()
             while not self._stop.is_set():
+                if time.monotonic() - looked >= REFRESH_S:
+                    looked = time.monotonic()
+                    new = self._new_partitions(consumer, assigned)
+                    if new:
+                        consumer.incremental_assign([TopicPartition(t, p, 0) for t, p in new])
+                        assigned.update(new)
+                        with self._lock:
+                            self._followed.update(t for t, _ in new)
+                        log.info("transaction gate follows %s", sorted({t for t, _ in new}))
+                    self.ready.set()
+                if not assigned:
+                    self._stop.wait(0.2)
+                    continue
                 for msg in consumer.consume(num_messages=1000, timeout=0.2):
                     if msg.error() is None:
                         self.gate.on_marker(msg.value())
         finally:
             self.ready.set()
             consumer.close()
+
+    def _new_partitions(
+        self, consumer: Any, assigned: set[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Partitions of the transaction topics that exist now and are not read yet."""
+        try:
+            metadata = consumer.list_topics(timeout=10)
+        except Exception as exc:  # broker away for a moment: look again later
+            log.warning("transaction gate cannot list topics: %s", exc)
+            return set()
+        return {
+            (topic, number)
+            for topic in self.topics
+            if topic in metadata.topics
+            for number in metadata.topics[topic].partitions
+            if (topic, number) not in assigned
+        }

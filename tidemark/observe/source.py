@@ -15,12 +15,12 @@ its place, never an exception: the status must show what it can.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.connectors.kafka.offsets import end_offsets
 from tidemark.kernel.columns import Layer
 from tidemark.kernel.secrets import mask
 from tidemark.observe.lake import LakeMeta
@@ -143,6 +143,7 @@ class ConnectorState:
     state: str
     tasks: list[str] = field(default_factory=list)
     error: str | None = None
+    offsets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,13 +169,10 @@ def probe_distributed(
     timeout_s: float = 3.0,
 ) -> DistributedProbe:
     """Consumer lag of one source's topics (and its connector's state, given `connect_url`)."""
-    from tidemark.stream_processors.distributed.commits import offset_of
-    from tidemark.stream_processors.distributed.topics import source_topics
-
     assert config.kafka is not None
     connector = _connector_state(config, source, connect_url) if connect_url else None
     try:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer
     except ImportError:
         return DistributedProbe(connector=connector, error="confluent-kafka is not installed")
     consumer = Consumer(
@@ -185,88 +183,79 @@ def probe_distributed(
             "socket.timeout.ms": int(timeout_s * 1000),
         }
     )
-    partitions: list[PartitionLag] = []
     try:
-        topics = [t for t in source_topics([source])]
-        metadata = consumer.list_topics(timeout=timeout_s).topics
-        every = [
-            TopicPartition(t.topic, number)
-            for t in topics
-            if t.topic in metadata
-            for number in sorted(metadata[t.topic].partitions)
-        ]
-        ends = _end_offsets(consumer, every, timeout_s)
-        for spec in topics:
-            if spec.topic not in metadata:
-                continue
-            layers = config.layers_for(spec.table)
-            for number in sorted(metadata[spec.topic].partitions):
-                high = ends[(spec.topic, number)]
-                applied = []
-                for layer in Layer:
-                    if layer not in layers:
-                        continue
-                    table = meta.table(layer.value, spec.table)
-                    app = f"{config.app_id}:{spec.topic}:{number}:{spec.table}:{layer.value}"
-                    version = table.transaction_version(app) if table is not None else None
-                    applied.append(offset_of(int(version or 0)))
-                partitions.append(
-                    PartitionLag(spec.topic, spec.table, number, int(high), min(applied))
-                )
+        partitions = partition_lags(config, source, meta, consumer, timeout_s=timeout_s)
     except Exception as exc:  # broker down or unreachable: show it, do not fail the page
-        return DistributedProbe(partitions, connector, error=mask(str(exc).splitlines()[0]))
+        return DistributedProbe([], connector, error=mask(str(exc).splitlines()[0]))
     finally:
         consumer.close()
     return DistributedProbe(partitions, connector)
 
 
-def _end_offsets(
-    consumer: Any, partitions: list[Any], timeout_s: float
-) -> dict[tuple[str, int], int]:
-    """The offset after each partition's last record.
+def lake_offset(
+    config: PipelineConfig, meta: LakeMeta, topic: str, table: str, partition: int
+) -> int:
+    """The next offset of `topic`/`partition` the lake has not applied: the lowest over the
+    table's layers (each records every partition's offset in a Delta txn action)."""
+    from tidemark.stream_processors.distributed.commits import offset_of
+    from tidemark.stream_processors.distributed.topics import lane_stream
 
-    The high watermark, checked by reading from the record before it: the Tansu broker (the
-    local and test broker) reports a watermark that counts record batches, not records (one
-    batch of 10 records: watermark 1, offsets 0..9), so the last batch is read to find its
-    last record. With Kafka this reads one record per partition and agrees with the
-    watermark. All partitions are read together, until the broker has sent nothing for 0.2 s.
-    """
+    applied = []
+    for layer in Layer:
+        if layer not in config.layers_for(table):
+            continue
+        delta = meta.table(layer.value, table)
+        stream = lane_stream(config.app_id, topic, partition, epoch=config.kafka_epoch)
+        app = f"{stream}:{table}:{layer.value}"
+        version = delta.transaction_version(app) if delta is not None else None
+        applied.append(offset_of(int(version or 0)))
+    return min(applied) if applied else 0
+
+
+def partition_lags(
+    config: PipelineConfig,
+    source: SourceConfig,
+    meta: LakeMeta,
+    consumer: Any,
+    *,
+    timeout_s: float = 3.0,
+) -> list[PartitionLag]:
+    """Every partition of the source's topics: the broker's end offset and the lake's."""
     from confluent_kafka import TopicPartition
 
-    ends: dict[tuple[str, int], int] = {}
-    starts = []
-    for tp in partitions:
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-        ends[(tp.topic, tp.partition)] = int(high)
-        if high > low:
-            starts.append(TopicPartition(tp.topic, tp.partition, int(high) - 1))
-    if not starts:
-        return ends
-    consumer.assign(starts)
-    deadline = time.monotonic() + timeout_s
-    seen = False
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None:
-                if seen:
-                    break
-                continue
-            if message.error() is None:
-                seen = True
-                key = (message.topic(), message.partition())
-                ends[key] = max(ends[key], int(message.offset()) + 1)
-    finally:
-        consumer.unassign()
-    return ends
+    from tidemark.stream_processors.distributed.topics import source_topics
+
+    topics = source_topics([source])
+    metadata = consumer.list_topics(timeout=timeout_s).topics
+    every = [
+        TopicPartition(t.topic, number)
+        for t in topics
+        if t.topic in metadata
+        for number in sorted(metadata[t.topic].partitions)
+    ]
+    ends = end_offsets(consumer, every, timeout_s)
+    return [
+        PartitionLag(
+            spec.topic,
+            spec.table,
+            number,
+            int(ends[(spec.topic, number)]),
+            lake_offset(config, meta, spec.topic, spec.table, number),
+        )
+        for spec in topics
+        if spec.topic in metadata
+        for number in sorted(metadata[spec.topic].partitions)
+    ]
 
 
 def _connector_state(config: PipelineConfig, source: SourceConfig, url: str) -> ConnectorState:
     from tidemark.connectors.kafka_connect import KafkaConnect, connector_name
 
     name = connector_name(config.pipeline, source.name)
+    client = KafkaConnect(url, timeout=3.0, retries=1)
     try:
-        status = KafkaConnect(url, timeout=3.0, retries=1).status(name)
+        status = client.status(name)
+        offsets = client.offsets(name) if status is not None else []
     except Exception as exc:  # Connect down: say so
         return ConnectorState(name, "UNREACHABLE", error=mask(str(exc).splitlines()[0]))
     if status is None:
@@ -276,4 +265,5 @@ def _connector_state(config: PipelineConfig, source: SourceConfig, url: str) -> 
         status.state if status.tasks else f"{status.state} (no tasks)",
         [f"{t.id}: {t.state}" for t in status.tasks],
         status.last_error,
+        {k: str(v) for entry in offsets for k, v in entry.get("offset", {}).items()},
     )

@@ -56,16 +56,19 @@ def start_worker(
     session_timeout: float = 6.0,
     extra: Sequence[str] = (),
     cwd: Path | None = None,
+    module: str = "tidemark",
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    """Start `tidemark -v worker --config CONFIG` with its state, stats and log in `workdir`."""
+    """Start `tidemark -v worker --config CONFIG` with its state, stats and log in `workdir`
+    (`module`: another entry point to run it with, e.g. a test's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stats, log = workdir / f"{name}.stats.json", workdir / f"{name}.log"
-    env = {**os.environ, "TIDEMARK_STATE": str(workdir / f"state-{name}")}
+    environment = {**os.environ, **(env or {}), "TIDEMARK_STATE": str(workdir / f"state-{name}")}
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tidemark",
+            module,
             "-v",
             "worker",
             "--config",
@@ -77,8 +80,10 @@ def start_worker(
             *extra,
         ],
         cwd=cwd,
-        env=env,
+        env=environment,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
+        # a terminal's Ctrl+C reaches the stack, which drains the workers, then stops them
+        start_new_session=True,
     )
     return WorkerProcess(process, stats, log)
