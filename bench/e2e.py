@@ -12,10 +12,12 @@ Per live-table size (`--sizes`, default 100k; 1M and 10M take long on 2 cores):
        capture   bench/capture.py's no-op consumer of events decoded into Arrow: the capture
                  issue's benchmark, "the ceiling the whole pipeline is measured against"
        tidemark  the embedded runner: decode, batch, milestone, commit 3 Delta layers
+       tidemark_mor  the same with live and forensic in merge-on-read (deletion vectors)
        dlt       the same embedded engine feeding dlt, Delta destination, merge disposition
      and reports sustained events/s from its first event to its last commit;
-  4. latency: tidemark runs while a writer commits a steady 1,000 events/s for
-     `--latency-seconds`; p50/p99 of (lake commit time - source commit time) per event.
+  4. latency: tidemark (and tidemark_mor) runs while a writer commits a steady 1,000
+     events/s for `--latency-seconds`; p50/p99 of (lake commit time - source commit time).
+Each drain records the load average when it started (the machine is shared).
 
     python bench/e2e.py --sizes 100000,1000000 --events 300000
 Writes bench/results/e2e.json and bench/results/e2e.png.
@@ -45,7 +47,7 @@ from bench.capture import HEAP as CEILING_HEAP  # noqa: E402
 from bench.capture import execute  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-CONSUMERS = ("capture", "tidemark", "dlt")
+CONSUMERS = ("capture", "tidemark", "tidemark_mor", "dlt")
 # on request only: the capture consumer without decoding (how much of the ceiling is decode)
 REFERENCE = ("capture_raw",)
 TABLE = "public.items"
@@ -90,7 +92,7 @@ def peak_rss_mb() -> int:
 def child(args: argparse.Namespace) -> dict:
     if args.consumer.startswith("capture"):
         return capture_child(args)
-    if args.consumer == "tidemark":
+    if args.consumer.startswith("tidemark"):
         return tidemark_child(args)
     return dlt_child(args)
 
@@ -140,6 +142,7 @@ def _tidemark_config(args: argparse.Namespace):
             "batching": {"max_events": args.max_events, "max_latency_ms": args.max_latency_ms},
             "debezium": {"heartbeat_ms": 500},
             **({"lake_cache_mb": args.lake_cache_mb} if args.lake_cache_mb is not None else {}),
+            **({"write_mode": {"*": "merge_on_read"}} if args.consumer == "tidemark_mor" else {}),
         }
     )
 
@@ -152,6 +155,7 @@ def tidemark_child(args: argparse.Namespace) -> dict:
     stop = threading.Event()
     seen = {"events": 0, "first": None, "last": None}
     latencies: list[float] = []
+    writing = {"since": float("inf")}
     target = args.size if args.phase == "arm" else args.events
 
     def on_batch(report) -> None:
@@ -159,7 +163,11 @@ def tidemark_child(args: argparse.Namespace) -> dict:
         seen["last"] = time.perf_counter()
         if args.phase == "latency" and report.source_ts is not None:
             committed = report.committed_at.timestamp()
-            latencies.extend(committed - ts.timestamp() for ts in report.source_ts.to_pylist())
+            latencies.extend(
+                committed - ts.timestamp()
+                for ts in report.source_ts.to_pylist()
+                if ts.timestamp() >= writing["since"]  # not another consumer's old events
+            )
         if seen["events"] >= target and args.phase != "latency":
             done.set()
 
@@ -181,6 +189,15 @@ def tidemark_child(args: argparse.Namespace) -> dict:
     if args.phase == "latency":
         while not runner.heartbeats:
             time.sleep(0.1)
+        # The slot may hold events another consumer's latency run wrote: drain them first
+        # (no batch for 10 s), and time only the events written from now on.
+        quiet_since, last_seen = time.monotonic(), seen["events"]
+        while time.monotonic() - quiet_since < 10:
+            time.sleep(0.2)
+            if seen["events"] != last_seen:
+                quiet_since, last_seen = time.monotonic(), seen["events"]
+        seen["events"] = 0
+        writing["since"] = time.time()
         written = steady_writer(
             args.url, rate=args.rate, seconds=args.latency_seconds, first_new=args.first_new
         )
@@ -199,8 +216,12 @@ def tidemark_child(args: argparse.Namespace) -> dict:
         raise SystemExit(f"tidemark failed: {failure[0]!r}")
     import pyarrow as pa
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime  # the whole process: JVM, decode, sinks
     out = {
         "events": seen["events"],
+        "process_cpu_seconds": round(cpu, 1),
+        "cpu_us_per_event": round(cpu * 1e6 / max(seen["events"], 1)),
         "peak_rss_mb": peak_rss_mb(),
         "arrow_peak_mb": round(pa.default_memory_pool().max_memory() / 2**20),
         "arrow_pool": pa.default_memory_pool().backend_name,
@@ -388,6 +409,7 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
         }
         for consumer in consumers:
             print(f"[{size} {keys}] draining {consumer}", flush=True)
+            load = os.getloadavg()
             run[consumer] = spawn(
                 consumer,
                 "drain",
@@ -396,22 +418,30 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
                 args.logs,
                 tag=keys,
             )
+            run[consumer]["load_average_at_start"] = load
             print(f"  {run[consumer]}", flush=True)
-        cap, tm, peer = (run.get(c, {}).get("events_per_s") for c in CONSUMERS)
+        cap, tm, mor, peer = (run.get(c, {}).get("events_per_s") for c in CONSUMERS)
         run["ratios"] = {
             "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
+            "tidemark_mor_vs_capture": round(mor / cap, 3) if mor and cap else None,
+            "tidemark_mor_vs_tidemark": round(mor / tm, 2) if mor and tm else None,
             "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
         }
         raw = run.get("capture_raw", {}).get("events_per_s")
         if raw and tm:
             run["ratios"]["tidemark_vs_capture_raw"] = round(tm / raw, 3)
-    if "tidemark" in consumers and args.latency_seconds > 0:
-        print(f"[{size}] latency at {args.rate:.0f} events/s", flush=True)
-        first_new = size + len(distributions) * (transactions + 1)
-        out["latency"] = spawn(
-            "tidemark", "latency", common("tidemark", first_new=first_new), args.timeout, args.logs
+    first_new = size + len(distributions) * (transactions + 1)
+    for consumer, key in (("tidemark", "latency"), ("tidemark_mor", "latency_mor")):
+        if consumer not in consumers or args.latency_seconds <= 0:
+            continue
+        print(f"[{size}] latency of {consumer} at {args.rate:.0f} events/s", flush=True)
+        load = os.getloadavg()
+        out[key] = spawn(
+            consumer, "latency", common(consumer, first_new=first_new), args.timeout, args.logs
         )
-        print(f"  {out['latency']}", flush=True)
+        out[key]["load_average_at_start"] = load
+        first_new += int(args.rate * args.latency_seconds) + 1_000
+        print(f"  {out[key]}", flush=True)
     return out
 
 
@@ -450,10 +480,11 @@ def plot(results: list[dict], path: Path) -> None:
         title="throughput end to end",
     )
     left.legend()
-    for key, label in (("p50_s", "p50"), ("p99_s", "p99")):
-        values = [r.get("latency", {}).get(key) for r in results]
-        if any(v is not None for v in values):
-            right.plot(sizes, [v or 0 for v in values], marker="o", label=label)
+    for run, mode in (("latency", "copy-on-write"), ("latency_mor", "merge-on-read")):
+        for key, label in (("p50_s", "p50"), ("p99_s", "p99")):
+            values = [r.get(run, {}).get(key) for r in results]
+            if any(v is not None for v in values):
+                right.plot(sizes, [v or 0 for v in values], marker="o", label=f"{label} {mode}")
     right.set(
         xscale="log",
         xlabel="live table rows",
@@ -559,7 +590,10 @@ def main() -> None:
         cluster.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
     report.write_text(json.dumps(out, indent=2) + "\n")
-    plot(out["results"], report.with_suffix(".png"))
+    try:
+        plot(out["results"], report.with_suffix(".png"))
+    except ImportError:  # matplotlib comes with the bench extra
+        print("no plot: pip install -e '.[bench]'", file=sys.stderr)
     print(json.dumps(out, indent=2))
 
 

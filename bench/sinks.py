@@ -2,6 +2,7 @@
 
     python bench/sinks.py [--sizes 100k,1m] [--keys skew,uniform] [--batch-size 30000]
                           [--batches 8] [--history 10] [--baseline-batches 3]
+                          [--modes copy_on_write,merge_on_read] [--read-after 100]
 
 For each size and key distribution (each in its own process, for a clean peak RSS):
   1. load N current rows through the Lake (snapshot batches of <= 1M rows);
@@ -9,6 +10,10 @@ For each size and key distribution (each in its own process, for a clean peak RS
   3. append --history x N closed versions to the forensic history, run the batches again;
   4. baseline, same events: plain unpartitioned tables, live by MERGE, forensic by MERGE
      (close) + append, changelog by append; before and after the same history.
+Both write modes of live and forensic (`--modes`) run as separate parts on the same events.
+With `--read-after N`, after the fresh phase batches go on until N have committed, then the
+live and forensic tables are read whole (delta-rs `scan()` into Arrow, and DuckDB
+`delta_scan`, both applying deletion vectors) before and after a maintenance round.
 Each phase starts with one unmeasured warm-up batch (the first batch after a load, or after
 the history was bulk-loaded by another process, refreshes the table state and reads the
 touched buckets cold; a restart pays that once, steady state does not). Figures are printed
@@ -90,12 +95,14 @@ def add_history(uri: str, n_rows: int, top: int, *, bucketed: bool, range_size: 
     started = time.perf_counter()
     for start in range(0, n_rows, LOAD_CHUNK):
         rows = history_rows(min(LOAD_CHUNK, n_rows - start), top, start)
-        if bucketed:
+        dt = DeltaTable(uri)
+        partitions = dt.metadata().partition_columns if bucketed else []
+        if c.CURRENT in partitions:
             rows = rows.append_column(c.CURRENT, pa.repeat(False, rows.num_rows))
+        if c.BUCKET in partitions:
             rows = rows.append_column(
                 c.BUCKET, pc.divide(rows.column("id"), pa.scalar(range_size, pa.int64()))
             )
-        dt = DeltaTable(uri)
         rows = rows.select(pa.schema(dt.schema().to_arrow()).names)
         write_deltalake(dt, rows, mode="append")
     return time.perf_counter() - started
@@ -104,9 +111,9 @@ def add_history(uri: str, n_rows: int, top: int, *, bucketed: bool, range_size: 
 # -- the design -------------------------------------------------------------------------------
 
 
-def load_design(root: str, size: int, range_size: int) -> None:
+def load_design(root: str, size: int, range_size: int, mode: str) -> None:
     """The initial snapshot, in a child process so its peak memory is not the steady state's."""
-    lake = Lake(root, app_id="bench", range_size=range_size)
+    lake = Lake(root, app_id="bench", range_size=range_size, write_modes={"*": mode})  # type: ignore[dict-item]
     batch_id = 0
     for start in range(0, size, LOAD_CHUNK):
         batch_id += 1
@@ -123,15 +130,99 @@ def child(*argv: str) -> float:
     return time.perf_counter() - started
 
 
+def read_times(root: str) -> dict:
+    """Seconds to read the live and forensic tables whole, with DV-applying readers (the
+    best of three reads each)."""
+    import duckdb
+
+    from tidemark.sinks.readers import load_delta_extension, read_table
+
+    out = {}
+    for layer in ("live", "forensic"):
+        uri = table_uri(root, layer, wl.TABLE)
+        scans, ducks = [], []
+        for _ in range(3):  # best of three: the machine is shared
+            started = time.perf_counter()
+            rows = read_table(DeltaTable(uri)).num_rows
+            scans.append(time.perf_counter() - started)
+            con = duckdb.connect()
+            load_delta_extension(con)
+            started = time.perf_counter()
+            duck = con.sql(f"SELECT count(*), sum(amount) FROM delta_scan('{uri}')").fetchall()
+            ducks.append(time.perf_counter() - started)
+        scan_s, duck_s = min(scans), min(ducks)
+        files = len(DeltaTable(uri).file_uris())
+        out[layer] = {"rows": rows, "files": files, "scan_s": scan_s, "duckdb_s": duck_s}
+        assert duck[0][0] == rows
+    return out
+
+
+def lookup_strategies(lake: Lake, size: int, batch_size: int) -> dict:
+    """Merge-on-read must find where a batch's keys live. Two ways, timed on one table:
+    the writer's key index (built once, then kept in step), or per batch a scan of the key
+    column of every file whose statistics (min/max id) may hold a batch key."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from tidemark.sinks.delta.dv.commit import DvTable
+    from tidemark.sinks.delta.files import table_filesystem
+
+    sink = lake.sink(wl.TABLE, c.Layer.FORENSIC)
+    assert sink.mor is not None
+    started = time.perf_counter()
+    sink.mor.table.ready(("id",))
+    build_s = time.perf_counter() - started
+    keys = pa.table({"id": pa.array(random.Random(1).sample(range(size), batch_size), pa.int64())})
+    started = time.perf_counter()
+    found = sink.mor.table.locate(keys)
+    locate_s = time.perf_counter() - started
+    table = DvTable(sink.handle.uri)
+    low, high = pc.min(keys["id"]).as_py(), pc.max(keys["id"]).as_py()
+    files = [e for e in table.state.files.values() if e.partition_values.get(c.CURRENT) == "true"]
+    kept = []
+    for entry in files:
+        stats = json.loads(entry.add.get("stats") or "{}")
+        lo, hi = stats.get("minValues", {}).get("id"), stats.get("maxValues", {}).get("id")
+        if lo is None or hi is None or (lo <= high and hi >= low):
+            kept.append(entry)
+    fs = table_filesystem(sink.handle.dt)
+    started = time.perf_counter()
+    hits = 0
+    for entry in kept:
+        ids = pq.read_table(entry.local_path, filesystem=fs, columns=["id"]).column("id")
+        hits += pc.sum(pc.is_in(ids, value_set=keys["id"])).as_py() or 0
+    scan_s = time.perf_counter() - started
+    return {
+        "rows": size,
+        "batch_keys": batch_size,
+        "index_build_seconds": build_s,
+        "index_locate_seconds": locate_s,
+        "index_found": found.num_rows,
+        "files_in_scope": len(files),
+        "files_after_stats_pruning": len(kept),
+        "key_scan_seconds": scan_s,
+        "key_scan_found": hits,
+    }
+
+
 def run_design(root: str, size: int, args: argparse.Namespace) -> dict:
-    load_s = child("--load", root, str(size), "--range-size", str(args.range_size))
+    mode = args.part if args.part in ("copy_on_write", "merge_on_read") else "copy_on_write"
+    load_s = child("--load", root, str(size), "--range-size", str(args.range_size), "--part", mode)
     # Maintenance runs only between phases (timed on its own): left free-running it would
     # start mid-phase and blur the fresh-versus-aged comparison with its own CPU use.
-    lake = Lake(root, app_id="bench", maintenance=True, range_size=args.range_size)
+    lake = Lake(
+        root,
+        app_id="bench",
+        maintenance=True,
+        range_size=args.range_size,
+        write_modes={"*": mode},  # type: ignore[dict-item]
+    )
     assert lake.maintenance is not None
     lake.maintenance.interval = 10**6
     batch_id = lake.last_batch_id()
     work = wl.Workload(size, keys=args.keys)
+    lookup = lookup_strategies(lake, size, args.batch_size) if mode == "merge_on_read" else None
 
     def phase(n: int) -> dict:
         nonlocal batch_id
@@ -173,9 +264,28 @@ def run_design(root: str, size: int, args: argparse.Namespace) -> dict:
         }
 
     fresh = phase(args.batches)
+    reads: dict = {}
+    if args.read_after:
+        more = args.read_after - args.batches - 1
+        reads["after_batches"] = args.read_after
+        reads["more_batches"] = phase(more) if more > 1 else None
+        reads["before_maintenance"] = read_times(root)
+        started = time.perf_counter()
+        lake.wait_idle(timeout=1800)
+        reads["maintenance_seconds"] = time.perf_counter() - started
+        reads["after_maintenance"] = read_times(root)
     started = time.perf_counter()
     lake.wait_idle(timeout=1800)
     maintenance_s = time.perf_counter() - started
+    if not args.history:
+        lake.close()
+        return {
+            "mode": mode,
+            "load_seconds": load_s,
+            "fresh": fresh,
+            "reads": reads,
+            "lookup_strategies": lookup,
+        }
     history_s = child(
         "--history-only",
         root,
@@ -196,6 +306,9 @@ def run_design(root: str, size: int, args: argparse.Namespace) -> dict:
     compacted = lake.maintenance.files_compacted
     lake.close()
     return {
+        "mode": mode,
+        "reads": reads,
+        "lookup_strategies": lookup,
         "load_seconds": load_s,
         "history_load_seconds": history_s,
         "history_compaction_seconds": compact_s,
@@ -291,7 +404,7 @@ def run_baseline(root: str, size: int, args: argparse.Namespace) -> dict:
 def run_one(args: argparse.Namespace) -> dict:
     """One part (design or baseline) for one size and key mode; peak RSS is this process's."""
     size = parse_size(args.one)
-    runner = run_design if args.part == "design" else run_baseline
+    runner = run_baseline if args.part == "plain_merge" else run_design
     root = tempfile.mkdtemp(prefix=f"sinks-lake-bench-{args.part}-", dir="/tmp")
     try:
         result = runner(root, size, args)
@@ -311,6 +424,8 @@ def main() -> None:
     parser.add_argument("--baseline-batches", type=int, default=3)
     parser.add_argument("--range-size", type=int, default=DEFAULT_RANGE_SIZE)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--modes", default="copy_on_write,merge_on_read")
+    parser.add_argument("--read-after", type=int, default=0, help="read tables after N batches")
     parser.add_argument("--merge", action="store_true", help="keep other runs already in --out")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "sinks.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -319,7 +434,7 @@ def main() -> None:
     parser.add_argument("--history-only", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        load_design(args.load[0], parse_size(args.load[1]), args.range_size)
+        load_design(args.load[0], parse_size(args.load[1]), args.range_size, args.part)
         return
     if args.history_only:
         root, n_rows, top = args.history_only
@@ -344,7 +459,8 @@ def main() -> None:
                 "range_size": args.range_size,
                 "history_factor": args.history,
             }
-            for part in ("design", *(() if args.no_baseline else ("plain_merge",))):
+            modes = args.modes.split(",")
+            for part in (*modes, *(() if args.no_baseline else ("plain_merge",))):
                 cmd = [
                     sys.executable,
                     __file__,
@@ -364,9 +480,12 @@ def main() -> None:
                     str(args.baseline_batches),
                     "--range-size",
                     str(args.range_size),
+                    "--read-after",
+                    str(args.read_after),
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 run[part] = json.loads(out.strip().splitlines()[-1])
+            run["load_average"] = os.getloadavg()
             run["derived"] = derive(run)
             runs.append(run)
             report(run)
@@ -399,44 +518,67 @@ def main() -> None:
 
 
 def derive(run: dict) -> dict:
-    """Ratios the targets are stated in, from medians.
+    """Ratios the targets are stated in, from medians, per write mode.
 
     `forensic_history_ratio` is the forensic commit p50 after history over before.
     The live layer has no history, so its own ratio measures how much busier the shared
     machine was in the second phase; `forensic_history_ratio_drift_corrected` divides it out.
+    `mor_over_cow`: merge-on-read changes/s over copy-on-write's, and read time ratios.
     """
-    d = run["design"]
+    out: dict = {}
+    for mode in ("copy_on_write", "merge_on_read"):
+        d = run.get(mode)
+        if not d or "after_history" not in d:
+            continue
 
-    def p50(phase: str, layer: str) -> float:
-        return d[phase]["commit_seconds"][layer]["p50"]
+        def p50(phase: str, layer: str, d: dict = d) -> float:
+            return d[phase]["commit_seconds"][layer]["p50"]
 
-    forensic = p50("after_history", "forensic") / p50("fresh", "forensic")
-    live = p50("after_history", "live") / p50("fresh", "live")
-    return {
-        "forensic_history_ratio": forensic,
-        "live_ratio_same_window": live,
-        "forensic_history_ratio_drift_corrected": forensic / live,
-    }
+        forensic = p50("after_history", "forensic") / p50("fresh", "forensic")
+        live = p50("after_history", "live") / p50("fresh", "live")
+        out[mode] = {
+            "forensic_history_ratio": forensic,
+            "live_ratio_same_window": live,
+            "forensic_history_ratio_drift_corrected": forensic / live,
+        }
+    cow, mor = run.get("copy_on_write"), run.get("merge_on_read")
+    if cow and mor:
+        ratio = {"changes_per_s": mor["fresh"]["changes_per_s"] / cow["fresh"]["changes_per_s"]}
+        if cow.get("reads") and mor.get("reads"):
+            for when in ("before_maintenance", "after_maintenance"):
+                for layer in ("live", "forensic"):
+                    for reader in ("scan_s", "duckdb_s"):
+                        ratio[f"read_{layer}_{reader}_{when}"] = (
+                            mor["reads"][when][layer][reader] / cow["reads"][when][layer][reader]
+                        )
+        out["mor_over_cow"] = ratio
+    return out
 
 
 def report(run: dict) -> None:
-    d, b = run["design"], run.get("plain_merge")
-    r = run["derived"]
-    print(
-        f"{run['rows']:>10,} rows {run['keys']:<8} design "
-        f"{d['fresh']['changes_per_s']:>9,.0f}/s ({d['fresh']['changes_per_cpu_s']:>9,.0f}/cpu-s), "
-        f"after history {d['after_history']['changes_per_s']:>9,.0f}/s; forensic commit p50 "
-        f"x{r['forensic_history_ratio']:.2f} (live x{r['live_ratio_same_window']:.2f}, "
-        f"corrected x{r['forensic_history_ratio_drift_corrected']:.2f}) | plain MERGE "
-        + (
-            f"{b['fresh']['changes_per_s']:>8,.0f}/s -> "
-            f"{b['after_history']['changes_per_s']:>8,.0f}/s "
-            if b
-            else "skipped "
+    for mode in ("copy_on_write", "merge_on_read", "plain_merge"):
+        d = run.get(mode)
+        if not d:
+            continue
+        line = (
+            f"{run['rows']:>10,} rows {run['keys']:<8} {mode:<14} "
+            f"{d['fresh']['changes_per_s']:>9,.0f}/s "
+            f"({d['fresh']['changes_per_cpu_s']:>9,.0f}/cpu-s)"
         )
-        + f"| peak RSS design {d['peak_rss_mb']:.0f} MB",
-        flush=True,
-    )
+        if "after_history" in d:
+            line += f", after history {d['after_history']['changes_per_s']:>9,.0f}/s"
+        reads = d.get("reads") or {}
+        for when in ("before_maintenance", "after_maintenance"):
+            if when in reads:
+                r = reads[when]
+                line += (
+                    f" | read {when.split('_')[0]} live {r['live']['scan_s']:.2f}s"
+                    f" forensic {r['forensic']['scan_s']:.2f}s"
+                )
+        if "peak_rss_mb" in d:
+            line += f" | peak RSS {d['peak_rss_mb']:.0f} MB"
+        print(line, flush=True)
+    print(f"  derived: {json.dumps(run['derived'])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from tidemark.sinks.delta.buckets import DEFAULT_CACHE_BYTES, BucketCache
 from tidemark.sinks.delta.changelog import ChangelogSink
 from tidemark.sinks.delta.forensic import ForensicSink
 from tidemark.sinks.delta.live import LiveSink
+from tidemark.sinks.delta.mor import COPY_ON_WRITE, WriteMode
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
@@ -79,6 +80,8 @@ class Lake(StreamLayers):
             layer, in bytes.
         range_size: keys per bucket for tables with one integer key (fixed at creation).
         parallelism: tables committed at once (and changelog beside live within a table).
+        write_modes: live and forensic write mode per lake table, `*` for the rest
+            (default copy-on-write); fixed when a table is created.
     """
 
     def __init__(
@@ -91,8 +94,10 @@ class Lake(StreamLayers):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         range_size: int | None = None,
         parallelism: int = 2,
+        write_modes: Mapping[str, WriteMode] | None = None,
     ) -> None:
         self.root = root
+        self.write_modes = dict(write_modes or {})
         self.app_id = app_id
         self.storage_options = dict(storage_options or {})
         self.cache = BucketCache(cache_bytes)
@@ -127,18 +132,28 @@ class Lake(StreamLayers):
                     storage_options=self.storage_options,
                     cache=self.cache,
                     range_size=self.range_size,
+                    write_mode=self.write_mode(table),
                 )
             sink.open()
             self._sinks[(table, layer)] = sink
         return self._sinks[(table, layer)]
 
+    def write_mode(self, table: str) -> WriteMode:
+        """The configured write mode of `table`'s live and forensic layers."""
+        return self.write_modes.get(table) or self.write_modes.get("*") or COPY_ON_WRITE
+
     def _maintained(self) -> list[tuple[str, Kind]]:
-        """What the maintenance thread compacts: every append-only table and history."""
-        targets: list[tuple[str, Kind]] = [
-            (sink.handle.uri, "forensic" if layer is Layer.FORENSIC else "append")
-            for (_, layer), sink in list(self._sinks.items())
-            if layer is not Layer.LIVE and sink.handle.dt is not None
-        ]
+        """What the maintenance thread compacts: every append-only table and history, and
+        the merge-on-read layers."""
+        targets: list[tuple[str, Kind]] = []
+        for (_, layer), sink in list(self._sinks.items()):
+            if sink.handle.dt is None:
+                continue
+            if not isinstance(sink, ChangelogSink) and sink.mor is not None:
+                targets.append((sink.handle.uri, f"mor_{layer.value}"))  # type: ignore[arg-type]
+            elif layer is not Layer.LIVE:
+                kind: Kind = "forensic" if layer is Layer.FORENSIC else "append"
+                targets.append((sink.handle.uri, kind))
         for handle in (self.batch_log.handle, *self.dead_letters.handles()):
             if handle.dt is not None:
                 targets.append((handle.uri, "append"))

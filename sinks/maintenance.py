@@ -7,12 +7,13 @@ wait on it. delta-rs resolves concurrent commits optimistically: when a writer a
 compaction collide, the loser gets `CommitFailedError`; here the compaction simply tries
 again next round, and the writers retry their own commit (see `sinks.delta.bucketed`).
 Bucket partitions of live and forensic-current are rewritten whole on every touch, so they
-hold one file each and need no compaction.
+hold one file each and need no compaction; merge-on-read layers do (DVs folded back).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Literal
@@ -23,12 +24,16 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from tidemark.kernel.columns import BUCKET, CURRENT
+from tidemark.sinks.delta.dv.compaction import collect, fold
+from tidemark.sinks.readers import has_deletion_vectors
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["append", "forensic"]
+Kind = Literal["append", "forensic", "mor_live", "mor_forensic"]
 """`append`: an unpartitioned append-only table (changelog, batch log, dead letters);
-`forensic`: only the history partitions (`_tm_current=false`) are compacted."""
+`forensic`: only the history partitions (`_tm_current=false`) are compacted;
+`mor_live`, `mor_forensic`: merge-on-read layers (`sinks/delta/dv/compaction.py`: DVs folded
+back into files, the forensic history compacted like `forensic`'s, unused files collected)."""
 Targets = Callable[[], list[tuple[str, Kind]]]
 
 
@@ -47,6 +52,11 @@ def compact(
     below the target, so a large target would rewrite the same growing file again and again.
     A round's work thus follows what was appended since the last one, not the history.
     """
+    if kind == "mor_live":
+        return fold(uri, storage_options=storage_options)
+    if kind == "mor_forensic":
+        folded = fold(uri, storage_options=storage_options, scope={CURRENT: "true"})
+        return folded + _compact_history(uri, storage_options, target_size, min_files)
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
     actions = pa.table(dt.get_add_actions(flatten=True))
     small = actions.filter(pc.less(actions.column("size_bytes"), target_size))
@@ -65,11 +75,34 @@ def compact(
     return int(metrics.get("numFilesRemoved", 0))
 
 
+def _compact_history(
+    uri: str, storage_options: Mapping[str, str] | None, target_size: int, min_files: int
+) -> int:
+    """Merge-on-read forensic history (`_tm_current=false`, no DVs): one small file per
+    batch, compacted by delta-rs once `min_files` are below `target_size`."""
+    dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    small = actions.filter(pc.less(actions.column("size_bytes"), target_size))
+    small = small.filter(pc.invert(small.column(f"partition.{CURRENT}")))
+    if small.num_rows < min_files:
+        return 0
+    metrics = dt.optimize.compact(
+        partition_filters=[(CURRENT, "=", "false")], target_size=target_size
+    )
+    return int(metrics.get("numFilesRemoved", 0))
+
+
 def vacuum(
     uri: str, *, retention_hours: int, storage_options: Mapping[str, str] | None = None
 ) -> int:
-    """Delete unreferenced files older than `retention_hours`; returns how many."""
+    """Delete unreferenced files older than `retention_hours`; returns how many.
+
+    Never delta-rs `vacuum(full=True)`, and on a table with deletion vectors not delta-rs's
+    vacuum at all: Tidemark's collector knows which DV files live files use.
+    """
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
+    if has_deletion_vectors(dt):
+        return collect(uri, retention_hours=retention_hours, storage_options=storage_options)
     removed = dt.vacuum(
         retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
     )
@@ -123,6 +156,10 @@ class Maintenance:
             self._done.wait_for(lambda: self.rounds >= target, timeout=timeout)
 
     def _run(self) -> None:
+        try:  # below the writers: a round rewrites files, a commit is waited for
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):  # not Linux, or not allowed
+            pass
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()

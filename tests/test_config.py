@@ -39,6 +39,7 @@ def test_example_file_loads_with_defaults():
     assert config.debezium.jvm_heap == "256m"
     assert config.kafka is None
     assert config.layers_for("shop.public.customers") == frozenset(Layer)
+    assert config.write_mode_for("shop.public.customers") == "copy_on_write"
     assert config.lake_tables_of(config.sources[0]) == [
         "shop.public.customers",
         "shop.public.addresses",
@@ -79,6 +80,11 @@ def test_env_default_is_used():
         (lambda d: d.pop("sources"), r"sources: is required"),
         (lambda d: d.update(layers={"shop.public.nope": ["live"]}), r"layers names unknown"),
         (lambda d: d.update(layers={"*": ["silver"]}), r"layers\.\*\[0\]: .*got `silver`"),
+        (lambda d: d.update(write_mode={"shop.public.nope": "merge_on_read"}), r"write_mode names"),
+        (
+            lambda d: d.update(write_mode={"*": "mor"}),
+            r"write_mode\.\*: .*'copy_on_write' or 'merge_on_read'.*got `mor`",
+        ),
         (lambda d: d.update(debezium={"jvm_heap": "lots"}), r"debezium\.jvm_heap: .*got `lots`"),
     ],
 )
@@ -138,3 +144,11 @@ def test_a_worker_loads_a_config_whose_source_dsn_is_not_in_its_environment(tmp_
             threads=1,
             stats_path=None,
         )
+
+
+def test_write_mode_per_table_or_star():
+    doc = minimal()
+    doc["write_mode"] = {"*": "merge_on_read", "shop.public.addresses": "copy_on_write"}
+    config = parse_config(doc, env={"SHOP_DSN": DSN})
+    assert config.write_mode_for("shop.public.customers") == "merge_on_read"
+    assert config.write_mode_for("shop.public.addresses") == "copy_on_write"

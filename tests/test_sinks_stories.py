@@ -21,13 +21,24 @@ TABLE = "shop.public.customers"
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("balance", pa.decimal128(12, 2))])
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(
+    params=[
+        ("local", "copy_on_write"),
+        ("s3", "copy_on_write"),
+        ("local", "merge_on_read"),
+        ("s3", "merge_on_read"),
+    ],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def lake(request, lake_root):
-    if request.param == "local":
-        lake = Lake(lake_root(), app_id="story")
+    """Both storages, both write modes: every story must give the same rows."""
+    storage, mode = request.param
+    modes = {"*": mode}
+    if storage == "local":
+        lake = Lake(lake_root(), app_id="story", write_modes=modes)
     else:
         root, options = request.getfixturevalue("s3_lake")()
-        lake = Lake(root, app_id="story", storage_options=options)
+        lake = Lake(root, app_id="story", storage_options=options, write_modes=modes)
     yield lake
     lake.close()
 

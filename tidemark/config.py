@@ -33,6 +33,7 @@ from tidemark.kernel.secrets import mask
 _TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a classification tag names a policy
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+WriteMode = Literal["copy_on_write", "merge_on_read"]
 _SCHEMES = {"postgres": ("postgresql", "postgres"), "sqlserver": ("mssql", "sqlserver")}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -253,6 +254,11 @@ class PipelineConfig(_Frozen):
         default_factory=dict,
         description="Layers per lake table (or `*`); default: changelog, live and forensic.",
     )
+    write_mode: dict[str, WriteMode] = Field(
+        default_factory=dict,
+        description="Live and forensic write mode per lake table (or `*`); default "
+        "copy_on_write. merge_on_read writes deletion vectors: see docs/sinks.md.",
+    )
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batching.")
     sla: dict[str, SlaConfig] = Field(
         default_factory=dict,
@@ -287,7 +293,7 @@ class PipelineConfig(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"two sources share a name: {names}")
         known = {table for source in self.sources for table in self.lake_tables_of(source)}
-        for key in ("layers", "sla"):
+        for key in ("layers", "sla", "write_mode"):
             unknown = set(getattr(self, key)) - known - {"*"}
             if unknown:
                 raise ValueError(
@@ -336,6 +342,10 @@ class PipelineConfig(_Frozen):
             if policy.raw == "drop"
         ]
         return ",".join(names) or None
+
+    def write_mode_for(self, lake_table: str) -> WriteMode:
+        """How a lake table's live and forensic layers are written."""
+        return self.write_mode.get(lake_table) or self.write_mode.get("*") or "copy_on_write"
 
     @property
     def app_id(self) -> str:

@@ -65,12 +65,23 @@ def run_until(runner: EmbeddedRunner, stop: threading.Event) -> RunStats:
 
 
 def open_lake(config: PipelineConfig) -> Lake:
-    """The pipeline's lake facade."""
+    """The pipeline's lake facade.
+
+    With a merge-on-read table the lake runs its maintenance thread: deleted rows and one
+    small file per batch pile up until compaction folds them (docs/sinks.md).
+    """
+    modes = {
+        table: config.write_mode_for(table)
+        for source in config.sources
+        for table in config.lake_tables_of(source)
+    }
     return Lake(
         config.lake,
         app_id=config.app_id,
         storage_options=config.storage_options,
         cache_bytes=config.lake_cache_mb * 2**20,
+        write_modes=modes,
+        maintenance="merge_on_read" in modes.values(),
     )
 
 

@@ -47,6 +47,7 @@ from tidemark.kernel.names import location, split_table, sql_name
 from tidemark.kernel.positions import SourceRecord
 from tidemark.sinks.batch_log import BatchLog
 from tidemark.sinks.delta.table import open_table
+from tidemark.sinks.readers import register
 from tidemark.sinks.watermark import Watermark, read_watermark
 from tidemark.verify_wait import slot_state, wait_distributed
 
@@ -277,7 +278,7 @@ def check_table(
                 layers.add(layer)
     else:
         for layer, dt in _load_layers(root, lake_table, storage_options, app_id).items():
-            con.register(names[layer], dt.to_pyarrow_dataset())
+            register(con, names[layer], dt.table_uri, storage_options=storage_options, dt=dt)
             layers.add(layer)
     source_rows = _rows_of(con, "src", counted)
     if not layers:

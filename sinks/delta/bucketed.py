@@ -8,8 +8,9 @@ removed and rewritten, so the cost follows the batch's key spread, not the table
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -18,11 +19,20 @@ from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.base import CommitResult, StreamCommit
 from tidemark.sinks.delta.buckets import BucketCache, BucketRows, key_filter, split_by_bucket
 from tidemark.sinks.delta.files import FileWriter
+from tidemark.sinks.delta.mor import (
+    COPY_ON_WRITE,
+    MERGE_ON_READ,
+    MergeOnRead,
+    WriteMode,
+    stored_mode,
+)
 from tidemark.sinks.delta.retry import commit_with_retries, table_version
 from tidemark.sinks.delta.table import DeltaHandle
 from tidemark.sinks.errors import SinkError
 from tidemark.sinks.layout import Bucketing
 from tidemark.sinks.schema import align
+
+log = logging.getLogger(__name__)
 
 PHYSICAL = (BUCKET, CURRENT)
 GROUP_BUCKETS = 8
@@ -50,6 +60,11 @@ class BucketedSink(ABC):
     """Partition filters of the rows a commit replaces (forensic: the open versions)."""
     history_values: tuple[tuple[str, str], ...] = ()
     """Partition values of the rows a commit appends beside them (forensic: history)."""
+    mor_partition_by: tuple[str, ...] = ()
+    """Partition columns in merge-on-read (no buckets: a batch appends one file)."""
+    mor_scope: tuple[tuple[str, str], ...] = ()
+    """Partition values of the rows merge-on-read locates (forensic: the open versions)."""
+    mor_cache_appends = False
 
     def __init__(
         self,
@@ -59,7 +74,10 @@ class BucketedSink(ABC):
         storage_options: Mapping[str, str] | None = None,
         cache: BucketCache | None = None,
         range_size: int | None = None,
+        write_mode: WriteMode = COPY_ON_WRITE,
     ) -> None:
+        self.write_mode = write_mode
+        self.mor: MergeOnRead | None = None
         self.handle = DeltaHandle(
             uri,
             app_id=app_id,
@@ -71,6 +89,28 @@ class BucketedSink(ABC):
         self.bucketing: Bucketing | None = None
         self._staged: tuple[MilestonedTable, int, Sequence[StreamCommit]] | None = None
         self._seen: int | None = None  # the table version our cached rows are exact at
+        self._use_mode(write_mode)
+
+    def _use_mode(self, mode: WriteMode) -> None:
+        """Write in `mode` from now on (a table keeps the mode it was created with)."""
+        if mode == MERGE_ON_READ:
+            self.handle.partition_by = list(self.mor_partition_by)
+            if self.mor is None:
+                self.mor = MergeOnRead(self, self.rows.cache)
+        else:
+            self.handle.partition_by = list(self.partition_by)
+            self.mor = None
+
+    def _adopt_stored_mode(self) -> None:
+        stored = stored_mode(self.handle.description)
+        if stored is not None and stored != self.write_mode:
+            log.warning(
+                "%s was created %s and stays so (configured: %s)",
+                self.handle.uri,
+                stored,
+                self.write_mode,
+            )
+        self._use_mode(stored or self.write_mode)
 
     @property
     def scope_values(self) -> dict[str, str]:
@@ -82,11 +122,14 @@ class BucketedSink(ABC):
 
     def open(self) -> int:
         self.handle.open()
+        self._adopt_stored_mode()
         self.bucketing = Bucketing.from_json(self.handle.description)
         return self.handle.applied_batch()
 
     def close(self) -> None:
         self.rows.clear()
+        if self.mor is not None:
+            self.mor.table.forget()
         self._staged = None
 
     def write(
@@ -142,9 +185,13 @@ class BucketedSink(ABC):
         if self.handle.dt is None:
             # Another worker may have created the table since we opened: adopt its layout.
             self.handle.refresh()
+            if self.handle.dt is not None:
+                self._adopt_stored_mode()
             stored = Bucketing.from_json(self.handle.description)
             if stored is not None and stored != self.bucketing:  # equal: keep our pins
                 self.bucketing = stored
+        if self.mor is not None:
+            return self.mor.commit(batch, batch_id, streams)
         new_rows, touched = self.stage(batch, batch_id, streams)
         bucketing = self.ensure_bucketing(new_rows.schema, keys)
         new_rows = with_bucket(new_rows, bucketing, keys)
@@ -262,6 +309,8 @@ class BucketedSink(ABC):
         Reads only the buckets the keys fall in, through the cache, a group at a time: keys
         spread over a whole big table must not bring the whole table into memory at once.
         """
+        if self.mor is not None:
+            return self.mor.lookup(keys, key_columns)
         if self.handle.dt is None or self.bucketing is None or keys.num_rows == 0:
             return None
         keyed = keys.select(list(key_columns))
@@ -301,3 +350,15 @@ class BucketedSink(ABC):
     @abstractmethod
     def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
         """The Delta predicate selecting the rows this commit replaces."""
+
+    @abstractmethod
+    def mor_replaced(self, batch: MilestonedTable, touched: pa.Table) -> pa.Table:
+        """Merge-on-read: the keys whose stored row (version) the batch deletes (`touched`
+        is `stage`'s second answer)."""
+
+    @abstractmethod
+    def mor_appends(
+        self, new_rows: pa.Table, replaced: Callable[[], pa.Table], batch: MilestonedTable
+    ) -> list[tuple[dict[str, str], pa.Table]]:
+        """Merge-on-read: the rows to append, per partition (`replaced()` reads the rows
+        `mor_replaced` located, for forensic's closed versions)."""

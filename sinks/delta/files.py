@@ -156,8 +156,10 @@ class FileWriter:
         partition_by: Sequence[str],
         *,
         filesystem: pafs.FileSystem | None = None,
+        row_group_rows: int | None = None,
     ) -> None:
         self.partition_by = list(partition_by)
+        self.row_group_rows = row_group_rows
         self.schema = pa.schema(
             [f for f in pa.schema(dt.schema().to_arrow()) if f.name not in self.partition_by]
         )
@@ -185,7 +187,7 @@ class FileWriter:
             return
         data = rows.select(self.schema.names).cast(self.schema)
         folder = "/".join(f"{name}={partition[name]}" for name in self.partition_by)
-        if folder not in self._folders:
+        if folder and folder not in self._folders:
             self.fs.create_dir(folder, recursive=True)
             self._folders.add(folder)
         path = "/".join([*([folder] if folder else []), f"part-{uuid.uuid4()}.snappy.parquet"])
@@ -202,7 +204,12 @@ class FileWriter:
 
     def _write(self, data: pa.Table, path: str, partition: dict[str, str]) -> AddAction:
         pq.write_table(
-            data, path, filesystem=self.fs, compression="snappy", use_dictionary=self._dictionary
+            data,
+            path,
+            filesystem=self.fs,
+            compression="snappy",
+            use_dictionary=self._dictionary,
+            row_group_size=self.row_group_rows,
         )
         size = self.fs.get_file_info(path).size
         return AddAction(

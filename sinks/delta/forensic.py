@@ -10,7 +10,7 @@ the cost of a commit follows the current rows and does not grow with history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +42,9 @@ class ForensicSink(BucketedSink):
     partition_by = (CURRENT, BUCKET)
     scope = ((CURRENT, "=", "true"),)
     history_values = ((CURRENT, "false"),)
+    mor_partition_by = (CURRENT,)
+    mor_scope = ((CURRENT, "true"),)
+    mor_cache_appends = True
 
     def configuration(self, key_columns: Sequence[str]) -> dict[str, str]:
         # Statistics on `_tm_batch_out` let the commit predicate skip every history file;
@@ -99,3 +102,29 @@ class ForensicSink(BucketedSink):
 
     def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
         return f"{in_list(BUCKET, buckets)} AND ({CURRENT} = true OR {BATCH_OUT} = {batch_id})"
+
+    def mor_replaced(self, batch: MilestonedTable, touched: pa.Table) -> pa.Table:
+        return batch.forensic_closes.select(list(batch.key_columns))
+
+    def mor_appends(
+        self, new_rows: pa.Table, replaced: Callable[[], pa.Table], batch: MilestonedTable
+    ) -> list[tuple[dict[str, str], pa.Table]]:
+        """Open versions to `_tm_current=true`; versions closed by the batch (read back and
+        stamped with their end) and those opened and closed within it to history."""
+        keys = list(batch.key_columns)
+        current = new_rows.column(CURRENT)
+        opened = new_rows.filter(current).drop_columns([CURRENT])
+        history = [new_rows.filter(pc.invert(current)).drop_columns([CURRENT])]
+        if batch.forensic_closes.num_rows:
+            old = replaced()
+            if old.num_rows:
+                wanted = [*keys, VALID_TO, BATCH_OUT]
+                closes = conform(
+                    batch.forensic_closes.select(wanted),
+                    pa.schema([old.schema.field(name) for name in wanted]),
+                )
+                closed = old.drop_columns([VALID_TO, BATCH_OUT]).join(
+                    closes, keys, join_type="inner"
+                )
+                history.append(conform(closed, opened.schema))
+        return [({CURRENT: "true"}, opened), ({CURRENT: "false"}, pa.concat_tables(history))]

@@ -6,7 +6,7 @@ are replaced in one commit; untouched buckets are not read or rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
@@ -56,3 +56,11 @@ class LiveSink(BucketedSink):
 
     def predicate(self, buckets: Sequence[int], batch_id: int) -> str:
         return in_list(BUCKET, buckets)
+
+    def mor_replaced(self, batch: MilestonedTable, touched: pa.Table) -> pa.Table:
+        return touched  # the keys of the rows the batch changes that live lacks (`stage`)
+
+    def mor_appends(
+        self, new_rows: pa.Table, replaced: Callable[[], pa.Table], batch: MilestonedTable
+    ) -> list[tuple[dict[str, str], pa.Table]]:
+        return [({}, new_rows)]

@@ -411,6 +411,25 @@ class DeltaHandle:
             metadata[POSITION_KEY] = max(reached_all)
         return CommitProperties(app_transactions=actions, custom_metadata=metadata), marks
 
+    def stamps(
+        self, batch_id: int, position: str | None, streams: Sequence[StreamCommit] = ()
+    ) -> tuple[dict[str, int], dict[str, str], list[StreamCommit]]:
+        """What a commit carries, whoever writes it (delta-rs, or the merge-on-read writer's
+        own JSON commits): its txn actions (app id -> version, watermarks included), its
+        commit metadata, and each stream's part of it (for `record_commit`)."""
+        props, marks = self._properties(batch_id, position, streams)
+        txns = {t.app_id: t.version for t in props.app_transactions or []}
+        return txns, dict(props.custom_metadata or {}), marks
+
+    def record_commit(self, batch_id: int, marks: Sequence[StreamCommit]) -> None:
+        """A commit written beside delta-rs landed: catch `dt` up and keep its watermarks."""
+        with delta_errors(self.uri, batch_id=batch_id):
+            if self.dt is None:
+                self.dt = DeltaTable(self.uri, storage_options=self.storage_options or None)
+            else:
+                self.dt.update_incremental()
+        self._committed(batch_id, marks)
+
     def fit(self, data: pa.Table) -> tuple[pa.Table, bool]:
         """`schema.align` against this table (see there)."""
         return align(data, self.schema, uri=self.uri)

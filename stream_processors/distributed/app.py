@@ -68,6 +68,7 @@ class WorkerSettings:
         gate_transactions: hold records until their transaction's END marker was seen.
         partition_buckets: new live/forensic tables get buckets that follow the Kafka
             partition (writers never conflict); False: the sinks' key-range buckets.
+        write_modes: live and forensic write mode per lake table (copy-on-write default).
     """
 
     pipeline: str
@@ -79,6 +80,7 @@ class WorkerSettings:
     group: str
     datadir: Path
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    write_modes: Mapping[str, str] = field(default_factory=dict)
     max_events: int = 20_000
     max_latency_s: float = 1.0
     live_prefix: str | None = None

@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLES = ["public.customers", "public.addresses", "public.accounts", "public.transactions"]
 
 
-def write_config(path: Path, *, url: str, lake: Path, tables: list[str], name: str) -> Path:
+def write_config(
+    path: Path,
+    *,
+    url: str,
+    lake: Path,
+    tables: list[str],
+    name: str,
+    write_mode: str = "copy_on_write",
+) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
@@ -32,6 +40,7 @@ def write_config(path: Path, *, url: str, lake: Path, tables: list[str], name: s
                 "sources": [{"name": "bank", "kind": "postgres", "dsn": url, "tables": tables}],
                 "batching": {"max_events": 2000, "max_latency_ms": 300},
                 "debezium": {"heartbeat_ms": 500},
+                "write_mode": {"*": write_mode},
             }
         )
     )

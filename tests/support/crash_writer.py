@@ -1,11 +1,15 @@
-"""A deterministic workload for crash tests: `python -m tests.support.crash_writer ROOT N`.
+"""A deterministic workload for crash tests: `python -m tests.support.crash_writer ROOT N
+[MODE [DIE_AT]]`.
 
 Runs batches `last_batch_id()+1 .. N` into the lake at ROOT (as a restarted runtime would)
-and touches `ROOT.progress` after each commit, so a test can kill -9 it mid-flight.
+and touches `ROOT.progress` after each commit, so a test can kill -9 it mid-flight. MODE is
+the live/forensic write mode (default copy_on_write); with DIE_AT, a merge-on-read writer
+dies (`os._exit`) in batch DIE_AT after writing a DV file and before committing it.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from datetime import UTC, datetime, timedelta
@@ -75,6 +79,24 @@ def run(lake: Lake, batches: list[list[dict]], *, progress: Path | None = None) 
             progress.write_text(str(batch_id))
 
 
+def die_before_dv_commit(batch_id: int) -> None:
+    """Make this process die between writing a DV file and committing it, in `batch_id`."""
+    from tidemark.sinks.delta.dv.commit import DvTable
+
+    commit = DvTable.commit
+
+    def dying(self: DvTable, **kwargs):  # type: ignore[no-untyped-def]
+        if batch_id in (kwargs.get("txns") or {}).values() and kwargs.get("deletes"):
+            self.before_commit = lambda: os._exit(9)
+        return commit(self, **kwargs)
+
+    DvTable.commit = dying  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     root, n = sys.argv[1], int(sys.argv[2])
-    run(Lake(root, app_id="crash"), workload(n), progress=Path(root + ".progress"))
+    mode = sys.argv[3] if len(sys.argv) > 3 else "copy_on_write"
+    if len(sys.argv) > 4:
+        die_before_dv_commit(int(sys.argv[4]))
+    lake = Lake(root, app_id="crash", write_modes={"*": mode})  # type: ignore[dict-item]
+    run(lake, workload(n), progress=Path(root + ".progress"))

@@ -50,7 +50,7 @@ class Driver:
     def read(self, layer: str, *, keep_physical: bool = False) -> list[dict]:
         uri = table_uri(self.lake.root, layer, self.table)
         dt = DeltaTable(uri, storage_options=self.lake.storage_options or None)
-        rows = pa.table(dt.to_pyarrow_table()).to_pylist()
+        rows = pa.table(dt.scan()).to_pylist()  # applies deletion vectors
         if not keep_physical:
             rows = [{k: v for k, v in r.items() if k not in PHYSICAL} for r in rows]
         order = (*self.keys, c.VALID_FROM) if layer == "forensic" else (c.POSITION,)

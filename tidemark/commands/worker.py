@@ -49,6 +49,7 @@ def worker_settings(
         storage_options=dict(cfg.storage_options),
         topics=topics,
         layers={t.table: cfg.layers_for(t.table) for t in topics},
+        write_modes={t.table: cfg.write_mode_for(t.table) for t in topics},
         bootstrap=cfg.kafka.bootstrap,
         group=group,
         datadir=state_dir() / "faust" / group,
@@ -175,7 +176,12 @@ def run_worker(
         reader.start()
 
     def lake_factory(app_id: str) -> Lake:
-        return Lake(settings.lake, app_id=app_id, storage_options=settings.storage_options)
+        return Lake(
+            settings.lake,
+            app_id=app_id,
+            storage_options=settings.storage_options,
+            write_modes=settings.write_modes,  # type: ignore[arg-type]
+        )
 
     created = ensure_topics(
         settings.bootstrap,
