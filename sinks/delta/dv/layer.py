@@ -268,9 +268,7 @@ class MergeOnReadTable:
         ours = {mark.app: mark.batch_id for mark in marks}
         adds: list[dict[str, Any]] = [add_json(a) for a in actions]
         self._memo = None
-        changes = self.dv.commit(
-            deletes=deletes, adds=adds, txns=txns, info=info, batches=ours
-        )
+        changes = self.dv.commit(deletes=deletes, adds=adds, txns=txns, info=info, batches=ours)
         try:  # in memory only; whatever fails after the commit landed, the index must follow
             self._after_commit(changes, actions, written)
         except BaseException:
