@@ -11,7 +11,7 @@ commit (txn and position), so a replayed change is skipped. Memory holds one rec
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from tidemark.kernel.columns import BEFORE
 from tidemark.sinks.delta.table import DeltaHandle
+from tidemark.sinks.readers import has_deletion_vectors, read_table
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,17 @@ def rewrite(
 
     # Listed before the write starts: the write consumes `pieces` inside delta-rs's runtime,
     # where calling delta-rs again panics ("Cannot start a runtime from within a runtime").
-    dataset = handle.dt.to_pyarrow_dataset()
+    # A merge-on-read table (deletion vectors) cannot be a pyarrow dataset: it is read whole
+    # through delta-rs first (a rename or widening is rare; memory holds the table then).
+    source: Iterable[pa.RecordBatch]
+    if has_deletion_vectors(handle.dt):
+        source = read_table(handle.dt).to_batches()
+    else:
+        source = handle.dt.to_pyarrow_dataset().to_batches()
 
     def pieces() -> Iterator[pa.RecordBatch]:
         nonlocal written
-        for batch in dataset.to_batches():
+        for batch in source:
             table = apply_change(pa.Table.from_batches([batch]), change)
             if finish is not None:
                 table = finish(table)

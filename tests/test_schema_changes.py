@@ -60,8 +60,15 @@ SEED = {
 PART_KEY = ("id", "region")
 
 
-@pytest.fixture(scope="module")
-def stage(postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
+@pytest.fixture(
+    scope="module",
+    params=["copy_on_write", pytest.param("merge_on_read", marks=pytest.mark.slow)],
+)
+def stage(
+    request: pytest.FixtureRequest,
+    postgres: PostgresHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stage]:
     root: Path = tmp_path_factory.mktemp("schema")
     database = f"schema_{int(time.time() * 1000) % 10**9}"
     conn = psycopg2.connect(postgres.url)
@@ -69,7 +76,13 @@ def stage(postgres: PostgresHandle, tmp_path_factory: pytest.TempPathFactory) ->
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{database}"')
     conn.close()
-    stage = Stage(postgres.url_for(database), root / "lake", root / "state", [*CASES, *SIMULATED])
+    stage = Stage(
+        postgres.url_for(database),
+        root / "lake",
+        root / "state",
+        [*CASES, *SIMULATED],
+        write_mode=request.param,
+    )
     stage.sql(*CASES.values(), *SEED.values())
     stage.start_simulator()
     install(stage.config())  # what `tidemark setup --yes` applies

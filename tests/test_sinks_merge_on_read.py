@@ -454,3 +454,17 @@ def test_a_batch_whose_commit_landed_before_the_attempt_failed_is_not_committed_
     assert failures == [5]
     expected = {k: logical(v) for k, v in tables(built["copy_on_write"]).items()}
     assert {k: logical(v) for k, v in tables(lake).items()} == expected
+
+
+def test_a_removed_file_never_hands_its_cache_key_to_another(lake_root):
+    """Keys were `len(ids)`: after a compaction removed a file, the next new file took the
+    key of a file still cached, and lookups read another file's rows (found by the schema
+    change stories in merge-on-read: `Index 8 out of bounds`)."""
+    lake = Lake(lake_root(), app_id="ids", write_modes=MOR)
+    cw.run(lake, cw.workload(2))
+    sink = lake.sink(cw.TABLE, Layer.FORENSIC)
+    assert sink.mor is not None
+    table = sink.mor.table
+    kept = {table._id("a"), table._id("b"), table._id("c")}
+    table._uncache("a")
+    assert table._id("d") not in kept

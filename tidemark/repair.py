@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 from deltalake import DeltaTable
 
 from tidemark.kernel.errors import UsageError
 from tidemark.kernel.names import from_path_segment
 from tidemark.sinks.delta.table import open_table
 from tidemark.sinks.errors import SinkLogDamaged
+from tidemark.sinks.readers import has_deletion_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,9 @@ def _tables(root: Path) -> list[Path]:
 def _loads(path: Path, version: int | None = None) -> bool:
     try:
         table = DeltaTable(str(path), version=version)
-        table.to_pyarrow_dataset()
+        table.file_uris()  # the log replays
+        if has_deletion_vectors(table):
+            pa.table(table.deletion_vectors())  # and every DV file is there and sound
     except Exception:  # any failure: this version does not load
         return False
     return True

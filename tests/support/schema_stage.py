@@ -44,6 +44,7 @@ class Stage:
     state: Path
     tables: list[str]
     pipeline: str = field(default_factory=lambda: f"s{uuid.uuid4().hex[:10]}")
+    write_mode: str = "copy_on_write"
     runner: EmbeddedRunner | None = None
     writer: Lake | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -66,6 +67,7 @@ class Stage:
                     }
                 ],
                 "batching": {"max_events": 5000, "max_latency_ms": 200},
+                "write_mode": {"*": self.write_mode},
                 "debezium": {"heartbeat_ms": 500},
             }
         )

@@ -10,6 +10,7 @@ loop calls `sync` (which brings the index up to date) and locates the rows again
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from tidemark.sinks.delta.dv.index import KeyIndex, locations, positions
 from tidemark.sinks.delta.dv.log import Changes, FileEntry
 from tidemark.sinks.delta.files import FileWriter, table_filesystem
 from tidemark.sinks.delta.table import DeltaHandle
-from tidemark.sinks.errors import delta_errors
+from tidemark.sinks.errors import SinkError, delta_errors
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class MergeOnReadTable:
         self.cache = cache if cache is not None else BucketCache()
         self._token = self.cache.layer()
         self._ids: dict[str, int] = {}
+        self._numbers = itertools.count()
         self.cache_appends = cache_appends
         self.dv: DvTable | None = None
         self.index: KeyIndex | None = None
@@ -222,11 +224,20 @@ class MergeOnReadTable:
                 if len(wanted):
                     out.append(parquet.read_row_group(group).take(wanted))
                 start = end
+        if sum(part.num_rows for part in out) != len(rows):
+            self.forget()  # rebuilt from the log on next use
+            raise SinkError(
+                f"the key index points past the end of `{entry.path}` in `{self.handle.uri}`",
+                hint="transient: the index is rebuilt from the table's log; retry the batch",
+                table=self.handle.uri,
+            )
         return out
 
     def _id(self, path: str) -> int:
+        """The cache key of `path`: never reused (a file removed from the table gives up its
+        key, and `len(self._ids)` would hand a live file's key to the next new file)."""
         if path not in self._ids:
-            self._ids[path] = len(self._ids)
+            self._ids[path] = next(self._numbers)
         return self._ids[path]
 
     def _uncache(self, path: str) -> None:
