@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.transaction import AddAction
@@ -250,6 +251,13 @@ class DeltaHandle:
         """
         assert self.dt is not None
         with delta_errors(self.uri):
+            if "deletionVectors" in (self.dt.protocol().reader_features or []):
+                # A merge-on-read table cannot be a pyarrow dataset (its files hold deleted
+                # rows): delta-rs scans it whole, then the filters apply to the rows.
+                table = pa.table(self.dt.scan())
+                for column, op, value in partitions or []:
+                    table = table.filter(_partition_filter(table, column, op, value))
+                return table if expression is None else table.filter(expression)
             dataset = self.dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
             return dataset.to_table(filter=expression)
 
@@ -433,3 +441,12 @@ class DeltaHandle:
     def fit(self, data: pa.Table) -> tuple[pa.Table, bool]:
         """`schema.align` against this table (see there)."""
         return align(data, self.schema, uri=self.uri)
+
+
+def _partition_filter(table: pa.Table, column: str, op: str, value: Any) -> pa.Array:
+    """A delta-rs partition filter (`=`, `!=`, `in`, `not in` on partition value text) as
+    a row mask of `table`."""
+    text = pc.cast(table.column(column), pa.string())
+    values = pa.array([str(v) for v in (value if isinstance(value, list) else [value])])
+    mask = pc.fill_null(pc.is_in(text, value_set=values), False)
+    return pc.invert(mask) if op in ("!=", "not in") else mask
