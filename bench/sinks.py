@@ -135,7 +135,8 @@ def read_times(root: str) -> dict:
     best of three reads each)."""
     import duckdb
 
-    from tidemark.sinks.readers import load_delta_extension, read_table
+    from tidemark.sinks.readers import read_table
+    from tidemark.sinks.views.duck import load_delta
 
     out = {}
     for layer in ("live", "forensic"):
@@ -146,7 +147,7 @@ def read_times(root: str) -> dict:
             rows = read_table(DeltaTable(uri)).num_rows
             scans.append(time.perf_counter() - started)
             con = duckdb.connect()
-            load_delta_extension(con)
+            load_delta(con)
             started = time.perf_counter()
             duck = con.sql(f"SELECT count(*), sum(amount) FROM delta_scan('{uri}')").fetchall()
             ducks.append(time.perf_counter() - started)

@@ -47,6 +47,7 @@ from tidemark.sinks.delta.mor import COPY_ON_WRITE, WriteMode
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.maintenance import Kind, Maintenance
+from tidemark.sinks.readers import count_rows, has_deletion_vectors
 from tidemark.sinks.rewrite import ColumnChange
 from tidemark.sinks.schema import all_nullable
 from tidemark.sinks.schema_log import SchemaLog
@@ -222,13 +223,13 @@ class Lake(StreamLayers):
             handle = self.sink(table, Layer.FORENSIC).handle
             if handle.dt is None:
                 return None
-            dataset = handle.dt.to_pyarrow_dataset()
-            return dataset.to_table(columns=keys, filter=ds.field(VALID_TO).is_null())
+            rows = handle.read(ds.field(VALID_TO).is_null(), columns=[*keys, VALID_TO])
+            return rows.select(keys)  # read applies deletion vectors (merge-on-read)
         if Layer.LIVE in layers:
             handle = self.sink(table, Layer.LIVE).handle
             if handle.dt is None:
                 return None
-            return handle.dt.to_pyarrow_dataset().to_table(columns=keys)
+            return handle.read(columns=keys)
         return None
 
     def holds_rows(self, table: str, layers: frozenset[Layer] = ALL_LAYERS) -> bool:
@@ -238,6 +239,10 @@ class Lake(StreamLayers):
                 continue
             handle = self.sink(table, layer).handle
             if handle.dt is None:
+                continue
+            if has_deletion_vectors(handle.dt):  # files' row counts include deleted rows
+                if count_rows(handle.uri, self.storage_options):
+                    return True
                 continue
             actions = pa.table(handle.dt.get_add_actions(flatten=True))
             if "num_records" in actions.column_names and (

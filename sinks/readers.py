@@ -9,16 +9,14 @@ simply wrong. So:
 - `count_rows`: statistics minus DV cardinalities, from the log;
 - `register`: a relation in a DuckDB connection. A table without the DV feature is read
   through `to_pyarrow_dataset` as before; a DV table through DuckDB's `delta` extension
-  (`delta_scan`, loaded offline from the `duckdb-ext-delta` package, built for DuckDB
-  1.4.4), or, where that cannot run (an object store, another DuckDB), materialised from
-  delta-rs `scan()`.
+  (`delta_scan`, loaded offline by the consumers' `sinks.views.duck.load_delta`), or, where
+  that cannot run (an object store, another DuckDB), materialised from delta-rs `scan()`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sysconfig
 from collections.abc import Mapping, Sequence
 from itertools import count
 
@@ -28,6 +26,7 @@ from deltalake import DeltaTable
 
 from tidemark.sinks.delta.dv.log import LogState
 from tidemark.sinks.delta.dv.store import open_store
+from tidemark.sinks.views.duck import DeltaExtensionMissing, load_delta
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +55,6 @@ def count_rows(uri: str, storage_options: Mapping[str, str] | None = None) -> in
     return int(read_table(dt, columns=[dt.schema().fields[0].name]).num_rows)
 
 
-def extension_directory() -> str:
-    """Where the `duckdb-ext-*` packages put their extensions (site-packages)."""
-    return os.path.join(sysconfig.get_paths()["purelib"], "duckdb_ext", "extensions")
-
-
-def load_delta_extension(con: duckdb.DuckDBPyConnection) -> bool:
-    """Load DuckDB's `delta` extension from the installed package, never from the network."""
-    try:
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute(f"SET extension_directory = '{extension_directory()}'")
-        con.execute("LOAD delta")
-    except duckdb.Error as exc:
-        log.info("DuckDB's delta extension is not available (%s)", str(exc).splitlines()[0])
-        return False
-    return True
-
-
 def register(
     con: duckdb.DuckDBPyConnection,
     name: str,
@@ -89,7 +71,7 @@ def register(
         con.register(name, dt.to_pyarrow_dataset())
         return "dataset"
     local = uri.removeprefix("file://") if "://" not in uri or uri.startswith("file://") else None
-    if local is not None and load_delta_extension(con):
+    if local is not None and _load_delta(con):
         path = os.path.abspath(local).replace("'", "''")
         con.execute(f"CREATE OR REPLACE VIEW {quoted} AS SELECT * FROM delta_scan('{path}')")
         return "delta_scan"
@@ -98,3 +80,13 @@ def register(
     con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM {hidden}")
     con.unregister(hidden)
     return "materialised"
+
+
+def _load_delta(con: duckdb.DuckDBPyConnection) -> bool:
+    """Load DuckDB's `delta` extension (the consumers' loader); False when it cannot load."""
+    try:
+        load_delta(con)
+    except DeltaExtensionMissing as exc:
+        log.info("%s", exc)
+        return False
+    return True

@@ -243,23 +243,27 @@ class DeltaHandle:
         expression: ds.Expression | None = None,
         *,
         partitions: list[tuple[str, str, Any]] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Rows matching `expression`; `partitions` (delta-rs filters) limit the files listed.
+        """Rows matching `expression`; `partitions` (delta-rs filters) limit the files listed;
+        `columns` (which must hold every column `expression` and `partitions` name) limits
+        what is read.
 
         Listing only the wanted partitions matters: building a dataset over every file of a
         big table costs more than reading a few buckets.
         """
         assert self.dt is not None
+        wanted = list(columns) if columns else None
         with delta_errors(self.uri):
             if "deletionVectors" in (self.dt.protocol().reader_features or []):
                 # A merge-on-read table cannot be a pyarrow dataset (its files hold deleted
                 # rows): delta-rs scans it whole, then the filters apply to the rows.
-                table = pa.table(self.dt.scan())
+                table = pa.table(self.dt.scan(columns=wanted))
                 for column, op, value in partitions or []:
                     table = table.filter(_partition_filter(table, column, op, value))
                 return table if expression is None else table.filter(expression)
             dataset = self.dt.to_pyarrow_dataset(file_pruning_predicate=partitions)
-            return dataset.to_table(filter=expression)
+            return dataset.to_table(columns=wanted, filter=expression)
 
     def commit(
         self,

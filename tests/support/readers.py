@@ -12,7 +12,8 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
 
-from tidemark.sinks.readers import load_delta_extension, read_table
+from tidemark.sinks.readers import read_table
+from tidemark.sinks.views.duck import load_delta
 
 ENGINES = ("scan", "querybuilder", "polars", "duckdb")
 
@@ -34,7 +35,7 @@ def read_every_way(uri: str, storage_options: dict | None = None) -> dict[str, l
     if "://" not in uri or uri.startswith("file://"):
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
-        assert load_delta_extension(con), "DuckDB's delta extension must load offline"
+        load_delta(con)  # offline, from the installed package; raises when it cannot
         path = uri.removeprefix("file://")
         duck = con.sql(f"SELECT * FROM delta_scan('{path}')").to_arrow_table()
         out["duckdb"] = _rows(duck, schema)

@@ -30,6 +30,7 @@ from tidemark.kernel.columns import INGESTED_AT, SOURCE_TS, VALID_FROM, VALID_TO
 from tidemark.kernel.names import location
 from tidemark.sinks.delta.table import first_version_loads
 from tidemark.sinks.errors import damaged
+from tidemark.sinks.readers import has_deletion_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,6 @@ def _max_time(actions: pa.Table, column: str) -> datetime | None:
         return None
     value = pc.max(actions.column(name)).as_py()
     return value if isinstance(value, datetime) else None
-
-
-def has_deletion_vectors(table: DeltaTable) -> bool:
-    """True when readers must apply deletion vectors (the protocol lists the feature)."""
-    return "deletionVectors" in (table.protocol().reader_features or [])
 
 
 class LakeMeta:
