@@ -96,6 +96,21 @@ def test_merge_on_read_deletes_by_dv_and_rewrites_nothing(built):
 
 
 @pytest.mark.parametrize("mode", ["copy_on_write", "merge_on_read"])
+def test_start_up_reconciliation_sees_the_keys_deletion_vectors_leave(built, mode):
+    """`Lake.open_keys` (what a re-snapshot compares with what it saw) and `holds_rows` read
+    the layers with DVs applied: each live key once, none a DV deleted."""
+    lake = built[mode]
+    live = sorted(r["id"] for r in tables(lake)["live"])
+    assert len(live) == len(set(live)) > 1000
+    full = frozenset(Layer)
+    for layers in (full, frozenset({Layer.LIVE})):
+        keys = lake.open_keys(cw.TABLE, ["id"], layers)
+        assert keys is not None
+        assert sorted(keys.column("id").to_pylist()) == live, layers
+    assert lake.holds_rows(cw.TABLE, full)
+
+
+@pytest.mark.parametrize("mode", ["copy_on_write", "merge_on_read"])
 @pytest.mark.parametrize("layer", LAYERS)
 def test_every_reader_reads_every_table_exactly(built, mode, layer):
     lake = built[mode]
