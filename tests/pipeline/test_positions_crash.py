@@ -46,6 +46,8 @@ from tests.pipeline.truth_support import (
 )
 from tidemark.config import load_config
 from tidemark.connectors.postgres.settings import replication_name
+from tidemark.sinks.delta.dv.log import LogState
+from tidemark.sinks.delta.dv.store import open_store
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -222,12 +224,20 @@ def test_an_initial_snapshot_killed_half_way_is_redone_and_reconciled(
         drop_pipeline_slot(url, name)
 
 
-@pytest.mark.parametrize("rows", SIZES)
-def test_kill_9_during_a_resync_completes_it_exactly(fresh_database, tmp_path, rows) -> None:
+@pytest.mark.parametrize(
+    ("rows", "mode"),
+    [
+        (3_000, "copy_on_write"),
+        pytest.param(20_000, "copy_on_write", marks=pytest.mark.slow),
+        pytest.param(3_000, "merge_on_read", marks=pytest.mark.slow),
+    ],
+)
+def test_kill_9_during_a_resync_completes_it_exactly(fresh_database, tmp_path, rows, mode) -> None:
     """`tidemark resync` against the running pipeline, which is killed half-way through the
     snapshot; rows change while it runs and while the pipeline is down. After the restart
     the snapshot completes: the lake equals the source and no row got a version it should
-    not have (a re-read identical row is no event)."""
+    not have (a re-read identical row is no event). Also with live and forensic written as
+    deletion vectors (the keys the resync did not see are found among rows DVs left)."""
     url = fresh_database()
     audited_table(url, TABLE, rows)
     name = unique_name()
@@ -236,6 +246,7 @@ def test_kill_9_during_a_resync_completes_it_exactly(fresh_database, tmp_path, r
         url,
         name,
         debezium={"properties": {"incremental.snapshot.chunk.size": str(rows // 20)}},
+        write_mode={"*": mode},
     )
     lake, state = tmp_path / "lake", tmp_path / "state"
     model = Versions()
@@ -275,6 +286,10 @@ def test_kill_9_during_a_resync_completes_it_exactly(fresh_database, tmp_path, r
         model.stream(url)
         assert_versions(model, str(lake), TABLE, LAKE_TABLE)
         assert changelog_ops(str(lake), LAKE_TABLE).get("r") == rows  # the first snapshot's
+        if mode == "merge_on_read":  # the changes really went in as deletion vectors
+            for layer in ("live", "forensic"):
+                state = LogState.load(open_store(f"{lake}/{layer}/{LAKE_TABLE}"))
+                assert any(entry.dv is not None for entry in state.files.values()), layer
     finally:
         drop_pipeline_slot(url, name)
 

@@ -33,6 +33,7 @@ from tidemark.connectors.postgres.setup import drop_slot
 from tidemark.kernel.positions import SourceRecord
 from tidemark.pipeline import build_runner, run_until
 from tidemark.sinks.batch_log import BatchLog
+from tidemark.sinks.readers import read_table
 from tidemark.startup import SourceStart
 from tidemark.verify import lake_position, verify_source
 
@@ -160,13 +161,8 @@ def lake_versions(lake: str, lake_table: str) -> dict[str, list[tuple[dict, bool
     uri = f"{lake}/forensic/{lake_table}"
     if not DeltaTable.is_deltatable(uri):
         return {}
-    rows = (
-        DeltaTable(uri)
-        .to_pyarrow_table(
-            columns=["id", "v", "n", "_tm_valid_from", "_tm_valid_to", "_tm_position"]
-        )
-        .to_pylist()
-    )
+    columns = ["id", "v", "n", "_tm_valid_from", "_tm_valid_to", "_tm_position"]
+    rows = read_table(DeltaTable(uri), columns=columns).to_pylist()  # applies DVs (MoR)
     rows.sort(key=lambda r: (r["id"], r["_tm_valid_from"], r["_tm_position"]))
     out: dict[str, list[tuple[dict, bool]]] = {}
     for r in rows:
