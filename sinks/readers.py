@@ -26,6 +26,7 @@ from deltalake import DeltaTable
 
 from tidemark.sinks.delta.dv.log import LogState
 from tidemark.sinks.delta.dv.store import open_store
+from tidemark.sinks.delta.table import scan_table
 from tidemark.sinks.views.duck import DeltaExtensionMissing, load_delta
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def read_table(
     dt: DeltaTable, *, columns: Sequence[str] | None = None, predicate: str | None = None
 ) -> pa.Table:
     """The table's rows (DVs applied), optionally some columns or rows (DataFusion SQL)."""
-    return pa.table(dt.scan(columns=list(columns) if columns else None, predicate=predicate))
+    return scan_table(dt, columns=columns, predicate=predicate)
 
 
 def count_rows(uri: str, storage_options: Mapping[str, str] | None = None) -> int:

@@ -84,6 +84,17 @@ def table_uri(root: str, *parts: str) -> str:
     return location(root, *parts)
 
 
+def scan_table(
+    dt: DeltaTable, *, columns: Sequence[str] | None = None, predicate: str | None = None
+) -> pa.Table:
+    """The table's rows through delta-rs `scan()` (which applies deletion vectors), with the
+    types a pyarrow dataset of the table gives (`scan` answers `string_view` for strings,
+    which the writers' batches, in `string`, cannot be concatenated with)."""
+    table = pa.table(dt.scan(columns=list(columns) if columns else None, predicate=predicate))
+    schema = pa.schema(dt.schema().to_arrow())
+    return table.cast(pa.schema([schema.field(name) for name in table.column_names]))
+
+
 class DeltaHandle:
     """A lazily created Delta table with idempotent, position-stamped commits.
 
@@ -258,7 +269,7 @@ class DeltaHandle:
             if "deletionVectors" in (self.dt.protocol().reader_features or []):
                 # A merge-on-read table cannot be a pyarrow dataset (its files hold deleted
                 # rows): delta-rs scans it whole, then the filters apply to the rows.
-                table = pa.table(self.dt.scan(columns=wanted))
+                table = scan_table(self.dt, columns=wanted)
                 for column, op, value in partitions or []:
                     table = table.filter(_partition_filter(table, column, op, value))
                 return table if expression is None else table.filter(expression)

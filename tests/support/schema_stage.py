@@ -29,6 +29,7 @@ from tidemark.kernel import columns as c
 from tidemark.pipeline import build_runner, run_until
 from tidemark.simulator.runner import Simulator
 from tidemark.sinks.lake import Lake
+from tidemark.sinks.readers import read_table
 from tidemark.stream_processors.embedded.runner import EmbeddedRunner
 from tidemark.verify import TableCheck, verify_source
 
@@ -155,7 +156,7 @@ class Stage:
     def layer(self, layer: str, table: str) -> pa.Table:
         """One layer of a lake table (`table`: `schema.table`, or a table of `public`)."""
         name = table if "." in table else f"public.{table}"
-        return DeltaTable(str(self.lake / layer / f"src.{name}")).to_pyarrow_table()
+        return read_table(DeltaTable(str(self.lake / layer / f"src.{name}")))  # applies DVs
 
     def as_of(
         self, table: str, instant: datetime, key: tuple[str, ...] = ("id",)
