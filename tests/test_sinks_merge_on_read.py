@@ -25,7 +25,7 @@ from tidemark.sinks.delta.dv.log import LogState, read_commit
 from tidemark.sinks.delta.dv.store import open_store
 from tidemark.sinks.delta.table import table_uri
 from tidemark.sinks.lake import Lake
-from tidemark.sinks.readers import count_rows
+from tidemark.sinks.readers import count_rows, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 MOR = {"*": "merge_on_read"}
@@ -108,6 +108,19 @@ def test_start_up_reconciliation_sees_the_keys_deletion_vectors_leave(built, mod
         assert keys is not None
         assert sorted(keys.column("id").to_pylist()) == live, layers
     assert lake.holds_rows(cw.TABLE, full)
+
+
+@pytest.mark.parametrize("mode", ["copy_on_write", "merge_on_read"])
+def test_whole_table_reads_keep_the_tables_types(built, mode):
+    """delta-rs `scan()` answers strings as `string_view`; Tidemark's reads of a DV table
+    come back as `string`, like a pyarrow dataset's (a DDL step concatenates them with a
+    batch's rows)."""
+    lake = built[mode]
+    for layer in (Layer.LIVE, Layer.FORENSIC):
+        rows = lake.sink(cw.TABLE, layer).handle.read()
+        assert rows.schema.field("v").type == pa.string(), layer
+        whole = read_table(DeltaTable(uri(lake, layer.value)), columns=["id", "v"])
+        assert whole.schema.field("v").type == pa.string(), layer
 
 
 @pytest.mark.parametrize("mode", ["copy_on_write", "merge_on_read"])
