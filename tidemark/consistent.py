@@ -24,6 +24,7 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
 from tidemark.kernel.columns import BATCH, BATCH_IN, BATCH_OUT, CURRENT, VALID_TO, Layer
+from tidemark.sinks.readers import has_deletion_vectors, read_table, register
 from tidemark.sinks.views.catalog import LakeTable, delta_scan
 from tidemark.sinks.views.duck import literal
 from tidemark.sinks.watermark import Watermark, live_version, newest_batch
@@ -92,10 +93,40 @@ def register_layer(
     storage_options: Mapping[str, str] | None = None,
 ) -> str:
     """Register one layer's dataset as `hidden`; returns the SELECT giving it at `watermark`
-    (create the views over it)."""
+    (create the views over it). A merge-on-read layer (deletion vectors) is never a
+    pyarrow dataset: it is registered by `sinks.readers.register`."""
+    dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
+    if has_deletion_vectors(dt):
+        return _register_dv_layer(con, hidden, dt, layer, watermark, storage_options)
     dataset, select = layer_at(uri, layer, watermark, storage_options)
     con.register(hidden, dataset)
     return select.format(ds=hidden)
+
+
+def _register_dv_layer(
+    con: duckdb.DuckDBPyConnection,
+    hidden: str,
+    dt: DeltaTable,
+    layer: Layer,
+    watermark: Watermark | None,
+    storage_options: Mapping[str, str] | None,
+) -> str:
+    uri = dt.table_uri
+    if layer is Layer.LIVE and watermark is not None:
+        version = _live_version(uri, watermark.batch_id, storage_options)
+        if version is None:  # created after the cut: empty at it
+            register(con, hidden, uri, storage_options=storage_options, dt=dt)
+            return f"SELECT * FROM {hidden} WHERE false"
+        if version is not True:  # live at the cut's version, DVs applied
+            options = dict(storage_options or {}) or None
+            at = DeltaTable(uri, version=int(version), storage_options=options)
+            con.register(hidden, read_table(at))
+            return f"SELECT * FROM {hidden}"
+    register(con, hidden, uri, storage_options=storage_options, dt=dt)
+    if watermark is None or layer is Layer.LIVE:
+        return f"SELECT * FROM {hidden}"
+    columns = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {hidden}").fetchall()]
+    return cut_select(layer, hidden, watermark.batch_id, columns)
 
 
 def cut_relation(
