@@ -137,3 +137,20 @@ def test_a_snapshot_not_asked_to_reconcile_never_takes_unread_rows_for_gone() ->
     )
     plan = track.plan(offsets=None, notifications=[done], snapshot_rows={})
     assert T in plan.completed and not plan.completed[T].reconcile
+
+
+def test_rows_committed_before_the_started_notices_batch_do_not_make_it_reconcile() -> None:
+    """The notice was polled while the lake held nothing of U; the snapshot's first rows of
+    U went out in batches before the notice's own chunk was whole in one, so the record
+    then knows U. None of those rows' keys were kept: reconciling would take them all for
+    vanished and delete them (seen: a restarted initial snapshot deleted its first 100)."""
+    track = tracker()
+    started = note("STARTED", "Initial Snapshot", "i")
+    track.polled([started])
+    early = track.plan(offsets=None, notifications=[], snapshot_rows={U: 50})
+    assert U not in early.seen
+    early.finish({U: "0000000001e01f38000000000000000000000031"})
+    track.adopt(early)  # the lake holds 50 rows of U now, none of their keys kept
+    plan = track.plan(offsets=None, notifications=[started], snapshot_rows={U: 15})
+    assert not plan.record.arming[U].reconcile and U not in plan.seen
+    assert plan.record.arming[T].reconcile and plan.seen[T] == "i"  # T was held before

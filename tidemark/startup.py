@@ -83,11 +83,22 @@ class SourceStart:
     reasons: list[str] = field(default_factory=list)
 
 
-def initial_snapshot_done(offsets: dict[str, str] | None) -> bool:
-    """False while Debezium's offsets say its initial snapshot has not completed."""
-    if not offsets:
+def initial_snapshot_done(record: SourceRecord) -> bool:
+    """Whether the lake's record shows Debezium's initial snapshot of the source complete.
+
+    Not while the record has an initial snapshot under way (`arming`: set by its `STARTED`
+    notice, cleared only by the batch that holds its `COMPLETED` one), and not unless the
+    offsets name a position to resume from and carry no snapshot-in-progress marker. Both
+    are needed: records polled during the snapshot can carry offsets without any marker
+    (its `STARTED` notice comes with an empty offset, `{}` or `{"ts_usec": 0}`), and an
+    idle checkpoint can put such offsets in the lake while the snapshot runs; read as
+    "done", the restart streamed on and the rest of the snapshot was never read.
+    """
+    if any(a.kind == "initial" for a in record.arming.values()):
         return False
-    values = offset_values(offsets)
+    if not record.offsets or offsets_lsn(record.offsets) is None:
+        return False
+    values = offset_values(record.offsets)
     snapshot = values.get("snapshot")
     running = snapshot in (True, "true", "INITIAL") and not values.get("last_snapshot_record")
     return not running
@@ -173,7 +184,7 @@ def reconcile_source(
         reasons.append("a new database was adopted (`tidemark resync`)")
     elif record.database_oid is not None and record.database_oid != identity.database_oid:
         reasons.append(f"database `{identity.database}` was dropped and created again")
-    elif record.offsets is None or not initial_snapshot_done(record.offsets):
+    elif not initial_snapshot_done(record):
         reasons.append("its initial snapshot did not complete")
     elif slot is None:
         reasons.append(
@@ -240,7 +251,7 @@ def prepare_capture(dsn: str, slot: str, directory: Path, record: SourceRecord) 
     with an initial snapshot that never completed) the engine starts from nothing on a new
     slot: a slot kept from before would make Debezium's snapshot inconsistent with it.
     """
-    if record.offsets and initial_snapshot_done(record.offsets):
+    if record.offsets and initial_snapshot_done(record):
         write_offsets(directory, record.offsets)
         return
     clear_offsets(directory)

@@ -122,6 +122,10 @@ class SourceTracker:
         # STARTED notices polled but not yet in a committed batch: their tables' keys are
         # kept from then on, since events after the notice may go out before it does.
         self._early: dict[str, str] = {}
+        # (table, snapshot id) whose STARTED notice was polled while the lake held no rows
+        # of the table: the rows the snapshot commits before its notice's batch must not
+        # make it reconcile (none of their keys were kept: all would be taken for gone).
+        self._empty: set[tuple[str, str]] = set()
 
     def has_rows(self, table: str) -> bool:
         """Whether the lake may hold rows of `table` (then a snapshot of it reconciles)."""
@@ -137,6 +141,8 @@ class SourceTracker:
                 if table not in self._early and table not in self.record.arming:
                     if self.has_rows(table):
                         self._early[table] = note.id
+                    else:
+                        self._empty.add((table, note.id))
 
     def plan(
         self,
@@ -174,6 +180,9 @@ class SourceTracker:
         for table in list(self._early):
             if table in plan.record.arming or table in plan.record.armed:
                 del self._early[table]
+        self._empty = {
+            (t, i) for t, i in self._empty if t not in plan.record.arming | plan.record.armed
+        }
 
     # -- notifications -------------------------------------------------------------------
     @staticmethod
@@ -215,9 +224,10 @@ class SourceTracker:
                 if current is not None and current.kind == kind == "incremental":
                     current.id = note.id  # queued behind the scan under way: same arming
                     continue
-                reconcile = self._reconciles(kind, note) and (
-                    table in plan.seen or self.has_rows(table)
-                )
+                # Whether the lake held rows of it as the snapshot began (when its notice was
+                # polled), not now: its own first rows may have committed since.
+                held = self.has_rows(table) and (table, note.id) not in self._empty
+                reconcile = self._reconciles(kind, note) and (table in plan.seen or held)
                 record.arming[table] = Arming(note.id, kind, note.at, reconcile)
                 if reconcile:
                     plan.seen[table] = note.id

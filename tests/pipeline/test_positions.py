@@ -14,9 +14,11 @@ nothing of what was there before.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from deltalake import DeltaTable
 
 from tests.pipeline.truth_support import (
@@ -27,11 +29,14 @@ from tests.pipeline.truth_support import (
     changelog_ops,
     churn,
     drop_pipeline_slot,
+    lake_versions,
     sql,
     unique_name,
     write_config,
 )
+from tidemark.kernel.positions import SourceRecord
 from tidemark.resync import request_resync
+from tidemark.stream_processors.embedded.arming import Plan, SourceTracker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.debezium]
 
@@ -280,3 +285,63 @@ def test_a_new_cluster_behind_the_pipeline_is_refused_then_adopted(fresh_databas
     finally:
         drop_pipeline_slot(url, name)
         other.stop(mode="immediate")
+
+
+class _Killed(BaseException):
+    """Stands for a kill -9 right after a commit (raised on the loop thread)."""
+
+
+def test_a_run_killed_while_the_lake_records_a_snapshot_under_way_snapshots_again(
+    fresh_database, tmp_path, monkeypatch
+) -> None:
+    """Killed right after the first commit that records the initial snapshot under way: the
+    lake's record then holds the offsets of Debezium's `STARTED` notice, which carry no
+    snapshot marker (`{}`). The restart must redo the snapshot on a new slot, never stream
+    on as if it had completed (it did, and every row not yet read was lost)."""
+    url = fresh_database()
+    audited_table(url, TABLE, 3_000)
+    name = unique_name()
+    config = write_config(
+        tmp_path / "p.yaml", url=url, lake=tmp_path / "lake", tables=[TABLE], name=name
+    )
+    document = yaml.safe_load(config.read_text())
+    document["batching"] = {"max_events": 50, "max_latency_ms": 100}  # a slow snapshot
+    config.write_text(yaml.safe_dump(document))
+    adopt = SourceTracker.adopt
+    killed: list[SourceRecord] = []
+
+    def adopt_then_die(self: SourceTracker, plan: Plan) -> None:
+        adopt(self, plan)
+        if not killed and any(a.kind == "initial" for a in plan.record.arming.values()):
+            killed.append(plan.record)
+            raise _Killed
+
+    monkeypatch.setattr(SourceTracker, "adopt", adopt_then_die)
+    try:
+        with Pipe(config, tmp_path / "state") as pipe:
+            assert pipe.start().fresh
+            deadline = time.monotonic() + 120
+            while pipe._thread is not None and pipe._thread.is_alive():
+                assert time.monotonic() < deadline, "the run was not killed"
+                time.sleep(0.1)
+            assert killed and [type(e) for e in pipe._error] == [_Killed], pipe._error
+            pipe._error.clear()
+            pipe._thread = None
+            record = pipe.record()
+            assert record is not None and record.arming[LAKE_TABLE].kind == "initial"
+            first = lake_versions(str(tmp_path / "lake"), LAKE_TABLE)
+            churn(url, TABLE, seed=1, size=3_000)
+            start = pipe.start()
+            assert start.fresh and "did not complete" in start.reasons[-1], start.reasons
+            pipe.wait()
+            pipe.stop()
+        pipe.verify()
+        model = Versions({(TABLE, k): [v[0][0]] for k, v in first.items()})
+        model.open = {k: v[-1] for k, v in model.versions.items()}
+        model.resnapshot(url, TABLE)
+        assert_versions(model, str(tmp_path / "lake"), TABLE, LAKE_TABLE)
+        assert changelog_ops(str(tmp_path / "lake"), LAKE_TABLE).get("r") == sum(
+            len(v) for v in model.versions.values()
+        )
+    finally:
+        drop_pipeline_slot(url, name)

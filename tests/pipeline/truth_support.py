@@ -271,8 +271,14 @@ def wait_caught_up(
     config: PipelineConfig, *, timeout: float = 120.0, check: Callable[[], None] = lambda: None
 ) -> None:
     """Until the lake holds everything committed at the source so far and no snapshot is
-    under way (the pipeline's idle checkpoints carry its position past the WAL end)."""
+    under way (the pipeline's idle checkpoints carry its position past the WAL end).
+
+    Every table must be armed too: a snapshot's first rows can commit before the batch that
+    covers its `STARTED` notice (so before the record shows it under way), and their
+    positions, at the snapshot's LSN, are already past the WAL end.
+    """
     url = config.sources[0].dsn
+    tables = set(config.lake_tables_of(config.sources[0]))
     wal = int(sql(url, "SELECT pg_current_wal_lsn() - '0/0'")[0][0])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -280,7 +286,8 @@ def wait_caught_up(
         record = record_of(config)
         reached = lake_position(config.lake)
         target = lsn_position(wal, record.epoch if record else 0)[:16]
-        if record and not record.arming and reached and reached >= target:
+        armed = record is not None and tables <= set(record.armed)
+        if record and armed and not record.arming and reached and reached >= target:
             return
         time.sleep(0.2)
     raise AssertionError(f"the lake did not catch up: {record_of(config)}")
