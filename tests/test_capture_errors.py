@@ -123,6 +123,7 @@ def test_engine_bad_host_surfaces_through_the_completion_callback(tmp_path):
     assert "secret-pw" not in str(err.value)
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min
 def test_heap_too_small_for_the_rows_says_which_setting_to_raise(fresh_database, tmp_path):
     """80 rows of 1.9 MB each through a 32 MB heap: the engine stops with a hint, no hang."""
     url = fresh_database()

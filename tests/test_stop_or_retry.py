@@ -146,6 +146,7 @@ def test_a_publication_without_the_table_that_cannot_be_extended(fresh_database,
     assert ":pw@" not in result.stderr
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min
 @pytest.mark.debezium
 def test_a_database_restart_is_retried_and_shown_in_status(
     postgres: PostgresHandle, fresh_database, tmp_path

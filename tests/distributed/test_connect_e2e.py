@@ -188,6 +188,7 @@ def test_connect_killed_during_its_initial_snapshot(
     assert snapshot_interrupted, "the kill came after the snapshot: the table is too small"
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min
 def test_a_worker_killed_between_its_lake_commit_and_its_live_topic(
     story_factory: Callable[..., Story],
 ) -> None:

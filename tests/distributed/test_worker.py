@@ -203,6 +203,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(pipeline, kafk
     _check_exact(lake, dsn, total)
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min
 def test_two_workers_split_partitions_and_one_takes_over_when_the_other_dies(
     pipeline, kafka, tmp_path
 ):

@@ -152,6 +152,7 @@ def test_kill_9_and_sigterm_three_times_lose_and_duplicate_nothing(cluster, tmp_
     _kill_story(cluster, tmp_path, kills=3, name="kill3")
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min
 def test_kill_9_and_sigterm_three_times_in_merge_on_read(cluster, tmp_path) -> None:
     """The same story with live and forensic written as deletion vectors; `verify` reads
     them through DuckDB's delta extension."""

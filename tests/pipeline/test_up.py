@@ -41,7 +41,7 @@ def stops_its_database(tmp_path: Path):
 def test_up_then_verify_status_query_and_resume(tmp_path: Path, stops_its_database) -> None:
     tmp_path.chmod(0o755)
     lake = str(tmp_path / "lake")
-    first = _cli(tmp_path, "up", "--duration", "15", "--rate", "300", "--lake", lake)
+    first = _cli(tmp_path, "up", "--duration", "10", "--rate", "300", "--lake", lake)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "stopped: simulator wrote" in first.stderr
     assert "gold.customer_360, a sample" in first.stdout  # the demo prints its gold model
@@ -66,7 +66,7 @@ def test_up_then_verify_status_query_and_resume(tmp_path: Path, stops_its_databa
     snapshot_rows = "SELECT count(*) AS n FROM changelog.customers WHERE _tm_op = 'r'"
     before = count("SELECT count(*) AS n FROM changelog.transactions")
     snapshots = count(snapshot_rows)
-    second = _cli(tmp_path, "up", "--duration", "8", "--rate", "300", "--lake", lake)
+    second = _cli(tmp_path, "up", "--duration", "5", "--rate", "300", "--lake", lake)
     assert second.returncode == 0, second.stderr[-3000:]
     assert count("SELECT count(*) AS n FROM changelog.transactions") > before
     assert count(snapshot_rows) == snapshots  # resumed from its offsets: no second snapshot
