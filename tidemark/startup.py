@@ -86,22 +86,25 @@ class SourceStart:
 def initial_snapshot_done(record: SourceRecord) -> bool:
     """Whether the lake's record shows Debezium's initial snapshot of the source complete.
 
-    Not while the record has an initial snapshot under way (`arming`: set by its `STARTED`
-    notice, cleared only by the batch that holds its `COMPLETED` one), and not unless the
-    offsets name a position to resume from and carry no snapshot-in-progress marker. Both
-    are needed: records polled during the snapshot can carry offsets without any marker
-    (its `STARTED` notice comes with an empty offset, `{}` or `{"ts_usec": 0}`), and an
-    idle checkpoint can put such offsets in the lake while the snapshot runs; read as
-    "done", the restart streamed on and the rest of the snapshot was never read.
+    Only when the offsets name a position to resume from and carry no snapshot-in-progress
+    marker: records polled during the snapshot can carry offsets without any marker (its
+    `STARTED` notice comes with an empty offset, `{}` or `{"ts_usec": 0}`), and an idle
+    checkpoint can put such offsets in the lake while the snapshot runs; read as "done", the
+    restart streamed on and the rest of the snapshot was never read.
+
+    Offsets of a streamed change mean every snapshot row before it is in the lake, even when
+    the batch holding the snapshot's `COMPLETED` notice was not committed yet (the engine
+    may stream before it delivers the notice): that snapshot is done (`reconcile_source`
+    marks its tables armed). A snapshot that reconciles is not: what its completion does
+    (closing the rows it did not read) has not happened, so it is taken again.
     """
-    if any(a.kind == "initial" for a in record.arming.values()):
-        return False
     if not record.offsets or offsets_lsn(record.offsets) is None:
         return False
     values = offset_values(record.offsets)
     snapshot = values.get("snapshot")
-    running = snapshot in (True, "true", "INITIAL") and not values.get("last_snapshot_record")
-    return not running
+    if snapshot in (True, "true", "INITIAL") and not values.get("last_snapshot_record"):
+        return False
+    return not any(a.kind == "initial" and a.reconcile for a in record.arming.values())
 
 
 def incremental_collections(offsets: dict[str, str] | None) -> list[str]:
@@ -207,6 +210,10 @@ def reconcile_source(
     # A table left out of the config was not captured meanwhile: back in, it is new again.
     record.armed = {t: a for t, a in record.armed.items() if t in tables}
     record.arming = {t: a for t, a in record.arming.items() if t in tables}
+    for name, arming in list(record.arming.items()):
+        if arming.kind == "initial":  # done (initial_snapshot_done): its COMPLETED was not
+            record.armed[name] = arming.id  # committed before the stop, its rows were
+            del record.arming[name]
     pending = set(incremental_collections(record.offsets))
     start = SourceStart(record)
     for table in source.tables:
