@@ -50,6 +50,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # long; the kill story (test_reliability) covers it in the default run
 def test_kill_9_mid_stream_then_restart_misses_nothing(fresh_database, tmp_path):
     url = fresh_database()
     conn = psycopg2.connect(url)

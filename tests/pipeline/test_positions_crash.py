@@ -305,6 +305,7 @@ def test_kill_9_during_a_resync_completes_it_exactly(fresh_database, tmp_path, r
         drop_pipeline_slot(url, name)
 
 
+@pytest.mark.slow  # long; a lake restored from a copy stays in test_positions (default)
 @pytest.mark.parametrize("rows", SIZES)
 def test_a_table_restored_from_a_copy_is_resnapshotted_and_survives_kill_9(
     fresh_database, tmp_path, rows
