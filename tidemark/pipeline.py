@@ -208,6 +208,7 @@ def _engine_factory(
             from tidemark.source_setup import check
 
             check(source)
+        start_jvm_for(config, state)  # writing offsets needs it (an embedder may not have)
         prepare_capture(source.dsn, slot, directory, tracker.record)
         engine = open_source_engine(
             config, source, state=state, max_batch=max_batch, notifications=True
