@@ -143,6 +143,14 @@ class Lake(StreamLayers):
         """The configured write mode of `table`'s live and forensic layers."""
         return self.write_modes.get(table) or self.write_modes.get("*") or COPY_ON_WRITE
 
+    def reload(self, table: str) -> None:
+        """Forget `table`'s opened layer writers (cached rows, bucket layout): the next use
+        opens them from storage again. For commits made beside them (`sinks/bulk.py`)."""
+        for layer in Layer:
+            sink = self._sinks.pop((table, layer), None)
+            if sink is not None:
+                sink.close()
+
     def _maintained(self) -> list[tuple[str, Kind]]:
         """What the maintenance thread compacts: every append-only table and history, and
         the merge-on-read layers."""

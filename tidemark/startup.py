@@ -21,7 +21,9 @@ pipeline name). So on every start of `run`/`up`, per source, the lake's record
 A re-snapshot is reconciled with what the lake holds (`stream_processors/embedded/arming.py`):
 unchanged rows add nothing, changed rows one version, vanished rows are deleted from live and
 closed in forensic. `arm_tables` is the seam through which a table is snapshotted again while
-streaming goes on (today Debezium's incremental snapshot; a faster loader can plug in there).
+streaming goes on by Debezium's incremental snapshot; the parallel loader takes the tables
+it arms before the engine opens (`tidemark/startload.py`) and leaves this seam the tables
+configured `snapshot: {loader: debezium}`.
 """
 
 from __future__ import annotations
@@ -251,17 +253,23 @@ def _new_record(source: str, identity: SourceIdentity, slot: str, *, epoch: int)
     )
 
 
-def prepare_capture(dsn: str, slot: str, directory: Path, record: SourceRecord) -> None:
+def prepare_capture(
+    dsn: str, slot: str, directory: Path, record: SourceRecord, *, keep_slot: bool = False
+) -> None:
     """Make the engine about to open in `directory` resume from exactly what the lake holds.
 
     With offsets in the lake they are written over the state directory's. Without them (or
     with an initial snapshot that never completed) the engine starts from nothing on a new
-    slot: a slot kept from before would make Debezium's snapshot inconsistent with it.
+    slot: a slot kept from before would make Debezium's snapshot inconsistent with it. With
+    `keep_slot` the slot was just made for the parallel loader's snapshots
+    (`tidemark/startload.py`), which the engine streams on from: it is kept.
     """
     if record.offsets and initial_snapshot_done(record):
         write_offsets(directory, record.offsets)
         return
     clear_offsets(directory)
+    if keep_slot:
+        return
     if slot_state(dsn, slot) is not None:
         try:
             drop_slot_when_free(dsn, slot)
