@@ -133,7 +133,7 @@ def arm_loader(url: str, table: str, workers: int, lake: str, **_: object) -> di
     from tidemark.connectors.postgres.loader import worker_connection
     from tidemark.connectors.postgres.setup import drop_slot, table_shapes
     from tidemark.loading import make_check
-    from tidemark.pipeline import arm_sources
+    from tidemark.startload import arm_sources
     from tidemark.stream_processors.loading.spec import TableSpec
 
     name = f"bench_loader_{workers}"
@@ -142,7 +142,7 @@ def arm_loader(url: str, table: str, workers: int, lake: str, **_: object) -> di
     source = config.sources[0]
     started = time.perf_counter()
     try:
-        arm_sources(config, state=Path(lake) / "state")  # slot, marker, snapshot, load
+        arm_sources(config)  # slot, marker, snapshot, load
     finally:
         drop_slot(url, f"tidemark_{name}_bench")
     queryable = time.perf_counter() - started

@@ -145,11 +145,14 @@ class Lake(StreamLayers):
 
     def reload(self, table: str) -> None:
         """Forget `table`'s opened layer writers (cached rows, bucket layout): the next use
-        opens them from storage again. For commits made beside them (`sinks/bulk.py`)."""
+        opens them from storage again, and the batch log is read again (new batches take ids
+        above the loads'). For commits made beside them (`sinks/bulk.py`)."""
         for layer in Layer:
             sink = self._sinks.pop((table, layer), None)
             if sink is not None:
                 sink.close()
+        self.cache = BucketCache(self.cache.max_bytes)
+        self.batch_log.handle.refresh()
 
     def _maintained(self) -> list[tuple[str, Kind]]:
         """What the maintenance thread compacts: every append-only table and history, and

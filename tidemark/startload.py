@@ -155,3 +155,38 @@ def load_at_start(
             start.record.tables[name] = position
     start.resnapshot = [t for t in start.resnapshot if t not in plan.tables]
     return plan
+
+
+def arm_sources(
+    config: PipelineConfig,
+    *,
+    stop: threading.Event | None = None,
+    progress: Callable[[LoadProgress], None] | None = None,
+    done: Callable[[LoadResult], None] | None = None,
+) -> dict[str, LoadPlan]:
+    """Start-up's loads alone, without streaming after them (benchmarks, tests, a load
+    before the first `run`): each Postgres source reconciled with the lake, then its tables
+    loaded as `load_at_start` does. What it arms is recorded by the next run's first commit
+    (until then that run finds the tables unarmed and loads them again, reconciled: the
+    lake's rows are kept, nothing is doubled).
+
+    Raises:
+        SourceReplacedError, SlotInUseError, SourceUnavailable, UsageError,
+        InterruptedError: as start-up and the loads.
+    """
+    from tidemark.pipeline import open_lake
+    from tidemark.startup import reconcile_source
+
+    lake = open_lake(config)
+    try:
+        plans = {}
+        for source in config.sources:
+            if source.kind != "postgres":
+                continue
+            start = reconcile_source(config, source, lake)
+            plans[source.name] = load_at_start(
+                config, source, start, lake, stop=stop, progress=progress, done=done
+            )
+        return plans
+    finally:
+        lake.close()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tidemark.config import parse_config
-from tidemark.pipeline import arm_sources
+from tidemark.startload import arm_sources
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
             time.sleep(0.05)
 
     threading.Thread(target=report, daemon=True).start()
-    arm_sources(config, state=Path(sys.argv[2]), progress=views.append)
+    arm_sources(config, progress=views.append)
     print("finished", flush=True)
 
 

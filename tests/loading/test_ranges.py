@@ -13,8 +13,8 @@ import pytest
 
 from tests.loading.support import config_for, execute, layer, new_database
 from tidemark.connectors.postgres.setup import drop_slot
-from tidemark.pipeline import arm_sources
 from tidemark.sinks.loads import LoadLog
+from tidemark.startload import arm_sources
 from tidemark.verify import verify_source
 
 pytestmark = [pytest.mark.postgres]
@@ -41,7 +41,7 @@ def _load(url: str, tmp: Path, name: str, ranges, tables=("public.sales",)) -> t
         snapshot={"*": {"ranges": ranges, "rows_per_range": 2500, "max_workers": 3}},
     )
     try:
-        arm_sources(config, state=tmp / name / "state")
+        arm_sources(config)
     finally:
         drop_slot(url, f"tidemark_{name}_src")
     report = verify_source(config, config.sources[0], timeout=5)

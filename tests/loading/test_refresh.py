@@ -15,7 +15,7 @@ import pytest
 
 from tests.loading.support import config_for, execute, fetch, layer, new_database
 from tidemark.loading import capture_keys, schedule_jobs
-from tidemark.pipeline import arm_sources
+from tidemark.startload import arm_sources
 from tidemark.stream_processors.loading.schedule import Scheduler
 from tidemark.verify import verify_source
 
@@ -32,7 +32,7 @@ def test_a_reload_versions_only_the_rows_that_changed(postgres, tmp_path):
     config = config_for(
         url, tmp_path / "lake", ["public.items"], refresh={"src.public.items": {"every": "1h"}}
     )
-    arm_sources(config, state=tmp_path / "state")  # the first load: bulk
+    arm_sources(config)  # the first load: bulk
     assert not fetch(url, "SELECT 1 FROM pg_publication_tables WHERE tablename = 'items'")
     lake = Path(config.lake)
     assert layer(lake, "forensic", "src.public.items").num_rows == 3000

@@ -21,8 +21,8 @@ import pytest
 
 from tests.loading.support import config_for, fetch, layer, new_database
 from tidemark.loading import capture_keys, schedule_jobs
-from tidemark.pipeline import arm_sources
 from tidemark.simulator.runner import Simulator
+from tidemark.startload import arm_sources
 from tidemark.stream_processors.loading.schedule import Scheduler
 from tidemark.verify import verify_source
 
@@ -48,8 +48,8 @@ def test_watermark_capture_keeps_live_equal_and_versions_what_it_saw(postgres, t
             }
         },
     )
-    arm_sources(config, state=tmp_path / "state")
-    assert not fetch(url, "SELECT 1 FROM pg_replication_slots")
+    arm_sources(config)
+    assert not fetch(url, "SELECT 1 FROM pg_replication_slots WHERE database = current_database()")
     ledger = tmp_path / "ledger.jsonl"
     stop = threading.Event()
     writer = Simulator(url, profile="bank", workers=2, rate=150, ledger=ledger)
