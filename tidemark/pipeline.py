@@ -322,15 +322,13 @@ def build_runner(
             logger.warning("source %s: %s", source.name, reason)
         if on_start is not None:
             on_start(source.name, start)
-        from_loads = False
+        from_loads, resnapshot = False, list(start.resnapshot)
         if source.kind == "postgres":
             plan = load_at_start(
                 config, source, start, lake, stop=stop, progress=load_progress, done=load_done
             )
             from_loads = plan.streams_from_loads(config, source)
-            # A fresh start on the loads' slot: the tables left to Debezium are snapshotted
-            # incrementally, reconciled (an initial snapshot would read none of them).
-            start.resnapshot += plan.debezium if from_loads else []
+            resnapshot = plan.resnapshot  # the loader took the others
             found = primary_keys(source.dsn, list(source.tables))
             keys.update({source.lake_table(t): k for t, k in found.items()})
             keys.update(source_keys(source))
@@ -356,7 +354,7 @@ def build_runner(
                     max_batch,
                     decoder,
                     tracker,
-                    start.resnapshot,
+                    resnapshot,
                     require_ddl_capture,
                     from_loads,
                 ),

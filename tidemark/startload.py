@@ -50,11 +50,15 @@ class LoadPlan:
         fresh: the source starts on a new slot; with streamed tables loaded here, its engine
             streams from the loads' slot without a snapshot of its own.
         debezium: streamed tables left to Debezium's snapshot.
+        resnapshot: the tables Debezium snapshots again while it streams (`arm_tables`):
+            start-up's that the loader did not take, and on a fresh start from the loads'
+            slot the `debezium` ones (the engine takes no initial snapshot then).
     """
 
     tables: list[str] = field(default_factory=list)
     fresh: bool = False
     debezium: list[str] = field(default_factory=list)
+    resnapshot: list[str] = field(default_factory=list)
 
     def streams_from_loads(self, config: PipelineConfig, source: SourceConfig) -> bool:
         """Whether the engine starts from the loads' slot (`snapshot.mode=no_data`)."""
@@ -96,8 +100,8 @@ def load_at_start(
     progress: Callable[[LoadProgress], None] | None = None,
     done: Callable[[LoadResult], None] | None = None,
 ) -> LoadPlan:
-    """Load what `plan_loads` says, then record the loaded tables as armed in
-    `start.record` and leave in `start.resnapshot` only what Debezium snapshots.
+    """Load what `plan_loads` says and record the loaded tables as armed in `start.record`;
+    the plan's `resnapshot` says what is left to Debezium.
 
     Raises:
         SourceUnavailable, SourceConfigError, UsageError, InterruptedError: as the loads.
@@ -110,11 +114,13 @@ def load_at_start(
     from tidemark.sinks.loads import LoadLog
 
     streamed = config.streamed_tables(source)
-    start.resnapshot = [t for t in start.resnapshot if t in streamed]
     states = LoadLog(
         config.lake, app_id=config.app_id, storage_options=config.storage_options
     ).latest()
     plan = plan_loads(config, source, start, states)
+    plan.resnapshot = [t for t in start.resnapshot if t in streamed and t not in plan.tables]
+    if plan.streams_from_loads(config, source):
+        plan.resnapshot += [t for t in plan.debezium if t not in plan.resnapshot]
     if not plan.tables:
         return plan
     if streamed:  # the marker's table and the stream exist before any marker
@@ -140,7 +146,14 @@ def load_at_start(
     keys = {t: tuple(shapes[t].key) for t in plan.tables}
     logger.info("source %s: loading %s", source.name, ", ".join(plan.tables))
     results = run_loads(
-        config, source, plan.tables, keys=keys, stop=stop, progress=progress, done=done
+        config,
+        source,
+        plan.tables,
+        keys=keys,
+        stop=stop,
+        progress=progress,
+        done=done,
+        epoch=start.record.epoch,
     )
     by_table = {r.table: r for r in results}
     for table in plan.tables:
@@ -153,7 +166,6 @@ def load_at_start(
         position = lake.applied_position(name, config.layers_for(name))
         if position is not None:
             start.record.tables[name] = position
-    start.resnapshot = [t for t in start.resnapshot if t not in plan.tables]
     return plan
 
 
