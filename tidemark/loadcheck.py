@@ -11,7 +11,7 @@ line: table, rows, status.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +72,13 @@ def check_loaded(
     root: str,
     storage_options: Mapping[str, str] | None = None,
     key_columns: tuple[str, ...] = (),
+    excluded: Collection[str] = (),
 ) -> LoadCheck:
-    """Compare the source table in `cursor`'s snapshot with the lake's live layer."""
+    """Compare the source table in `cursor`'s snapshot with the lake's live layer (all but
+    the `excluded` columns: classified `raw: drop`, never captured)."""
     columns, found = source_columns(Snapshot(0, cursor), source_table)
     keys = list(key_columns or found or [ROW])
+    columns = [c for c in columns if c.name not in excluded or c.name in keys]
     counted = keys == [ROW]
     rows_sql = postgres_rows(sql_name(*split_table(source_table)), columns, keys, counted=counted)
     cursor.execute(f"{_sums(counted, duck=False)} ({rows_sql}) q")

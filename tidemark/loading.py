@@ -78,6 +78,11 @@ def spec_for(
         tuple(own or key),
         config.layers_for(lake_table),
         unique_key=not own or tuple(own) == tuple(key),
+        excluded=frozenset(
+            column
+            for column, (_, policy) in config.classified(lake_table).items()
+            if policy.raw == "drop"
+        ),
     )
 
 
@@ -93,6 +98,7 @@ def make_check(config: PipelineConfig, source: SourceConfig) -> Callable[[Any, T
             root=config.lake,
             storage_options=config.storage_options,
             key_columns=tuple(source.keys.get(table, ())),
+            excluded=spec.excluded,
         )
 
     return check

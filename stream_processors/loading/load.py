@@ -156,7 +156,7 @@ class TableLoad:
                         hint="check sources[].tables",
                     )
                 reader = TableReader(
-                    spec.table, spec.schema, spec.name, tuple(plans), spec.key_columns
+                    spec.table, spec.schema, spec.name, spec.kept(plans), spec.key_columns
                 )
                 state = self._state(previous, cursor, snapshot)
                 result = self._load(state, reader, snapshot, cursor)

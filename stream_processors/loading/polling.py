@@ -167,7 +167,7 @@ class WatermarkPoller:
     def _reader(self, cursor: Any) -> TableReader:
         spec = self.spec
         plans = read_plans(cursor, spec.schema, spec.name)
-        return TableReader(spec.table, spec.schema, spec.name, tuple(plans), spec.key_columns)
+        return TableReader(spec.table, spec.schema, spec.name, spec.kept(plans), spec.key_columns)
 
     def _type(self, cursor: Any) -> str:
         cursor.execute(

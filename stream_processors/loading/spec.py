@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tidemark.connectors.postgres.columns import ColumnPlan
 from tidemark.connectors.postgres.copyread import BLOCK_BYTES
 from tidemark.connectors.postgres.exported import SnapshotPoint
 from tidemark.connectors.postgres.loader import ReadProgress
@@ -65,6 +66,13 @@ class TableSpec:
     unique_key: bool = True
     """The key is a primary key or unique index (a configured key may not be: such a table
     is always loaded through the core, which keeps one version per key)."""
+    excluded: frozenset[str] = frozenset()
+    """Columns never captured (classified `raw: drop`): not read, so no layer holds them."""
+
+    def kept(self, plans: Sequence[ColumnPlan]) -> tuple[ColumnPlan, ...]:
+        """The columns the loader reads (all but the excluded; a key column always)."""
+        keys = set(self.key_columns)
+        return tuple(p for p in plans if p.name not in self.excluded or p.name in keys)
 
 
 @dataclass
