@@ -129,7 +129,7 @@ class BulkTable:
         Raises:
             SinkError: storage failed.
         """
-        sample = all_nullable(sample)
+        sample = all_nullable(self.lake.with_generation(sample))
         live_rows = _rows_for(Layer.LIVE, sample)
         for layer in self.layers:
             handle = self.handle(layer)
@@ -305,8 +305,9 @@ class RangeWriter:
         self.rows = 0
 
     def add(self, batch: MilestonedTable, *, flush_bytes: int = FLUSH_BYTES) -> None:
-        """Take one block's milestoned rows."""
-        batch = all_nullable(batch)
+        """Take one block's milestoned rows (forensic's stamped with the table's generation,
+        as the layer writers stamp them)."""
+        batch = all_nullable(self.bulk.lake.with_generation(batch))
         self.rows += batch.changelog.num_rows
         for layer in self.layers:
             rows = _rows_for(layer, batch)

@@ -385,7 +385,7 @@ class Lake(StreamLayers):
             counts[table] = TableCounts(table, dead_letters=events.num_rows)
         jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
         for batch in map(all_nullable, tables):
-            batch = self._with_generation(batch)
+            batch = self.with_generation(batch)
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
                 self._preflight(batch, wanted, streams)
@@ -429,7 +429,7 @@ class Lake(StreamLayers):
             time.perf_counter() - clock,
         )
 
-    def _with_generation(self, batch: MilestonedTable) -> MilestonedTable:
+    def with_generation(self, batch: MilestonedTable) -> MilestonedTable:
         """Stamp new forensic versions with the table's generation (docs/schema-changes.md)."""
         inserts = batch.forensic_inserts
         if GENERATION in inserts.column_names:

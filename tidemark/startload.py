@@ -16,8 +16,8 @@ How the hand-over stays exact:
   are dropped by the replay guard and the load gate (`stream_processors/loading/gate.py`).
 - streaming: the engine resumes from the lake's offsets, behind the loads' markers: the
   same guard and gate drop what each load holds.
-A loaded table is recorded as armed in the source's record (`armed[table] = load-<id>`,
-`tables[table]` its position), which the runner's next commit writes to the batch log; a
+A loaded table is recorded as armed in the source's record (`armed[table] = load-<id>`),
+which the runner's next commit writes to the batch log; a
 crash before that finds the table unarmed and loads it again, reconciled with what the lake
 holds (identical rows add nothing).
 """
@@ -163,9 +163,9 @@ def load_at_start(
             continue
         start.record.armed[name] = LOAD_PREFIX + by_table[name].state.load_id
         start.record.arming.pop(name, None)
-        position = lake.applied_position(name, config.layers_for(name))
-        if position is not None:
-            start.record.tables[name] = position
+        # Not in `record.tables`: the highest of those seeds where the source's stream is
+        # taken to resume, and the loads' markers are ahead of the slot; the table's first
+        # streamed batch records its position.
     return plan
 
 
