@@ -312,7 +312,7 @@ def test_lineage_batches_and_dead_letters(running, browser) -> None:
     for i in range(rows.count()):
         assert "customers" in rows.nth(i).inner_text()
     closed = {b["closed_by"] for b in running.api("api/batches?limit=50")}
-    assert closed and closed <= {"size", "latency", "force"}
+    assert closed and closed <= {"size", "latency", "force", "load"}  # load: a table loaded
 
     page.goto(running.page + "dead-letters")
     page.fill("input[name=q]", "poison")
