@@ -145,7 +145,7 @@ class BulkTable:
                 bucketing = self.ensure_bucketing(rows.schema, range_size)
                 rows = rows.append_column(BUCKET, pa.array([], pa.int64()))
                 partition_by = list(handle.partition_by)
-                description = bucketing.to_json()
+                description = bucketing.to_json(self.key_columns)  # as the writers store it
                 if layer is Layer.FORENSIC:
                     writer = self.lake.sink(self.table, layer)
                     assert isinstance(writer, ForensicSink)
