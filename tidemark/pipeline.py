@@ -207,7 +207,14 @@ def _engine_factory(
     surrogates = {t: k[0] for t, k in source.keys.items() if len(k) == 1}
 
     def open_engine() -> Engine:
-        decoder.key_columns = source_keys(source)  # before the first record is decoded
+        keys = source_keys(source)
+        if from_loads:  # Debezium, started without a snapshot, may send a table's first
+            # records without a key (seen after a TRUNCATE): the catalog's primary keys
+            from tidemark.connectors.postgres.identity import primary_keys
+
+            found = primary_keys(source.dsn, list(config.streamed_tables(source)))
+            keys = {**{source.lake_table(t): tuple(k) for t, k in found.items()}, **keys}
+        decoder.key_columns = keys  # before the first record is decoded
         if require_ddl_capture:  # after the tables' own checks: their reasons come first
             from tidemark.source_setup import check
 
