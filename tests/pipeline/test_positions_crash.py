@@ -264,7 +264,6 @@ def test_kill_9_during_a_resync_completes_it_exactly(fresh_database, tmp_path, r
         name,
         debezium={"properties": {"incremental.snapshot.chunk.size": str(rows // 20)}},
         write_mode={"*": mode},
-        snapshot={"*": {"loader": "debezium"}},  # Debezium's incremental snapshot
     )
     lake, state = tmp_path / "lake", tmp_path / "state"
     model = Versions()
