@@ -110,6 +110,12 @@ class BulkTable:
             self._handles[layer] = handle
         return self._handles[layer]
 
+    def version(self, layer: Layer) -> int | None:
+        """The layer's newest version (None before its first commit)."""
+        handle = self.handle(layer)
+        handle.refresh()
+        return None if handle.dt is None else handle.dt.version()
+
     def range_app(self, layer: Layer, index: int) -> str:
         return f"{self.handle(layer).app_id}:load:{self.load_id}:{index}"
 

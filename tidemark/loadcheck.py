@@ -1,7 +1,9 @@
 """The check at the end of a load: rows and a hash of every row, source against lake.
 
-Run inside the load's snapshot just before the hand-over, when the table's live layer holds
-exactly the snapshot (the table's streamed changes wait at the gate). Both sides hash each
+Run inside the load's snapshot, on the live layer as the load left it: just before the
+hand-over (the table's streamed changes wait at the gate), or after it at the hand-over's
+version of the layer, on a thread beside the stream (start-up's loads: streaming does not
+wait for the check). Both sides hash each
 row's canonical text (`tidemark/canonical.py`, the same text `tidemark verify` compares) and
 add the hashes up (the first 60 bits of each md5, summed exactly): equal sets of rows give
 equal sums, and one differing row changes it. A table without a key adds one hash per row
@@ -73,9 +75,11 @@ def check_loaded(
     storage_options: Mapping[str, str] | None = None,
     key_columns: tuple[str, ...] = (),
     excluded: Collection[str] = (),
+    version: int | None = None,
 ) -> LoadCheck:
-    """Compare the source table in `cursor`'s snapshot with the lake's live layer (all but
-    the `excluded` columns: classified `raw: drop`, never captured)."""
+    """Compare the source table in `cursor`'s snapshot with the lake's live layer at
+    `version` (the newest when None), all but the `excluded` columns (classified
+    `raw: drop`, never captured)."""
     columns, found = source_columns(Snapshot(0, cursor), source_table)
     keys = list(key_columns or found or [ROW])
     columns = [c for c in columns if c.name not in excluded or c.name in keys]
@@ -91,6 +95,7 @@ def check_loaded(
         live = DeltaTable(
             location(root, Layer.LIVE.value, lake_table),
             storage_options=dict(storage_options or {}) or None,
+            version=version,
         )
         con.register("lv", live.to_pyarrow_dataset())
         lake_types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM lv").fetchall()}

@@ -30,6 +30,7 @@ from tidemark.stream_processors.loading.polling import WatermarkPoller
 from tidemark.stream_processors.loading.schedule import Job
 from tidemark.stream_processors.loading.spec import (
     BatchIds,
+    Check,
     LoadOptions,
     LoadProgress,
     LoadResult,
@@ -86,10 +87,10 @@ def spec_for(
     )
 
 
-def make_check(config: PipelineConfig, source: SourceConfig) -> Callable[[Any, TableSpec], Any]:
+def make_check(config: PipelineConfig, source: SourceConfig) -> Check:
     """The end-of-load comparison of one table (rows and row hashes)."""
 
-    def check(cursor: Any, spec: TableSpec) -> LoadCheck:
+    def check(cursor: Any, spec: TableSpec, version: int | None = None) -> LoadCheck:
         table = next(t for t in source.tables if source.lake_table(t) == spec.table)
         return check_loaded(
             cursor,
@@ -99,6 +100,7 @@ def make_check(config: PipelineConfig, source: SourceConfig) -> Callable[[Any, T
             storage_options=config.storage_options,
             key_columns=tuple(source.keys.get(table, ())),
             excluded=spec.excluded,
+            version=version,
         )
 
     return check
@@ -115,6 +117,7 @@ def run_loads(
     progress: Callable[[LoadProgress], None] | None = None,
     done: Callable[[LoadResult], None] | None = None,
     check: bool = True,
+    check_after_handover: bool = False,
     epoch: int = 0,
 ) -> list[LoadResult]:
     """Load `tables` of `source` (config names), `snapshot.tables_at_once` at a time.
@@ -123,6 +126,8 @@ def run_loads(
         keys: config table name -> its capture key (empty for a table without one).
         progress: told of each table's `LoadProgress` as its load begins.
         done: told of each table's result as its load ends.
+        check_after_handover: compare each table with its snapshot after its hand-over, on a
+            thread of its own (the result's `checking`): start-up does not wait for it.
         epoch: the source's position epoch (`SourceRecord.epoch`): the loads' positions
             sort with the stream's.
 
@@ -156,6 +161,7 @@ def run_loads(
             progress=view,
             stop=stop,
             check=make_check(config, source) if check and settings.check == "hash" else None,
+            check_after_handover=check_after_handover,
             kind=None if log_based else "refresh",
             watermark_column=capture.column if capture.mode == "watermark" else None,
             epoch=epoch,

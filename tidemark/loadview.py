@@ -69,7 +69,11 @@ def results_table(results: list[LoadResult]) -> Table:
     table.add_column("status")
     for result in results:
         check = result.check
+        if check is None and result.checking is not None and result.checking.done():
+            check = result.checking.exception() or result.checking.result()
         status = "-" if check is None else str(getattr(check, "status", check))
+        if check is None and result.checking is not None:
+            status = "checking (the verdict goes to the log)"
         rows = result.rows if check is None else getattr(check, "source_rows", result.rows)
         table.add_row(result.table, f"{rows:,}", status)
     return table

@@ -153,6 +153,7 @@ def load_at_start(
         stop=stop,
         progress=progress,
         done=done,
+        check_after_handover=True,
         epoch=start.record.epoch,
     )
     by_table = {r.table: r for r in results}

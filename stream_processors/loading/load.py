@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +52,7 @@ from tidemark.connectors.postgres.ranges import (
     ctid_ranges,
     key_ranges,
 )
-from tidemark.kernel.columns import ROW
+from tidemark.kernel.columns import ROW, Layer
 from tidemark.kernel.dead_letter import DeadLetter
 from tidemark.kernel.errors import UsageError
 from tidemark.kernel.names import quote, sql_name
@@ -90,6 +91,9 @@ class TableLoad:
         progress: updated as the load goes.
         stop: set to stop after the current block (the next run resumes).
         check: compares the lake with the snapshot before the hand-over.
+        check_after_handover: run `check` on a thread of its own after the hand-over (the
+            result's `checking`), so the stream starts without waiting for it: start-up's
+            loads (a 2M-row table's hash check costs more than its load).
         kind: force `refresh` (a reference table); default by what the lake holds.
     """
 
@@ -106,6 +110,7 @@ class TableLoad:
         progress: LoadProgress | None = None,
         stop: threading.Event | None = None,
         check: Check | None = None,
+        check_after_handover: bool = False,
         kind: Kind | None = None,
         epoch: int = 0,
         watermark_column: str | None = None,
@@ -120,6 +125,7 @@ class TableLoad:
         self.progress = progress or LoadProgress(spec.table)
         self.stop = stop or threading.Event()
         self.check = check
+        self.check_after_handover = check_after_handover
         self.kind = kind
         self.epoch = epoch
         self.watermark_column = watermark_column
@@ -310,10 +316,52 @@ class TableLoad:
         if self.watermark_column is not None:  # where polling starts (polling.py)
             state.extra["watermark"] = _highest(cursor, spec, self.watermark_column)
         verdict = None
-        if self.check is not None:
+        if self.check is not None and not self.check_after_handover:
             self.progress.phase = "checking"
-            verdict = self.check(cursor, spec)
-        return self._hand_over(state, bulk, last, reconciler, read, kept, verdict)
+            verdict = self.check(cursor, spec, None)
+        result = self._hand_over(state, bulk, last, reconciler, read, kept, verdict)
+        if self.check is not None and self.check_after_handover:
+            live = bulk.version(Layer.LIVE)
+            result.checking = self._check_later(self.check, snapshot, state, live)
+        return result
+
+    def _check_later(
+        self, check: Check, snapshot: ExportedSnapshot, state: LoadState, version: int | None
+    ) -> Future[Any]:
+        """`check` on a thread of its own: its connection imports the load's snapshot now,
+        while it is still exported, and it reads the live layer at `version`, as the
+        hand-over left it (the stream writes on meanwhile). The verdict is logged and kept
+        in the load log."""
+        conn = worker_connection(snapshot.dsn, snapshot)
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+
+        def run() -> None:
+            try:
+                verdict = check(conn.cursor(), self.spec, version)
+            except BaseException as exc:  # handed to whoever waits on the future
+                log.warning("table %s: the end-of-load check failed: %s", self.spec.table, exc)
+                future.set_exception(exc)
+                return
+            finally:
+                conn.close()
+            state.extra["check"] = getattr(verdict, "status", str(verdict))
+            try:
+                self.loads.record(state)
+            except Exception as exc:  # the verdict is logged below all the same
+                log.warning("table %s: the check's verdict not recorded: %s", self.spec.table, exc)
+            level = logging.INFO if getattr(verdict, "ok", True) else logging.ERROR
+            log.log(
+                level,
+                "verify_replication %s: %s rows, %s",
+                self.spec.table,
+                getattr(verdict, "source_rows", "?"),
+                getattr(verdict, "status", verdict),
+            )
+            future.set_result(verdict)
+
+        threading.Thread(target=run, name=f"tm-check-{self.spec.table}", daemon=True).start()
+        return future
 
     def _hand_over(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,7 +110,8 @@ class LoadProgress:
 
 @dataclass
 class LoadResult:
-    """What one run of a load did (`check`: the verdict of the comparison, if asked)."""
+    """What one run of a load did (`check`: the verdict of the comparison, if asked;
+    `checking`: the verdict to come, when the comparison runs after the hand-over)."""
 
     table: str
     state: LoadState
@@ -120,10 +122,12 @@ class LoadResult:
     versions: int = 0
     seconds: float = 0.0
     check: Any = None
+    checking: Future[Any] | None = None
 
 
-Check = Callable[[Any, TableSpec], Any]
-"""(a cursor in the load's snapshot, the table) -> a verdict of the lake against it."""
+Check = Callable[[Any, TableSpec, int | None], Any]
+"""(a cursor in the load's snapshot, the table, the live layer's version to read or None for
+the newest) -> a verdict of the lake against it."""
 
 
 class BatchIds:
