@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,8 @@ def child(arm: str, **args: object) -> dict:
         print(proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"arm {arm} failed")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if isinstance(args.get("lake"), str):  # a 10M-row lake is a few GB: one at a time
+        shutil.rmtree(str(args["lake"]), ignore_errors=True)
     result["wall_s"] = round(time.perf_counter() - started, 2)
     result["load_before"], result["load_after"] = before, load_average()
     return result
@@ -326,6 +329,7 @@ def main() -> None:
         results["load_average_end"] = load_average()
         if cluster is not None:
             cluster.stop(mode="immediate")
+        shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {args.out}")
