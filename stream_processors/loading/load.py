@@ -61,6 +61,7 @@ from tidemark.sinks.bulk import BulkTable
 from tidemark.sinks.lake import Lake
 from tidemark.sinks.loads import Kind, LoadLog, LoadState
 from tidemark.stream_processors.loading.bulkload import load_bulk
+from tidemark.stream_processors.loading.later import check_later
 from tidemark.stream_processors.loading.reconcile import Reconciler, source_keys
 from tidemark.stream_processors.loading.spec import (
     BatchIds,
@@ -328,40 +329,14 @@ class TableLoad:
     def _check_later(
         self, check: Check, snapshot: ExportedSnapshot, state: LoadState, version: int | None
     ) -> Future[Any]:
-        """`check` on a thread of its own: its connection imports the load's snapshot now,
-        while it is still exported, and it reads the live layer at `version`, as the
-        hand-over left it (the stream writes on meanwhile). The verdict is logged and kept
-        in the load log."""
-        conn = worker_connection(snapshot.dsn, snapshot)
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
+        """`check` beside the stream (`later.py`); its verdict kept in the load log."""
 
-        def run() -> None:
-            try:
-                verdict = check(conn.cursor(), self.spec, version)
-            except BaseException as exc:  # handed to whoever waits on the future
-                log.warning("table %s: the end-of-load check failed: %s", self.spec.table, exc)
-                future.set_exception(exc)
-                return
-            finally:
-                conn.close()
-            state.extra["check"] = getattr(verdict, "status", str(verdict))
-            try:
-                self.loads.record(state)
-            except Exception as exc:  # the verdict is logged below all the same
-                log.warning("table %s: the check's verdict not recorded: %s", self.spec.table, exc)
-            level = logging.INFO if getattr(verdict, "ok", True) else logging.ERROR
-            log.log(
-                level,
-                "verify_replication %s: %s rows, %s",
-                self.spec.table,
-                getattr(verdict, "source_rows", "?"),
-                getattr(verdict, "status", verdict),
-            )
-            future.set_result(verdict)
+        def keep(status: str) -> None:
+            state.extra["check"] = status
+            self.loads.record(state)
 
-        threading.Thread(target=run, name=f"tm-check-{self.spec.table}", daemon=True).start()
-        return future
+        conn = worker_connection(snapshot.dsn, snapshot)  # imports it while it is exported
+        return check_later(check, conn, self.spec, version, keep)
 
     def _hand_over(
         self,
