@@ -4,7 +4,8 @@ A table the lake holds no rows of (first start, a table added to the config) nee
 lookup and no bucket rewrite: every loaded row is a new key. Its milestoned rows (the core
 runs on each block of snapshot rows, so the layers get exactly what a Debezium snapshot
 would give them) are written as Parquet files laid out as the layer writers lay them out
-(`_tm_bucket` partitions, `_tm_current` for forensic; `sinks/delta/files.py`) and committed
+(`_tm_bucket` partitions, `_tm_current` for forensic; a merge-on-read layer without key
+buckets, in row groups its lookups read one at a time; `sinks/delta/files.py`) and committed
 range by range: one commit per layer per range, stamped with the range's own Delta txn
 (`<layer app>:load:<load id>:<range>`), so a load resumed after a crash knows which ranges
 each layer already holds. Nothing moves a layer's replay-guard watermark until the
@@ -40,9 +41,12 @@ from tidemark.kernel.columns import (
 )
 from tidemark.kernel.model import MilestonedTable
 from tidemark.sinks.batch_log import TableCounts
+from tidemark.sinks.delta.bucketed import BucketedSink
 from tidemark.sinks.delta.buckets import split_by_bucket
+from tidemark.sinks.delta.dv.layer import ROW_GROUP_ROWS
 from tidemark.sinks.delta.files import FileWriter
 from tidemark.sinks.delta.forensic import ForensicSink
+from tidemark.sinks.delta.mor import layout_json
 from tidemark.sinks.delta.table import APP_KEY, BATCH_KEY, POSITION_KEY, DeltaHandle
 from tidemark.sinks.delta.watermarks import position_transactions
 from tidemark.sinks.errors import delta_errors
@@ -92,6 +96,7 @@ class BulkTable:
         self.load_id = load_id
         self._locks = {layer: threading.Lock() for layer in self.layers}
         self._handles: dict[Layer, DeltaHandle] = {}
+        self._mor: dict[Layer, bool] = {}
         self.bucketing: Bucketing | None = None
 
     # -- tables ------------------------------------------------------------------------
@@ -109,6 +114,15 @@ class BulkTable:
             handle.open()
             self._handles[layer] = handle
         return self._handles[layer]
+
+    def merge_on_read(self, layer: Layer) -> bool:
+        """Whether `layer` is written merge-on-read (as its writer writes it: configured, or
+        as the table was created). Its files then have no key buckets; the stream's first
+        commit after the hand-over switches deletion vectors on (`sinks/delta/mor.py`)."""
+        if layer not in self._mor:
+            sink = self.lake.sink(self.table, layer)
+            self._mor[layer] = isinstance(sink, BucketedSink) and sink.merge_on_read
+        return self._mor[layer]
 
     def version(self, layer: Layer) -> int | None:
         """The layer's newest version (None before its first commit)."""
@@ -148,10 +162,13 @@ class BulkTable:
             description = None
             configuration: dict[str, str] = {}
             if layer is not Layer.CHANGELOG:
-                bucketing = self.ensure_bucketing(rows.schema, range_size)
-                rows = rows.append_column(BUCKET, pa.array([], pa.int64()))
-                partition_by = list(handle.partition_by)
-                description = bucketing.to_json(self.key_columns)  # as the writers store it
+                partition_by = list(handle.partition_by)  # as the layer's writer lays it out
+                if self.merge_on_read(layer):
+                    description = layout_json()
+                else:
+                    bucketing = self.ensure_bucketing(rows.schema, range_size)
+                    rows = rows.append_column(BUCKET, pa.array([], pa.int64()))
+                    description = bucketing.to_json(self.key_columns)  # as the writers store it
                 if layer is Layer.FORENSIC:
                     writer = self.lake.sink(self.table, layer)
                     assert isinstance(writer, ForensicSink)
@@ -328,7 +345,8 @@ class RangeWriter:
         if layer not in self._writers:
             handle = self.bulk.handle(layer)
             assert handle.dt is not None
-            self._writers[layer] = FileWriter(handle.dt, handle.partition_by)
+            groups = ROW_GROUP_ROWS if self.bulk.merge_on_read(layer) else None
+            self._writers[layer] = FileWriter(handle.dt, handle.partition_by, row_group_rows=groups)
         return self._writers[layer]
 
     def _flush(self, layer: Layer) -> None:
@@ -338,8 +356,13 @@ class RangeWriter:
             return
         rows = pa.concat_tables(parts, promote_options="permissive")
         writer = self._writer(layer)
-        if layer is Layer.CHANGELOG:
+        if layer is Layer.CHANGELOG or (layer is Layer.LIVE and self.bulk.merge_on_read(layer)):
             writer.write(rows, {})
+            return
+        if self.bulk.merge_on_read(layer):  # forensic: open versions apart, no key buckets
+            for current in (True, False):
+                part = rows.filter(pc.equal(rows.column(CURRENT), current))
+                writer.write(part, {CURRENT: str(current).lower()})
             return
         bucketing = self.bulk.bucketing
         assert bucketing is not None

@@ -198,6 +198,11 @@ def open_lake_of(config: PipelineConfig, *, polled: bool) -> Lake:
         app_id=f"{config.app_id}:polled" if polled else config.app_id,
         storage_options=config.storage_options,
         cache_bytes=config.lake_cache_mb * 2**20,
+        write_modes={  # tables are created as the pipeline's writers would create them
+            table: config.write_mode_for(table)
+            for source in config.sources
+            for table in config.lake_tables_of(source)
+        },
     )
 
 

@@ -199,7 +199,12 @@ def _engine_factory(
         )
     from tidemark.connectors.postgres.capture import engine_dir
     from tidemark.connectors.postgres.settings import replication_name
-    from tidemark.startup import arm_tables, prepare_capture
+    from tidemark.startup import (
+        arm_tables,
+        initial_snapshot_done,
+        prepare_capture,
+        streams_from_loads,
+    )
 
     slot = replication_name(config.pipeline, source.name)
     directory = engine_dir(state, config.pipeline, source.name)
@@ -220,8 +225,10 @@ def _engine_factory(
 
             check(source)
         start_jvm_for(config, state)  # writing offsets needs it (an embedder may not have)
-        prepare_capture(source.dsn, slot, directory, tracker.record, keep_slot=from_loads)
-        no_data = {"snapshot.mode": "no_data"} if from_loads and not tracker.record.offsets else {}
+        loads_slot = from_loads or streams_from_loads(tracker.record)
+        prepare_capture(source.dsn, slot, directory, tracker.record, keep_slot=loads_slot)
+        resumes = bool(tracker.record.offsets) and initial_snapshot_done(tracker.record)
+        no_data = {"snapshot.mode": "no_data"} if loads_slot and not resumes else {}
         engine = open_source_engine(
             config, source, state=state, max_batch=max_batch, notifications=True, extra=no_data
         )
@@ -310,7 +317,7 @@ def build_runner(
     from tidemark.sinks.loads import LoadLog
     from tidemark.sinks.progress import ProgressMarks
     from tidemark.startload import load_at_start
-    from tidemark.startup import reconcile_source
+    from tidemark.startup import reconcile_source, streams_from_loads
     from tidemark.stream_processors.loading.gate import LoadGate
 
     lake = lake or open_lake(config)
@@ -344,7 +351,8 @@ def build_runner(
         tracker = SourceTracker(
             start.record,
             lake_table=source.lake_table,
-            tables=[] if from_loads else streamed,  # what Debezium's initial snapshot arms
+            # what Debezium's initial snapshot arms: nothing when the loader armed them
+            tables=[] if from_loads or streams_from_loads(start.record) else streamed,
             held=held,
         )
         decoder = Decoder(

@@ -30,15 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tidemark.config import PipelineConfig, SourceConfig
+from tidemark.kernel.positions import LOAD_PREFIX
 from tidemark.sinks.lake import Lake
 from tidemark.sinks.loads import LoadState
 from tidemark.startup import SourceStart
 from tidemark.stream_processors.loading.spec import LoadProgress, LoadResult
 
 logger = logging.getLogger(__name__)
-
-LOAD_PREFIX = "load-"
-"""Arming ids of tables the parallel loader armed (`SourceRecord.armed`)."""
 
 
 @dataclass

@@ -54,7 +54,7 @@ from tidemark.connectors.postgres.identity import (
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.snapshot import format_lsn
 from tidemark.kernel.errors import UsageError
-from tidemark.kernel.positions import SourceRecord
+from tidemark.kernel.positions import LOAD_PREFIX, SourceRecord
 from tidemark.sinks.lake import Lake
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,20 @@ def initial_snapshot_done(record: SourceRecord) -> bool:
     if snapshot in (True, "true", "INITIAL") and not values.get("last_snapshot_record"):
         return False
     return not any(a.kind == "initial" and a.reconcile for a in record.arming.values())
+
+
+def streams_from_loads(record: SourceRecord) -> bool:
+    """Whether the parallel loader armed every table and the stream has recorded no position
+    yet (stopped before its first batch closed a transaction: inside one committed in parts,
+    say; its offsets are then none, or Debezium's positionless `{}`). The stream resumes
+    from the loads' slot, which holds every change since the loads' markers: nothing is
+    left unfinished, unlike a Debezium snapshot stopped half-way."""
+    return (
+        offsets_lsn(record.offsets) is None
+        and not record.arming
+        and bool(record.armed)
+        and all(a.startswith(LOAD_PREFIX) for a in record.armed.values())
+    )
 
 
 def incremental_collections(offsets: dict[str, str] | None) -> list[str]:
@@ -189,7 +203,7 @@ def reconcile_source(
         reasons.append("a new database was adopted (`tidemark resync`)")
     elif record.database_oid is not None and record.database_oid != identity.database_oid:
         reasons.append(f"database `{identity.database}` was dropped and created again")
-    elif not initial_snapshot_done(record):
+    elif not initial_snapshot_done(record) and not streams_from_loads(record):
         reasons.append("its initial snapshot did not complete")
     elif slot is None:
         reasons.append(

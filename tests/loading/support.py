@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from tidemark.config import PipelineConfig, parse_config
 from tidemark.kernel.names import path_segment
 from tidemark.pipeline import build_runner, run_until
+from tidemark.sinks.readers import read_table
 
 
 def new_database(admin_url: str, make_url: Callable[[str], str]) -> str:
@@ -64,8 +65,8 @@ def config_for(
 
 
 def layer(lake: Path, name: str, table: str) -> pa.Table:
-    """A layer of a lake table, read whole."""
-    return DeltaTable(str(lake / name / path_segment(table))).to_pyarrow_table()
+    """A layer of a lake table, read whole (deletion vectors applied)."""
+    return read_table(DeltaTable(str(lake / name / path_segment(table))))
 
 
 def exists(lake: Path, name: str, table: str) -> bool:
