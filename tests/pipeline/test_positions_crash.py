@@ -98,6 +98,7 @@ def _config(tmp: Path, url: str, name: str, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow  # the run lock is also tested by tests/test_lock.py in the default run
 def test_a_second_run_is_refused_naming_the_first_until_kill_9_frees_it(
     fresh_database, tmp_path
 ) -> None:
