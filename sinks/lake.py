@@ -143,6 +143,17 @@ class Lake(StreamLayers):
         """The configured write mode of `table`'s live and forensic layers."""
         return self.write_modes.get(table) or self.write_modes.get("*") or COPY_ON_WRITE
 
+    def reload(self, table: str) -> None:
+        """Forget `table`'s opened layer writers (cached rows, bucket layout): the next use
+        opens them from storage again, and the batch log is read again (new batches take ids
+        above the loads'). For commits made beside them (`sinks/bulk.py`)."""
+        for layer in Layer:
+            sink = self._sinks.pop((table, layer), None)
+            if sink is not None:
+                sink.close()
+        self.cache = BucketCache(self.cache.max_bytes)
+        self.batch_log.handle.refresh()
+
     def _maintained(self) -> list[tuple[str, Kind]]:
         """What the maintenance thread compacts: every append-only table and history, and
         the merge-on-read layers."""
@@ -374,7 +385,7 @@ class Lake(StreamLayers):
             counts[table] = TableCounts(table, dead_letters=events.num_rows)
         jobs: list[tuple[MilestonedTable, list[LayerSink]]] = []
         for batch in map(all_nullable, tables):
-            batch = self._with_generation(batch)
+            batch = self.with_generation(batch)
             wanted = (layers or {}).get(batch.table, ALL_LAYERS)
             try:
                 self._preflight(batch, wanted, streams)
@@ -418,7 +429,7 @@ class Lake(StreamLayers):
             time.perf_counter() - clock,
         )
 
-    def _with_generation(self, batch: MilestonedTable) -> MilestonedTable:
+    def with_generation(self, batch: MilestonedTable) -> MilestonedTable:
         """Stamp new forensic versions with the table's generation (docs/schema-changes.md)."""
         inserts = batch.forensic_inserts
         if GENERATION in inserts.column_names:

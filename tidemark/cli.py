@@ -32,6 +32,7 @@ EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 COMMANDS: dict[str, str] = {
     "connectors": "tidemark.commands.connectors:connectors",
     "db": "tidemark.commands.db:db",
+    "export": "tidemark.commands.export:export",
     "lineage": "tidemark.commands.lineage:lineage",
     "query": "tidemark.commands.query:query",
     "repair": "tidemark.commands.repair:repair",

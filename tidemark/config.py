@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,41 +24,19 @@ from pydantic import (
     model_validator,
 )
 
+from tidemark.config_types import Duration
+from tidemark.config_types import parse_duration as parse_duration  # re-exported
 from tidemark.errors import ConfigError
 from tidemark.kernel.columns import Layer
 from tidemark.kernel.names import config_name, lake_name, split_table
 from tidemark.kernel.secrets import mask
+from tidemark.loads_config import CaptureConfig, RefreshConfig, SnapshotConfig, resolve_snapshot
 
 _TAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a classification tag names a policy
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 WriteMode = Literal["copy_on_write", "merge_on_read"]
 _SCHEMES = {"postgres": ("postgresql", "postgres"), "sqlserver": ("mssql", "sqlserver")}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from `90`, `90s`, `1.5m`, `10m`, `1h`, `500ms` or `1d`.
-
-    Raises:
-        ValueError: the value is not such a duration (pydantic turns it into a key-path error).
-    """
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 60s, 10m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError("must be a duration such as 60s, 10m or 1h")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError("must be a positive duration such as 60s, 10m or 1h")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Frozen(BaseModel):
@@ -274,6 +251,26 @@ class PipelineConfig(_Frozen):
     tags: dict[str, TagPolicy] = Field(
         default_factory=dict, description="Per tag: mask (hash|drop) and raw (keep|drop)."
     )
+    snapshot: dict[str, SnapshotConfig] = Field(
+        default_factory=dict,
+        description="How tables are snapshotted when armed, per lake table, source or `*`.",
+    )
+    refresh: dict[str, RefreshConfig] = Field(
+        default_factory=dict,
+        description="Reference tables reloaded whole on a schedule (`full` or {every: 1h}).",
+    )
+    capture: dict[str, CaptureConfig] = Field(
+        default_factory=dict,
+        description="Per lake table: log (default) or {mode: watermark, column: ...}.",
+    )
+
+    @field_validator("refresh", "capture", mode="before")
+    @classmethod
+    def _shorthands(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            words = {"full": {"mode": "full"}, "log": {"mode": "log"}}
+            return {k: words.get(v, v) if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @field_validator("models", mode="before")
     @classmethod
@@ -293,12 +290,21 @@ class PipelineConfig(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"two sources share a name: {names}")
         known = {table for source in self.sources for table in self.lake_tables_of(source)}
-        for key in ("layers", "sla", "write_mode"):
+        for key in ("layers", "sla", "write_mode", "refresh", "capture"):
             unknown = set(getattr(self, key)) - known - {"*"}
             if unknown:
                 raise ValueError(
                     f"{key} names unknown tables {sorted(unknown)}; known: {sorted(known)}"
                 )
+        unknown = set(self.snapshot) - known - {"*"} - set(names)
+        if unknown:
+            raise ValueError(
+                f"snapshot names unknown tables or sources {sorted(unknown)}; known: "
+                f"{sorted(known | set(names))}"
+            )
+        both = set(self.refresh) & {t for t, c in self.capture.items() if c.mode == "watermark"}
+        if both:
+            raise ValueError(f"{sorted(both)}: choose refresh or watermark capture, not both")
         captured = known | {t for source in self.sources for t in source.tables}
         for table, columns in self.classify.items():
             if table not in captured:
@@ -331,6 +337,30 @@ class PipelineConfig(_Frozen):
         if own is None:
             return base
         return base.model_copy(update={key: getattr(own, key) for key in own.model_fields_set})
+
+    def snapshot_for(self, source: SourceConfig, lake_table: str) -> SnapshotConfig:
+        """How `lake_table` is snapshotted (its entry, its source's, `*`'s, the defaults)."""
+        return resolve_snapshot(
+            self.snapshot, source=source.name, table=lake_table, kind=source.kind
+        )
+
+    def refresh_for(self, lake_table: str) -> RefreshConfig | None:
+        """The reload schedule of a reference table (None: the table is streamed)."""
+        return self.refresh.get(lake_table) or self.refresh.get("*")
+
+    def capture_for(self, lake_table: str) -> CaptureConfig:
+        """How `lake_table`'s changes are captured (the log unless configured)."""
+        return self.capture.get(lake_table) or self.capture.get("*") or CaptureConfig()
+
+    def streamed_tables(self, source: SourceConfig) -> tuple[str, ...]:
+        """The tables (config names) whose changes Debezium captures: all but reference
+        tables and watermark-captured ones."""
+        return tuple(
+            t
+            for t in source.tables
+            if self.refresh_for(source.lake_table(t)) is None
+            and self.capture_for(source.lake_table(t)).mode == "log"
+        )
 
     def excluded_columns(self, source: SourceConfig) -> str | None:
         """Debezium's `column.exclude.list` for a source: the columns whose tag asks

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tidemark.connectors.debezium.engine import EmbeddedEngine
     from tidemark.sinks.gold.scheduler import GoldScheduler
     from tidemark.startup import SourceStart
+    from tidemark.stream_processors.loading.spec import LoadProgress, LoadResult
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def open_source_engine(
         pipeline=pipeline or config.pipeline,
         source=source.name,
         dsn=source.dsn,
-        tables=source.tables,
+        tables=config.streamed_tables(source),
         state=state,
         heap=config.debezium.jvm_heap,
         heartbeat_ms=config.debezium.heartbeat_ms,
@@ -185,9 +186,12 @@ def _engine_factory(
     tracker: SourceTracker,
     resnapshot: list[str],
     require_ddl_capture: bool = False,
+    from_loads: bool = False,
 ) -> Callable[[], Engine]:
     """Opens the source's engine from what the lake holds, every time (a reopen after a
-    failure too), and asks once for the tables start-up found the lake to miss."""
+    failure too), and asks once for the tables start-up found the lake to miss that the
+    parallel loader left to Debezium. With `from_loads` (a fresh source the loader armed)
+    it streams from the loads' slot without a snapshot of its own (`tidemark/startload.py`)."""
     if source.kind != "postgres":
         raise UsageError(
             f"the embedded runtime captures Postgres sources; `{source.name}` is `{source.kind}`",
@@ -195,7 +199,12 @@ def _engine_factory(
         )
     from tidemark.connectors.postgres.capture import engine_dir
     from tidemark.connectors.postgres.settings import replication_name
-    from tidemark.startup import arm_tables, prepare_capture
+    from tidemark.startup import (
+        arm_tables,
+        initial_snapshot_done,
+        prepare_capture,
+        streams_from_loads,
+    )
 
     slot = replication_name(config.pipeline, source.name)
     directory = engine_dir(state, config.pipeline, source.name)
@@ -203,15 +212,25 @@ def _engine_factory(
     surrogates = {t: k[0] for t, k in source.keys.items() if len(k) == 1}
 
     def open_engine() -> Engine:
-        decoder.key_columns = source_keys(source)  # before the first record is decoded
+        keys = source_keys(source)
+        if from_loads:  # Debezium, started without a snapshot, may send a table's first
+            # records without a key (seen after a TRUNCATE): the catalog's primary keys
+            from tidemark.connectors.postgres.identity import primary_keys
+
+            found = primary_keys(source.dsn, list(config.streamed_tables(source)))
+            keys = {**{source.lake_table(t): tuple(k) for t, k in found.items()}, **keys}
+        decoder.key_columns = keys  # before the first record is decoded
         if require_ddl_capture:  # after the tables' own checks: their reasons come first
             from tidemark.source_setup import check
 
             check(source)
         start_jvm_for(config, state)  # writing offsets needs it (an embedder may not have)
-        prepare_capture(source.dsn, slot, directory, tracker.record)
+        loads_slot = from_loads or streams_from_loads(tracker.record)
+        prepare_capture(source.dsn, slot, directory, tracker.record, keep_slot=loads_slot)
+        resumes = bool(tracker.record.offsets) and initial_snapshot_done(tracker.record)
+        no_data = {"snapshot.mode": "no_data"} if loads_slot and not resumes else {}
         engine = open_source_engine(
-            config, source, state=state, max_batch=max_batch, notifications=True
+            config, source, state=state, max_batch=max_batch, notifications=True, extra=no_data
         )
         if pending:
             arm_tables(source.dsn, config.pipeline, source.name, pending, surrogates)
@@ -275,6 +294,9 @@ def build_runner(
     on_health: Callable[[str, str | None], None] | None = None,
     require_ddl_capture: bool = False,
     on_start: Callable[[str, SourceStart], None] | None = None,
+    stop: threading.Event | None = None,
+    load_progress: Callable[[LoadProgress], None] | None = None,
+    load_done: Callable[[LoadResult], None] | None = None,
 ) -> tuple[EmbeddedRunner, Lake]:
     """The embedded runner for `config`, its engines' offsets under `state`.
 
@@ -282,7 +304,9 @@ def build_runner(
     reconciled with what the lake holds of it (`tidemark/startup.py`); `on_start(source,
     start)` hears what was found. With `require_ddl_capture` (`tidemark run`), opening a
     source's engine stops when the source lacks Tidemark's DDL capture and does not opt out
-    (`ddl_capture: false`). While the runner is idle it records, per source, that the lake is
+    (`ddl_capture: false`). The tables start-up arms are loaded first by the parallel loader
+    (`tidemark/startload.py`; `stop` interrupts it, `load_progress`/`load_done` hear of each
+    table's load). While the runner is idle it records, per source, that the lake is
     caught up (`sinks/progress.py`): what freshness counts from when nothing changes.
 
     Raises:
@@ -290,14 +314,18 @@ def build_runner(
     """
     from tidemark.connectors.postgres.identity import primary_keys
     from tidemark.connectors.postgres.settings import notification_topic
+    from tidemark.sinks.loads import LoadLog
     from tidemark.sinks.progress import ProgressMarks
-    from tidemark.startup import reconcile_source
+    from tidemark.startload import load_at_start
+    from tidemark.startup import reconcile_source, streams_from_loads
+    from tidemark.stream_processors.loading.gate import LoadGate
 
     lake = lake or open_lake(config)
     every = [t for source in config.sources for t in config.lake_tables_of(source)]
     for rolled in lake.roll_back_unlogged(every):  # a batch a killed process left half-done
         logger.warning("%s: rolled back to the batch log's last batch", rolled)
     marks = ProgressMarks(config.lake, storage_options=config.storage_options)
+    loads = LoadLog(config.lake, app_id=config.app_id, storage_options=config.storage_options)
     max_batch = min(8192, max(512, config.batching.max_events))
     layers = {table: config.layers_for(table) for table in every}
     sources = []
@@ -308,15 +336,23 @@ def build_runner(
             logger.warning("source %s: %s", source.name, reason)
         if on_start is not None:
             on_start(source.name, start)
+        from_loads, resnapshot = False, list(start.resnapshot)
         if source.kind == "postgres":
+            plan = load_at_start(
+                config, source, start, lake, stop=stop, progress=load_progress, done=load_done
+            )
+            from_loads = plan.streams_from_loads(config, source)
+            resnapshot = plan.resnapshot  # the loader took the others
             found = primary_keys(source.dsn, list(source.tables))
             keys.update({source.lake_table(t): k for t, k in found.items()})
             keys.update(source_keys(source))
         held = {t for t in config.lake_tables_of(source) if lake.holds_rows(t, layers[t])}
+        streamed = [source.lake_table(t) for t in config.streamed_tables(source)]
         tracker = SourceTracker(
             start.record,
             lake_table=source.lake_table,
-            tables=config.lake_tables_of(source),
+            # what Debezium's initial snapshot arms: nothing when the loader armed them
+            tables=[] if from_loads or streams_from_loads(start.record) else streamed,
             held=held,
         )
         decoder = Decoder(
@@ -333,8 +369,9 @@ def build_runner(
                     max_batch,
                     decoder,
                     tracker,
-                    start.resnapshot,
+                    resnapshot,
                     require_ddl_capture,
+                    from_loads,
                 ),
                 decoder=decoder,
                 resume_position=functools.partial(_resume_position, tracker),
@@ -361,5 +398,6 @@ def build_runner(
         keep_source_ts=keep_source_ts,
         on_idle=marks.caught_up,
         on_health=on_health,
+        gate=LoadGate(loads.latest),
     )
     return runner, lake

@@ -21,7 +21,9 @@ pipeline name). So on every start of `run`/`up`, per source, the lake's record
 A re-snapshot is reconciled with what the lake holds (`stream_processors/embedded/arming.py`):
 unchanged rows add nothing, changed rows one version, vanished rows are deleted from live and
 closed in forensic. `arm_tables` is the seam through which a table is snapshotted again while
-streaming goes on (today Debezium's incremental snapshot; a faster loader can plug in there).
+streaming goes on by Debezium's incremental snapshot; the parallel loader takes the tables
+it arms before the engine opens (`tidemark/startload.py`) and leaves this seam the tables
+configured `snapshot: {loader: debezium}`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from tidemark.connectors.postgres.identity import (
 from tidemark.connectors.postgres.settings import replication_name
 from tidemark.connectors.postgres.snapshot import format_lsn
 from tidemark.kernel.errors import UsageError
-from tidemark.kernel.positions import SourceRecord
+from tidemark.kernel.positions import LOAD_PREFIX, SourceRecord
 from tidemark.sinks.lake import Lake
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,20 @@ def initial_snapshot_done(record: SourceRecord) -> bool:
     if snapshot in (True, "true", "INITIAL") and not values.get("last_snapshot_record"):
         return False
     return not any(a.kind == "initial" and a.reconcile for a in record.arming.values())
+
+
+def streams_from_loads(record: SourceRecord) -> bool:
+    """Whether the parallel loader armed every table and the stream has recorded no position
+    yet (stopped before its first batch closed a transaction: inside one committed in parts,
+    say; its offsets are then none, or Debezium's positionless `{}`). The stream resumes
+    from the loads' slot, which holds every change since the loads' markers: nothing is
+    left unfinished, unlike a Debezium snapshot stopped half-way."""
+    return (
+        offsets_lsn(record.offsets) is None
+        and not record.arming
+        and bool(record.armed)
+        and all(a.startswith(LOAD_PREFIX) for a in record.armed.values())
+    )
 
 
 def incremental_collections(offsets: dict[str, str] | None) -> list[str]:
@@ -187,7 +203,7 @@ def reconcile_source(
         reasons.append("a new database was adopted (`tidemark resync`)")
     elif record.database_oid is not None and record.database_oid != identity.database_oid:
         reasons.append(f"database `{identity.database}` was dropped and created again")
-    elif not initial_snapshot_done(record):
+    elif not initial_snapshot_done(record) and not streams_from_loads(record):
         reasons.append("its initial snapshot did not complete")
     elif slot is None:
         reasons.append(
@@ -251,17 +267,23 @@ def _new_record(source: str, identity: SourceIdentity, slot: str, *, epoch: int)
     )
 
 
-def prepare_capture(dsn: str, slot: str, directory: Path, record: SourceRecord) -> None:
+def prepare_capture(
+    dsn: str, slot: str, directory: Path, record: SourceRecord, *, keep_slot: bool = False
+) -> None:
     """Make the engine about to open in `directory` resume from exactly what the lake holds.
 
     With offsets in the lake they are written over the state directory's. Without them (or
     with an initial snapshot that never completed) the engine starts from nothing on a new
-    slot: a slot kept from before would make Debezium's snapshot inconsistent with it.
+    slot: a slot kept from before would make Debezium's snapshot inconsistent with it. With
+    `keep_slot` the slot was just made for the parallel loader's snapshots
+    (`tidemark/startload.py`), which the engine streams on from: it is kept.
     """
     if record.offsets and initial_snapshot_done(record):
         write_offsets(directory, record.offsets)
         return
     clear_offsets(directory)
+    if keep_slot:
+        return
     if slot_state(dsn, slot) is not None:
         try:
             drop_slot_when_free(dsn, slot)

@@ -138,6 +138,12 @@ class BucketedSink(ABC):
         self._staged = (batch, batch_id, streams)
 
     @property
+    def merge_on_read(self) -> bool:
+        """Whether this layer is written merge-on-read (configured, or as the table was
+        created): no key buckets, replaced rows marked in deletion vectors."""
+        return self.mor is not None
+
+    @property
     def shares_buckets(self) -> bool:
         """True unless the buckets follow one Kafka partition each (then each has one writer)."""
         return self.bucketing is None or self.bucketing.kind != "partition"

@@ -102,10 +102,17 @@ def compact(rows: pa.Table) -> pa.Table:
 
 
 def split_by_bucket(table: pa.Table) -> dict[int, pa.Table]:
-    """`table` split on its `_tm_bucket` column."""
+    """`table` split on its `_tm_bucket` column.
+
+    Rows already in bucket order are sliced without being copied: a table read in its
+    physical order often has its keys, and so its range buckets, ascending.
+    """
     if table.num_rows == 0:
         return {}
-    ordered = table.take(pc.sort_indices(table.column(BUCKET)))
+    buckets = table.column(BUCKET)
+    n = table.num_rows
+    ascending = pc.all(pc.greater_equal(buckets.slice(1), buckets.slice(0, n - 1))).as_py()
+    ordered = table if ascending in (True, None) else table.take(pc.sort_indices(buckets))
     counts = pc.value_counts(ordered.column(BUCKET))
     parts: dict[int, pa.Table] = {}
     offset = 0

@@ -111,8 +111,10 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
         if name not in rows.column_names:
             continue
         column = rows.column(name)
-        nulls[name] = column.null_count
         dtype = column.type
+        if pa.types.is_nested(dtype):
+            continue  # Delta nests the statistics of a struct by field: none is safe
+        nulls[name] = column.null_count
         if column.null_count == rows.num_rows or not _bounded(dtype):
             continue
         if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():

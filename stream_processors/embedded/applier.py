@@ -26,6 +26,7 @@ from tidemark.stream_processors.batching import ClosedBy, PipelineBatch
 from tidemark.stream_processors.embedded.reconcile import KeptKeysLake, Reconciler
 from tidemark.stream_processors.embedded.sources import OpenSource, Target, records_of
 from tidemark.stream_processors.embedded.table_steps import TableSteps
+from tidemark.stream_processors.loading.gate import LoadGate
 from tidemark.stream_processors.milestoning.core import milestone
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ class BatchApplier:
         *,
         layers: Mapping[str, frozenset[Layer]] | None,
         keys: Mapping[str, tuple[str, ...]] | None,
+        gate: LoadGate | None = None,
     ) -> None:
         self.lake = lake
+        self.gate = gate  # tables armed by the parallel loader (stream_processors/loading)
         self.sources = sources
         self.layers = layers
         self.reconciler = Reconciler(cast(KeptKeysLake, lake), layers=layers or {}, keys=keys or {})
@@ -174,6 +177,8 @@ class BatchApplier:
             layers = (self.layers or {}).get(name, frozenset(Layer))
             try:
                 current = self.lake.current_versions(name, keys, layers)
+                if self.gate is not None:  # drop what a load's snapshot already holds
+                    changes = self.gate.admit(changes, current)
                 result = milestone(
                     changes,
                     current,

@@ -45,6 +45,7 @@ from tidemark.stream_processors.embedded.sources import (
     Target,
     plan_targets,
 )
+from tidemark.stream_processors.loading.gate import LoadGate, TableLoading
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,9 @@ class EmbeddedRunner:
             source had sent (caught-up marks, `sinks/progress.py`).
         on_health: told `("retrying", error)` for each retry of a transient failure (a
             source down, a commit conflict) and `("running", None)` once it works again.
+        gate: the hand-over of tables armed by the parallel loader: their streamed changes
+            wait while they load, and those their snapshot holds are dropped
+            (`stream_processors/loading/gate.py`).
     """
 
     def __init__(
@@ -136,10 +140,12 @@ class EmbeddedRunner:
         keep_source_ts: bool = False,
         on_idle: Callable[[str], object] | None = None,
         on_health: Callable[[str, str | None], None] | None = None,
+        gate: LoadGate | None = None,
     ) -> None:
         self.settings = settings or RunnerSettings()
         self.on_health = on_health
         self._retrying = False
+        self.gate = gate
         self.lake = lake
         self.on_batch = on_batch
         self.on_idle = on_idle
@@ -154,7 +160,7 @@ class EmbeddedRunner:
         self._last_record = time.monotonic()  # when the lake last got the stream's progress
         self._record_id: int | None = None  # a reserved id to record sources after DDL steps
         self._applier = BatchApplier(  # the commit thread's work
-            lake, self._sources, layers=self.settings.layers, keys=self.settings.keys
+            lake, self._sources, layers=self.settings.layers, keys=self.settings.keys, gate=gate
         )
 
     def _new_batcher(self) -> Batcher:
@@ -363,6 +369,13 @@ class EmbeddedRunner:
             try:
                 result = self._applier.apply(batch, started, targets, record_id)
                 return result, started, retries
+            except TableLoading as exc:
+                if stop.is_set() and not stopping:
+                    raise
+                if not retries:
+                    logger.info("batch %d: %s", batch.batch_id, exc.message)
+                retries += 1
+                time.sleep(self.settings.backoff_initial_s)  # not a failure: no backoff
             except TransientError as exc:
                 if stop.is_set() and not stopping:
                     raise

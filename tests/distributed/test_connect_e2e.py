@@ -108,6 +108,7 @@ def _republish(bootstrap: str, topic: str, *, last: int) -> int:
     return sent
 
 
+@pytest.mark.slow  # the default run walks the whole path in the killed-mid-stream test
 def test_the_whole_path_with_the_worker_started_first(
     story_factory: Callable[..., Story], kafka: KafkaHandle
 ) -> None:

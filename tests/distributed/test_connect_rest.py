@@ -79,6 +79,7 @@ def source_db(fresh_database: Callable[[], str]) -> str:
     return dsn
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min (Connect is driven by the e2e tests)
 def test_secrets_register_status_offsets_delete(
     tmp_path: Path, source_db: str, connect_worker: ConnectHandle, kafka: object
 ) -> None:

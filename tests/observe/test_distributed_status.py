@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 
 import pyarrow as pa
+import pytest
 import yaml
 from confluent_kafka import Producer
 
@@ -102,6 +103,7 @@ def test_consumer_lag_per_partition_and_the_connector_state(kafka, tmp_path) -> 
     assert found.connector.error == "ConnectException: slot busy"
 
 
+@pytest.mark.slow  # long; the default run stays under 15 min
 def test_status_shows_connects_offset_the_partitions_and_the_workers_gates(
     kafka, connect_worker, fresh_database, tmp_path
 ) -> None:

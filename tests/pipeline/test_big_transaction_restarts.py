@@ -169,7 +169,9 @@ def test_sigterm_and_kill_9_inside_a_split_transaction_end_exactly_once(
         (shop,) = json.loads(status.stdout)["sources"]
         assert shop["splitting"] == next(iter(frozen.open.values()))
         assert shop["consistent_batch"] == frozen.batch_id
-        assert shop["consistent_position"] == frozen.positions["shop"]
+        # None when no streamed batch closed before the split one (the loader's hand-over
+        # records no stream position)
+        assert shop["consistent_position"] == frozen.positions.get("shop")
         checked = _cli(config, state, "verify", "--timeout", "5")
         assert checked.returncode == 1  # the source committed rows the lake does not hold whole
         assert "read at watermark batch" in checked.stdout

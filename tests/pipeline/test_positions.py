@@ -306,6 +306,7 @@ def test_a_run_killed_while_the_lake_records_a_snapshot_under_way_snapshots_agai
     )
     document = yaml.safe_load(config.read_text())
     document["batching"] = {"max_events": 50, "max_latency_ms": 100}  # a slow snapshot
+    document["snapshot"] = {"*": {"loader": "debezium"}}  # Debezium's initial snapshot
     config.write_text(yaml.safe_dump(document))
     adopt = SourceTracker.adopt
     killed: list[SourceRecord] = []

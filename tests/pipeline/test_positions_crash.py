@@ -9,8 +9,10 @@ and by kill -9 (DESIGN §3.3).
 - a re-snapshot (`tidemark resync`, or one start-up asks for) killed half-way completes after
   the restart, exactly.
 
-Each ends with `verify` clean and, where the lake's history is at stake, every key's
-versions equal to the source's own history (`truth_support.py`).
+These take Debezium's own snapshots (`snapshot: {loader: debezium}`); the parallel loader's
+kill -9 and restarts are tests/loading's. Each ends with `verify` clean and, where the
+lake's history is at stake, every key's versions equal to the source's own history
+(`truth_support.py`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def _config(tmp: Path, url: str, name: str, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow  # the run lock is also tested by tests/test_lock.py in the default run
 def test_a_second_run_is_refused_naming_the_first_until_kill_9_frees_it(
     fresh_database, tmp_path
 ) -> None:
@@ -186,8 +189,12 @@ def test_an_initial_snapshot_killed_half_way_is_redone_and_reconciled(
     url = fresh_database()
     audited_table(url, TABLE, rows)
     name = unique_name()
-    config = _config(
-        tmp_path, url, name, batching={"max_events": rows // 60, "max_latency_ms": 100}
+    config = _config(  # Debezium's own snapshot (the loader's kill -9: tests/loading)
+        tmp_path,
+        url,
+        name,
+        batching={"max_events": rows // 60, "max_latency_ms": 100},
+        snapshot={"*": {"loader": "debezium"}},
     )
     lake = tmp_path / "lake"
     try:
@@ -321,6 +328,7 @@ def test_a_table_restored_from_a_copy_is_resnapshotted_and_survives_kill_9(
         url,
         name,
         debezium={"properties": {"incremental.snapshot.chunk.size": str(rows // 20)}},
+        snapshot={"*": {"loader": "debezium"}},  # Debezium's incremental snapshot
     )
     lake, state = tmp_path / "lake", tmp_path / "state"
     model = Versions()

@@ -14,12 +14,15 @@ import click
 
 from tidemark.config import PipelineConfig, load_config
 from tidemark.health import HealthFile, health_path
+from tidemark.loading import capture_keys, schedule_jobs
+from tidemark.loadview import LoadView
 from tidemark.lock import PipelineLock
 from tidemark.pipeline import attach_gold, build_runner, open_lake, start_jvm_for
 from tidemark.startup import SourceStart
 from tidemark.state import state_dir
 from tidemark.stream_processors.embedded.reports import BatchReport
 from tidemark.stream_processors.embedded.runner import EmbeddedRunner
+from tidemark.stream_processors.loading.schedule import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,9 @@ def say_start(source: str, start: SourceStart) -> None:
 def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
     """Run the embedded pipeline: capture -> milestoning -> Delta, continuously.
 
+    Tables new to the lake, or that start-up found it to miss, are loaded first by the
+    parallel loader (progress shown, then a table of rows and status per table); reference
+    tables are reloaded on their schedule and watermark-captured tables polled (docs/loading.md).
     Batches close at batching.max_events or batching.max_latency_ms and never split a source
     transaction; source offsets are acknowledged only after the lake commit. SIGINT/SIGTERM
     commit the batch in flight and exit 0; running it again resumes where the lake stopped:
@@ -114,20 +120,32 @@ def run(config_path: Path, metrics_port: int | None, metrics_host: str) -> None:
         gold, on_batch = attach_gold(config, lake, on_batch)
         health = HealthFile(health_path(state, config.pipeline))
         health.report("running")
-        runner, lake = build_runner(
-            config,
-            state=state,
-            lake=lake,
-            on_batch=on_batch,
-            on_health=health.report,
-            require_ddl_capture=True,  # `tidemark setup` ran, or the source opted out
-            on_start=say_start,
-        )
+        with LoadView() as view:  # tables armed by the parallel loader first
+            runner, lake = build_runner(
+                config,
+                state=state,
+                lake=lake,
+                on_batch=on_batch,
+                on_health=health.report,
+                require_ddl_capture=True,  # `tidemark setup` ran, or the source opted out
+                on_start=say_start,
+                stop=stop,
+                load_progress=view.add,
+                load_done=view.done,
+            )
         built.append(runner)
+        jobs, polled = schedule_jobs(config, capture_keys(config))
+        scheduler = Scheduler(jobs) if jobs else None
+        if scheduler is not None:  # reference refreshes, watermark polls
+            scheduler.start()
         try:
             stats = runner.run(stop)
         finally:
             health.report("stopped")
+            if scheduler is not None:
+                scheduler.stop()
+            if polled is not None:
+                polled.close()
             if gold is not None:
                 gold.close()
             lake.close()

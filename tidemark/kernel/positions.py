@@ -41,6 +41,10 @@ class Arming:
     rows: int = 0
 
 
+LOAD_PREFIX = "load-"
+"""Arming ids (`SourceRecord.armed`) of tables the parallel loader armed."""
+
+
 @dataclass
 class SourceRecord:
     """What the lake holds of one source.

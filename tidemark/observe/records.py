@@ -36,7 +36,8 @@ class BatchRow:
     Attributes:
         seconds: from the batch's start (events cut) to its record in the batch log.
         events: change events the batch brought, over all its tables.
-        closed_by: what closed it (`size`, `latency`, `force`); None for older lakes.
+        closed_by: what closed it (`size`, `latency`, `force`; `load` for a load's hand-over,
+            docs/loading.md); None for older lakes.
         tables: per table, rows per layer operation (`changelog`, `live_upserts`, ...).
         positions: per source, the last source position the batch covers.
     """
