@@ -213,7 +213,8 @@ def _engine_factory(
 
     def open_engine() -> Engine:
         keys = source_keys(source)
-        if from_loads:  # Debezium, started without a snapshot, may send a table's first
+        loads_slot = from_loads or streams_from_loads(tracker.record)
+        if loads_slot:  # Debezium, started without a snapshot, may send a table's first
             # records without a key (seen after a TRUNCATE): the catalog's primary keys
             from tidemark.connectors.postgres.identity import primary_keys
 
@@ -225,7 +226,6 @@ def _engine_factory(
 
             check(source)
         start_jvm_for(config, state)  # writing offsets needs it (an embedder may not have)
-        loads_slot = from_loads or streams_from_loads(tracker.record)
         prepare_capture(source.dsn, slot, directory, tracker.record, keep_slot=loads_slot)
         resumes = bool(tracker.record.offsets) and initial_snapshot_done(tracker.record)
         no_data = {"snapshot.mode": "no_data"} if loads_slot and not resumes else {}
