@@ -46,6 +46,7 @@ from tidemark.sinks.delta.live import LiveSink
 from tidemark.sinks.delta.mor import COPY_ON_WRITE, WriteMode
 from tidemark.sinks.delta.table import DeltaHandle, table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
+from tidemark.sinks.loads import LoadLog
 from tidemark.sinks.maintenance import Kind, Maintenance
 from tidemark.sinks.readers import count_rows, has_deletion_vectors
 from tidemark.sinks.rewrite import ColumnChange
@@ -323,7 +324,15 @@ class Lake(StreamLayers):
                         self.sink(name, layer)
         for sink in list(self._sinks.values()):
             highest = max(highest, sink.handle.applied_batch())
-        return highest
+        return max(highest, self._reserved_by_loads())
+
+    def _reserved_by_loads(self) -> int:
+        """The highest batch id a parallel load reserved (`sinks/loads.py`). A load killed
+        before its hand-over leaves range commits stamped with its ids in the layers (under
+        txns of their own) and nothing in the batch log: ids reused after it put two batches
+        under one id, and a read at the consistent cut missed the later one's rows."""
+        states = LoadLog(self.root, app_id=self.app_id, storage_options=self.storage_options)
+        return max((s.handover_batch for s in states.latest().values()), default=0)
 
     def write_dead_letters(
         self,

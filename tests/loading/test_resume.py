@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 from tests.loading.support import Running, config_for, execute, fetch, new_database
 from tidemark.connectors.postgres.setup import drop_slot
+from tidemark.sinks.delta.table import BATCH_KEY
 from tidemark.sinks.loads import LoadLog
 from tidemark.stream_processors.loading.spec import LoadProgress
 from tidemark.verify import verify_source
@@ -105,6 +107,9 @@ def test_a_killed_load_resumes_with_the_ranges_it_had_not_finished(postgres, tmp
     finally:
         run.stop()
         drop_slot(url, f"tidemark_{config.pipeline}_src")
+    live = DeltaTable(str(Path(config.lake) / "live" / "src.public.orders"))
+    stamped = [c[BATCH_KEY] for c in live.history() if c.get(BATCH_KEY) is not None]
+    assert len(stamped) == len(set(stamped)), f"a batch id used twice: {sorted(stamped)}"
     report = verify_source(config, config.sources[0], timeout=10)
     assert report.ok, [t for t in report.tables if not t.ok]
     assert fetch(url, "SELECT count(*) FROM public.orders")[0][0] == ROWS - 3 + 1 - 1
