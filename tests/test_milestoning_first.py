@@ -73,3 +73,14 @@ def test_a_key_twice_is_refused():
     )
     with pytest.raises(ValueError, match="occurs twice"):
         first_versions(changes, batch_id=1, ingested_at=datetime.now(UTC))
+
+
+@pytest.mark.parametrize("first", [0, 65_530, 12_345_678, 2**32 - 10])
+def test_snapshot_positions_built_by_kernels_equal_one_by_one(first):
+    """The loader's per-row positions (two 4-digit lookups per row) are the point's own,
+    across the sequence number's 16-bit boundary and up to its last value."""
+    point = SnapshotPoint(0x1EB6F70, 0x1EB7000, 700, 710, (703,), "2026-01-01", epoch=3)
+    count = 10 if first > 2**32 - 20 else 20
+    assert point.positions(first, count).to_pylist() == [
+        point.position(first + i) for i in range(count)
+    ]

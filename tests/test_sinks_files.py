@@ -18,7 +18,12 @@ from tests.support.milestones import event, pos, ts
 from tidemark.kernel import columns as c
 from tidemark.kernel.columns import Layer
 from tidemark.sinks.delta.bucketed import GROUP_BUCKETS
-from tidemark.sinks.delta.files import FileWriter, file_stats, table_filesystem
+from tidemark.sinks.delta.files import (
+    FileWriter,
+    dictionary_columns,
+    file_stats,
+    table_filesystem,
+)
 from tidemark.sinks.delta.table import table_uri
 from tidemark.sinks.lake import Lake
 
@@ -59,6 +64,26 @@ def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
     # milliseconds: the min rounds down, the max rounds up, so both rows stay inside
     assert stats["minValues"] == {"n": -7, "at": "2026-01-01T00:00:00.001Z", "short": "a"}
     assert stats["maxValues"] == {"n": 3, "at": "2026-01-01T00:00:00.003Z", "short": "b"}
+
+
+def test_only_repeating_strings_are_dictionary_encoded(tmp_path):
+    n = 1_000
+    rows = pa.table(
+        {
+            "status": pa.array(["open", "closed"] * (n // 2)),
+            "iban": pa.array([f"DE{i:020d}" for i in range(n)]),
+            "empty": pa.nulls(n, pa.string()),
+            "amount": pa.array(range(n), pa.int64()),
+        }
+    )
+    chosen = dictionary_columns(rows)
+    assert chosen == ["status", "empty"]
+    pq.write_table(rows, tmp_path / "f.parquet", use_dictionary=chosen)
+    meta = pq.ParquetFile(tmp_path / "f.parquet").metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(4)}
+    assert "RLE_DICTIONARY" in encodings["status"]
+    assert "RLE_DICTIONARY" not in encodings["iban"]
+    assert pq.read_table(tmp_path / "f.parquet").equals(rows)
 
 
 def spread_events(first: int, n: int) -> list[dict]:

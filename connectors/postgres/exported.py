@@ -48,7 +48,8 @@ from tidemark.kernel.secrets import mask
 
 log = logging.getLogger(__name__)
 
-_HEX = pa.array(list("0123456789abcdef"), pa.string())
+_HEX4 = pa.array([f"{i:04x}" for i in range(1 << 16)], pa.string())
+"""Every 4-hex-digit string: a row's 8-digit sequence number is two lookups."""
 SEQ_SPAN = 2**32
 """Positions of snapshot rows end in 8 hex digits: this many rows per snapshot point."""
 
@@ -90,19 +91,17 @@ class SnapshotPoint:
 
     def positions(self, first: int, count: int) -> pa.Array:
         """`count` consecutive row positions from `first` (built by Arrow kernels: no
-        per-row Python)."""
+        per-row Python; the sequence number's two 4-digit halves are looked up, a third of
+        the cost of building its eight digits one by one)."""
         if first + count > SEQ_SPAN:
             raise ValueError(f"more than {SEQ_SPAN} rows at one snapshot point")
         if not count:
             return pa.array([], pa.string())
         ones = pa.repeat(pa.scalar(1, pa.int64()), count)
         numbers = pc.add(pc.cumulative_sum(ones), pa.scalar(first - 1, pa.int64()))
-        digits = [
-            _HEX.take(pc.bit_wise_and(pc.shift_right(numbers, shift), 15))
-            for shift in range(28, -4, -4)
-        ]
-        head = f"{self.commit_part}{0:016x}"
-        return pc.binary_join_element_wise(head, *digits, "")
+        high = _HEX4.take(pc.shift_right(numbers, 16))
+        low = _HEX4.take(pc.bit_wise_and(numbers, pa.scalar(0xFFFF, pa.int64())))
+        return pc.binary_join_element_wise(f"{self.commit_part}{0:016x}", high, low, "")
 
     def visible(self, tx_ids: pa.Array) -> pa.BooleanArray:
         """Per transaction id (Debezium's `txId` text), whether this snapshot holds it."""

@@ -119,6 +119,8 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
             continue
         if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():
             continue
+        if _too_long(column):
+            continue  # a bound would be left out anyway: spare comparing long strings
         bounds = pc.min_max(column)
         low = _stat(bounds["min"], dtype, upper=False)
         high = _stat(bounds["max"], dtype, upper=True)
@@ -132,6 +134,31 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
             "nullCount": nulls,
         }
     )
+
+
+def _too_long(column: pa.ChunkedArray) -> bool:
+    """Whether a string column holds a value longer than Delta's string bounds we keep
+    (bytes count: a string of more bytes than characters is rare and only loses a bound)."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return False
+    longest = pc.max(pc.binary_length(column)).as_py()
+    return longest is not None and longest > _MAX_STRING_STAT
+
+
+def dictionary_columns(rows: pa.Table, sample: int = 10_000) -> list[str]:
+    """The string columns of `rows` worth dictionary-encoding: those whose first `sample`
+    rows repeat values (a status, a currency), not mostly distinct ones (an IBAN, a
+    position), which the encoder would hash only to fall back to plain."""
+    head = rows.slice(0, sample)
+    wanted = []
+    for field in rows.schema:
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        column = head.column(field.name)
+        present = len(column) - column.null_count
+        if present == 0 or pc.count_distinct(column).as_py() * 2 <= present:
+            wanted.append(field.name)
+    return wanted
 
 
 def table_filesystem(dt: DeltaTable, *, native: bool = True) -> pafs.FileSystem:
@@ -168,13 +195,6 @@ class FileWriter:
         self.stats = stats_columns(dt, self.partition_by)
         self.fs = filesystem or table_filesystem(dt)
         self._folders: set[str] = set()
-        # Dictionaries pay off for strings (a status, a currency); keys, amounts and times
-        # are mostly distinct, and encoding them twice costs more than it saves.
-        self._dictionary = [
-            f.name
-            for f in self.schema
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        ]
         self.actions: list[AddAction] = []
         self.rows_written = 0
         self._pending: list[Future[AddAction]] = []
@@ -210,7 +230,9 @@ class FileWriter:
             path,
             filesystem=self.fs,
             compression="snappy",
-            use_dictionary=self._dictionary,
+            # Keys, amounts, times and unique strings are mostly distinct: encoding them
+            # twice (dictionary, then plain) costs more than it saves.
+            use_dictionary=dictionary_columns(data),
             row_group_size=self.row_group_rows,
         )
         size = self.fs.get_file_info(path).size
