@@ -204,6 +204,16 @@ def tidemark_child(args: argparse.Namespace) -> dict:
         deadline = time.monotonic() + 60
         while seen["events"] < written and time.monotonic() < deadline:
             time.sleep(0.2)
+    elif args.phase == "arm":
+        # The loader arms the table inside `build_runner` (no batch reports its rows); a
+        # Debezium snapshot (`snapshot: debezium`) reports them batch by batch.
+        from tidemark.sinks.readers import count_rows
+
+        while not done.is_set() and not runner.heartbeats:
+            done.wait(0.1)
+        seen["events"] = max(seen["events"], count_rows(f"{args.lake}/live/b.{TABLE}"))
+        while not done.is_set() and seen["events"] < target:
+            done.wait(0.1)
     else:
         while not done.is_set():
             if seen["first"] is None and (runner.pending_events or seen["events"]):
@@ -322,6 +332,11 @@ def dlt_child(args: argparse.Namespace) -> dict:
 
 
 # -- the parent ---------------------------------------------------------------------------------
+URL_ENV = "TIDEMARK_BENCH_URL"
+"""The source URL reaches a child in its environment: on its command line, its password
+would show in every process listing."""
+
+
 def spawn(
     consumer: str,
     phase: str,
@@ -329,11 +344,14 @@ def spawn(
     timeout: float,
     logs: str | None = None,
     tag: str = "",
+    *,
+    url: str,
 ) -> dict:
     """Run one child; its stderr goes to `logs/<consumer>-<phase><tag>-<size>.log` if set."""
     cmd = [sys.executable, __file__, "--child", "--consumer", consumer, "--phase", phase, *common]
     began = time.monotonic()
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, URL_ENV: url}
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     if logs:
         size = common[common.index("--size") + 1]
         Path(logs).mkdir(parents=True, exist_ok=True)
@@ -367,8 +385,6 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
 
     def common(consumer: str, *, events: int = 0, first_new: int = 0) -> list[str]:
         return [
-            "--url",
-            url,
             "--state",
             str(root / f"state-{size}"),
             "--pipeline",
@@ -397,7 +413,7 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
     for consumer in consumers:
         print(f"[{size}] arming {consumer}", flush=True)
         out.setdefault("arm", {})[consumer] = spawn(
-            consumer, "arm", common(consumer), args.timeout, args.logs
+            consumer, "arm", common(consumer), args.timeout, args.logs, url=url
         )
     for index, keys in enumerate(distributions):
         began = time.monotonic()
@@ -417,6 +433,7 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
                 args.timeout,
                 args.logs,
                 tag=keys,
+                url=url,
             )
             run[consumer]["load_average_at_start"] = load
             print(f"  {run[consumer]}", flush=True)
@@ -437,7 +454,12 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
         print(f"[{size}] latency of {consumer} at {args.rate:.0f} events/s", flush=True)
         load = os.getloadavg()
         out[key] = spawn(
-            consumer, "latency", common(consumer, first_new=first_new), args.timeout, args.logs
+            consumer,
+            "latency",
+            common(consumer, first_new=first_new),
+            args.timeout,
+            args.logs,
+            url=url,
         )
         out[key]["load_average_at_start"] = load
         first_new += int(args.rate * args.latency_seconds) + 1_000
@@ -525,13 +547,15 @@ def main() -> None:
     )
     # child-only options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    for name in ("--consumer", "--phase", "--url", "--state", "--pipeline", "--lake"):
+    for name in ("--consumer", "--phase", "--state", "--pipeline", "--lake"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first-new", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import logging
+
+        args.url = os.environ[URL_ENV]
 
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

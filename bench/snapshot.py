@@ -77,7 +77,12 @@ def execute(url: str, sql: str) -> None:
     conn.close()
 
 
-def child(arm: str, **args: object) -> dict:
+URL_ENV = "TIDEMARK_BENCH_URL"
+"""The source URL reaches a child in its environment: on its command line, its password
+would show in every process listing."""
+
+
+def child(arm: str, *, url: str, **args: object) -> dict:
     """Run one arm in a child process; its JSON result plus its peak RSS."""
     spec = json.dumps({"arm": arm, **args})
     started = time.perf_counter()
@@ -87,6 +92,7 @@ def child(arm: str, **args: object) -> dict:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, URL_ENV: url},
     )
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -270,7 +276,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(ARMS[spec.pop("arm")](**spec)))
+        print(json.dumps(ARMS[spec.pop("arm")](url=os.environ[URL_ENV], **spec)))
         return
 
     from tidemark.connectors.postgres.cluster import LocalCluster
