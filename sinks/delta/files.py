@@ -161,14 +161,20 @@ def dictionary_columns(rows: pa.Table, sample: int = 10_000) -> list[str]:
     return wanted
 
 
+def local_root(uri: str) -> str | None:
+    """The local directory of a table at `uri`, None for an object store."""
+    if uri.startswith("file://"):
+        return unquote(uri.removeprefix("file://"))
+    return None if "://" in uri else unquote(uri)
+
+
 def table_filesystem(dt: DeltaTable, *, native: bool = True) -> pafs.FileSystem:
     """The table's location as a filesystem rooted there: native for a local path (writes
     stay out of Python), delta-rs's object store (with the table's credentials) otherwise or
     when `native` is False."""
-    uri = dt.table_uri
-    local = uri.removeprefix("file://") if uri.startswith("file://") else None
-    if native and (local is not None or "://" not in uri):
-        return pafs.SubTreeFileSystem(unquote(local or uri), pafs.LocalFileSystem())
+    root = local_root(dt.table_uri)
+    if native and root is not None:
+        return pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())
     return pafs.PyFileSystem(DeltaStorageHandler.from_table(dt._table))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,12 +27,17 @@ from tidemark.sinks.delta.buckets import BucketCache
 from tidemark.sinks.delta.dv.commit import DvTable, add_json
 from tidemark.sinks.delta.dv.index import KeyIndex, locations, positions
 from tidemark.sinks.delta.dv.log import Changes, FileEntry
-from tidemark.sinks.delta.files import FileWriter, table_filesystem
+from tidemark.sinks.delta.dv.select import SelectFailed, select_rows
+from tidemark.sinks.delta.files import FileWriter, local_root, table_filesystem
 from tidemark.sinks.delta.table import DeltaHandle
 from tidemark.sinks.errors import SinkError, delta_errors
 
 log = logging.getLogger(__name__)
 
+WHOLE_FILE_ROWS = 65_536
+"""Files of at most this many rows (a batch's own) are cached whenever a batch reads them."""
+WANTED_SHARE = 8
+"""A bigger file is cached when a batch wants at least 1/WANTED_SHARE of its rows."""
 CHECKPOINT_EVERY = 25
 """Our JSON commits do not trigger delta-rs's checkpoints: we ask for one every so often."""
 ROW_GROUP_ROWS = 65_536
@@ -154,30 +160,36 @@ class MergeOnReadTable:
     def read(self, found: pa.Table, schema: pa.Schema) -> pa.Table:
         """The rows `locate` found, laid out as `schema`.
 
-        A file small enough for the cache is read whole and kept (the files a batch appends
-        are cached as written); a bigger one is read a row group at a time, only the row
-        groups that hold wanted rows, and not kept: keys spread over a big table must not
-        bring the table into memory at once.
+        A file small enough for the cache, of which a batch wants many rows, is read whole
+        and kept (the files a batch appends are cached as written). Of any other file only
+        the wanted rows are decoded (`select.py`; row groups that hold some, where DuckDB
+        cannot), and nothing is kept: keys spread over a big table must neither bring the
+        table into memory nor decode it whole for a few rows of each file.
         """
         assert self.dv is not None
         remembered = self._remembered(found, schema)
         if remembered is not None:
             return remembered
         by_path = locations(found)
-        parts: list[pa.Table] = []
-        places: list[pa.Table] = []
-        for path in sorted(by_path):
-            rows = pa.array(by_path[path].to_array(), pa.int64())  # sorted
-            places.append(pa.table({"path": pa.repeat(pa.scalar(path), len(rows)), "row": rows}))
+        wanted = {path: pa.array(by_path[path].to_array(), pa.int64()) for path in sorted(by_path)}
+        got: dict[str, list[pa.Table]] = {}
+        uncached: dict[str, pa.Array] = {}
+        for path, rows in wanted.items():  # rows sorted
             cached = self.cache.get(self._token, self._id(path))
             entry = self.dv.state.files[path]
-            if cached is None and int(entry.add.get("size") or 0) < self._whole_file_bytes():
+            if cached is None and self._worth_caching(entry, len(rows)):
                 cached = self._read_file(entry)
                 self.cache.put(self._token, self._id(path), cached)
             if cached is not None:
-                parts.append(_conform(cached.take(rows), schema))
+                got[path] = [cached.take(rows)]
             else:
-                parts.extend(_conform(p, schema) for p in self._read_rows(entry, rows))
+                uncached[path] = rows
+        got.update(self._read_some(uncached))
+        parts = [_conform(part, schema) for path in wanted for part in got[path]]
+        places = [
+            pa.table({"path": pa.repeat(pa.scalar(path), len(rows)), "row": rows})
+            for path, rows in wanted.items()
+        ]
         if not parts:
             return schema.empty_table()
         result = pa.concat_tables(parts)
@@ -199,11 +211,32 @@ class MergeOnReadTable:
             return None
         return rows.take(picked.column("_tm_i"))
 
-    def _whole_file_bytes(self) -> int:
-        """Files below this (on disk) are read whole and cached: decoded, a file takes
-        several times its size (a 1M-row file of 23 MB about 140 MB), and one must not push
-        the whole cache out."""
-        return self.cache.max_bytes // 8
+    def _worth_caching(self, entry: FileEntry, wanted: int) -> bool:
+        """Whether to read `entry` whole and keep it: it is small enough (decoded, a file
+        takes several times its size on disk, a 1M-row file of 23 MB about 140 MB, and one
+        must not push the whole cache out) and the batch wants a good part of it (keys
+        spread over a big table want a few rows of each file, batch after batch: caching
+        its files only cycles them through the cache)."""
+        if int(entry.add.get("size") or 0) >= self.cache.max_bytes // 8:
+            return False
+        rows = entry.num_records
+        return rows is None or rows <= WHOLE_FILE_ROWS or wanted * WANTED_SHARE >= rows
+
+    def _read_some(self, wanted: Mapping[str, pa.Array]) -> dict[str, list[pa.Table]]:
+        """`wanted[path]` rows of files that are not cached: only those rows decoded where
+        the table is local (DuckDB), else the row groups that hold them."""
+        if not wanted:
+            return {}
+        assert self.dv is not None and self.handle.dt is not None
+        root = local_root(self.handle.dt.table_uri)
+        if root is not None:
+            files = {os.path.join(root, self.dv.state.files[p].local_path): p for p in wanted}
+            try:
+                found = select_rows({file: wanted[path] for file, path in files.items()})
+                return {files[file]: [rows] for file, rows in found.items()}
+            except SelectFailed as exc:
+                log.debug("%s: reading row groups instead (%s)", self.handle.uri, exc)
+        return {p: self._read_rows(self.dv.state.files[p], rows) for p, rows in wanted.items()}
 
     def _read_rows(self, entry: FileEntry, rows: pa.Array) -> list[pa.Table]:
         """`rows` (sorted positions, int64) of a file, reading only the row groups that
