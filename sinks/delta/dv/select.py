@@ -5,8 +5,8 @@ decodes whole row groups to give them. DuckDB's Parquet reader filters on the ro
 first and materializes the other columns only for the rows it keeps. Measured on the
 10M-row forensic table of `bench/e2e.py` (21 files), 50,000 rows spread uniformly: 0.5 s
 (0.9 s of CPU) in one query over the files, against 1.1 s (1.8 s of CPU) reading the files
-with pyarrow and taking the rows. One query, on one in-process database: opening a
-connection per file cost more than the reads saved.
+with pyarrow and taking the rows. One query over the files, on a database of its own that
+closes with the memory it held (a database per file cost more than the reads saved).
 
 Whatever DuckDB cannot read as asked (a column named `file_row_number` or `_tm_file`, a type
 it maps differently from pyarrow) raises `SelectFailed`; the caller then reads with pyarrow.
@@ -14,7 +14,6 @@ it maps differently from pyarrow) raises `SelectFailed`; the caller then reads w
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 
 import duckdb
@@ -23,22 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 _FILE = "_tm_file"
-_DATABASE: duckdb.DuckDBPyConnection | None = None
-_LOCK = threading.Lock()
 
 
 class SelectFailed(Exception):
     """DuckDB could not give the rows as asked: read them another way."""
-
-
-def _cursor() -> duckdb.DuckDBPyConnection:
-    """A cursor of the process's one in-memory database (a cursor per call: each thread
-    its own)."""
-    global _DATABASE
-    with _LOCK:
-        if _DATABASE is None:
-            _DATABASE = duckdb.connect()
-        return _DATABASE.cursor()
 
 
 def select_rows(wanted: Mapping[str, pa.Array]) -> dict[str, pa.Table]:
@@ -66,7 +53,7 @@ def select_rows(wanted: Mapping[str, pa.Array]) -> dict[str, pa.Table]:
                 "name": pa.concat_arrays([pa.repeat(pa.scalar(p), len(wanted[p])) for p in paths]),
             }
         )
-        with _cursor() as con:
+        with duckdb.connect() as con:  # its own database, closed with the memory it held
             con.execute("SET TimeZone = 'UTC'")
             con.register("_tm_wanted", asked)
             found = con.execute(
