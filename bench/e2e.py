@@ -534,7 +534,7 @@ def main() -> None:
         help=f"any of {', '.join(CONSUMERS + REFERENCE)}",
     )
     parser.add_argument("--max-events", type=int, default=50_000)
-    parser.add_argument("--max-latency-ms", type=int, default=1000)
+    parser.add_argument("--max-latency-ms", type=int, default=500)
     parser.add_argument("--lake-cache-mb", type=int, help="tidemark's bucket cache, MiB")
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run events/s")
     parser.add_argument("--latency-seconds", type=float, default=60.0)

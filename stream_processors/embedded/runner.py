@@ -101,7 +101,7 @@ class RunnerSettings:
     """Batching, backpressure and retry knobs (from `PipelineConfig`)."""
 
     max_events: int = 50_000
-    max_latency_ms: int = 1_000
+    max_latency_ms: int = 500
     max_pending_events: int | None = None  # default 4 x max_events
     poll_timeout_s: float = 0.2
     backoff_initial_s: float = 0.5
