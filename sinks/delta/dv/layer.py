@@ -10,6 +10,7 @@ loop calls `sync` (which brings the index up to date) and locates the rows again
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import os
@@ -75,6 +76,8 @@ class MergeOnReadTable:
         self.cache_appends = cache_appends
         self.dv: DvTable | None = None
         self.index: KeyIndex | None = None
+        self._row_groups: dict[str, list[int]] = {}
+        """Per file read by row number, where its row groups end (files never change)."""
         self._memo: tuple[pa.Table, pa.Table] | None = None
         """The last read: (path, row) of each row, and the rows."""
         self._commits = 0
@@ -100,6 +103,7 @@ class MergeOnReadTable:
         self._memo = None
         self.cache.clear(self._token)
         self._ids.clear()
+        self._row_groups.clear()
 
     def _in_scope(self, entry: FileEntry) -> bool:
         values = entry.partition_values
@@ -225,18 +229,46 @@ class MergeOnReadTable:
     def _read_some(self, wanted: Mapping[str, pa.Array]) -> dict[str, list[pa.Table]]:
         """`wanted[path]` rows of files that are not cached: only those rows decoded where
         the table is local (DuckDB), else the row groups that hold them."""
-        if not wanted:
-            return {}
         assert self.dv is not None and self.handle.dt is not None
+        files = self.dv.state.files
         root = local_root(self.handle.dt.table_uri)
-        if root is not None:
-            files = {os.path.join(root, self.dv.state.files[p].local_path): p for p in wanted}
+        spread = {p: r for p, r in wanted.items() if root is not None and self._spread(p, r)}
+        got: dict[str, list[pa.Table]] = {}
+        if spread:
+            assert root is not None
+            named = {os.path.join(root, files[p].local_path): p for p in spread}
             try:
-                found = select_rows({file: wanted[path] for file, path in files.items()})
-                return {files[file]: [rows] for file, rows in found.items()}
+                found = select_rows({name: spread[path] for name, path in named.items()})
+                got = {named[name]: [rows] for name, rows in found.items()}
             except SelectFailed as exc:
                 log.debug("%s: reading row groups instead (%s)", self.handle.uri, exc)
-        return {p: self._read_rows(self.dv.state.files[p], rows) for p, rows in wanted.items()}
+        for path, rows in wanted.items():
+            if path not in got:
+                got[path] = self._read_rows(files[path], rows)
+        return got
+
+    def _spread(self, path: str, rows: pa.Array) -> bool:
+        """Whether `rows` fall in more than half of the file's row groups: then decoding
+        the row groups that hold them decodes most of the file (keys spread over a big
+        table), and DuckDB decodes only the rows. Rows in a few row groups (keys recently
+        written, at a big file's end) are cheaper read by row group."""
+        starts = self._row_groups.get(path)
+        if starts is None:
+            assert self.dv is not None and self.handle.dt is not None
+            fs = table_filesystem(self.handle.dt)
+            with delta_errors(self.handle.uri):
+                meta = pq.read_metadata(self.dv.state.files[path].local_path, filesystem=fs)
+            starts = list(
+                itertools.accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+            )
+            self._row_groups[path] = starts
+        numbers = rows.to_pylist()  # sorted
+        touched = sum(
+            1
+            for begin, end in zip([0, *starts], starts, strict=False)
+            if bisect.bisect_left(numbers, begin) < bisect.bisect_left(numbers, end)
+        )
+        return touched * 2 > len(starts)
 
     def _read_rows(self, entry: FileEntry, rows: pa.Array) -> list[pa.Table]:
         """`rows` (sorted positions, int64) of a file, reading only the row groups that
@@ -274,6 +306,7 @@ class MergeOnReadTable:
         return self._ids[path]
 
     def _uncache(self, path: str) -> None:
+        self._row_groups.pop(path, None)
         number = self._ids.pop(path, None)
         if number is not None:
             self.cache.drop(self._token, [number])
