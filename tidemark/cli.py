@@ -127,7 +127,4 @@ def exit_now(code: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point (`tidemark`, `python -m tidemark`): run the command, exit with its code."""
-    from tidemark.kernel.memory import use_system_allocator  # imports pyarrow: not for --help
-
-    use_system_allocator()
     exit_now(run_cli(argv))

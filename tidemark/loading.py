@@ -20,7 +20,6 @@ from typing import Any
 
 from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.postgres.capture import signal_table_name
-from tidemark.kernel.memory import use_system_allocator
 from tidemark.kernel.names import split_table
 from tidemark.loadcheck import LoadCheck, check_loaded
 from tidemark.loads_config import RangesConfig
@@ -194,7 +193,6 @@ def open_lake_of(config: PipelineConfig, *, polled: bool) -> Lake:
     """A lake object for loads: the pipeline's own app id for streamed tables; for tables
     no stream writes (reference and watermark-captured tables) an app id of their own
     (`<app id>:polled`), so their batches never interleave with the stream's."""
-    use_system_allocator()  # tidemark/kernel/memory.py: the lake's writers allocate most
     return Lake(
         config.lake,
         app_id=f"{config.app_id}:polled" if polled else config.app_id,

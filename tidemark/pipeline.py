@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tidemark.config import PipelineConfig, SourceConfig
 from tidemark.connectors.decode import TYPE_SETTINGS, Decoder
 from tidemark.kernel.errors import UsageError
-from tidemark.kernel.memory import use_system_allocator
 from tidemark.sinks.lake import Lake
 from tidemark.stream_processors.embedded.arming import SourceTracker
 from tidemark.stream_processors.embedded.reports import BatchReport, RunStats
@@ -77,7 +76,6 @@ def open_lake(config: PipelineConfig) -> Lake:
         for source in config.sources
         for table in config.lake_tables_of(source)
     }
-    use_system_allocator()  # tidemark/kernel/memory.py: the lake's writers allocate most
     return Lake(
         config.lake,
         app_id=config.app_id,
