@@ -192,8 +192,10 @@ class FileWriter:
         *,
         filesystem: pafs.FileSystem | None = None,
         row_group_rows: int | None = None,
+        on_pool: bool = True,
     ) -> None:
         self.partition_by = list(partition_by)
+        self.on_pool = on_pool
         self.row_group_rows = row_group_rows
         self.schema = pa.schema(
             [f for f in pa.schema(dt.schema().to_arrow()) if f.name not in self.partition_by]
@@ -209,7 +211,9 @@ class FileWriter:
         """Start writing one file holding `rows` (partition columns dropped) in `partition`.
 
         Files are encoded on a small shared pool (Parquet encoding releases the GIL), so a
-        layer's buckets use both cores; `wait` collects them.
+        layer's buckets use both cores; `wait` collects them. A writer made with
+        `on_pool=False` encodes in the calling thread: a maintenance round's files queued on
+        the pool ahead of the files a commit waits for.
         """
         if rows.num_rows == 0:
             return
@@ -220,7 +224,12 @@ class FileWriter:
             self._folders.add(folder)
         path = "/".join([*([folder] if folder else []), f"part-{uuid.uuid4()}.snappy.parquet"])
         values = {name: partition[name] for name in self.partition_by}
-        self._pending.append(_POOL.submit(self._write, data, path, values))
+        if self.on_pool:
+            self._pending.append(_POOL.submit(self._write, data, path, values))
+        else:
+            done: Future[AddAction] = Future()
+            done.set_result(self._write(data, path, values))
+            self._pending.append(done)
         self.rows_written += data.num_rows
 
     def wait(self) -> list[AddAction]:

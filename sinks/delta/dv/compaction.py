@@ -141,7 +141,9 @@ def fold(
     if not chosen:
         return 0
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
-    writer = FileWriter(dt, table.state.partition_columns, row_group_rows=ROW_GROUP_ROWS)
+    writer = FileWriter(  # on the round's own (lower priority) thread, not the writers' pool
+        dt, table.state.partition_columns, row_group_rows=ROW_GROUP_ROWS, on_pool=False
+    )
     moved = _rewrite(table, dt, writer, chosen, policy)
     actions = writer.wait()
     removes = [e.path for e in chosen]
