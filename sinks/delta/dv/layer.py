@@ -252,23 +252,23 @@ class MergeOnReadTable:
         the row groups that hold them decodes most of the file (keys spread over a big
         table), and DuckDB decodes only the rows. Rows in a few row groups (keys recently
         written, at a big file's end) are cheaper read by row group."""
-        starts = self._row_groups.get(path)
-        if starts is None:
+        ends = self._row_groups.get(path)
+        if ends is None:
             assert self.dv is not None and self.handle.dt is not None
             fs = table_filesystem(self.handle.dt)
             with delta_errors(self.handle.uri):
                 meta = pq.read_metadata(self.dv.state.files[path].local_path, filesystem=fs)
-            starts = list(
+            ends = list(
                 itertools.accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
             )
-            self._row_groups[path] = starts
+            self._row_groups[path] = ends
         numbers = rows.to_pylist()  # sorted
         touched = sum(
             1
-            for begin, end in zip([0, *starts], starts, strict=False)
+            for begin, end in zip([0, *ends], ends, strict=False)
             if bisect.bisect_left(numbers, begin) < bisect.bisect_left(numbers, end)
         )
-        return touched * 2 > len(starts)
+        return touched * 2 > len(ends)
 
     def _read_rows(self, entry: FileEntry, rows: pa.Array) -> list[pa.Table]:
         """`rows` (sorted positions, int64) of a file, reading only the row groups that
