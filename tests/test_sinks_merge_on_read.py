@@ -344,32 +344,6 @@ def test_vacuum_on_a_dv_table_never_deletes_dv_files_in_use(built):
     assert all(rows == answers["scan"] for rows in answers.values())
 
 
-@pytest.mark.parametrize("reader", ["duckdb", "row groups"])
-def test_lookups_decode_only_wanted_rows_of_files_not_cached(lake_root, built, monkeypatch, reader):
-    """No file fits the cache: lookups select the rows through DuckDB, or (where it
-    fails) read the row groups that hold them; either way the tables come out exact."""
-    from tidemark.sinks.delta.dv import layer
-    from tidemark.sinks.delta.dv.select import SelectFailed
-
-    selected = []
-    original = layer.select_rows
-
-    def select(wanted):
-        if reader == "row groups":
-            raise SelectFailed("refused by the test")
-        found = original(wanted)  # a failure here would fall back unseen: count successes
-        selected.append(len(found))
-        return found
-
-    monkeypatch.setattr(layer, "select_rows", select)
-    monkeypatch.setattr(layer, "ROW_GROUP_ROWS", 500)  # several row groups per file
-    lake = Lake(lake_root(), app_id="crash", write_modes=MOR, cache_bytes=1)
-    cw.run(lake, cw.workload(8))
-    expected = {k: logical(v) for k, v in tables(built["copy_on_write"]).items()}
-    assert {k: logical(v) for k, v in tables(lake).items()} == expected
-    assert bool(selected) == (reader == "duckdb")
-
-
 def test_collect_keeps_files_given_up_within_the_retention(lake_root):
     from datetime import UTC, datetime, timedelta
 

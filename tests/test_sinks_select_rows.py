@@ -16,6 +16,10 @@ from tidemark.sinks.delta.dv.select import SelectFailed, select_rows
 N = 5_000
 
 
+def schemas(*paths: str) -> dict[str, pa.Schema]:
+    return {path: pq.read_schema(path) for path in paths}
+
+
 def every_type() -> pa.Table:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     return pa.table(
@@ -50,7 +54,7 @@ def test_the_rows_asked_for_with_pyarrows_types(tmp_path):
     (tmp_path / "_tm_current=true").mkdir()
     pq.write_table(table, path, row_group_size=1_000)
     rows = pa.array([0, 1, 999, 1_000, 2_500, 4_999], pa.int64())
-    assert select_rows({path: rows})[path].equals(table.take(rows))
+    assert select_rows({path: rows}, schemas(path))[path].equals(table.take(rows))
 
 
 def test_files_of_several_schemas_each_with_its_own_rows(tmp_path):
@@ -62,7 +66,9 @@ def test_files_of_several_schemas_each_with_its_own_rows(tmp_path):
         {"id": pa.array(range(100, 120), pa.int64()), "v": [f"v{i}" for i in range(20)]}
     )
     pq.write_table(newer, new)
-    got = select_rows({new: pa.array([0, 19], pa.int64()), old: pa.array([5], pa.int64())})
+    got = select_rows(
+        {new: pa.array([0, 19], pa.int64()), old: pa.array([5], pa.int64())}, schemas(new, old)
+    )
     assert got[old].to_pylist() == [{"id": 5}]
     assert got[new].equals(newer.take([0, 19]))
 
@@ -71,11 +77,11 @@ def test_rows_past_the_end_fail_so_the_caller_reads_another_way(tmp_path):
     path = str(tmp_path / "f.parquet")
     pq.write_table(every_type(), path)
     with pytest.raises(SelectFailed, match="rows of 2 asked for"):
-        select_rows({path: pa.array([3, N + 10], pa.int64())})
+        select_rows({path: pa.array([3, N + 10], pa.int64())}, schemas(path))
 
 
 def test_a_column_named_like_duckdbs_row_number_fails_cleanly(tmp_path):
     path = str(tmp_path / "f.parquet")
     pq.write_table(pa.table({"file_row_number": [1, 2, 3]}), path)
     with pytest.raises(SelectFailed):
-        select_rows({path: pa.array([1], pa.int64())})
+        select_rows({path: pa.array([1], pa.int64())}, schemas(path))

@@ -76,8 +76,9 @@ class MergeOnReadTable:
         self.cache_appends = cache_appends
         self.dv: DvTable | None = None
         self.index: KeyIndex | None = None
-        self._row_groups: dict[str, list[int]] = {}
-        """Per file read by row number, where its row groups end (files never change)."""
+        self._footers: dict[str, tuple[list[int], pa.Schema]] = {}
+        """Per file read by row number, where its row groups end and its Arrow schema, from
+        its footer (read once: files never change)."""
         self._memo: tuple[pa.Table, pa.Table] | None = None
         """The last read: (path, row) of each row, and the rows."""
         self._commits = 0
@@ -103,7 +104,7 @@ class MergeOnReadTable:
         self._memo = None
         self.cache.clear(self._token)
         self._ids.clear()
-        self._row_groups.clear()
+        self._footers.clear()
 
     def _in_scope(self, entry: FileEntry) -> bool:
         values = entry.partition_values
@@ -238,7 +239,10 @@ class MergeOnReadTable:
             assert root is not None
             named = {os.path.join(root, files[p].local_path): p for p in spread}
             try:
-                found = select_rows({name: spread[path] for name, path in named.items()})
+                found = select_rows(
+                    {name: spread[path] for name, path in named.items()},
+                    {name: self._footer(path)[1] for name, path in named.items()},
+                )
                 got = {named[name]: [rows] for name, rows in found.items()}
             except SelectFailed as exc:
                 log.debug("%s: reading row groups instead (%s)", self.handle.uri, exc)
@@ -252,16 +256,7 @@ class MergeOnReadTable:
         the row groups that hold them decodes most of the file (keys spread over a big
         table), and DuckDB decodes only the rows. Rows in a few row groups (keys recently
         written, at a big file's end) are cheaper read by row group."""
-        ends = self._row_groups.get(path)
-        if ends is None:
-            assert self.dv is not None and self.handle.dt is not None
-            fs = table_filesystem(self.handle.dt)
-            with delta_errors(self.handle.uri):
-                meta = pq.read_metadata(self.dv.state.files[path].local_path, filesystem=fs)
-            ends = list(
-                itertools.accumulate(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
-            )
-            self._row_groups[path] = ends
+        ends, _ = self._footer(path)
         numbers = rows.to_pylist()  # sorted
         touched = sum(
             1
@@ -269,6 +264,19 @@ class MergeOnReadTable:
             if bisect.bisect_left(numbers, begin) < bisect.bisect_left(numbers, end)
         )
         return touched * 2 > len(ends)
+
+    def _footer(self, path: str) -> tuple[list[int], pa.Schema]:
+        """Where the file's row groups end, and its Arrow schema."""
+        if path not in self._footers:
+            assert self.dv is not None and self.handle.dt is not None
+            fs = table_filesystem(self.handle.dt)
+            local = self.dv.state.files[path].local_path
+            with delta_errors(self.handle.uri), fs.open_input_file(local) as source:
+                footer = pq.ParquetFile(source)  # its Arrow schema as pyarrow reads the file
+                meta, schema = footer.metadata, footer.schema_arrow
+            groups = (meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+            self._footers[path] = (list(itertools.accumulate(groups)), schema)
+        return self._footers[path]
 
     def _read_rows(self, entry: FileEntry, rows: pa.Array) -> list[pa.Table]:
         """`rows` (sorted positions, int64) of a file, reading only the row groups that
@@ -306,7 +314,7 @@ class MergeOnReadTable:
         return self._ids[path]
 
     def _uncache(self, path: str) -> None:
-        self._row_groups.pop(path, None)
+        self._footers.pop(path, None)
         number = self._ids.pop(path, None)
         if number is not None:
             self.cache.drop(self._token, [number])

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 _FILE = "_tm_file"
 
@@ -28,9 +27,11 @@ class SelectFailed(Exception):
     """DuckDB could not give the rows as asked: read them another way."""
 
 
-def select_rows(wanted: Mapping[str, pa.Array]) -> dict[str, pa.Table]:
+def select_rows(
+    wanted: Mapping[str, pa.Array], schemas: Mapping[str, pa.Schema]
+) -> dict[str, pa.Table]:
     """Per local Parquet file, rows `wanted[path]` (sorted positions, int64), in that order
-    and with the types pyarrow reads the file with.
+    and with the file's Arrow schema (`schemas[path]`, as pyarrow reads the file).
 
     Raises:
         SelectFailed: DuckDB failed, gave another number of rows than asked for, or types
@@ -40,7 +41,6 @@ def select_rows(wanted: Mapping[str, pa.Array]) -> dict[str, pa.Table]:
     if not paths:
         return {}
     try:
-        schemas = [pq.read_schema(path) for path in paths]
         asked = pa.table(
             {
                 _FILE: pa.concat_arrays(
@@ -72,9 +72,10 @@ def select_rows(wanted: Mapping[str, pa.Array]) -> dict[str, pa.Table]:
         }:
             raise SelectFailed("rows of one file counted for another")
         out, start = {}, 0
-        for path, schema in zip(paths, schemas, strict=True):
+        for path in paths:
             part = found.slice(start, len(wanted[path]))
             start += len(wanted[path])
+            schema = schemas[path]
             out[path] = part.select(schema.names).cast(schema)  # safe: fails, never alters
         return out
     except (duckdb.Error, pa.ArrowException, KeyError, ValueError) as exc:
