@@ -154,3 +154,41 @@ def test_rows_committed_before_the_started_notices_batch_do_not_make_it_reconcil
     plan = track.plan(offsets=None, notifications=[started], snapshot_rows={U: 15})
     assert not plan.record.arming[U].reconcile and U not in plan.seen
     assert plan.record.arming[T].reconcile and plan.seen[T] == "i"  # T was held before
+
+
+def test_keys_stay_kept_until_the_notices_own_batch_for_a_table_armed_before() -> None:
+    """A table the parallel loader armed is in `armed` all along. A batch committed between
+    the poll of a resync's STARTED notice and the batch of the notice's chunk must not end
+    the early keeping: the next batch carries the snapshot's first rows (seen: their keys
+    lost, 237 rows read by the resync deleted at its end as vanished)."""
+    track = tracker(armed={T: "load-1"})
+    started = note("STARTED", "Incremental Snapshot", data_collections="public.t")
+    track.polled([started])
+    between = track.plan(offsets=None, notifications=[], snapshot_rows={})
+    assert between.seen == {T: "tidemark-resync-1"}
+    track.adopt(between)
+    first_rows = track.plan(offsets=None, notifications=[], snapshot_rows={T: 117})
+    assert first_rows.seen == {T: "tidemark-resync-1"}
+    track.adopt(first_rows)
+    plan = track.plan(offsets=None, notifications=[started], snapshot_rows={T: 300})
+    assert plan.record.arming[T].reconcile and plan.seen == {T: "tidemark-resync-1"}
+    track.adopt(plan)
+    assert track.plan(offsets=None, notifications=[], snapshot_rows={}).seen == {
+        T: "tidemark-resync-1"  # from the record now
+    }
+
+
+def test_an_early_notice_of_a_scan_that_failed_is_void_once_its_end_committed() -> None:
+    track = tracker(armed={T: "load-1"})
+    started = note("STARTED", "Incremental Snapshot", data_collections="public.t")
+    track.polled([started])
+    failed = note(
+        "TABLE_SCAN_COMPLETED",
+        "Incremental Snapshot",
+        scanned_collection="public.t",
+        status="SQL_EXCEPTION",
+    )
+    plan = track.plan(offsets=None, notifications=[started, failed], snapshot_rows={})
+    assert T not in plan.record.arming and plan.record.armed == {T: "load-1"}
+    track.adopt(plan)
+    assert not track.plan(offsets=None, notifications=[], snapshot_rows={}).seen

@@ -80,12 +80,15 @@ class Plan:
             reconciles).
         vanished: table -> its events with the deletes of vanished rows (found once, on the
             first attempt to commit: a retry after some layers committed must not look again).
+        settled: (table, snapshot id) of snapshots that ended without arming the table (a
+            scan that did not read it): their notices polled early are void once it commits.
     """
 
     record: SourceRecord
     seen: dict[str, str] = field(default_factory=dict)
     completed: dict[str, Arming] = field(default_factory=dict)
     vanished: dict[str, TableChanges | None] = field(default_factory=dict)
+    settled: set[tuple[str, str]] = field(default_factory=set)
 
     def finish(self, positions: Mapping[str, str]) -> str:
         """The record's JSON once the batch committed `positions` (table -> highest)."""
@@ -175,14 +178,19 @@ class SourceTracker:
         return plan
 
     def adopt(self, plan: Plan) -> None:
-        """The batch of `plan` committed: its record is now the lake's."""
+        """The batch of `plan` committed: its record is now the lake's.
+
+        A notice polled early stays in force until its own snapshot is in the record (or
+        ended): a table armed by an earlier snapshot, the parallel loader's say, is in
+        `armed` all along, and dropping the notice on that account lost the keys of the
+        snapshot's first rows whenever a batch went out between the notice's poll and its
+        chunk's batch (seen: a resync deleted 237 rows it had read).
+        """
         self.record = plan.record
-        for table in list(self._early):
-            if table in plan.record.arming or table in plan.record.armed:
-                del self._early[table]
-        self._empty = {
-            (t, i) for t, i in self._empty if t not in plan.record.arming | plan.record.armed
-        }
+        settled = plan.settled | {(t, a.id) for t, a in plan.record.arming.items()}
+        settled |= set(plan.record.armed.items())
+        self._early = {t: i for t, i in self._early.items() if (t, i) not in settled}
+        self._empty = {entry for entry in self._empty if entry not in settled}
 
     # -- notifications -------------------------------------------------------------------
     @staticmethod
@@ -238,7 +246,7 @@ class SourceTracker:
             if status in _SCANNED:
                 self._complete(table, plan)
             elif table in record.arming:
-                del record.arming[table]
+                plan.settled.add((table, record.arming.pop(table).id))
                 plan.seen.pop(table, None)
                 logger.error(
                     "table %s: its snapshot ended with `%s`: the lake may miss changes of it; "
