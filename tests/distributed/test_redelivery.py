@@ -91,6 +91,10 @@ def _per_key(lake: Path, layer: str, table: str) -> Counter[int]:
     return Counter() if data is None else Counter(data.column("id").to_pylist())
 
 
+# The default run sends a range again after a Connect kill -9
+# (tests/distributed/test_connect_e2e.py); this one stays under `make test-slow` so the
+# default run stays under 15 min.
+@pytest.mark.slow
 def test_a_redone_snapshot_and_a_range_sent_again_land_once(
     tmp_path, kafka, fresh_database, capture_factory
 ):

@@ -172,6 +172,9 @@ def _copy(model: Versions) -> Versions:
     return Versions({k: list(v) for k, v in model.versions.items()}, dict(model.open), model.seen)
 
 
+# A table added to the config is loaded alone in the default run
+# (tests/loading/test_restart.py); the default run stays under 15 min.
+@pytest.mark.slow
 def test_a_table_left_out_of_the_config_and_back_is_snapshotted_again(fresh_database, tmp_path):
     """Changes made while a table was not captured cannot be streamed: back in the config,
     it is snapshotted again (alone, the other table streams), reconciled with the lake."""
