@@ -67,7 +67,11 @@ class Reconciler:
         out = dict(changes)
         for plan in plans:
             for table, arming_id in plan.seen.items():
-                if table in out and table not in plan.completed:
+                # The batch completing an arming hands its keys over directly (`here`); a
+                # snapshot of the table that begins in the same batch (one asked for while
+                # the other ran) keeps them like any other.
+                done = plan.completed.get(table)
+                if table in out and (done is None or done.id != arming_id):
                     keys = out[table].events.select(list(out[table].key_columns))
                     self.lake.arming.append(table, arming_id, keys, batch_id=batch_id)
             for table, arming in plan.completed.items():
