@@ -60,3 +60,76 @@ def test_a_snapshot_beginning_in_the_batch_that_completes_another_keeps_its_keys
         assert lake.arming.seen(T, "tidemark-resync-1", ["id"]).num_rows == 0  # `here`
     finally:
         lake.close()
+
+
+def test_a_snapshot_queued_behind_another_keeps_keys_from_the_poll_of_its_first_notice(
+    tmp_path,
+) -> None:
+    """Its notices arrive while the first one still runs (Debezium's notices then carry the
+    new id): from their poll on, the keys are kept for both, until the new one is recorded;
+    then only for it."""
+    track = tracker()
+    track.adopt(
+        track.plan(
+            offsets=None,
+            notifications=[
+                note(
+                    "STARTED",
+                    "Incremental Snapshot",
+                    "tidemark-resync-1",
+                    data_collections="public.t",
+                )
+            ],
+            snapshot_rows={},
+        )
+    )
+    queued = note(
+        "IN_PROGRESS",
+        "Incremental Snapshot",
+        "tidemark-resync-2",
+        current_collection_in_progress="public.t",
+    )
+    track.polled([queued])
+    plan = track.plan(offsets=None, notifications=[], snapshot_rows={T: 2})
+    assert plan.seen == {T: "tidemark-resync-1"} and plan.queued == {T: "tidemark-resync-2"}
+
+    lake = Lake(str(tmp_path / "lake"), app_id="test")
+    try:
+        reconciler = Reconciler(lake, layers={}, keys={T: ("id",)})
+        events = pa.table({"id": pa.array([8, 9], pa.int32())})
+        reconciler.changes(3, {T: TableChanges(T, ("id",), events)}, [plan])
+        for snapshot in ("tidemark-resync-1", "tidemark-resync-2"):
+            assert sorted(lake.arming.seen(T, snapshot, ["id"]).column("id").to_pylist()) == [
+                8,
+                9,
+            ]
+    finally:
+        lake.close()
+    track.adopt(plan)
+    first_done = note(
+        "TABLE_SCAN_COMPLETED",
+        "Incremental Snapshot",
+        "tidemark-resync-2",
+        scanned_collection="public.t",
+        status="SUCCEEDED",
+    )
+    plan = track.plan(offsets=None, notifications=[first_done, queued], snapshot_rows={})
+    assert plan.completed[T].id == "tidemark-resync-1"
+    assert plan.record.arming[T].id == "tidemark-resync-2" and plan.seen[T] == "tidemark-resync-2"
+    track.adopt(plan)
+    after = track.plan(offsets=None, notifications=[], snapshot_rows={})
+    assert after.seen == {T: "tidemark-resync-2"} and not after.queued  # recorded now
+
+
+def test_initial_snapshot_notices_never_queue_a_keeping() -> None:
+    """Debezium gives each notice of its initial snapshot an id of its own: none of them
+    may start keeping keys beside the snapshot under way (they would never be recorded)."""
+    track = tracker()
+    track.adopt(
+        track.plan(
+            offsets=None, notifications=[note("STARTED", "Initial Snapshot", "i")], snapshot_rows={}
+        )
+    )
+    track.polled([note("IN_PROGRESS", "Initial Snapshot", "i-other")])
+    plan = track.plan(offsets=None, notifications=[], snapshot_rows={})
+    assert not plan.queued and plan.seen == {T: "i"}

@@ -76,6 +76,8 @@ class Plan:
     Attributes:
         record: the record as of the end of this batch (tables' positions added on commit).
         seen: table -> arming id: keep this batch's keys of the table.
+        queued: table -> the id of a snapshot of it asked for while another runs (its notice
+            polled, not yet recorded): the batch's keys of the table are kept for it too.
         completed: table -> the arming it completes (delete the vanished rows if it
             reconciles).
         vanished: table -> its events with the deletes of vanished rows (found once, on the
@@ -86,6 +88,7 @@ class Plan:
 
     record: SourceRecord
     seen: dict[str, str] = field(default_factory=dict)
+    queued: dict[str, str] = field(default_factory=dict)
     completed: dict[str, Arming] = field(default_factory=dict)
     vanished: dict[str, TableChanges | None] = field(default_factory=dict)
     settled: set[tuple[str, str]] = field(default_factory=set)
@@ -140,12 +143,21 @@ class SourceTracker:
             begun = self._begins(note)
             if begun is None or not self._reconciles(begun[0], note):
                 continue
-            for table in begun[1]:
-                if table not in self._early and table not in self.record.arming:
-                    if self.has_rows(table):
-                        self._early[table] = note.id
-                    else:
-                        self._empty.add((table, note.id))
+            kind, tables = begun
+            for table in tables:
+                arming = self.record.arming.get(table)
+                # A notice of the snapshot under way says nothing new. One of another
+                # incremental snapshot is one asked for while this one runs: Debezium scans
+                # the table again right after, and its first rows may go out before the
+                # batch that records it.
+                if table in self._early or (
+                    arming is not None and (arming.id == note.id or kind == "initial")
+                ):
+                    continue
+                if self.has_rows(table):
+                    self._early[table] = note.id
+                else:
+                    self._empty.add((table, note.id))
 
     def plan(
         self,
@@ -165,7 +177,8 @@ class SourceTracker:
             if arming.reconcile:
                 plan.seen[table] = arming.id
         for table, arming_id in self._early.items():
-            plan.seen.setdefault(table, arming_id)
+            if plan.seen.setdefault(table, arming_id) != arming_id:
+                plan.queued[table] = arming_id
         for note in notifications:
             self._apply(note, plan)
         for table, rows in snapshot_rows.items():

@@ -66,10 +66,10 @@ class Reconciler:
         keeps the keys of tables still being armed first."""
         out = dict(changes)
         for plan in plans:
-            for table, arming_id in plan.seen.items():
+            for table, arming_id in {*plan.seen.items(), *plan.queued.items()}:
                 # The batch completing an arming hands its keys over directly (`here`); a
-                # snapshot of the table that begins in the same batch (one asked for while
-                # the other ran) keeps them like any other.
+                # snapshot of the table asked for while that one ran, beginning in the same
+                # batch or queued behind it, keeps them like any other.
                 done = plan.completed.get(table)
                 if table in out and (done is None or done.id != arming_id):
                     keys = out[table].events.select(list(out[table].key_columns))
