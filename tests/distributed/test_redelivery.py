@@ -21,7 +21,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.distributed.support import publish, read_layer, start_worker, wait_for, write_config
-from tests.fixtures.debezium import changes, payload
+from tests.fixtures.debezium import changes, distinct_changes, payload
 from tests.fixtures.kafka import create_topics
 from tidemark.config import load_config
 from tidemark.kernel.records import RawRecord
@@ -119,10 +119,10 @@ def test_a_redone_snapshot_and_a_range_sent_again_land_once(
     )
     config = load_config(config_path)
     capture = capture_factory(dsn, ["public.items"], pipeline=name, source=source)
-    capture.collect(lambda recs: len(changes(recs, "items")) >= SEEDS, timeout=120)
+    capture.collect(lambda recs: distinct_changes(recs, "items") >= SEEDS, timeout=120)
     _churn(dsn)
     records = capture.collect(
-        lambda recs: len(changes(recs, "items")) >= SEEDS + 12 * (30 + 10 + 5 + 10 + 4),
+        lambda recs: distinct_changes(recs, "items") >= SEEDS + 12 * (30 + 10 + 5 + 10 + 4),
         timeout=120,
     )
     records = [r for r in records if not r.destination.startswith("__debezium-heartbeat")]

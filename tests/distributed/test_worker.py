@@ -151,9 +151,9 @@ def pipeline(tmp_path, kafka, fresh_database, capture_factory):
 
 
 def _capture_all(capture, expected: int) -> list:
-    from tests.fixtures.debezium import changes
+    from tests.fixtures.debezium import distinct_changes
 
-    return capture.collect(lambda recs: len(changes(recs, "items")) >= expected, timeout=120)
+    return capture.collect(lambda recs: distinct_changes(recs, "items") >= expected, timeout=120)
 
 
 def test_one_worker_applies_every_event_exactly_once(pipeline, kafka, tmp_path):
