@@ -192,3 +192,17 @@ def test_an_early_notice_of_a_scan_that_failed_is_void_once_its_end_committed() 
     assert T not in plan.record.arming and plan.record.armed == {T: "load-1"}
     track.adopt(plan)
     assert not track.plan(offsets=None, notifications=[], snapshot_rows={}).seen
+
+
+def test_initial_snapshot_notices_never_queue_a_keeping() -> None:
+    """Debezium gives each notice of its initial snapshot an id of its own: none of them
+    may start keeping keys beside the snapshot under way (they would never be recorded)."""
+    track = tracker()
+    track.adopt(
+        track.plan(
+            offsets=None, notifications=[note("STARTED", "Initial Snapshot", "i")], snapshot_rows={}
+        )
+    )
+    track.polled([note("IN_PROGRESS", "Initial Snapshot", "i-other")])
+    plan = track.plan(offsets=None, notifications=[], snapshot_rows={})
+    assert not plan.queued and plan.seen == {T: "i"}
