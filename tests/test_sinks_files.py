@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.lakes import Driver
 from tests.support.milestones import event, pos, ts
@@ -64,6 +66,30 @@ def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
     # milliseconds: the min rounds down, the max rounds up, so both rows stay inside
     assert stats["minValues"] == {"n": -7, "at": "2026-01-01T00:00:00.001Z", "short": "a"}
     assert stats["maxValues"] == {"n": 3, "at": "2026-01-01T00:00:00.003Z", "short": "b"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.text(max_size=40)), min_size=1, max_size=30),
+    group_rows=st.integers(min_value=1, max_value=8),
+)
+def test_string_bounds_taken_from_the_parquet_statistics_hold_every_value(values, group_rows):
+    """The writer takes string bounds from the statistics Parquet computed (byte order over
+    every row group): exactly the smallest and largest value, left out when either is
+    longer than the bounds Delta keeps; nothing else changes."""
+    rows = pa.table({"s": pa.array(values, pa.string()), "n": pa.array(range(len(values)))})
+    sink = pa.BufferOutputStream()
+    written: list[pq.FileMetaData] = []
+    pq.write_table(rows, sink, row_group_size=group_rows, metadata_collector=written)
+    stats = json.loads(file_stats(rows, rows.column_names, written[0]))
+    present = [v for v in values if v is not None]
+    assert stats["nullCount"] == {"s": len(values) - len(present), "n": 0}
+    assert stats["minValues"]["n"] == 0 and stats["maxValues"]["n"] == len(values) - 1
+    low, high = (min(present), max(present)) if present else (None, None)
+    if present and len(low) <= 32 and len(high) <= 32:
+        assert (stats["minValues"]["s"], stats["maxValues"]["s"]) == (low, high)
+    else:
+        assert "s" not in stats["minValues"] and "s" not in stats["maxValues"]
 
 
 def test_only_repeating_strings_are_dictionary_encoded(tmp_path):

@@ -102,8 +102,16 @@ def _stat(value: pa.Scalar, dtype: pa.DataType, *, upper: bool) -> Any:
     return None
 
 
-def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
-    """The `stats` JSON of an add action holding `rows`."""
+def file_stats(
+    rows: pa.Table, columns: Sequence[str], written: pq.FileMetaData | None = None
+) -> str:
+    """The `stats` JSON of an add action holding `rows`.
+
+    With `written` (the metadata of the Parquet file holding `rows`), string bounds come
+    from the statistics the Parquet writer computed anyway: comparing strings again cost
+    as much as a fifth of writing the file. Without it they are computed here, and left out
+    when any value is longer than Delta's bounds we keep.
+    """
     minimum: dict[str, Any] = {}
     maximum: dict[str, Any] = {}
     nulls: dict[str, int] = {}
@@ -119,14 +127,18 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
             continue
         if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():
             continue
-        if _too_long(column):
-            # No bounds for a column holding a long string (they were kept when neither
-            # the min nor the max was long): comparing long strings, a position's 40
-            # characters, cost more than such a rare bound is worth.
-            continue
-        bounds = pc.min_max(column)
-        low = _stat(bounds["min"], dtype, upper=False)
-        high = _stat(bounds["max"], dtype, upper=True)
+        if _is_text(dtype) and written is not None:
+            bounds = _parquet_bounds(written, name)
+            if bounds is None:
+                continue
+            least, most = (pa.scalar(value, dtype) for value in bounds)
+        elif _is_text(dtype) and _too_long(column):
+            continue  # comparing long strings costs more than such a rare bound is worth
+        else:
+            found = pc.min_max(column)
+            least, most = found["min"], found["max"]
+        low = _stat(least, dtype, upper=False)
+        high = _stat(most, dtype, upper=True)
         if low is not None and high is not None:
             minimum[name], maximum[name] = low, high
     return json.dumps(
@@ -139,16 +151,49 @@ def file_stats(rows: pa.Table, columns: Sequence[str]) -> str:
     )
 
 
+def _is_text(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype))
+
+
+def _parquet_bounds(written: pq.FileMetaData, name: str) -> tuple[str, str] | None:
+    """The smallest and largest value of top-level string column `name` over the file's
+    row groups, from the Parquet statistics (byte order, as Delta compares strings); None
+    when a row group with values has none (the writer leaves out bounds it finds too long).
+    """
+    low: str | None = None
+    high: str | None = None
+    for index in range(written.num_row_groups):
+        group = written.row_group(index)
+        chunk = next(
+            (
+                group.column(j)
+                for j in range(group.num_columns)
+                if group.column(j).path_in_schema == name
+            ),
+            None,
+        )
+        stats = None if chunk is None else chunk.statistics
+        if stats is not None and stats.has_null_count and stats.null_count == group.num_rows:
+            continue  # only nulls here: no bound to take
+        if stats is None or not stats.has_min_max:
+            return None
+        low = stats.min if low is None else min(low, stats.min)
+        high = stats.max if high is None else max(high, stats.max)
+    return None if low is None or high is None else (low, high)
+
+
 def _too_long(column: pa.ChunkedArray) -> bool:
     """Whether a string column holds a value longer than Delta's string bounds we keep
     (bytes count: a string of more bytes than characters is rare and only loses a bound)."""
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return False
     longest = pc.max(pc.binary_length(column)).as_py()
     return longest is not None and longest > _MAX_STRING_STAT
 
 
-def dictionary_columns(rows: pa.Table, sample: int = 10_000) -> list[str]:
+DICTIONARY_SAMPLE = 10_000
+"""Rows `dictionary_columns` looks at; a writer's first file of this many decides for all."""
+
+
+def dictionary_columns(rows: pa.Table, sample: int = DICTIONARY_SAMPLE) -> list[str]:
     """The string columns of `rows` worth dictionary-encoding: those whose first `sample`
     rows repeat values (a status, a currency), not mostly distinct ones (an IBAN, a
     position), which the encoder would hash only to fall back to plain."""
@@ -209,6 +254,7 @@ class FileWriter:
         self.actions: list[AddAction] = []
         self.rows_written = 0
         self._pending: list[Future[AddAction]] = []
+        self._dictionary_columns: list[str] | None = None
 
     def write(self, rows: pa.Table, partition: Mapping[str, str]) -> None:
         """Start writing one file holding `rows` (partition columns dropped) in `partition`.
@@ -227,11 +273,12 @@ class FileWriter:
             self._folders.add(folder)
         path = "/".join([*([folder] if folder else []), f"part-{uuid.uuid4()}.snappy.parquet"])
         values = {name: partition[name] for name in self.partition_by}
+        dictionary = self._dictionary(data)
         if self.on_pool:
-            self._pending.append(_POOL.submit(self._write, data, path, values))
+            self._pending.append(_POOL.submit(self._write, data, path, values, dictionary))
         else:
             done: Future[AddAction] = Future()
-            done.set_result(self._write(data, path, values))
+            done.set_result(self._write(data, path, values, dictionary))
             self._pending.append(done)
         self.rows_written += data.num_rows
 
@@ -242,7 +289,21 @@ class FileWriter:
             self.actions.append(future.result())
         return self.actions
 
-    def _write(self, data: pa.Table, path: str, partition: dict[str, str]) -> AddAction:
+    def _dictionary(self, data: pa.Table) -> list[str]:
+        """The columns to dictionary-encode in `data`'s file: the writer's files hold one
+        table's rows, so the first one big enough to judge by decides for the others (a
+        load writes hundreds of bucket files; judging each cost a tenth of writing it)."""
+        if self._dictionary_columns is not None:
+            return self._dictionary_columns
+        chosen = dictionary_columns(data)
+        if data.num_rows >= DICTIONARY_SAMPLE:
+            self._dictionary_columns = chosen
+        return chosen
+
+    def _write(
+        self, data: pa.Table, path: str, partition: dict[str, str], dictionary: list[str]
+    ) -> AddAction:
+        written: list[pq.FileMetaData] = []
         pq.write_table(
             data,
             path,
@@ -250,8 +311,9 @@ class FileWriter:
             compression="snappy",
             # Keys, amounts, times and unique strings are mostly distinct: encoding them
             # twice (dictionary, then plain) costs more than it saves.
-            use_dictionary=dictionary_columns(data),
+            use_dictionary=dictionary,
             row_group_size=self.row_group_rows,
+            metadata_collector=written,
         )
         size = self.fs.get_file_info(path).size
         return AddAction(
@@ -260,5 +322,5 @@ class FileWriter:
             partition_values=partition,
             modification_time=int(time.time() * 1000),
             data_change=True,
-            stats=file_stats(data, self.stats),
+            stats=file_stats(data, self.stats, written[0] if written else None),
         )
