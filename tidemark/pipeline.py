@@ -28,7 +28,9 @@ from tidemark.stream_processors.embedded.runner import (
 
 if TYPE_CHECKING:
     from tidemark.connectors.debezium.engine import EmbeddedEngine
+    from tidemark.kernel.positions import SourceRecord
     from tidemark.sinks.gold.scheduler import GoldScheduler
+    from tidemark.startload import LoadPlan
     from tidemark.startup import SourceStart
     from tidemark.stream_processors.loading.spec import LoadProgress, LoadResult
 
@@ -177,6 +179,81 @@ def _resume_position(tracker: SourceTracker) -> str | None:
     return max(tracker.record.tables.values(), default=None)
 
 
+def _open_engine(
+    config: PipelineConfig,
+    source: SourceConfig,
+    state: Path,
+    max_batch: int,
+    decoder: Decoder,
+    record: SourceRecord,
+    *,
+    from_loads: bool,
+    require_ddl_capture: bool,
+) -> Engine:
+    """Open the source's engine from what the lake's `record` of it holds. With
+    `from_loads` (a fresh source the loader armed) it streams from the loads' slot without
+    a snapshot of its own (`tidemark/startload.py`)."""
+    from tidemark.connectors.postgres.capture import engine_dir
+    from tidemark.connectors.postgres.settings import replication_name
+    from tidemark.startup import initial_snapshot_done, prepare_capture, streams_from_loads
+
+    keys = source_keys(source)
+    loads_slot = from_loads or streams_from_loads(record)
+    if loads_slot:  # Debezium, started without a snapshot, may send a table's first
+        # records without a key (seen after a TRUNCATE): the catalog's primary keys
+        from tidemark.connectors.postgres.identity import primary_keys
+
+        found = primary_keys(source.dsn, list(config.streamed_tables(source)))
+        keys = {**{source.lake_table(t): tuple(k) for t, k in found.items()}, **keys}
+    decoder.key_columns = keys  # before the first record is decoded
+    if require_ddl_capture:  # after the tables' own checks: their reasons come first
+        from tidemark.source_setup import check
+
+        check(source)
+    start_jvm_for(config, state)  # writing offsets needs it (an embedder may not have)
+    slot = replication_name(config.pipeline, source.name)
+    directory = engine_dir(state, config.pipeline, source.name)
+    prepare_capture(source.dsn, slot, directory, record, keep_slot=loads_slot)
+    resumes = bool(record.offsets) and initial_snapshot_done(record)
+    no_data = {"snapshot.mode": "no_data"} if loads_slot and not resumes else {}
+    return open_source_engine(
+        config, source, state=state, max_batch=max_batch, notifications=True, extra=no_data
+    )
+
+
+def _opener(
+    config: PipelineConfig,
+    source: SourceConfig,
+    state: Path,
+    max_batch: int,
+    decoder: Decoder,
+    record: SourceRecord,
+    *,
+    require_ddl_capture: bool,
+    into: list[Engine],
+) -> Callable[[LoadPlan], None]:
+    """`load_at_start`'s `streams_soon`: opens the source's engine on the loads' slot into
+    `into`, so Debezium's start-up (about 4 s of connecting, validating and starting its
+    task) runs while the tables load instead of after. Until the runner polls it, what it
+    streams waits in its bounded queue."""
+
+    def streams_soon(plan: LoadPlan) -> None:
+        into.append(
+            _open_engine(
+                config,
+                source,
+                state,
+                max_batch,
+                decoder,
+                record,
+                from_loads=True,
+                require_ddl_capture=require_ddl_capture,
+            )
+        )
+
+    return streams_soon
+
+
 def _engine_factory(
     config: PipelineConfig,
     source: SourceConfig,
@@ -187,51 +264,36 @@ def _engine_factory(
     resnapshot: list[str],
     require_ddl_capture: bool = False,
     from_loads: bool = False,
+    opened: Engine | None = None,
 ) -> Callable[[], Engine]:
     """Opens the source's engine from what the lake holds, every time (a reopen after a
     failure too), and asks once for the tables start-up found the lake to miss that the
-    parallel loader left to Debezium. With `from_loads` (a fresh source the loader armed)
-    it streams from the loads' slot without a snapshot of its own (`tidemark/startload.py`)."""
+    parallel loader left to Debezium. The first call takes `opened`, the engine opened while
+    the loader ran, if any."""
     if source.kind != "postgres":
         raise UsageError(
             f"the embedded runtime captures Postgres sources; `{source.name}` is `{source.kind}`",
             hint="run SQL Server sources with the distributed runtime (`tidemark worker`)",
         )
-    from tidemark.connectors.postgres.capture import engine_dir
-    from tidemark.connectors.postgres.settings import replication_name
-    from tidemark.startup import (
-        arm_tables,
-        initial_snapshot_done,
-        prepare_capture,
-        streams_from_loads,
-    )
+    from tidemark.startup import arm_tables
 
-    slot = replication_name(config.pipeline, source.name)
-    directory = engine_dir(state, config.pipeline, source.name)
     pending = list(resnapshot)
+    early = [opened] if opened is not None else []
     surrogates = {t: k[0] for t, k in source.keys.items() if len(k) == 1}
 
     def open_engine() -> Engine:
-        keys = source_keys(source)
-        loads_slot = from_loads or streams_from_loads(tracker.record)
-        if loads_slot:  # Debezium, started without a snapshot, may send a table's first
-            # records without a key (seen after a TRUNCATE): the catalog's primary keys
-            from tidemark.connectors.postgres.identity import primary_keys
-
-            found = primary_keys(source.dsn, list(config.streamed_tables(source)))
-            keys = {**{source.lake_table(t): tuple(k) for t, k in found.items()}, **keys}
-        decoder.key_columns = keys  # before the first record is decoded
-        if require_ddl_capture:  # after the tables' own checks: their reasons come first
-            from tidemark.source_setup import check
-
-            check(source)
-        start_jvm_for(config, state)  # writing offsets needs it (an embedder may not have)
-        prepare_capture(source.dsn, slot, directory, tracker.record, keep_slot=loads_slot)
-        resumes = bool(tracker.record.offsets) and initial_snapshot_done(tracker.record)
-        no_data = {"snapshot.mode": "no_data"} if loads_slot and not resumes else {}
-        engine = open_source_engine(
-            config, source, state=state, max_batch=max_batch, notifications=True, extra=no_data
-        )
+        engine = early.pop() if early else None
+        if engine is None:
+            engine = _open_engine(
+                config,
+                source,
+                state,
+                max_batch,
+                decoder,
+                tracker.record,
+                from_loads=from_loads,
+                require_ddl_capture=require_ddl_capture,
+            )
         if pending:
             arm_tables(source.dsn, config.pipeline, source.name, pending, surrogates)
             pending.clear()
@@ -330,57 +392,83 @@ def build_runner(
     layers = {table: config.layers_for(table) for table in every}
     sources = []
     keys: dict[str, tuple[str, ...]] = {}
-    for source in config.sources:
-        start = reconcile_source(config, source, lake)
-        for reason in start.reasons:
-            logger.warning("source %s: %s", source.name, reason)
-        if on_start is not None:
-            on_start(source.name, start)
-        from_loads, resnapshot = False, list(start.resnapshot)
-        if source.kind == "postgres":
-            plan = load_at_start(
-                config, source, start, lake, stop=stop, progress=load_progress, done=load_done
+    opened: list[Engine] = []  # engines opened while their sources' tables loaded
+    try:
+        for source in config.sources:
+            start = reconcile_source(config, source, lake)
+            for reason in start.reasons:
+                logger.warning("source %s: %s", source.name, reason)
+            if on_start is not None:
+                on_start(source.name, start)
+            from_loads, resnapshot = False, list(start.resnapshot)
+            decoder = Decoder(
+                source.kind,
+                key_columns={source.lake_table(t): tuple(k) for t, k in source.keys.items()},
             )
-            from_loads = plan.streams_from_loads(config, source)
-            resnapshot = plan.resnapshot  # the loader took the others
-            found = primary_keys(source.dsn, list(source.tables))
-            keys.update({source.lake_table(t): k for t, k in found.items()})
-            keys.update(source_keys(source))
-        held = {t for t in config.lake_tables_of(source) if lake.holds_rows(t, layers[t])}
-        streamed = [source.lake_table(t) for t in config.streamed_tables(source)]
-        tracker = SourceTracker(
-            start.record,
-            lake_table=source.lake_table,
-            # what Debezium's initial snapshot arms: nothing when the loader armed them
-            tables=[] if from_loads or streams_from_loads(start.record) else streamed,
-            held=held,
-        )
-        decoder = Decoder(
-            source.kind,
-            key_columns={source.lake_table(t): tuple(k) for t, k in source.keys.items()},
-        )
-        sources.append(
-            SourceSpec(
-                name=source.name,
-                open_engine=_engine_factory(
+            early: Engine | None = None
+            if source.kind == "postgres":
+                before = len(opened)
+                plan = load_at_start(
                     config,
                     source,
-                    state,
-                    max_batch,
-                    decoder,
-                    tracker,
-                    resnapshot,
-                    require_ddl_capture,
-                    from_loads,
-                ),
-                decoder=decoder,
-                resume_position=functools.partial(_resume_position, tracker),
-                request_snapshot=_snapshot_requester(config, source),
-                tracker=tracker,
-                notifications=notification_topic(source.name),
-                epoch=start.record.epoch,
+                    start,
+                    lake,
+                    stop=stop,
+                    progress=load_progress,
+                    done=load_done,
+                    streams_soon=_opener(
+                        config,
+                        source,
+                        state,
+                        max_batch,
+                        decoder,
+                        start.record,
+                        require_ddl_capture=require_ddl_capture,
+                        into=opened,
+                    ),
+                )
+                early = opened[before] if len(opened) > before else None
+                from_loads = plan.streams_from_loads(config, source)
+                resnapshot = plan.resnapshot  # the loader took the others
+                found = primary_keys(source.dsn, list(source.tables))
+                keys.update({source.lake_table(t): k for t, k in found.items()})
+                keys.update(source_keys(source))
+            held = {t for t in config.lake_tables_of(source) if lake.holds_rows(t, layers[t])}
+            streamed = [source.lake_table(t) for t in config.streamed_tables(source)]
+            tracker = SourceTracker(
+                start.record,
+                lake_table=source.lake_table,
+                # what Debezium's initial snapshot arms: nothing when the loader armed them
+                tables=[] if from_loads or streams_from_loads(start.record) else streamed,
+                held=held,
             )
-        )
+            sources.append(
+                SourceSpec(
+                    name=source.name,
+                    open_engine=_engine_factory(
+                        config,
+                        source,
+                        state,
+                        max_batch,
+                        decoder,
+                        tracker,
+                        resnapshot,
+                        require_ddl_capture,
+                        from_loads,
+                        early,
+                    ),
+                    decoder=decoder,
+                    resume_position=functools.partial(_resume_position, tracker),
+                    request_snapshot=_snapshot_requester(config, source),
+                    tracker=tracker,
+                    notifications=notification_topic(source.name),
+                    epoch=start.record.epoch,
+                )
+            )
+    except BaseException:  # the runner never got them: close them here
+        for engine in opened:
+            engine.close()
+        raise
     settings = RunnerSettings(
         max_events=config.batching.max_events,
         max_latency_ms=config.batching.max_latency_ms,

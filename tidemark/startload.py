@@ -97,9 +97,14 @@ def load_at_start(
     stop: threading.Event | None = None,
     progress: Callable[[LoadProgress], None] | None = None,
     done: Callable[[LoadResult], None] | None = None,
+    streams_soon: Callable[[LoadPlan], None] | None = None,
 ) -> LoadPlan:
     """Load what `plan_loads` says and record the loaded tables as armed in `start.record`;
     the plan's `resnapshot` says what is left to Debezium.
+
+    `streams_soon(plan)` is called once the loads' slot exists, before the first row is
+    read, when the engine will stream from it: the runtime opens the engine then, so
+    Debezium's start-up (seconds of connecting and validating) overlaps the loads.
 
     Raises:
         SourceUnavailable, SourceConfigError, UsageError, InterruptedError: as the loads.
@@ -140,6 +145,8 @@ def load_at_start(
             if not resuming and drop_slot_when_free(source.dsn, slot):
                 logger.info("dropped replication slot %s: the tables are loaded anew", slot)
             ensure_slot(source.dsn, slot)
+            if streams_soon is not None:
+                streams_soon(plan)
     shapes = table_shapes(source.dsn, plan.tables)
     keys = {t: tuple(shapes[t].key) for t in plan.tables}
     logger.info("source %s: loading %s", source.name, ", ".join(plan.tables))

@@ -6,7 +6,9 @@ the loads. The pipeline starts fresh: its slot is created, each table gets a mar
 exported snapshot and is copied in parallel ranges, then Debezium streams from the slot
 without a snapshot of its own, and the gate drops the streamed changes each snapshot holds.
 The ledger then says exactly what each table's changelog must hold: every change whose
-transaction the table's snapshot does not see, once; none that it sees.
+transaction the table's snapshot does not see, once; none that it sees. Debezium starts up
+while the tables load (the engine is opened on the slot before the first range is read), so
+its stream fills its queue during the loads and the gate sorts that out too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.loading.support import Running, config_for, execute, layer, new_database
+from tests.loading.support import Running, config_for, execute, fetch, layer, new_database
 from tidemark.connectors.postgres.exported import SnapshotPoint
 from tidemark.connectors.postgres.setup import drop_slot
 from tidemark.simulator.runner import Simulator
@@ -56,6 +58,17 @@ def _until_each_table_changed(ledger: Path, timeout: float = 60) -> None:
     raise AssertionError("the simulator changed not every table")
 
 
+def _slot_active(url: str, slot: str, timeout: float = 60) -> bool:
+    """Whether a client streams from `slot` (Debezium connects in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = fetch(url, f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")
+        if rows and rows[0][0]:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_a_table_loaded_while_written_streams_on_without_gap_or_double(postgres, tmp_path):
     url = new_database(postgres.url, postgres.url_for)
     seed = Simulator(url, profile="bank", workers=2, max_changes=30_000)
@@ -72,8 +85,16 @@ def test_a_table_loaded_while_written_streams_on_without_gap_or_double(postgres,
         [*TABLES, "public.tm_sync"],
         snapshot={"*": {"rows_per_range": 2000, "max_workers": 2}},
     )
-    run = Running(config, tmp_path / "state")
+    slot = f"tidemark_{config.pipeline}_src"
+    streaming_while_loading: list[bool] = []
+    run = Running(
+        config,
+        tmp_path / "state",
+        # told as each table's load ends: the engine, opened before the first, streams
+        load_done=lambda _: streaming_while_loading.append(_slot_active(url, slot)),
+    )
     try:
+        assert streaming_while_loading == [True] * (len(TABLES) + 1)  # and tm_sync's
         run.wait_streaming()
         threading.Event().wait(3)  # more changes after the hand-over
         stop.set()
@@ -82,7 +103,7 @@ def test_a_table_loaded_while_written_streams_on_without_gap_or_double(postgres,
         run.wait_for(url, "tm_sync", 1)
     finally:
         run.stop()
-        drop_slot(url, f"tidemark_{config.pipeline}_src")
+        drop_slot(url, slot)
     report = verify_source(config, config.sources[0], timeout=10)
     assert report.ok, [t for t in report.tables if not t.ok]
 
