@@ -35,6 +35,7 @@ ROWS = pa.table(
         ),
     }
 )
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LAYERS = ("changelog", "live_upserts", "live_deletes", "forensic_inserts", "forensic_closes")
 
 
@@ -73,6 +74,29 @@ def test_a_key_twice_is_refused():
     )
     with pytest.raises(ValueError, match="occurs twice"):
         first_versions(changes, batch_id=1, ingested_at=datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("keys", "unique"),
+    [
+        ([1, 2, 5, 9], True),  # increasing: proven in one pass
+        ([1, 2, 9, 9], False),  # increasing but for a repeat at the end
+        ([9, 1, 5, 2], True),  # no order: hashed
+        ([2, 1, 5, 1], False),
+        ([1, None, 2, 3], True),  # a NULL breaks the order's proof: hashed
+        ([1, None, 2, None], False),
+    ],
+)
+def test_a_single_key_column_is_checked_whatever_its_order(keys, unique):
+    rows = pa.table({"a": pa.array(keys, pa.int64()), "b": ["w", "x", "y", "z"]})
+    changes = snapshot_events(
+        "src.public.t", rows, key_columns=("a",), point=POINT, first_seq=0, source_ts=NOW
+    )
+    if unique:
+        assert first_versions(changes, batch_id=1, ingested_at=NOW).live_upserts.num_rows == 4
+    else:
+        with pytest.raises(ValueError, match="occurs twice"):
+            first_versions(changes, batch_id=1, ingested_at=NOW)
 
 
 @pytest.mark.parametrize("first", [0, 65_530, 12_345_678, 2**32 - 10])

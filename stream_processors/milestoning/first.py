@@ -33,6 +33,23 @@ from tidemark.kernel.model import MilestonedTable, TableChanges
 UTC_US = pa.timestamp("us", tz="UTC")
 
 
+def _unique(events: pa.Table, keys: list[str]) -> bool:
+    """Whether no key occurs twice. A single key column in strictly increasing order (a
+    table read in physical order that was filled in key order, the common case) proves it
+    in one pass; otherwise every key is hashed (a fifth of a second per million rows)."""
+    if len(keys) == 1 and events.num_rows > 1:
+        column = events.column(keys[0])
+        try:
+            increasing = pc.all(
+                pc.less(column.slice(0, len(column) - 1), column.slice(1)), skip_nulls=False
+            )
+        except pa.ArrowNotImplementedError:  # a key type without an order
+            increasing = pa.scalar(None, pa.bool_())
+        if increasing.as_py():
+            return True
+    return bool(events.select(keys).group_by(keys).aggregate([]).num_rows == events.num_rows)
+
+
 def first_versions(
     changes: TableChanges, *, batch_id: int, ingested_at: datetime
 ) -> MilestonedTable:
@@ -45,7 +62,7 @@ def first_versions(
     events = changes.events.combine_chunks()
     n = events.num_rows
     keys = list(changes.key_columns)
-    if n and events.select(keys).group_by(keys).aggregate([]).num_rows != n:
+    if n and not _unique(events, keys):
         raise ValueError(f"table `{changes.table}`: a key occurs twice in a bulk load")
     if ingested_at.tzinfo is None:
         ingested_at = ingested_at.replace(tzinfo=UTC)
