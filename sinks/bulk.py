@@ -360,8 +360,7 @@ class RangeWriter:
             writer.write(rows, {})
             return
         if self.bulk.merge_on_read(layer):  # forensic: open versions apart, no key buckets
-            for current in (True, False):
-                part = rows.filter(pc.equal(rows.column(CURRENT), current))
+            for current, part in _by_current(rows):
                 writer.write(part, {CURRENT: str(current).lower()})
             return
         bucketing = self.bulk.bucketing
@@ -371,8 +370,7 @@ class RangeWriter:
             for bucket, piece in split_by_bucket(keyed).items():
                 writer.write(piece, {BUCKET: str(bucket)})
             return
-        for current in (True, False):
-            part = keyed.filter(pc.equal(keyed.column(CURRENT), current))
+        for current, part in _by_current(keyed):
             for bucket, piece in split_by_bucket(part).items():
                 writer.write(piece, {CURRENT: str(current).lower(), BUCKET: str(bucket)})
 
@@ -382,6 +380,15 @@ class RangeWriter:
             self._flush(layer)
             actions = self._writer(layer).wait() if layer in self._writers else []
             self.bulk.commit_files(layer, self.index, self.batch_id, list(actions))
+
+
+def _by_current(rows: pa.Table) -> list[tuple[bool, pa.Table]]:
+    """Forensic rows split into open and closed versions: a load's are all open, and
+    are not copied (filtering copied every row of the layer)."""
+    current = rows.column(CURRENT)
+    if pc.all(current, skip_nulls=False).as_py():
+        return [(True, rows)]
+    return [(flag, rows.filter(pc.equal(current, flag))) for flag in (True, False)]
 
 
 def without_batch(rows: pa.Table) -> pa.Table:
