@@ -13,6 +13,8 @@ Every arm runs in a child process: its peak RSS is the child's. The machine's lo
 is recorded at the start and end of each arm (the machine is shared).
 
     python bench/snapshot.py --rows 10000000 --wide-rows 2000000 --armed-rows 2000000
+With `--repeat N`, N-1 more rounds of COPY then each loader follow the first, their ratios
+side by side per round (the shared machine's speed drifts by a third within minutes).
 Writes bench/results/snapshot.json.
 """
 
@@ -24,6 +26,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,7 +138,9 @@ def _config(url: str, lake: str, table: str, name: str, extra: dict) -> object:
     )
 
 
-def arm_loader(url: str, table: str, workers: int, lake: str, **_: object) -> dict:
+def arm_loader(
+    url: str, table: str, workers: int, lake: str, check: bool = True, **_: object
+) -> dict:
     from deltalake import DeltaTable
 
     from tidemark.connectors.postgres.exported import exported_snapshot
@@ -156,6 +161,8 @@ def arm_loader(url: str, table: str, workers: int, lake: str, **_: object) -> di
         drop_slot(url, f"tidemark_{name}_bench")
     queryable = time.perf_counter() - started
     rows = DeltaTable(f"{lake}/live/bench.public.{table}").count()
+    if not check:
+        return {"rows": rows, "queryable_s": round(queryable, 2)}
     # the check alone, on the loaded lake (a second, unchanged load reconciles nothing)
     checked = time.perf_counter()
     keys = {t: tuple(s.key) for t, s in table_shapes(url, source.tables).items()}
@@ -260,6 +267,22 @@ def arm_armed(url: str, table: str, lake: str, **_: object) -> dict:
     }
 
 
+def rounds(url: str, table: str, work: Path, workers: str, count: int) -> dict:
+    """`count` more rounds of the raw COPY then each loader (no check), one right after the
+    other: each round's ratio, and their median, are what a noisy shared machine allows."""
+    ratios: dict[str, list[float]] = {}
+    for _ in range(count):
+        copy = child("copy", url=url, table=table)["seconds"]
+        for n in [int(w) for w in workers.split(",")]:
+            lake = str(work / f"{table}-round-{n}")
+            load = child("loader", url=url, table=table, workers=n, lake=lake, check=False)
+            ratios.setdefault(f"loader_{n}", []).append(round(copy / load["queryable_s"], 3))
+    return {
+        name: {"of_copy": values, "median": round(statistics.median(values), 3)}
+        for name, values in ratios.items()
+    }
+
+
 ARMS = {"copy": arm_copy, "loader": arm_loader, "debezium": arm_debezium, "armed": arm_armed}
 
 
@@ -270,6 +293,12 @@ def main() -> None:
     parser.add_argument("--armed-rows", type=int, default=2_000_000, help="start-up table rows")
     parser.add_argument("--workers", default="1,2,4", help="loader worker counts")
     parser.add_argument("--no-debezium", action="store_true", help="skip Debezium's snapshot")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="more rounds of COPY then each loader, side by side, for the ratio's spread",
+    )
     parser.add_argument("--url", help="an existing Postgres (wal_level=logical)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -321,6 +350,9 @@ def main() -> None:
                 result["of_copy"] = round(result["rows_per_s"] / arms["copy"]["rows_per_s"], 3)
                 arms[f"loader_{workers}"] = result
                 print(f"   loader-{workers} {result}", flush=True)
+            if args.repeat > 1:
+                arms["rounds"] = rounds(url, name, work, args.workers, args.repeat - 1)
+                print(f"   rounds {arms['rounds']}", flush=True)
             if not args.no_debezium:
                 lake = str(work / f"{name}-debezium")
                 arms["debezium"] = child("debezium", url=url, table=name, lake=lake, rows=rows)
