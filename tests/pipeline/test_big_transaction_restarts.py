@@ -138,6 +138,10 @@ def _whole(lake: Path, since: int) -> bool:
     return live.count_rows() == SEED + ITEMS
 
 
+# Slow (about 27 s in CI, over the default run's 15-minute budget): a crash between the
+# parts, replayed exactly once, stays in the default run (test_big_transactions.py), and so
+# do kill -9 and SIGTERM of `tidemark run` (test_reliability.py).
+@pytest.mark.slow
 def test_sigterm_and_kill_9_inside_a_split_transaction_end_exactly_once(
     fresh_database, tmp_path: Path
 ) -> None:
