@@ -34,6 +34,13 @@ TABLE = "s.p.spread"
 RANGE = 4  # keys per bucket: 64 keys fill 16 buckets, more than one group
 
 
+def _stats_of(rows: pa.Table, **options) -> dict:
+    """The statistics of `rows` written as one Parquet file (in memory), as a writer's."""
+    written: list[pq.FileMetaData] = []
+    pq.write_table(rows, pa.BufferOutputStream(), metadata_collector=written, **options)
+    return json.loads(file_stats(rows, rows.column_names, written[0]))
+
+
 def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows = pa.table(
@@ -51,7 +58,7 @@ def test_bounds_hold_every_value_and_doubtful_ones_are_left_out():
             "naive": pa.array([1, 2, 3], pa.timestamp("us")),
         }
     )
-    stats = json.loads(file_stats(rows, rows.column_names))
+    stats = _stats_of(rows)
     assert stats["numRecords"] == 3
     assert stats["nullCount"] == {
         "n": 1,
@@ -78,10 +85,7 @@ def test_string_bounds_taken_from_the_parquet_statistics_hold_every_value(values
     every row group): exactly the smallest and largest value, left out when either is
     longer than the bounds Delta keeps; nothing else changes."""
     rows = pa.table({"s": pa.array(values, pa.string()), "n": pa.array(range(len(values)))})
-    sink = pa.BufferOutputStream()
-    written: list[pq.FileMetaData] = []
-    pq.write_table(rows, sink, row_group_size=group_rows, metadata_collector=written)
-    stats = json.loads(file_stats(rows, rows.column_names, written[0]))
+    stats = _stats_of(rows, row_group_size=group_rows)
     present = [v for v in values if v is not None]
     assert stats["nullCount"] == {"s": len(values) - len(present), "n": 0}
     assert stats["minValues"]["n"] == 0 and stats["maxValues"]["n"] == len(values) - 1

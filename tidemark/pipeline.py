@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from tidemark.connectors.debezium.engine import EmbeddedEngine
     from tidemark.kernel.positions import SourceRecord
     from tidemark.sinks.gold.scheduler import GoldScheduler
-    from tidemark.startload import LoadPlan
     from tidemark.startup import SourceStart
     from tidemark.stream_processors.loading.spec import LoadProgress, LoadResult
 
@@ -221,39 +220,6 @@ def _open_engine(
     )
 
 
-def _opener(
-    config: PipelineConfig,
-    source: SourceConfig,
-    state: Path,
-    max_batch: int,
-    decoder: Decoder,
-    record: SourceRecord,
-    *,
-    require_ddl_capture: bool,
-    into: list[Engine],
-) -> Callable[[LoadPlan], None]:
-    """`load_at_start`'s `streams_soon`: opens the source's engine on the loads' slot into
-    `into`, so Debezium's start-up (about 4 s of connecting, validating and starting its
-    task) runs while the tables load instead of after. Until the runner polls it, what it
-    streams waits in its bounded queue."""
-
-    def streams_soon(plan: LoadPlan) -> None:
-        into.append(
-            _open_engine(
-                config,
-                source,
-                state,
-                max_batch,
-                decoder,
-                record,
-                from_loads=True,
-                require_ddl_capture=require_ddl_capture,
-            )
-        )
-
-    return streams_soon
-
-
 def _engine_factory(
     config: PipelineConfig,
     source: SourceConfig,
@@ -408,6 +374,17 @@ def build_runner(
             early: Engine | None = None
             if source.kind == "postgres":
                 before = len(opened)
+                open_now = functools.partial(
+                    _open_engine,
+                    config,
+                    source,
+                    state,
+                    max_batch,
+                    decoder,
+                    start.record,
+                    from_loads=True,
+                    require_ddl_capture=require_ddl_capture,
+                )
                 plan = load_at_start(
                     config,
                     source,
@@ -416,16 +393,10 @@ def build_runner(
                     stop=stop,
                     progress=load_progress,
                     done=load_done,
-                    streams_soon=_opener(
-                        config,
-                        source,
-                        state,
-                        max_batch,
-                        decoder,
-                        start.record,
-                        require_ddl_capture=require_ddl_capture,
-                        into=opened,
-                    ),
+                    # Called during this iteration, once the loads' slot exists: Debezium's
+                    # start-up (about 4 s of connecting, validating and starting its task)
+                    # runs beside the loads; what it streams waits in its bounded queue.
+                    streams_soon=lambda: opened.append(open_now()),  # noqa: B023
                 )
                 early = opened[before] if len(opened) > before else None
                 from_loads = plan.streams_from_loads(config, source)

@@ -97,12 +97,12 @@ def load_at_start(
     stop: threading.Event | None = None,
     progress: Callable[[LoadProgress], None] | None = None,
     done: Callable[[LoadResult], None] | None = None,
-    streams_soon: Callable[[LoadPlan], None] | None = None,
+    streams_soon: Callable[[], None] | None = None,
 ) -> LoadPlan:
     """Load what `plan_loads` says and record the loaded tables as armed in `start.record`;
     the plan's `resnapshot` says what is left to Debezium.
 
-    `streams_soon(plan)` is called once the loads' slot exists, before the first row is
+    `streams_soon()` is called once the loads' slot exists, before the first row is
     read, when the engine will stream from it: the runtime opens the engine then, so
     Debezium's start-up (seconds of connecting and validating) overlaps the loads.
 
@@ -146,7 +146,7 @@ def load_at_start(
                 logger.info("dropped replication slot %s: the tables are loaded anew", slot)
             ensure_slot(source.dsn, slot)
             if streams_soon is not None:
-                streams_soon(plan)
+                streams_soon()
     shapes = table_shapes(source.dsn, plan.tables)
     keys = {t: tuple(shapes[t].key) for t in plan.tables}
     logger.info("source %s: loading %s", source.name, ", ".join(plan.tables))

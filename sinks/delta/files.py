@@ -102,15 +102,12 @@ def _stat(value: pa.Scalar, dtype: pa.DataType, *, upper: bool) -> Any:
     return None
 
 
-def file_stats(
-    rows: pa.Table, columns: Sequence[str], written: pq.FileMetaData | None = None
-) -> str:
-    """The `stats` JSON of an add action holding `rows`.
+def file_stats(rows: pa.Table, columns: Sequence[str], written: pq.FileMetaData) -> str:
+    """The `stats` JSON of an add action holding `rows`, written as the Parquet file whose
+    metadata is `written`.
 
-    With `written` (the metadata of the Parquet file holding `rows`), string bounds come
-    from the statistics the Parquet writer computed anyway: comparing strings again cost
-    as much as a fifth of writing the file. Without it they are computed here, and left out
-    when any value is longer than Delta's bounds we keep.
+    String bounds come from the statistics the Parquet writer computed anyway: comparing
+    strings again cost as much as a fifth of writing the file.
     """
     minimum: dict[str, Any] = {}
     maximum: dict[str, Any] = {}
@@ -127,13 +124,11 @@ def file_stats(
             continue
         if pa.types.is_floating(dtype) and pc.any(pc.is_nan(column)).as_py():
             continue
-        if _is_text(dtype) and written is not None:
+        if _is_text(dtype):
             bounds = _parquet_bounds(written, name)
             if bounds is None:
                 continue
             least, most = (pa.scalar(value, dtype) for value in bounds)
-        elif _is_text(dtype) and _too_long(column):
-            continue  # comparing long strings costs more than such a rare bound is worth
         else:
             found = pc.min_max(column)
             least, most = found["min"], found["max"]
@@ -180,13 +175,6 @@ def _parquet_bounds(written: pq.FileMetaData, name: str) -> tuple[str, str] | No
         low = stats.min if low is None else min(low, stats.min)
         high = stats.max if high is None else max(high, stats.max)
     return None if low is None or high is None else (low, high)
-
-
-def _too_long(column: pa.ChunkedArray) -> bool:
-    """Whether a string column holds a value longer than Delta's string bounds we keep
-    (bytes count: a string of more bytes than characters is rare and only loses a bound)."""
-    longest = pc.max(pc.binary_length(column)).as_py()
-    return longest is not None and longest > _MAX_STRING_STAT
 
 
 DICTIONARY_SAMPLE = 10_000
@@ -322,5 +310,5 @@ class FileWriter:
             partition_values=partition,
             modification_time=int(time.time() * 1000),
             data_change=True,
-            stats=file_stats(data, self.stats, written[0] if written else None),
+            stats=file_stats(data, self.stats, written[0]),
         )
