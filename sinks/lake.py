@@ -48,6 +48,7 @@ from tidemark.sinks.delta.table import DeltaHandle, table_uri
 from tidemark.sinks.errors import SinkSchemaMismatch, SinkValueError
 from tidemark.sinks.loads import LoadLog
 from tidemark.sinks.maintenance import Kind, Maintenance
+from tidemark.sinks.memory import use_returning_pool
 from tidemark.sinks.readers import count_rows, has_deletion_vectors
 from tidemark.sinks.rewrite import ColumnChange
 from tidemark.sinks.schema import all_nullable
@@ -98,6 +99,7 @@ class Lake(StreamLayers):
         parallelism: int = 2,
         write_modes: Mapping[str, WriteMode] | None = None,
     ) -> None:
+        use_returning_pool()  # what a batch frees goes back to the system (sinks/memory.py)
         self.root = root
         self.write_modes = dict(write_modes or {})
         self.app_id = app_id

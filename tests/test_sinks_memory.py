@@ -1,0 +1,61 @@
+"""The lake's writers allocate through a pool that gives freed memory back (sinks/memory.py).
+
+Each case runs in a process of its own: the pool is process-wide, and RSS is only meaningful
+in a process that did nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = """
+import json, sys, time
+import pyarrow as pa, pyarrow.compute as pc
+from tidemark.sinks.lake import Lake
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) // 1024 for l in status if l.startswith("VmRSS"))
+
+Lake(sys.argv[1], app_id="memory")
+before = rss_mb()
+ones = pa.repeat(pa.scalar(1, pa.int64()), 100_000)
+batches = [pc.add(ones, i) for i in range(600)]  # 480 MB, as a writer's batches would be
+peak = rss_mb()
+del batches
+for _ in range(30):  # jemalloc gives pages back at once or within its decay time
+    if rss_mb() - before < 100:
+        break
+    time.sleep(0.1)
+print(json.dumps({"pool": pa.default_memory_pool().backend_name, "before": before,
+                  "peak": peak, "after": rss_mb()}))
+"""
+
+
+def _child(tmp_path: Path, **env: str) -> dict[str, object]:
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "lake")],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_lake_gives_freed_arrow_memory_back(tmp_path: Path) -> None:
+    got = _child(tmp_path)
+    assert got["pool"] == "jemalloc"
+    assert got["peak"] - got["before"] > 400  # the batches were really allocated
+    assert got["after"] - got["before"] < 100, got  # and their memory went back
+
+
+def test_a_pool_the_user_chose_stays(tmp_path: Path) -> None:
+    got = _child(tmp_path, ARROW_DEFAULT_MEMORY_POOL="mimalloc")
+    assert got["pool"] == "mimalloc"
