@@ -32,17 +32,17 @@ def prefer_returning_pool() -> None:
     os.environ.setdefault(CHOSEN, RETURNING)
 
 
-def use_returning_pool() -> str:
-    """Make jemalloc pyarrow's default pool unless the user chose one or pyarrow was built
-    without it; returns the pool's name."""
+def use_returning_pool() -> None:
+    """Make jemalloc pyarrow's default pool, unless the user chose one or pyarrow was built
+    without it (imported here: this module must not import pyarrow before
+    `prefer_returning_pool` ran)."""
     import pyarrow as pa
 
     if os.environ.get(CHOSEN):
-        return pa.default_memory_pool().backend_name
+        return
     try:
         pool = pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc (some platforms)
-        return pa.default_memory_pool().backend_name
+        return
     if pa.default_memory_pool().backend_name != pool.backend_name:
         pa.set_memory_pool(pool)
-    return pool.backend_name
