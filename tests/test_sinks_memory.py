@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ files = [pq.read_table(sys.argv[1] + ".parquet") for _ in range(30)]  # 240 MB m
 peak = rss_mb()
 del batches, files
 for _ in range(30):  # jemalloc gives pages back at once or within its decay time
-    if rss_mb() - before < 100:
+    if rss_mb() - before < (peak - before) / 2:
         break
     time.sleep(0.1)
 print(json.dumps({"pool": pa.default_memory_pool().backend_name, "before": before,
@@ -42,7 +43,7 @@ print(json.dumps({"pool": pa.default_memory_pool().backend_name, "before": befor
 """
 
 
-def _child(tmp_path: Path, first: str, **env: str) -> dict[str, object]:
+def _child(tmp_path: Path, first: str, **env: str) -> dict[str, Any]:
     environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     result = subprocess.run(
         [sys.executable, "-c", CHILD.replace("{first}", first), str(tmp_path / "lake")],
@@ -63,8 +64,9 @@ def test_freed_arrow_memory_goes_back(tmp_path: Path, first: str) -> None:
     frees leave the process."""
     got = _child(tmp_path, first)
     assert got["pool"] == "jemalloc"
-    assert got["peak"] - got["before"] > 400  # the buffers were really allocated
-    assert got["after"] - got["before"] < 100, got  # and their memory went back
+    allocated = got["peak"] - got["before"]
+    assert allocated > 400  # the buffers were really allocated (mimalloc keeps all of it)
+    assert got["after"] - got["before"] < allocated / 2, got  # and their memory went back
 
 
 def test_a_pool_the_user_chose_stays(tmp_path: Path) -> None:
