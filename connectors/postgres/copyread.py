@@ -12,6 +12,8 @@ with the reason, as the decoder makes the event one; the others go on.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -105,6 +107,7 @@ class TableReader:
         sql = f"COPY ({self.select_sql(where)}) TO STDOUT WITH (FORMAT csv)"
         names = [p.name for p in self.plans] + [name for name, _ in self.extra]
         read_fd, write_fd = os.pipe()
+        _widen(write_fd, block_bytes)
         failure: list[BaseException] = []
 
         def produce() -> None:
@@ -192,6 +195,15 @@ class TableReader:
             )
             for row, reason in zip(rows, (bad[i] for i in sorted(bad)), strict=True)
         ]
+
+
+def _widen(pipe_fd: int, size: int) -> None:
+    """Let the pipe hold up to `size` bytes (Linux caps it at `fs.pipe-max-size`, 1 MiB by
+    default): with the default 64 KiB, the COPY thread and the CSV reader switched places
+    every 64 KiB. Best effort: elsewhere, or past the cap, the pipe keeps its size."""
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe_fd, fcntl.F_SETPIPE_SZ, min(size, 1 << 20))
 
 
 def _convert(plan: ColumnPlan, text: pa.Array) -> pa.Array:
