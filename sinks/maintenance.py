@@ -7,7 +7,8 @@ wait on it. delta-rs resolves concurrent commits optimistically: when a writer a
 compaction collide, the loser gets `CommitFailedError`; here the compaction simply tries
 again next round, and the writers retry their own commit (see `sinks.delta.bucketed`).
 Bucket partitions of live and forensic-current are rewritten whole on every touch, so they
-hold one file each and need no compaction; merge-on-read layers do (DVs folded back).
+hold one file each and need no compaction; merge-on-read layers do (DVs folded back, all
+of them once a table is idle: its version unchanged since the thread's last round).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from tidemark.kernel.columns import BUCKET, CURRENT
-from tidemark.sinks.delta.dv.compaction import collect, fold
+from tidemark.sinks.delta.dv.compaction import Policy, collect, fold
 from tidemark.sinks.readers import has_deletion_vectors
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,23 @@ def compact(
     storage_options: Mapping[str, str] | None = None,
     target_size: int = 4 * 1024 * 1024,
     min_files: int = 10,
+    idle: bool = False,
 ) -> int:
     """Compact the append-only part of one table; returns files removed.
+
+    `idle`: no writer committed to the table since the last round; a merge-on-read layer
+    then folds every DV, not only files past the thresholds (`Policy.every_dv`).
 
     Only partitions holding at least `min_files` files below `target_size` are rewritten,
     and files that reached `target_size` are final: `optimize.compact` bin-packs every file
     below the target, so a large target would rewrite the same growing file again and again.
     A round's work thus follows what was appended since the last one, not the history.
     """
+    policy = Policy(every_dv=idle)
     if kind == "mor_live":
-        return fold(uri, storage_options=storage_options)
+        return fold(uri, storage_options=storage_options, policy=policy)
     if kind == "mor_forensic":
-        folded = fold(uri, storage_options=storage_options, scope={CURRENT: "true"})
+        folded = fold(uri, storage_options=storage_options, scope={CURRENT: "true"}, policy=policy)
         return folded + _compact_history(uri, storage_options, target_size, min_files)
     dt = DeltaTable(uri, storage_options=dict(storage_options or {}) or None)
     actions = pa.table(dt.get_add_actions(flatten=True))
@@ -135,6 +141,7 @@ class Maintenance:
         self.vacuum_every = vacuum_every
         self.rounds = 0
         self.files_compacted = 0
+        self._versions: dict[str, int] = {}  # merge-on-read tables: version after our round
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._done = threading.Condition()
@@ -172,7 +179,14 @@ class Maintenance:
         do_vacuum = (self.rounds + 1) % self.vacuum_every == 0
         for uri, kind in self.targets():
             try:
-                self.files_compacted += compact(uri, kind, storage_options=self.storage_options)
+                idle = False
+                if kind in ("mor_live", "mor_forensic"):
+                    idle = self._versions.get(uri) == self._version(uri)
+                self.files_compacted += compact(
+                    uri, kind, storage_options=self.storage_options, idle=idle
+                )
+                if kind in ("mor_live", "mor_forensic"):
+                    self._versions[uri] = self._version(uri)
                 if do_vacuum:
                     vacuum(
                         uri,
@@ -188,3 +202,8 @@ class Maintenance:
         with self._done:
             self.rounds += 1
             self._done.notify_all()
+
+    def _version(self, uri: str) -> int:
+        """The table's newest version: unchanged from one round to the next, no writer
+        committed between them (our own round's commit is recorded after it)."""
+        return DeltaTable(uri, storage_options=self.storage_options or None).version()

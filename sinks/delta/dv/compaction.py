@@ -3,12 +3,13 @@
 Reads slow down as deleted rows pile up in files and as every batch adds a small file. A
 round rewrites, in the partitions that take updates (live; forensic's open versions), the
 files whose deleted fraction passed `max_deleted`, the small files (a batch's appended file)
-once there are `min_files` of them, and the most deleted files while more than
-`max_dv_files` carry a DV. Their rows minus the deleted ones go to new files, committed in
-place of them (`OPERATION = "OPTIMIZE"`, so writers treat it as maintenance). It runs
-beside the writers and never blocks them: rows a writer deletes from the files meanwhile
-become DVs of the new files (a round on hot files would otherwise lose every race); a
-writer that loses to it locates its rows again.
+once there are `min_files` of them, the most deleted files while more than `max_dv_files`
+carry a DV, and, in a table no writer touched since the last round, every file that carries
+one (`every_dv`: delta-rs reads a table with any DV on one core). Their rows minus the
+deleted ones go to new files, committed in place of them (`OPERATION = "OPTIMIZE"`, so
+writers treat it as maintenance). It runs beside the writers and never blocks them: rows a
+writer deletes from the files meanwhile become DVs of the new files (a round on hot files
+would otherwise lose every race); a writer that loses to it locates its rows again.
 
 delta-rs `vacuum(full=True)` deletes DV files that live files still use (its in-use set
 holds data paths only) and breaks the table, and `vacuum(full=False)` never collects DV
@@ -57,6 +58,11 @@ class Policy:
             and a 1.9 s stall of the writer at 1,000 events/s).
         max_dv_files: at most this many files may carry a DV after a round.
         target_rows: rows per rewritten file.
+        every_dv: rewrite every file that carries a DV, whatever its deleted fraction (a
+            table no writer touched since the last round, `sinks/maintenance.py`). Readers
+            pay for any DV: delta-rs reads a table with one in a single partition, on one
+            core (its scan keeps whole files in one stream to number their rows), 1.5-2x
+            the time of the same rows without DVs; an idle table is left without any.
     """
 
     max_deleted: float = 0.3
@@ -68,6 +74,7 @@ class Policy:
     """Rows one round rewrites at most (the most deleted files first): a round takes CPU
     from the writers and the writer indexes what it wrote, so rounds stay short; the rest
     waits for the next one (every 30 s)."""
+    every_dv: bool = False
 
 
 def choose(entries: list[FileEntry], policy: Policy) -> list[FileEntry]:
@@ -77,6 +84,8 @@ def choose(entries: list[FileEntry], policy: Policy) -> list[FileEntry]:
         records = entry.num_records or 0
         if records and entry.deleted / records >= policy.max_deleted:
             chosen[entry.path] = entry
+    if policy.every_dv:
+        chosen.update((e.path, e) for e in entries if e.dv is not None)
     small = [e for e in entries if (e.num_records or 0) < policy.small_rows]
     if len(small) >= policy.min_files:
         chosen.update((e.path, e) for e in small)
