@@ -8,7 +8,7 @@ compaction collide, the loser gets `CommitFailedError`; here the compaction simp
 again next round, and the writers retry their own commit (see `sinks.delta.bucketed`).
 Bucket partitions of live and forensic-current are rewritten whole on every touch, so they
 hold one file each and need no compaction; merge-on-read layers do (DVs folded back, all
-of them once a table is idle: its version unchanged since the thread's last round).
+of them once a table is idle: its version unchanged for `idle_after`, a minute).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -49,8 +50,9 @@ def compact(
 ) -> int:
     """Compact the append-only part of one table; returns files removed.
 
-    `idle`: no writer committed to the table since the last round; a merge-on-read layer
-    then folds every DV, not only files past the thresholds (`Policy.every_dv`).
+    `idle`: no writer committed to the table for a while (`Maintenance.idle_after`); a
+    merge-on-read layer then folds every DV, not only files past the thresholds
+    (`Policy.every_dv`).
 
     Only partitions holding at least `min_files` files below `target_size` are rewritten,
     and files that reached `target_size` are final: `optimize.compact` bin-packs every file
@@ -123,6 +125,10 @@ class Maintenance:
         interval: seconds between compaction rounds.
         retention_hours: files younger than this are never vacuumed (readers may use them).
         vacuum_every: vacuum on every n-th round.
+        idle_after: seconds a merge-on-read table's version must stay unchanged (no writer
+            committing) before a round folds every DV it holds. A minute: a table that
+            takes a small batch now and then is not rewritten after each one (with
+            uniform keys a batch leaves a DV in nearly every file).
     """
 
     def __init__(
@@ -133,15 +139,18 @@ class Maintenance:
         interval: float = 30.0,
         retention_hours: int = 24,
         vacuum_every: int = 10,
+        idle_after: float = 60.0,
     ) -> None:
         self.targets = targets
         self.storage_options = dict(storage_options or {})
         self.interval = interval
         self.retention_hours = retention_hours
         self.vacuum_every = vacuum_every
+        self.idle_after = idle_after
         self.rounds = 0
         self.files_compacted = 0
-        self._versions: dict[str, int] = {}  # merge-on-read tables: version after our round
+        # merge-on-read tables: the version after our last round, and since when it stood
+        self._versions: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._done = threading.Condition()
@@ -179,14 +188,14 @@ class Maintenance:
         do_vacuum = (self.rounds + 1) % self.vacuum_every == 0
         for uri, kind in self.targets():
             try:
-                idle = False
-                if kind in ("mor_live", "mor_forensic"):
-                    idle = self._versions.get(uri) == self._version(uri)
+                merge_on_read = kind in ("mor_live", "mor_forensic")
+                quiet = self._quiet_since(uri) if merge_on_read else None
+                idle = quiet is not None and time.monotonic() - quiet >= self.idle_after
                 self.files_compacted += compact(
                     uri, kind, storage_options=self.storage_options, idle=idle
                 )
-                if kind in ("mor_live", "mor_forensic"):
-                    self._versions[uri] = self._version(uri)
+                if merge_on_read:  # our own commit does not end the quiet
+                    self._versions[uri] = (self._version(uri), quiet or time.monotonic())
                 if do_vacuum:
                     vacuum(
                         uri,
@@ -203,7 +212,11 @@ class Maintenance:
             self.rounds += 1
             self._done.notify_all()
 
+    def _quiet_since(self, uri: str) -> float | None:
+        """Since when no writer has committed to the table (None: one did since our last
+        round): its version is still the one our last round left."""
+        seen = self._versions.get(uri)
+        return seen[1] if seen is not None and seen[0] == self._version(uri) else None
+
     def _version(self, uri: str) -> int:
-        """The table's newest version: unchanged from one round to the next, no writer
-        committed between them (our own round's commit is recorded after it)."""
         return DeltaTable(uri, storage_options=self.storage_options or None).version()

@@ -490,21 +490,25 @@ def test_a_removed_file_never_hands_its_cache_key_to_another(lake_root):
 
 def test_an_idle_table_is_left_without_deletion_vectors(lake_root, built):
     """delta-rs reads a table holding any DV on one core, so maintenance folds every DV of
-    a table no writer committed to since its last round; a table being written keeps the
-    thresholds (files past `max_deleted`), and the rows stay the same either way."""
+    a table no writer committed to for `idle_after` seconds; a table being written, or
+    quiet for less, keeps the thresholds (files past `max_deleted`); the rows stay the
+    same either way."""
     lake = Lake(lake_root(), app_id="crash", write_modes=MOR, maintenance=True)
     assert lake.maintenance is not None
     lake.maintenance.interval = 10**6  # rounds only when the test runs them
+    lake.maintenance.idle_after = 3600
     batches = cw.workload(8)
     live, forensic = uri(lake, "live"), uri(lake, "forensic")
     try:
         cw.run(lake, batches[:5])
-        lake.maintenance.round()  # the first round knows no earlier version: not idle
+        lake.maintenance.round()  # the first round knows no earlier version
         cw.run(lake, batches[:6])  # a writer commits between the rounds
         lake.maintenance.round()
+        lake.maintenance.round()  # quiet since the last round, but not for an hour
         busy = dv_files_in_use(live), dv_files_in_use(forensic)
         assert busy[0] > 0 and busy[1] > 0, busy  # below the thresholds, DVs stay
-        lake.maintenance.round()  # nothing committed since the last round: idle
+        lake.maintenance.idle_after = 0
+        lake.maintenance.round()  # quiet long enough: idle
         assert (dv_files_in_use(live), dv_files_in_use(forensic)) == (0, 0)
         cw.run(lake, batches)  # the writer finds its rows in the folded files
     finally:

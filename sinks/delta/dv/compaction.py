@@ -4,8 +4,8 @@ Reads slow down as deleted rows pile up in files and as every batch adds a small
 round rewrites, in the partitions that take updates (live; forensic's open versions), the
 files whose deleted fraction passed `max_deleted`, the small files (a batch's appended file)
 once there are `min_files` of them, the most deleted files while more than `max_dv_files`
-carry a DV, and, in a table no writer touched since the last round, every file that carries
-one (`every_dv`: delta-rs reads a table with any DV on one core). Their rows minus the
+carry a DV, and, in a table no writer touched for a minute, every file that carries one
+(`every_dv`: delta-rs reads a table with any DV on one core). Their rows minus the
 deleted ones go to new files, committed in place of them (`OPERATION = "OPTIMIZE"`, so
 writers treat it as maintenance). It runs beside the writers and never blocks them: rows a
 writer deletes from the files meanwhile become DVs of the new files (a round on hot files
@@ -59,7 +59,7 @@ class Policy:
         max_dv_files: at most this many files may carry a DV after a round.
         target_rows: rows per rewritten file.
         every_dv: rewrite every file that carries a DV, whatever its deleted fraction (a
-            table no writer touched since the last round, `sinks/maintenance.py`). Readers
+            table no writer touched for a minute, `sinks/maintenance.py`). Readers
             pay for any DV: delta-rs reads a table with one in a single partition, on one
             core (its scan keeps whole files in one stream to number their rows), 1.5-2x
             the time of the same rows without DVs; an idle table is left without any.
