@@ -195,7 +195,8 @@ class Maintenance:
                     uri, kind, storage_options=self.storage_options, idle=idle
                 )
                 if merge_on_read:  # our own commit does not end the quiet
-                    self._versions[uri] = (self._version(uri), quiet or time.monotonic())
+                    since = time.monotonic() if quiet is None else quiet
+                    self._versions[uri] = (self._version(uri), since)
                 if do_vacuum:
                     vacuum(
                         uri,
