@@ -189,14 +189,14 @@ class Maintenance:
         for uri, kind in self.targets():
             try:
                 merge_on_read = kind in ("mor_live", "mor_forensic")
-                quiet = self._quiet_since(uri) if merge_on_read else None
+                version = self._version(uri) if merge_on_read else None
+                quiet = self._quiet_since(uri, version)
                 idle = quiet is not None and time.monotonic() - quiet >= self.idle_after
-                self.files_compacted += compact(
-                    uri, kind, storage_options=self.storage_options, idle=idle
-                )
-                if merge_on_read:  # our own commit does not end the quiet
+                removed = compact(uri, kind, storage_options=self.storage_options, idle=idle)
+                self.files_compacted += removed
+                if version is not None:  # our own commit does not end the quiet
                     since = time.monotonic() if quiet is None else quiet
-                    self._versions[uri] = (self._version(uri), since)
+                    self._versions[uri] = (self._version(uri) if removed else version, since)
                 if do_vacuum:
                     vacuum(
                         uri,
@@ -213,11 +213,12 @@ class Maintenance:
             self.rounds += 1
             self._done.notify_all()
 
-    def _quiet_since(self, uri: str) -> float | None:
+    def _quiet_since(self, uri: str, version: int | None) -> float | None:
         """Since when no writer has committed to the table (None: one did since our last
-        round): its version is still the one our last round left."""
+        round, or it is not a merge-on-read table): `version` is still the one our last
+        round left."""
         seen = self._versions.get(uri)
-        return seen[1] if seen is not None and seen[0] == self._version(uri) else None
+        return seen[1] if seen is not None and seen[0] == version else None
 
     def _version(self, uri: str) -> int:
         return DeltaTable(uri, storage_options=self.storage_options or None).version()
