@@ -14,7 +14,9 @@ Per live-table size (`--sizes`, default 100k; 1M and 10M take long on 2 cores):
        tidemark  the embedded runner: decode, batch, milestone, commit 3 Delta layers
        tidemark_mor  the same with live and forensic in merge-on-read (deletion vectors)
        dlt       the same embedded engine feeding dlt, Delta destination, merge disposition
-     and reports sustained events/s from its first event to its last commit;
+     and reports sustained events/s from its first event to its last commit; with
+     `--rounds N`, N backlogs in turn, each drained in a rotated consumer order, and the
+     ratios are the rounds' medians (a machine that slows during a run hits each consumer);
   4. latency: tidemark (and tidemark_mor) runs while a writer commits a steady 1,000
      events/s for `--latency-seconds`; p50/p99 of (lake commit time - source commit time).
 Each drain records the load average when it started (the machine is shared).
@@ -31,6 +33,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -415,39 +418,38 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
         out.setdefault("arm", {})[consumer] = spawn(
             consumer, "arm", common(consumer), args.timeout, args.logs, url=url
         )
-    for index, keys in enumerate(distributions):
-        began = time.monotonic()
-        first_new = size + index * (transactions + 1)
-        execute(url, f"CALL bench_backlog({transactions}, {size}, {first_new}, '{keys}')")
-        run = out[keys] = {
-            "backlog_seconds": round(time.monotonic() - began, 1),
-            "events": query_one(url, f"SELECT events FROM bench_backlogs WHERE keys = '{keys}'"),
-        }
-        for consumer in consumers:
-            print(f"[{size} {keys}] draining {consumer}", flush=True)
-            load = os.getloadavg()
-            run[consumer] = spawn(
-                consumer,
-                "drain",
-                common(consumer, events=run["events"]),
-                args.timeout,
-                args.logs,
-                tag=keys,
-                url=url,
+    backlogs = 0
+    for keys in distributions:
+        rounds = []
+        for number in range(args.rounds):
+            first_new = size + backlogs * (transactions + 1)
+            backlogs += 1
+            # each round drains in another order: a machine whose speed drifts during a
+            # run favours no consumer
+            turn = number % len(consumers)
+            order = consumers[turn:] + consumers[:turn]
+            rounds.append(
+                drain_round(
+                    url,
+                    keys,
+                    transactions,
+                    size,
+                    first_new,
+                    order,
+                    common,
+                    args,
+                    tag=f"{keys}-{number}" if args.rounds > 1 else keys,
+                )
             )
-            run[consumer]["load_average_at_start"] = load
-            print(f"  {run[consumer]}", flush=True)
-        cap, tm, mor, peer = (run.get(c, {}).get("events_per_s") for c in CONSUMERS)
-        run["ratios"] = {
-            "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
-            "tidemark_mor_vs_capture": round(mor / cap, 3) if mor and cap else None,
-            "tidemark_mor_vs_tidemark": round(mor / tm, 2) if mor and tm else None,
-            "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
-        }
-        raw = run.get("capture_raw", {}).get("events_per_s")
-        if raw and tm:
-            run["ratios"]["tidemark_vs_capture_raw"] = round(tm / raw, 3)
-    first_new = size + len(distributions) * (transactions + 1)
+        run = out[keys] = rounds[0]
+        if len(rounds) > 1:
+            run["rounds"] = [r["ratios"] for r in rounds]
+            run["ratios"] = {
+                name: statistics.median(values)
+                for name in rounds[0]["ratios"]
+                if (values := [r["ratios"][name] for r in rounds if r["ratios"][name]])
+            }
+    first_new = size + backlogs * (transactions + 1)
     for consumer, key in (("tidemark", "latency"), ("tidemark_mor", "latency_mor")):
         if consumer not in consumers or args.latency_seconds <= 0:
             continue
@@ -465,6 +467,57 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
         first_new += int(args.rate * args.latency_seconds) + 1_000
         print(f"  {out[key]}", flush=True)
     return out
+
+
+def drain_round(
+    url: str,
+    keys: str,
+    transactions: int,
+    size: int,
+    first_new: int,
+    consumers: list[str],
+    common,
+    args: argparse.Namespace,
+    tag: str,
+) -> dict:
+    """Write one backlog of `keys` updates, let each consumer drain it in turn; their
+    events/s and ratios (`tag` names the children's logs)."""
+    began = time.monotonic()
+    execute(
+        url,
+        "DELETE FROM bench_backlogs",
+        f"CALL bench_backlog({transactions}, {size}, {first_new}, '{keys}')",
+    )
+    run: dict = {
+        "backlog_seconds": round(time.monotonic() - began, 1),
+        "events": query_one(url, f"SELECT events FROM bench_backlogs WHERE keys = '{keys}'"),
+        "order": consumers,
+    }
+    for consumer in consumers:
+        print(f"[{size} {keys}] draining {consumer}", flush=True)
+        load = os.getloadavg()
+        run[consumer] = spawn(
+            consumer,
+            "drain",
+            common(consumer, events=run["events"]),
+            args.timeout,
+            args.logs,
+            tag=tag,
+            url=url,
+        )
+        run[consumer]["load_average_at_start"] = load
+        print(f"  {run[consumer]}", flush=True)
+    cap, tm, mor, peer = (run.get(c, {}).get("events_per_s") for c in CONSUMERS)
+    run["ratios"] = {
+        "tidemark_vs_capture": round(tm / cap, 3) if tm and cap else None,
+        "tidemark_mor_vs_capture": round(mor / cap, 3) if mor and cap else None,
+        "tidemark_mor_vs_tidemark": round(mor / tm, 2) if mor and tm else None,
+        "tidemark_vs_dlt": round(tm / peer, 2) if tm and peer else None,
+    }
+    raw = run.get("capture_raw", {}).get("events_per_s")
+    if raw and tm:
+        run["ratios"]["tidemark_vs_capture_raw"] = round(tm / raw, 3)
+    return run
 
 
 def query_one(url: str, sql: str) -> int:
@@ -538,6 +591,13 @@ def main() -> None:
     parser.add_argument("--lake-cache-mb", type=int, help="tidemark's bucket cache, MiB")
     parser.add_argument("--rate", type=float, default=1000.0, help="latency run events/s")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="backlogs per key distribution, each drained by every consumer in a rotated"
+        " order; the ratios are the rounds' medians",
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--logs", help="a directory for the children's logs")
     parser.add_argument(
