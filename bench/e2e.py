@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
@@ -443,9 +444,16 @@ def run_size(url_base: str, cluster, root: Path, size: int, args: argparse.Names
             )
         run = out[keys] = rounds[0]
         if len(rounds) > 1:
-            run["rounds"] = [r["ratios"] for r in rounds]
+            run["rounds"] = [
+                {
+                    "order": r["order"],
+                    "events_per_s": {c: r[c].get("events_per_s") for c in r["order"]},
+                    "ratios": r["ratios"],
+                }
+                for r in rounds
+            ]
             run["ratios"] = {
-                name: statistics.median(values)
+                name: round(statistics.median(values), 3)
                 for name in rounds[0]["ratios"]
                 if (values := [r["ratios"][name] for r in rounds if r["ratios"][name]])
             }
@@ -476,7 +484,7 @@ def drain_round(
     size: int,
     first_new: int,
     consumers: list[str],
-    common,
+    common: Callable[..., list[str]],
     args: argparse.Namespace,
     tag: str,
 ) -> dict:
